@@ -1,0 +1,134 @@
+"""Every setting of Answerback, read once from the environment.
+
+Both processes (web and worker) build one `Settings` with `Settings.from_env()`;
+each default below is the one that is safe in production.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+class ConfigError(ValueError):
+    """A setting in the environment cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
+
+
+def _method(env: Mapping[str, str]) -> str:
+    value = env.get("CALLBACK_METHOD", "POST").strip().upper() or "POST"
+    if value not in ("GET", "POST"):
+        raise ConfigError("CALLBACK_METHOD must be GET or POST")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    # The Redis that holds everything (redis://, rediss://, unix://).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Upstream credentials; the token also verifies callback signatures.
+    # Empty token: callbacks are accepted unsigned (local use only; a warning is logged).
+    plivo_auth_id: str = ""
+    plivo_auth_token: str = field(default="", repr=False)
+    # Upstream base URL, ending in /v1/.
+    plivo_api_url: str = "https://api.plivo.com/v1/"
+    # Seconds for upstream connect and read.
+    plivo_timeout: float = 10.0
+    # Externally reachable base URL of web; callback URLs and signatures use it.
+    public_url: str = "http://127.0.0.1:8000"
+    # Accepted bearer keys on /v1/*; each is its own tenant.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Callback method asked of the upstream when a submission names none.
+    callback_method: str = "POST"
+    # Seconds a pending request waits for its callback before it is expired.
+    callback_timeout: int = 3600
+    # Largest callback_timeout a submission may ask for.
+    max_callback_timeout: int = 86400
+    # Seconds a finished request (and its deliveries) is kept.
+    result_ttl: int = 604800
+    # Seconds an unmatched (early) callback is kept waiting for its api_id.
+    orphan_ttl: int = 86400
+    # Largest request body accepted by web, in bytes.
+    max_body_bytes: int = 64 * 1024
+    # Attempts per request before it fails (connection errors, 429, 5xx).
+    max_attempts: int = 5
+    # Requests one worker process keeps in flight to the upstream at once.
+    send_concurrency: int = 32
+    # Drain jobs that may run at once across all workers.
+    max_drainers: int = 4
+    # Seconds one drain job runs before it hands over to a fresh one.
+    drain_seconds: int = 30
+    # Share of one web process's threads that ?wait may hold.
+    wait_share: float = 0.5
+    # Threads per web worker process (gunicorn gthread).
+    web_threads: int = 32
+    # Accept the deprecated V2 signature too.
+    accept_v2_signatures: bool = False
+    # Seconds between expiry sweeps.
+    sweep_interval: int = 1
+    # RQ queue the worker listens on.
+    queue_name: str = "answerback"
+
+    @property
+    def verify_signatures(self) -> bool:
+        return bool(self.plivo_auth_token)
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_url.rstrip("/") + "/callbacks/plivo"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        port = env.get("PORT", "8000")
+        api_url = env.get("PLIVO_API_URL", cls.plivo_api_url)
+        return cls(
+            redis_url=env.get("REDIS_URL", cls.redis_url),
+            plivo_auth_id=env.get("PLIVO_AUTH_ID", ""),
+            plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
+            plivo_api_url=api_url if api_url.endswith("/") else api_url + "/",
+            plivo_timeout=_float(env, "PLIVO_TIMEOUT", 10.0),
+            public_url=env.get("PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
+            api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
+            callback_method=_method(env),
+            callback_timeout=_int(env, "CALLBACK_TIMEOUT", 3600, low=1),
+            max_callback_timeout=_int(env, "MAX_CALLBACK_TIMEOUT", 86400, low=1),
+            result_ttl=_int(env, "RESULT_TTL", 604800, low=1),
+            orphan_ttl=_int(env, "ORPHAN_TTL", 86400, low=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, low=1024),
+            max_attempts=_int(env, "MAX_ATTEMPTS", 5, low=1),
+            send_concurrency=_int(env, "SEND_CONCURRENCY", 32, low=1),
+            max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
+            drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
+            wait_share=_float(env, "WAIT_SHARE", 0.5),
+            web_threads=_int(env, "WEB_THREADS", 32, low=2),
+            accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),
+            sweep_interval=_int(env, "SWEEP_INTERVAL", 1, low=1),
+            queue_name=env.get("QUEUE_NAME", "answerback"),
+        )

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Answerback's single entry point; needs only Python 3.11+ and pip.
+
+  python3 manage.py run     the whole system locally (embedded Redis, sandbox, web, worker)
+  python3 manage.py test    the test suite (pytest arguments may follow)
+  python3 manage.py bench   the benchmarks in bench/
+
+The first call makes .venv and installs requirements.txt into it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+COMMANDS = {
+    "run": ["-m", "local.run"],
+    "test": ["-m", "pytest"],
+    "bench": ["-m", "bench"],
+}
+
+
+def ensure_venv() -> None:
+    """Create .venv and (re)install requirements.txt whenever it changed."""
+    if not PYTHON.exists():
+        print("creating .venv ...", flush=True)
+        venv.create(VENV, with_pip=True)
+    requirements = ROOT / "requirements.txt"
+    stamp = VENV / ".requirements.sha256"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    print("installing requirements.txt into .venv ...", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "-r", str(requirements)], check=True)
+    stamp.write_text(digest)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 2
+    ensure_venv()
+    os.chdir(ROOT)
+    command = [str(PYTHON), *COMMANDS[argv[0]], *argv[1:]]
+    os.execv(command[0], command)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,27 @@
+"""The web process: callbacks, the client API, operations endpoints."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from receiver import callbacks, dashboard, errors, metrics, openapi, ops, requests
+    from receiver.services import Services
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["answerback"] = Services.build(settings)
+    if not settings.verify_signatures:
+        log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
+    errors.init_app(app)
+    for module in (callbacks, requests, ops, metrics, openapi, dashboard):
+        app.register_blueprint(module.bp)
+    return app

@@ -1,0 +1,81 @@
+"""The webhook Plivo calls: verify, store durably, match, answer fast."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Blueprint, Request, jsonify, request
+
+from receiver.errors import BadRequest, InvalidSignature
+from receiver.services import services
+from receiver.signature import verify_v2, verify_v3
+from store.metrics import count
+
+bp = Blueprint("callbacks", __name__)
+
+RID_PARAM = "rid"
+
+
+@bp.route("/callbacks/plivo", methods=["GET", "POST"])
+def plivo():
+    body, signed_params = _read_delivery(request)
+    _check_signature(request, signed_params)
+    rid = request.args.get(RID_PARAM, "")
+    if request.method == "GET":
+        body.pop(RID_PARAM, None)
+    api_id = _api_id(body)
+    outcome = services().deliveries.store(rid, api_id, body, request.method)
+    return jsonify(outcome=outcome)
+
+
+def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The delivered fields, and the parameters the signature covers besides the URL."""
+    if req.method == "GET":
+        return _flatten(req.args.to_dict(flat=False)), {}
+    if req.mimetype == "application/json":
+        data = req.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadRequest("callback body is not a JSON object")
+        return dict(data), data
+    if req.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = req.form.to_dict(flat=False)
+        return _flatten(form), form
+    if not req.get_data(cache=True):
+        return {}, {}
+    raise BadRequest("callback body must be JSON or form-encoded")
+
+
+def _flatten(multi: dict[str, list[str]]) -> dict[str, Any]:
+    return {k: v[0] if len(v) == 1 else v for k, v in multi.items()}
+
+
+def _api_id(body: dict[str, Any]) -> str:
+    value = body.get("api_id")
+    if not isinstance(value, str) or not value:
+        raise BadRequest("callback has no api_id")
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise BadRequest("callback api_id is not a UUID") from None
+    return value
+
+
+def _check_signature(req: Request, params: dict[str, Any]) -> None:
+    settings = services().settings
+    if not settings.verify_signatures:
+        return
+    url = settings.public_url + req.path
+    if req.query_string:
+        url += "?" + req.query_string.decode("utf-8", "replace")
+    token, nonce = settings.plivo_auth_token, req.headers.get("X-Plivo-Signature-V3-Nonce", "")
+    for header in ("X-Plivo-Signature-V3", "X-Plivo-Signature-Ma-V3"):
+        signatures = req.headers.get(header, "")
+        if signatures and verify_v3(token, req.method, url, nonce, signatures, params):
+            return
+    v2 = req.headers.get("X-Plivo-Signature-V2", "") or req.headers.get("X-Plivo-Signature-Ma-V2", "")
+    if settings.accept_v2_signatures and v2:
+        v2_nonce = req.headers.get("X-Plivo-Signature-V2-Nonce", "")
+        if verify_v2(token, settings.public_url + req.path, v2_nonce, v2):
+            return
+    count(services().redis, "rejected_signature")
+    raise InvalidSignature("callback signature is missing or invalid")

@@ -1,0 +1,135 @@
+"""GET /openapi.json: the external contract, as OpenAPI 3.1."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify
+
+bp = Blueprint("openapi", __name__)
+
+STATUS = ["queued", "sending", "pending", "completed", "failed", "expired"]
+TIME = {"type": ["string", "null"], "format": "date-time"}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = False, text: str = "") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema, "description": text}
+
+
+WAIT = _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 60},
+              text="hold the answer up to N seconds until the request is finished")
+AUTH_ERRORS = {"401": _error("missing or invalid API key"), "503": _error("storage unavailable")}
+
+RECORD = {
+    "type": "object",
+    "required": ["request_id", "status", "method", "path", "api_id", "submitted_at", "sent_at",
+                 "completed_at", "deadline", "attempts", "late", "response", "error"],
+    "properties": {
+        "request_id": {"type": "string"}, "status": {"enum": STATUS},
+        "method": {"enum": ["GET", "POST", "DELETE"]}, "path": {"type": "string"},
+        "callback_method": {"enum": ["GET", "POST"]}, "api_id": {"type": ["string", "null"]},
+        "submitted_at": TIME, "sent_at": TIME, "completed_at": TIME, "deadline": TIME,
+        "attempts": {"type": "integer"}, "late": {"type": "boolean"}, "deliveries": {"type": "integer"},
+        "response": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
+    },
+}
+SUBMISSION = {
+    "type": "object", "required": ["method", "path"], "additionalProperties": False,
+    "properties": {
+        "method": {"type": "string", "description": "GET, POST or DELETE, any letter case"},
+        "path": {"type": "string", "description": "relative to Account/{auth_id}/, e.g. Call/"},
+        "params": {"type": "object"},
+        "callback_method": {"type": "string", "description": "GET or POST"},
+        "callback_timeout": {"type": "integer", "minimum": 1},
+    },
+}
+PAGE = {
+    "type": "object", "required": ["meta", "objects"],
+    "properties": {
+        "meta": {"type": "object", "required": ["limit", "offset", "total_count", "next", "previous"],
+                 "properties": {"limit": {"type": "integer"}, "offset": {"type": "integer"},
+                                "total_count": {"type": "integer"}, "next": {"type": ["string", "null"]},
+                                "previous": {"type": ["string", "null"]}}},
+        "objects": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}},
+    },
+}
+CALLBACK_ANSWER = {"type": "object", "required": ["outcome"],
+                   "properties": {"outcome": {"enum": ["matched", "early", "duplicate", "late"]}}}
+CALLBACK_RESPONSES = {
+    "200": _json("CallbackOutcome", "delivery stored"),
+    "400": _error("no usable api_id, or a body that cannot be parsed"),
+    "403": _error("missing or invalid Plivo signature"),
+    "413": _error("body too large"), "503": _error("cannot be stored now; retry"),
+}
+SECURED = [{"bearer": []}]
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Answerback", "version": "1.0.0",
+             "description": "Callback receiver for asynchronous Plivo-style API requests."},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Request": RECORD, "Submission": SUBMISSION, "Page": PAGE, "Error": ERROR,
+                    "CallbackOutcome": CALLBACK_ANSWER},
+    },
+    "paths": {
+        "/v1/requests": {
+            "post": {"summary": "Submit an asynchronous upstream request", "security": SECURED,
+                     "parameters": [_param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255})],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
+                     "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
+                                   "413": _error("body too large"), "415": _error("not JSON"),
+                                   "422": _error("Idempotency-Key reused with another body"), **AUTH_ERRORS}},
+            "get": {"summary": "List this key's requests, newest first", "security": SECURED,
+                    "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 20}),
+                                   _param("offset", "query", {"type": "integer", "minimum": 0}),
+                                   _param("status", "query", {"enum": STATUS})],
+                    "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status"), **AUTH_ERRORS}},
+        },
+        "/v1/requests/{request_id}": {
+            "get": {"summary": "Read (or wait for) a request", "security": SECURED,
+                    "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
+                    "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                                  "404": _error("unknown id"), **AUTH_ERRORS}},
+        },
+        "/v1/requests/{request_id}/deliveries": {
+            "get": {"summary": "Every callback delivery of a request", "security": SECURED,
+                    "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+                    "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS}},
+        },
+        "/v1/results/{api_id}": {
+            "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
+                    "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
+                    "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                                  "404": _error("unknown api_id"), **AUTH_ERRORS}},
+        },
+        "/callbacks/plivo": {
+            "post": {"summary": "Plivo callback (JSON or form body), V3-signed",
+                     "parameters": [_param("rid", "query", {"type": "string"})],
+                     "requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
+                                                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+                     "responses": CALLBACK_RESPONSES},
+            "get": {"summary": "Plivo callback (query string), V3-signed",
+                    "parameters": [_param("rid", "query", {"type": "string"}), _param("api_id", "query", {"type": "string"})],
+                    "responses": CALLBACK_RESPONSES},
+        },
+        "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "up"}}}},
+        "/readyz": {"get": {"summary": "Redis reachable", "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
+    },
+}
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(SPEC)

@@ -1,0 +1,24 @@
+"""Operations endpoints: liveness and readiness."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from redis.exceptions import RedisError
+
+from receiver.errors import error_response
+from receiver.services import services
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    try:
+        services().redis.ping()
+    except RedisError:
+        return error_response(503, "redis unreachable")
+    return jsonify(status="ready")

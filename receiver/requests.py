@@ -1,0 +1,131 @@
+"""The client API: submit requests, read or wait for their results, list them."""
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from flask import Blueprint, g, jsonify, request, url_for
+
+from receiver.auth import require_key
+from receiver.errors import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
+from receiver.services import services
+from receiver.validation import int_arg, parse_submission, status_arg, wait_arg
+from store.metrics import count
+from store.records import RequestRecord, Submission
+
+bp = Blueprint("requests", __name__, url_prefix="/v1")
+
+SAFETY_RECHECK_S = 5.0  # pub/sub wakes waiters; this only bounds a missed message
+
+
+@bp.post("/requests")
+@require_key
+def submit():
+    if not request.is_json:
+        raise UnsupportedMediaType("request body must be application/json")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise BadRequest("request body is not valid JSON")
+    form = parse_submission(data)
+    svc = services()
+    timeout = form.callback_timeout or svc.settings.callback_timeout
+    if timeout > svc.settings.max_callback_timeout:
+        raise BadRequest(f"callback_timeout must be at most {svc.settings.max_callback_timeout}")
+    idem = request.headers.get("Idempotency-Key")
+    if idem is not None and not 1 <= len(idem) <= 255:
+        raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+    submitted = svc.requests.submit(Submission(
+        tenant=g.tenant, method=form.method, path=form.path, params=form.params,
+        callback_method=form.callback_method or svc.settings.callback_method,
+        callback_timeout=timeout, idempotency_key=idem))
+    if submitted.conflict:
+        raise Unprocessable("Idempotency-Key was already used with a different request")
+    svc.ring(submitted.ring_id)
+    response = jsonify(submitted.record.to_json())
+    response.status_code = 202
+    response.headers["Location"] = url_for("requests.get_request", request_id=submitted.record.fields["request_id"])
+    if not submitted.created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@bp.get("/requests/<request_id>")
+@require_key
+def get_request(request_id: str):
+    wait = wait_arg(request.args)
+    return _answer(request_id, wait)
+
+
+@bp.get("/results/<api_id>")
+@require_key
+def get_result(api_id: str):
+    wait = wait_arg(request.args)
+    rid = services().requests.rid_for_api_id(api_id)
+    if rid is None:
+        raise NotFound("no request with that api_id")
+    return _answer(rid, wait)
+
+
+@bp.get("/requests/<request_id>/deliveries")
+@require_key
+def get_deliveries(request_id: str):
+    svc = services()
+    _own_record(request_id)
+    return jsonify(objects=svc.requests.deliveries(request_id))
+
+
+@bp.get("/requests")
+@require_key
+def list_requests():
+    limit = int_arg(request.args, "limit", 20, 1, 20)
+    offset = int_arg(request.args, "offset", 0, 0)
+    status = status_arg(request.args)
+    total, records = services().requests.page(g.tenant, status, offset, limit)
+    return jsonify(
+        meta={"limit": limit, "offset": offset, "total_count": total,
+              "next": _page_link(limit, offset + limit, status) if offset + limit < total else None,
+              "previous": _page_link(limit, max(0, offset - limit), status) if offset > 0 else None},
+        objects=[r.to_json() for r in records])
+
+
+def _page_link(limit: int, offset: int, status: str | None) -> str:
+    query = {"limit": limit, "offset": offset} | ({"status": status} if status else {})
+    return url_for("requests.list_requests") + "?" + urlencode(query)
+
+
+def _own_record(rid: str) -> RequestRecord:
+    record = services().requests.get_for(g.tenant, rid)
+    if record is None:
+        raise NotFound("no request with that id")
+    return record
+
+
+def _answer(rid: str, wait: int):
+    record = _own_record(rid)
+    if wait and not record.finished:
+        record, capped = _wait(rid, wait)
+        response = jsonify(record.to_json())
+        if capped:
+            response.headers["X-Wait-Capped"] = "true"
+        return response
+    return jsonify(record.to_json())
+
+
+def _wait(rid: str, seconds: int) -> tuple[RequestRecord, bool]:
+    """Hold the answer until the request finishes or `seconds` pass, within this process's cap."""
+    svc = services()
+    if not svc.wait_slots.acquire(blocking=False):
+        count(svc.redis, "waits_capped")
+        return _own_record(rid), True
+    count(svc.redis, "waits_held")
+    try:
+        deadline = time.monotonic() + seconds
+        with svc.listener.watching(rid) as done:
+            record = _own_record(rid)
+            while not record.finished and (left := deadline - time.monotonic()) > 0:
+                done.wait(min(left, SAFETY_RECHECK_S))
+                done.clear()
+                record = _own_record(rid)
+        return record, False
+    finally:
+        svc.wait_slots.release()

@@ -1,0 +1,50 @@
+"""What the web process shares across requests: settings, Redis, the stores, the job queue."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+from redis import Redis
+from rq import Queue
+
+from config import Settings
+from store import connect
+from store.callbacks import Deliveries
+from store.records import Requests
+from store.waiting import DoneListener
+from workers.jobs import enqueue_drainer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    requests: Requests
+    deliveries: Deliveries
+    listener: DoneListener
+    queue: Queue
+    wait_slots: threading.BoundedSemaphore = field(repr=False)
+
+    @classmethod
+    def build(cls, settings: Settings) -> "Services":
+        redis = connect(settings.redis_url)
+        rq_redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        slots = max(1, int(settings.web_threads * settings.wait_share))
+        return cls(
+            settings=settings,
+            redis=redis,
+            requests=Requests(redis, settings.result_ttl),
+            deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl),
+            listener=DoneListener(connect(settings.redis_url)),
+            queue=Queue(settings.queue_name, connection=rq_redis),
+            wait_slots=threading.BoundedSemaphore(slots),
+        )
+
+    def ring(self, ring_id: str) -> None:
+        if ring_id:
+            enqueue_drainer(self.queue, ring_id, self.settings)
+
+
+def services() -> Services:
+    return current_app.extensions["answerback"]

@@ -1,0 +1,110 @@
+"""The shapes of client input, checked with pydantic before anything is written."""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from receiver.errors import BadRequest
+from store.records import STATUSES
+
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~]+$")
+RESERVED_PARAMS = ("callback_url", "callback_method")
+MAX_WAIT = 60
+
+
+class SubmissionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    path: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    callback_method: Literal["GET", "POST"] | None = None
+    callback_timeout: int | None = Field(default=None, ge=1)
+
+    @field_validator("method")
+    @classmethod
+    def known_method(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in ("GET", "POST", "DELETE"):
+            raise ValueError("must be GET, POST or DELETE")
+        return upper
+
+    @field_validator("callback_method", mode="before")
+    @classmethod
+    def upper_callback_method(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def relative_path(cls, value: str) -> str:
+        if value.startswith("/") or "://" in value or "\\" in value:
+            raise ValueError("must be relative to Account/{auth_id}/, e.g. Call/")
+        segments = [s for s in value.split("/") if s]
+        if not segments or any(s in (".", "..") or not PATH_SEGMENT.match(s) for s in segments):
+            raise ValueError("must be path segments of letters, digits and -_.~, without . or ..")
+        return "/".join(segments) + "/"
+
+    @field_validator("params")
+    @classmethod
+    def sendable_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in RESERVED_PARAMS:
+            if name in value:
+                raise ValueError(f"{name} is set by Answerback; use callback_method at the top level")
+        return value
+
+    @model_validator(mode="after")
+    def query_params_are_flat(self) -> "SubmissionIn":
+        """GET and DELETE send params in the query string: only scalars and lists of scalars fit."""
+        if self.method != "POST":
+            for name, value in self.params.items():
+                items = value if isinstance(value, list) else [value]
+                if not all(isinstance(v, (str, int, float, bool)) for v in items):
+                    raise ValueError(f"params.{name}: a {self.method} request sends params in the "
+                                     "query string; use text, numbers, booleans or lists of them")
+        return self
+
+
+def parse_submission(data: Any) -> SubmissionIn:
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    try:
+        return SubmissionIn.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("invalid submission", fields=_field_errors(exc)) from None
+
+
+def _field_errors(exc: ValidationError) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for err in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(p) for p in err["loc"]) or "body"
+        errors[name] = err["msg"].removeprefix("Value error, ")
+    return errors
+
+
+def int_arg(args: Any, name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise BadRequest(f"{name} must be an integer" + _range_text(low, high))
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        raise BadRequest(f"{name} must be an integer" + _range_text(low, high))
+    return value
+
+
+def _range_text(low: int, high: int | None) -> str:
+    return f" from {low} to {high}" if high is not None else f" of at least {low}"
+
+
+def status_arg(args: Any) -> str | None:
+    status = args.get("status")
+    if status is not None and status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+    return status
+
+
+def wait_arg(args: Any) -> int:
+    return int_arg(args, "wait", 0, 0, MAX_WAIT)

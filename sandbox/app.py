@@ -1,0 +1,22 @@
+"""The sandbox's Flask application: the simulated Plivo API plus its /_sandbox/ controls."""
+from __future__ import annotations
+
+from flask import Flask
+
+from sandbox import api, control, errors
+from sandbox.config import Config
+from sandbox.simulator import EXTENSION, Simulator
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False
+    app.extensions[EXTENSION] = Simulator.build(config)
+    errors.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(control.bp)
+    return app

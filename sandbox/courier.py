@@ -1,0 +1,101 @@
+"""Delivery of callbacks the way Plivo delivers them.
+
+Connect timeout 2 s, read timeout 40 s, one retry on a connect or read timeout
+only; any answer, whatever its status, ends the delivery. A small pool of
+threads shares one pooled HTTP client; delayed deliveries wait in one Timer.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from sandbox.callback import Callback, Outgoing
+from sandbox.config import Config
+from sandbox.faults import Fault
+from sandbox.stats import Stats
+from sandbox.timer import Timer
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = httpx.Timeout(connect=2.0, read=40.0, write=10.0, pool=10.0)
+RETRIED = (httpx.ConnectTimeout, httpx.ReadTimeout)
+THREADS = 16
+USER_AGENT = "PlivoSandbox/1.0 (Answerback)"
+
+
+class Courier:
+    def __init__(self, config: Config, stats: Stats, threads: int = THREADS,
+                 transport: httpx.BaseTransport | None = None):
+        self._config = config
+        self._stats = stats
+        self._client = httpx.Client(
+            timeout=TIMEOUT,
+            limits=httpx.Limits(max_connections=2 * threads, max_keepalive_connections=threads),
+            headers={"User-Agent": USER_AGENT},
+            transport=transport,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox-courier")
+        self._timer = Timer(lambda callback: self._pool.submit(self.deliver, callback))
+
+    def dispatch(self, callback: Callback, plan: DeliveryPlan) -> None:
+        if plan.dropped:
+            self._stats.callback_dropped()
+        if plan.early:
+            self.deliver_now(callback)
+        for delay in plan.delays:
+            self.deliver_later(callback, delay)
+
+    def deliver_later(self, callback: Callback, delay: float) -> None:
+        self._stats.callback_planned()
+        self._timer.add(delay, callback)
+
+    def deliver_now(self, callback: Callback) -> None:
+        """Deliver in the caller's thread (an early callback beats the API's own answer)."""
+        self._stats.callback_planned()
+        self.deliver(callback)
+
+    def deliver(self, callback: Callback) -> None:
+        """One delivery, counted whatever happens: a pool thread must never fail silently."""
+        status, error = None, None
+        try:
+            status = self._send(callback)
+        except httpx.HTTPError as failure:
+            error = type(failure).__name__
+        except Exception as failure:
+            log.exception("callback to %s could not be sent", callback.target.url)
+            error = type(failure).__name__
+        self._stats.callback_finished(status, error)
+
+    def _send(self, callback: Callback) -> int:
+        request = callback.outgoing(self._config.auth_token, self._config.callback_format)
+        try:
+            return self._attempt(request)
+        except RETRIED:
+            self._stats.callback_retried()
+            return self._attempt(request)
+
+    def _attempt(self, request: Outgoing) -> int:
+        response = self._client.request(request.method, request.url, headers=request.headers, content=request.content)
+        return response.status_code
+
+
+@dataclass(frozen=True)
+class DeliveryPlan:
+    """How many copies of a callback go out, and when, after the faults had their say."""
+
+    early: bool = False
+    delays: tuple[float, ...] = ()
+    dropped: bool = False
+
+    @classmethod
+    def from_faults(cls, fired: Mapping[str, Fault], default_delay: float) -> DeliveryPlan:
+        if "drop_callback" in fired:
+            return cls(dropped=True)
+        early = "early_callback" in fired
+        copies = 2 if "duplicate_callback" in fired else 1
+        delay = fired.get("callback_delay")
+        return cls(early, tuple(delay.draw_seconds() if delay else default_delay for _ in range(copies - early)))

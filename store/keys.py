@@ -1,0 +1,40 @@
+"""Every Redis key name Answerback uses. The Lua scripts build the same names
+from the prefix they are given (see lua/prelude.lua)."""
+from __future__ import annotations
+
+PREFIX = "ab:"
+
+OUTBOX = PREFIX + "outbox"            # list of request ids ready to send
+RETRY = PREFIX + "retry"              # zset request id -> when to send again (ms)
+LEASES = PREFIX + "leases"            # zset request id -> lease expiry (ms) while a drain job holds it
+DEADLINES = PREFIX + "deadlines"      # zset request id -> callback deadline (ms)
+PURGE = PREFIX + "purge"              # zset request id -> when a finished request is deleted (ms)
+DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
+DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
+SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
+
+
+def request(rid: str) -> str:
+    return f"{PREFIX}req:{rid}"
+
+
+def deliveries(rid: str) -> str:
+    return f"{PREFIX}req:{rid}:deliveries"
+
+
+def api_id(value: str) -> str:
+    return f"{PREFIX}api:{value}"
+
+
+def orphan(value: str) -> str:
+    return f"{PREFIX}orphan:{value}"
+
+
+def tenant_requests(tenant: str, status: str | None = None) -> str:
+    if status:
+        return f"{PREFIX}tenant:{tenant}:st:{status}"
+    return f"{PREFIX}tenant:{tenant}:all"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}idem:{tenant}:{key_digest}"

@@ -1,0 +1,26 @@
+-- A stored callback delivery finds its request: by the request id in the
+-- signed callback URL, else by api_id; else it waits as an orphan for its api_id.
+-- ARGV: rid api_id delivery body digest now ttl orphan_ttl
+local rid, api_id, digest, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+local target = ''
+if rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1 then
+  target = rid
+elseif api_id ~= '' then
+  target = redis.call('GET', P .. 'api:' .. api_id) or ''
+end
+local function keep_orphan()
+  local okey = P .. 'orphan:' .. api_id
+  if redis.call('SADD', okey .. ':digests', digest) == 0 then return 'duplicate' end
+  redis.call('RPUSH', okey, cjson.encode({delivery = ARGV[3], body = ARGV[4], digest = digest, now = now}))
+  redis.call('EXPIRE', okey, ARGV[8])
+  redis.call('EXPIRE', okey .. ':digests', ARGV[8])
+  return 'early'
+end
+local outcome
+if target ~= '' then
+  outcome = apply_delivery(target, api_id, ARGV[3], ARGV[4], digest, now, tonumber(ARGV[7]))
+else
+  outcome = keep_orphan()
+end
+count('callbacks_' .. outcome)
+return outcome

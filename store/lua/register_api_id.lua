@@ -1,0 +1,22 @@
+-- The upstream accepted the request and named its api_id: the request waits
+-- for its callback, and callbacks that came first are applied now.
+-- ARGV: rid api_id now deadline ttl
+local rid, api_id, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
+local k = rkey(rid)
+if redis.call('EXISTS', k) == 0 then return 'gone' end
+redis.call('ZREM', P .. 'leases', rid)
+count('sends_accepted')
+index_api_id(rid, api_id)
+local status = redis.call('HGET', k, 'status')
+if status == 'sending' then
+  move_status(rid, 'pending')
+  redis.call('HSET', k, 'deadline', ARGV[4])
+  redis.call('ZADD', P .. 'deadlines', ARGV[4], rid)
+end
+local okey = P .. 'orphan:' .. api_id
+for _, raw in ipairs(redis.call('LRANGE', okey, 0, -1)) do
+  local o = cjson.decode(raw)
+  apply_delivery(rid, api_id, o.delivery, o.body, o.digest, o.now, ttl)
+end
+redis.call('DEL', okey, okey .. ':digests')
+return redis.call('HGET', k, 'status')

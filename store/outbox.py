@@ -1,0 +1,86 @@
+"""The worker's side of a request's life: claim, send, settle."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from store.connection import now_ms
+from store.records import DRAINER_STALE_MS, new_id
+from store.scripts import Scripts
+
+LEASE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Claimed:
+    rid: str
+    method: str
+    path: str
+    params: dict[str, Any]
+    callback_method: str
+    attempts: int
+    timeout: int       # seconds to wait for the callback
+
+
+@dataclass(frozen=True)
+class Claim:
+    items: list[Claimed]
+    spawn_id: str      # another drain job to enqueue, or ""
+    leave: bool        # the outbox was empty and this drain job has left
+
+
+class Outbox:
+    """Requests waiting to be sent, and the drain jobs that send them."""
+
+    def __init__(self, redis: Redis, result_ttl: int, max_drainers: int) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self.max_drainers = max_drainers
+        self.scripts = Scripts(redis)
+
+    def claim(self, drainer_id: str, n: int, in_flight: list[str], may_leave: bool) -> Claim:
+        now = now_ms()
+        answer = self.scripts(
+            "claim", drainer_id, n, now, now + LEASE_MS, now - DRAINER_STALE_MS,
+            self.max_drainers, new_id(), "1" if may_leave else "0", *in_flight)
+        if answer[0] == "leave":
+            return Claim([], "", leave=True)
+        items = [_claimed(json.loads(raw)) for raw in answer[2:]]
+        return Claim(items, answer[1], leave=False)
+
+    def hand_over(self, drainer_id: str) -> str:
+        """Leave; answer the id of a successor drain job to enqueue, or ""."""
+        now = now_ms()
+        return self.scripts("hand_over", drainer_id, now, new_id(), now - DRAINER_STALE_MS)
+
+    def mark_sending(self, rid: str) -> bool:
+        return bool(self.scripts("mark_sending", rid, now_ms()))
+
+    def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
+        now = now_ms()
+        return self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl)
+
+    def completed(self, rid: str, body: Any) -> None:
+        self._settle(rid, "completed", body)
+
+    def failed(self, rid: str, error: dict[str, Any]) -> None:
+        self._settle(rid, "failed", error)
+
+    def retry(self, rid: str, error: dict[str, Any], delay_s: float) -> None:
+        self._settle(rid, "retry", error, due=now_ms() + int(delay_s * 1000))
+
+    def unknown_outcome(self, rid: str, error: dict[str, Any], timeout_s: int) -> None:
+        """Maybe acted upstream: never resent; pending until its deadline."""
+        self._settle(rid, "unknown", error, deadline=now_ms() + timeout_s * 1000)
+
+    def _settle(self, rid: str, verdict: str, value: Any, due: int = 0, deadline: int = 0) -> None:
+        self.scripts("settle", rid, verdict, json.dumps(value, separators=(",", ":")), now_ms(),
+                     self.result_ttl, due, deadline)
+
+
+def _claimed(raw: dict[str, Any]) -> Claimed:
+    return Claimed(raw["rid"], raw["method"], raw["path"], json.loads(raw["params"]),
+                   raw["callback_method"], raw["attempts"], raw["timeout"])

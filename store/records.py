@@ -1,0 +1,158 @@
+"""Requests as the client sees them: submit, read, list."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from redis import Redis
+
+from store import keys
+from store.connection import now_ms
+from store.scripts import Scripts
+
+STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
+FINAL = frozenset({"completed", "failed", "expired"})
+DRAINER_STALE_MS = 15_000
+
+
+def new_id() -> str:
+    """A UUIDv7: unique, and ordered by creation time."""
+    value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return str(uuid.UUID(int=value))
+
+
+def iso(ms: str | None) -> str | None:
+    if not ms:
+        return None
+    moment = datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _json(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    fields: dict[str, str]
+
+    @property
+    def status(self) -> str:
+        return self.fields["status"]
+
+    @property
+    def tenant(self) -> str:
+        return self.fields.get("tenant", "")
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.fields
+        return {
+            "request_id": f["request_id"],
+            "status": f["status"],
+            "method": f["method"],
+            "path": f["path"],
+            "callback_method": f.get("callback_method"),
+            "api_id": f.get("api_id") or None,
+            "submitted_at": iso(f.get("submitted_at")),
+            "sent_at": iso(f.get("sent_at")),
+            "completed_at": iso(f.get("completed_at")),
+            "deadline": iso(f.get("deadline")),
+            "attempts": int(f.get("attempts", 0)),
+            "late": f.get("late") == "1",
+            "deliveries": int(f.get("deliveries", 0)),
+            "response": _json(f.get("response")),
+            "error": _json(f.get("error")),
+        }
+
+
+@dataclass(frozen=True)
+class Submission:
+    tenant: str
+    method: str
+    path: str
+    params: dict[str, Any]
+    callback_method: str
+    callback_timeout: int
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: RequestRecord
+    created: bool          # False: an earlier submission with the same Idempotency-Key
+    ring_id: str           # a drain job to enqueue, or ""
+    conflict: bool = False  # the Idempotency-Key was used with another body
+
+
+class Requests:
+    """The request records of every tenant."""
+
+    def __init__(self, redis: Redis, result_ttl: int) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self.scripts = Scripts(redis)
+
+    def submit(self, sub: Submission) -> Submitted:
+        rid, now = new_id(), now_ms()
+        params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
+        idem_key = idem_value = ""
+        if sub.idempotency_key is not None:
+            idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
+            idem_value = f"{rid} {_digest(sub.method + ' ' + sub.path + ' ' + params)}"
+        answer = self.scripts(
+            "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, now,
+            sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
+            now - DRAINER_STALE_MS)
+        if answer[0] == "existing":
+            first_rid, first_digest = answer[1].split(" ")
+            record = self.get(first_rid)
+            conflict = first_digest != idem_value.split(" ")[1]
+            return Submitted(record, created=False, ring_id="", conflict=conflict)
+        return Submitted(self.get(rid), created=True, ring_id=answer[1])
+
+    def get(self, rid: str) -> RequestRecord | None:
+        fields = self.redis.hgetall(keys.request(rid))
+        return RequestRecord(fields) if fields.get("request_id") else None
+
+    def get_for(self, tenant: str, rid: str) -> RequestRecord | None:
+        record = self.get(rid)
+        return record if record and record.tenant == tenant else None
+
+    def rid_for_api_id(self, api_id: str) -> str | None:
+        return self.redis.get(keys.api_id(api_id))
+
+    def page(self, tenant: str, status: str | None, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
+        """Newest first; `offset` counts records, as Plivo's lists do."""
+        index = keys.tenant_requests(tenant, status)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zcard(index)
+            pipe.zrevrange(index, offset, offset + limit - 1)
+            total, rids = pipe.execute()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for rid in rids:
+                pipe.hgetall(keys.request(rid))
+            rows = pipe.execute()
+        return total, [RequestRecord(r) for r in rows if r.get("request_id")]
+
+    def deliveries(self, rid: str) -> list[dict[str, Any]]:
+        return [json.loads(d) for d in self.redis.lrange(keys.deliveries(rid), 0, -1)]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ms_from_now(seconds: float) -> int:
+    return now_ms() + int(seconds * 1000)
+

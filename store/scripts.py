@@ -1,0 +1,34 @@
+"""The atomic steps of a request's life, as Lua scripts run by Redis.
+
+Every register or match step is one script, so no interleaving of web and
+worker processes can lose or double-apply anything.
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from redis import Redis
+from redis.commands.core import Script
+
+from store.keys import PREFIX
+
+LUA = Path(__file__).with_name("lua")
+NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
+         "settle", "match_callback", "sweep")
+
+
+@cache
+def source(name: str) -> str:
+    prelude = (LUA / "prelude.lua").read_text()
+    return f"local P = '{PREFIX}'\n{prelude}\n{(LUA / f'{name}.lua').read_text()}"
+
+
+class Scripts:
+    """The scripts registered on one Redis connection; call them by name."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._scripts: dict[str, Script] = {n: redis.register_script(source(n)) for n in NAMES}
+
+    def __call__(self, name: str, *args: object) -> object:
+        return self._scripts[name](keys=[], args=list(args))

@@ -1,0 +1,37 @@
+"""The periodic sweep over every request's timers (see lua/sweep.lua)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+
+from store import keys
+from store.connection import now_ms
+from store.records import DRAINER_STALE_MS, new_id
+from store.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    expired: int
+    recovered: int
+    purged: int
+    ring_id: str
+
+
+class Sweeper:
+    def __init__(self, redis: Redis, result_ttl: int, batch: int = 1000) -> None:
+        self.redis = redis
+        self.result_ttl = result_ttl
+        self.batch = batch
+        self.scripts = Scripts(redis)
+
+    def try_lock(self, holder: str, seconds: float) -> bool:
+        """One sweep at a time across every worker: whoever holds the lock sweeps."""
+        return bool(self.redis.set(keys.SWEEP_LOCK, holder, nx=True, px=int(seconds * 1000)))
+
+    def sweep(self) -> SweepResult:
+        now = now_ms()
+        expired, recovered, purged, ring_id = self.scripts(
+            "sweep", now, self.batch, self.result_ttl, new_id(), now - DRAINER_STALE_MS)
+        return SweepResult(expired, recovered, purged, ring_id)

@@ -1,0 +1,172 @@
+"""The real pieces, started once per session: Redis, the Plivo sandbox, web
+(gunicorn), a worker. State is reset between tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from local.redis_server import RedisServer, free_port
+from store import connect
+from tests.processes import Service, gunicorn, python, wait_for
+
+AUTH_ID = "MASANDBOX00000000000"
+AUTH_TOKEN = "sandbox-test-token"
+KEY_A, KEY_B = "test-key-a", "test-key-b"
+STARTED: dict[str, Any] = {}  # session services already running, for clean_state
+
+
+class Sandbox:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.api_url = url + "/v1/"
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def faults(self, **settings: Any) -> None:
+        self.http.post("/_sandbox/faults", json=settings).raise_for_status()
+
+    def reset(self) -> None:
+        self.http.delete("/_sandbox/faults").raise_for_status()
+        self.http.delete("/_sandbox/stats").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        return self.http.get("/_sandbox/stats").json()
+
+    def requests(self, limit: int = 10000) -> list[dict[str, Any]]:
+        return self.http.get("/_sandbox/requests", params={"limit": limit}).json()["requests"]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("answerback")
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir) -> Iterator[RedisServer]:
+    server = RedisServer(workdir / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis(redis_server):
+    client = connect(redis_server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox(workdir) -> Iterator[Sandbox]:
+    port = free_port()
+    env = {**os.environ, "SANDBOX_AUTH_ID": AUTH_ID, "SANDBOX_AUTH_TOKEN": AUTH_TOKEN,
+           "SANDBOX_BIND": f"127.0.0.1:{port}", "SANDBOX_CALLBACK_DELAY": "0.05"}
+    url = f"http://127.0.0.1:{port}"
+    service = Service("sandbox", gunicorn("sandbox.app:create_app()", "sandbox/gunicorn_conf.py",
+                                          f"127.0.0.1:{port}"), env, workdir, url + "/_sandbox/stats")
+    service.start()
+    box = STARTED["sandbox"] = Sandbox(url)
+    yield box
+    STARTED.pop("sandbox")
+    box.http.close()
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def base_env(redis_server, sandbox) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": redis_server.url, "PLIVO_AUTH_ID": AUTH_ID,
+            "PLIVO_AUTH_TOKEN": AUTH_TOKEN, "PLIVO_API_URL": sandbox.api_url,
+            "API_KEYS": f"{KEY_A},{KEY_B}", "PLIVO_TIMEOUT": "5", "PYTHONUNBUFFERED": "1",
+            "ACCESS_LOG": "-"}
+
+
+class Web:
+    def __init__(self, service: Service, url: str) -> None:
+        self.service, self.url = service, url
+
+    def client(self, key: str | None = KEY_A) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=90)
+
+
+def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **overrides: str) -> Web:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**base_env, "PORT": str(port), "PUBLIC_URL": url, "WEB_CONCURRENCY": "2", **overrides}
+    service = Service(name, gunicorn("receiver:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
+                      env, workdir, url + "/healthz")
+    return Web(service.start(), url)
+
+
+def start_worker(base_env: dict[str, str], workdir: Path, name: str = "worker", **overrides: str) -> Service:
+    return Service(name, python("-m", "workers"), {**base_env, **overrides}, workdir).start()
+
+
+@pytest.fixture(scope="session")
+def web(base_env, workdir) -> Iterator[Web]:
+    server = start_web(base_env, workdir)
+    yield server
+    server.service.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(base_env, workdir, web) -> Iterator[Service]:
+    """Callbacks of the requests it sends go to the session's web."""
+    service = start_worker(base_env, workdir, PUBLIC_URL=web.url)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request) -> Iterator[None]:
+    """Every test starts with no Answerback keys in Redis and a sandbox without faults."""
+    names = request.fixturenames
+    if STARTED.get("sandbox"):
+        sandbox = STARTED["sandbox"]
+        wait_for(lambda: sandbox.stats()["callbacks"]["pending"] == 0, 30,
+                 message="the sandbox to finish the last test's callbacks")
+    if "redis" in names or "web" in names or "worker" in names:
+        client = request.getfixturevalue("redis")
+        keys = list(client.scan_iter("ab:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    if "sandbox" in names or "worker" in names:
+        request.getfixturevalue("sandbox").reset()
+    yield
+
+
+@pytest.fixture
+def api(web) -> Iterator[httpx.Client]:
+    with web.client(KEY_A) as client:
+        yield client
+
+
+@pytest.fixture
+def api_b(web) -> Iterator[httpx.Client]:
+    with web.client(KEY_B) as client:
+        yield client
+
+
+def submit(api: httpx.Client, method: str = "POST", path: str = "Call/", params: dict | None = None,
+           **extra: Any) -> dict[str, Any]:
+    body = {"method": method, "path": path, "params": params if params is not None else {"to": "14155550101"}}
+    answer = api.post("/v1/requests", json=body | extra)
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: float = 15) -> dict[str, Any]:
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+
+    def reached():
+        record = api.get(f"/v1/requests/{rid}").json()
+        return record if record["status"] in wanted else None
+    return wait_for(reached, timeout, 0.05, f"request {rid} to reach {wanted}")
+
+
+def written_keys(redis) -> list[str]:
+    """Answerback's data keys in Redis: not the sweep's lock (workers take it every
+    second) nor the metrics counters (a refusal is counted, not stored)."""
+    return [k for k in redis.scan_iter("ab:*") if k not in ("ab:sweep:lock", "ab:metrics")]

@@ -1,0 +1,89 @@
+"""Real processes for tests: start, wait until they answer, stop or kill them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> object:
+    """Poll `condition` until it answers something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class Service:
+    """One child process with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
+                 ready_url: str | None = None) -> None:
+        self.name, self.argv, self.env, self.ready_url = name, argv, env, ready_url
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> "Service":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if self.ready_url:
+            wait_for(self._ready, timeout, 0.05, f"{self.name} to answer at {self.ready_url}")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+        try:
+            return httpx.get(self.ready_url, timeout=1).status_code < 500
+        except httpx.TransportError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            os.killpg(self.process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, at once."""
+        self.signal(signal.SIGKILL)
+        if self.process:
+            self.process.wait()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if not self.alive:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+def gunicorn(app: str, config: str, bind: str) -> list[str]:
+    return [str(BIN / "gunicorn"), "-c", config, "--bind", bind, app]
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]

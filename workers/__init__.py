@@ -1,0 +1,1 @@
+"""The worker process: RQ drain jobs that send requests upstream, and the sweep."""

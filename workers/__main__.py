@@ -1,0 +1,30 @@
+"""`python -m workers`: one RQ worker process that runs drain jobs and the sweep."""
+from __future__ import annotations
+
+import logging
+
+from rq import SimpleWorker
+
+from workers.context import context, shutdown
+from workers.sweeping import SweepTicker
+
+
+class SendWorker(SimpleWorker):
+    """Runs jobs in-process so the HTTP pool and send threads live across jobs;
+    a stop request also tells the running drain job to stop claiming."""
+
+    def request_stop(self, signum, frame):
+        shutdown.set()
+        super().request_stop(signum, frame)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx = context()
+    SweepTicker(ctx).start()
+    worker = SendWorker([ctx.queue], connection=ctx.rq_redis)
+    worker.work(logging_level="INFO")
+
+
+if __name__ == "__main__":
+    main()

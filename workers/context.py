@@ -1,0 +1,67 @@
+"""What one worker process keeps across jobs: settings, Redis, the HTTP pool, the send threads."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+
+from redis import Redis
+from rq import Queue
+
+from config import Settings
+from store import connect
+from store.outbox import Outbox
+from store.sweep import Sweeper
+from workers.upstream import PlivoClient
+
+# Set when the worker is asked to stop (SIGTERM): drain jobs stop claiming and finish what is in flight.
+shutdown = threading.Event()
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> Redis:
+        return connect(self.settings.redis_url)
+
+    @cached_property
+    def rq_redis(self) -> Redis:
+        return Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.rq_redis)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.redis, self.settings.result_ttl, self.settings.max_drainers)
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        return Sweeper(self.redis, self.settings.result_ttl)
+
+    @cached_property
+    def client(self) -> PlivoClient:
+        return PlivoClient(self.settings)
+
+    @cached_property
+    def pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="send")
+
+
+_context: WorkerContext | None = None
+_pid = 0
+_lock = threading.Lock()
+
+
+def context() -> WorkerContext:
+    """The process's context, built on first use (and again in a forked child)."""
+    global _context, _pid
+    with _lock:
+        if _context is None or _pid != os.getpid():
+            _context, _pid = WorkerContext(Settings.from_env()), os.getpid()
+        return _context

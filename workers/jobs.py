@@ -1,0 +1,63 @@
+"""RQ jobs: drain the outbox, sending its requests concurrently."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+from rq import Queue
+
+from config import Settings
+from store.outbox import Claimed
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.05
+HEARTBEAT_S = 1.0
+
+
+def enqueue_drainer(queue: Queue, drainer_id: str, settings: Settings) -> None:
+    """Start one more drain job; its id is the drainer id already registered in Redis."""
+    queue.enqueue("workers.jobs.drain", drainer_id, job_id=drainer_id,
+                  job_timeout=settings.drain_seconds + 3 * settings.plivo_timeout + 120,
+                  result_ttl=60, failure_ttl=86400, description="drain the outbox")
+
+
+def drain(drainer_id: str) -> int:
+    """Send queued requests, several in flight at once, until the outbox is empty,
+    this job has run its time, or the worker is asked to stop. Answers how many it sent."""
+    from workers.context import context, shutdown
+    from workers.sending import send_one
+
+    ctx = context()
+    started, sent = time.monotonic(), 0
+    in_flight: dict[Future, str] = {}
+    while True:
+        if time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set():
+            if not in_flight:
+                _ring(ctx, ctx.outbox.hand_over(drainer_id))
+                return sent
+            claimed: list[Claimed] = []
+        else:
+            free = ctx.settings.send_concurrency - len(in_flight)
+            claim = ctx.outbox.claim(drainer_id, free, list(in_flight.values()), may_leave=not in_flight)
+            if claim.leave:
+                return sent
+            _ring(ctx, claim.spawn_id)
+            claimed = claim.items
+            for item in claimed:
+                in_flight[ctx.pool.submit(send_one, ctx, item)] = item.rid
+            sent += len(claimed)
+        if in_flight:
+            full = len(in_flight) >= ctx.settings.send_concurrency
+            done, _ = wait(in_flight, timeout=0 if claimed and not full else
+                           HEARTBEAT_S if full else IDLE_POLL_S, return_when=FIRST_COMPLETED)
+            for future in done:
+                rid = in_flight.pop(future)
+                if future.exception() is not None:
+                    log.error("send of %s failed: %r", rid, future.exception())
+
+
+def _ring(ctx, drainer_id: str) -> None:
+    if drainer_id:
+        enqueue_drainer(ctx.queue, drainer_id, ctx.settings)

@@ -1,0 +1,30 @@
+"""One send attempt of one request, and what its answer does to the record."""
+from __future__ import annotations
+
+import logging
+
+from store.outbox import Claimed
+from workers.backoff import retry_delay
+from workers.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def send_one(ctx: WorkerContext, item: Claimed) -> None:
+    outbox = ctx.outbox
+    if not outbox.mark_sending(item.rid):
+        return
+    verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
+    attempts = item.attempts + 1
+    if verdict.kind == "accepted":
+        outbox.register_api_id(item.rid, verdict.api_id, item.timeout)
+    elif verdict.kind == "completed":
+        outbox.completed(item.rid, verdict.body)
+    elif verdict.kind == "unknown":
+        outbox.unknown_outcome(item.rid, verdict.error, item.timeout)
+    elif verdict.kind == "retry" and attempts < ctx.settings.max_attempts:
+        outbox.retry(item.rid, verdict.error | {"attempts": attempts},
+                     retry_delay(attempts, verdict.retry_after))
+    else:
+        outbox.failed(item.rid, verdict.error | {"attempts": attempts})
+    log.info("request %s attempt %d: %s", item.rid, attempts, verdict.kind)

@@ -1,0 +1,42 @@
+"""The sweep, run on schedule by a thread in every worker process, by one of them at a time."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from redis.exceptions import RedisError
+
+from workers.context import WorkerContext
+from workers.jobs import enqueue_drainer
+
+log = logging.getLogger(__name__)
+
+
+class SweepTicker(threading.Thread):
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(name="sweep", daemon=True)
+        self.ctx = ctx
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        interval = self.ctx.settings.sweep_interval
+        while True:
+            try:
+                self.tick(interval)
+            except RedisError as exc:
+                log.warning("sweep skipped: Redis unavailable (%s)", type(exc).__name__)
+            if self.stopping.wait(interval):
+                return
+
+    def tick(self, interval: float) -> None:
+        if not self.ctx.sweeper.try_lock(self.holder, interval * 0.9):
+            return
+        result = self.ctx.sweeper.sweep()
+        if result.ring_id:
+            enqueue_drainer(self.ctx.queue, result.ring_id, self.ctx.settings)
+        if result.expired or result.recovered or result.purged:
+            log.info("sweep: %d expired, %d recovered, %d purged",
+                     result.expired, result.recovered, result.purged)
