@@ -41,6 +41,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw in ("1", "true", "yes", "on")
 
 
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    count, _, window = raw.partition("/")
+    try:
+        if int(count) >= 1 and float(window) > 0:
+            return raw
+    except ValueError:
+        pass
+    raise ConfigError(f"{name} must be COUNT/SECONDS, like 300/5, not {raw!r}")
+
+
 def _method(env: Mapping[str, str]) -> str:
     value = env.get("CALLBACK_METHOD", "POST").strip().upper() or "POST"
     if value not in ("GET", "POST"):
@@ -78,8 +89,16 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     # Attempts per request before it fails (connection errors, 429, 5xx).
     max_attempts: int = 5
+    # Upstream rate limits, COUNT/SECONDS, per account: call creation (POST Call/) and the rest.
+    rate_limit_calls: str = "2/1"
+    rate_limit_api: str = "300/5"
     # Requests one worker process keeps in flight to the upstream at once.
     send_concurrency: int = 32
+    # Seconds a claimed request stays leased to its drain job without a heartbeat;
+    # after that the sweep takes it back (see README, "Sending").
+    lease_seconds: int = 60
+    # Seconds without a heartbeat after which a drain job counts as dead.
+    drainer_stale_seconds: int = 15
     # Drain jobs that may run at once across all workers.
     max_drainers: int = 4
     # Seconds one drain job runs before it hands over to a fresh one.
@@ -123,7 +142,11 @@ class Settings:
             orphan_ttl=_int(env, "ORPHAN_TTL", 86400, low=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, low=1024),
             max_attempts=_int(env, "MAX_ATTEMPTS", 5, low=1),
+            rate_limit_calls=_rate(env, "RATE_LIMIT_CALLS", "2/1"),
+            rate_limit_api=_rate(env, "RATE_LIMIT_API", "300/5"),
             send_concurrency=_int(env, "SEND_CONCURRENCY", 32, low=1),
+            lease_seconds=_int(env, "LEASE_SECONDS", 60, low=2),
+            drainer_stale_seconds=_int(env, "DRAINER_STALE_SECONDS", 15, low=2),
             max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
             drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
             wait_share=_float(env, "WAIT_SHARE", 0.5),

@@ -34,7 +34,7 @@ class Services:
         return cls(
             settings=settings,
             redis=redis,
-            requests=Requests(redis, settings.result_ttl),
+            requests=Requests(redis, settings.result_ttl, settings.drainer_stale_seconds * 1000),
             deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl),
             listener=DoneListener(connect(settings.redis_url)),
             queue=Queue(settings.queue_name, connection=rq_redis),

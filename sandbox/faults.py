@@ -33,7 +33,7 @@ REFUSALS = ("status_429", "status_5xx", "status_4xx")
 CALLBACK_FAULTS = ("callback_delay", "early_callback", "duplicate_callback", "drop_callback")
 AFTERMATH = ("slow_answer", "reset_after_receive")
 METHODS = ("GET", "POST", "DELETE")
-COMMON_FIELDS = ("rate", "paths", "methods")
+COMMON_FIELDS = ("rate", "paths", "methods", "times")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Fault:
     rate: float = 0.0
     paths: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
+    times: int | None = None   # fire at most this many more times (None: no end)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def fires(self, method: str, path: str) -> bool:
@@ -72,7 +73,7 @@ class Fault:
     def to_json(self) -> dict[str, Any]:
         paths = list(self.paths) if self.paths is not None else None
         methods = list(self.methods) if self.methods is not None else None
-        return {"rate": self.rate, "paths": paths, "methods": methods, **self.options}
+        return {"rate": self.rate, "paths": paths, "methods": methods, "times": self.times, **self.options}
 
 
 class FaultBoard:
@@ -81,6 +82,7 @@ class FaultBoard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults = _defaults()
+        self._left: dict[str, int] = {}
 
     def to_json(self) -> dict[str, Any]:
         return {name: fault.to_json() for name, fault in self._faults.items()}
@@ -96,15 +98,28 @@ class FaultBoard:
                     raise BadRequest(f"unknown fault {name!r}; known: {', '.join(FAULT_OPTIONS)}")
                 faults[name] = faults[name].merged(name, change)
             self._faults = faults
+            self._left = {name: fault.times for name, fault in faults.items() if fault.times is not None}
 
     def reset(self) -> None:
         with self._lock:
             self._faults = _defaults()
+            self._left = {}
 
     def roll(self, names: Iterable[str], method: str, path: str) -> dict[str, Fault]:
         """The faults among `names` that fire for this request."""
         faults = self._faults
-        return {name: faults[name] for name in names if faults[name].fires(method, path)}
+        return {name: faults[name] for name in names
+                if faults[name].fires(method, path) and self._use(name, faults[name])}
+
+    def _use(self, name: str, fault: Fault) -> bool:
+        """A fault limited by `times` fires only while it has times left."""
+        if fault.times is None:
+            return True
+        with self._lock:
+            left = self._left.get(name, 0)
+            if left > 0:
+                self._left[name] = left - 1
+            return left > 0
 
 
 def refusal(fired: Mapping[str, Fault]) -> tuple[str, ApiError] | None:
@@ -181,6 +196,10 @@ def _methods(where: str, value: Any) -> tuple[str, ...] | None:
     return tuple(item.upper() for item in value)
 
 
+def _times(where: str, value: Any) -> int | None:
+    return None if value is None else int(_number(where, value, 0, 1_000_000))
+
+
 def _retry_after(where: str, value: Any) -> int | str | None:
     if value is None or (isinstance(value, str) and value.strip()):
         return value
@@ -205,6 +224,7 @@ _VALIDATORS = {
     "rate": _rate,
     "paths": _patterns,
     "methods": _methods,
+    "times": _times,
     "seconds": _seconds,
     "retry_after": _retry_after,
     "status": _server_status,

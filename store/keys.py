@@ -38,3 +38,7 @@ def tenant_requests(tenant: str, status: str | None = None) -> str:
 
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{tenant}:{key_digest}"
+
+
+def rate_limit(account: str, api_class: str) -> str:
+    return f"{PREFIX}rl:{account}:{api_class}"

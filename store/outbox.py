@@ -35,8 +35,11 @@ class Claim:
 class Outbox:
     """Requests waiting to be sent, and the drain jobs that send them."""
 
-    def __init__(self, redis: Redis, result_ttl: int, max_drainers: int) -> None:
+    def __init__(self, redis: Redis, result_ttl: int, max_drainers: int,
+                 lease_ms: int = LEASE_MS, drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
         self.redis = redis
+        self.lease_ms = lease_ms
+        self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
         self.max_drainers = max_drainers
         self.scripts = Scripts(redis)
@@ -44,7 +47,7 @@ class Outbox:
     def claim(self, drainer_id: str, n: int, in_flight: list[str], may_leave: bool) -> Claim:
         now = now_ms()
         answer = self.scripts(
-            "claim", drainer_id, n, now, now + LEASE_MS, now - DRAINER_STALE_MS,
+            "claim", drainer_id, n, now, now + self.lease_ms, now - self.drainer_stale_ms,
             self.max_drainers, new_id(), "1" if may_leave else "0", *in_flight)
         if answer[0] == "leave":
             return Claim([], "", leave=True)
@@ -54,7 +57,7 @@ class Outbox:
     def hand_over(self, drainer_id: str) -> str:
         """Leave; answer the id of a successor drain job to enqueue, or ""."""
         now = now_ms()
-        return self.scripts("hand_over", drainer_id, now, new_id(), now - DRAINER_STALE_MS)
+        return self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms)
 
     def mark_sending(self, rid: str) -> bool:
         return bool(self.scripts("mark_sending", rid, now_ms()))

@@ -98,9 +98,10 @@ class Submitted:
 class Requests:
     """The request records of every tenant."""
 
-    def __init__(self, redis: Redis, result_ttl: int) -> None:
+    def __init__(self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
+        self.drainer_stale_ms = drainer_stale_ms
         self.scripts = Scripts(redis)
 
     def submit(self, sub: Submission) -> Submitted:
@@ -113,7 +114,7 @@ class Requests:
         answer = self.scripts(
             "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, now,
             sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-            now - DRAINER_STALE_MS)
+            now - self.drainer_stale_ms)
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)

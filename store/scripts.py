@@ -15,7 +15,7 @@ from store.keys import PREFIX
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
-         "settle", "match_callback", "sweep")
+         "settle", "match_callback", "sweep", "rate_limit")
 
 
 @cache

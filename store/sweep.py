@@ -20,8 +20,10 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, redis: Redis, result_ttl: int, batch: int = 1000) -> None:
+    def __init__(self, redis: Redis, result_ttl: int, batch: int = 1000,
+                 drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
         self.redis = redis
+        self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
         self.batch = batch
         self.scripts = Scripts(redis)
@@ -33,5 +35,5 @@ class Sweeper:
     def sweep(self) -> SweepResult:
         now = now_ms()
         expired, recovered, purged, ring_id = self.scripts(
-            "sweep", now, self.batch, self.result_ttl, new_id(), now - DRAINER_STALE_MS)
+            "sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
         return SweepResult(expired, recovered, purged, ring_id)

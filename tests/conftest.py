@@ -79,7 +79,7 @@ def base_env(redis_server, sandbox) -> dict[str, str]:
     return {**os.environ, "REDIS_URL": redis_server.url, "PLIVO_AUTH_ID": AUTH_ID,
             "PLIVO_AUTH_TOKEN": AUTH_TOKEN, "PLIVO_API_URL": sandbox.api_url,
             "API_KEYS": f"{KEY_A},{KEY_B}", "PLIVO_TIMEOUT": "5", "PYTHONUNBUFFERED": "1",
-            "ACCESS_LOG": "-"}
+            "ACCESS_LOG": "-", "RATE_LIMIT_CALLS": "500/1", "RATE_LIMIT_API": "2000/1"}
 
 
 class Web:
@@ -170,3 +170,51 @@ def written_keys(redis) -> list[str]:
     """Answerback's data keys in Redis: not the sweep's lock (workers take it every
     second) nor the metrics counters (a refusal is counted, not stored)."""
     return [k for k in redis.scan_iter("ab:*") if k not in ("ab:sweep:lock", "ab:metrics")]
+
+
+class Stack:
+    """A web and its workers on a Redis database of their own, for tests that
+    kill, restart or reconfigure processes without touching the session's."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, db: int) -> None:
+        self.env, self.workdir, self.db = env, workdir, db
+        self.web: Web | None = None
+        self.workers: list[Service] = []
+        self.redis = connect(env["REDIS_URL"])
+
+    def start_web(self) -> Web:
+        self.web = start_web(self.env, self.workdir, f"web-db{self.db}")
+        return self.web
+
+    def start_worker(self, **overrides: str) -> Service:
+        name = f"worker-db{self.db}-{len(self.workers)}"
+        worker = start_worker(self.env, self.workdir, name, PUBLIC_URL=self.web.url, **overrides)
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        if self.web:
+            self.web.service.stop()
+        self.redis.close()
+
+
+@pytest.fixture
+def make_stack(base_env, workdir, redis_server) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def make(db: int = 1, workers: int = 1, **overrides: str) -> Stack:
+        env = {**base_env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{db}",
+               "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3", "DRAINER_STALE_SECONDS": "2", **overrides}
+        stack = Stack(env, workdir, db)
+        stack.redis.flushdb()
+        stacks.append(stack)
+        stack.start_web()
+        for _ in range(workers):
+            stack.start_worker()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()

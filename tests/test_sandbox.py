@@ -542,7 +542,7 @@ def test_request_log_shows_auth_json_body_and_status(account: httpx.Client, cont
 def test_fault_settings_merge_validate_and_reset(control: httpx.Client) -> None:
     merged = control.post("/faults", json={"status_429": {"rate": 0.5, "retry_after": 3}}).json()
     merged = control.post("/faults", json={"status_429": 0.25}).json()
-    assert merged["status_429"] == {"rate": 0.25, "paths": None, "methods": None, "retry_after": 3}
+    assert merged["status_429"] == {"rate": 0.25, "paths": None, "methods": None, "times": None, "retry_after": 3}
     for bad in ({"no_such_fault": 1}, {"status_429": {"rate": 2}}, {"slow_answer": {"seconds": [3, 1]}},
                 {"status_5xx": {"status": 404}}, {"drop_callback": {"colour": "red"}}, [1]):
         assert control.post("/faults", json=bad).status_code == 400, bad
@@ -654,3 +654,9 @@ def test_config_reads_the_environment_and_refuses_bad_values() -> None:
                 {"SANDBOX_CALLBACK_DELAY": "soon"}, {"SANDBOX_CALLBACK_FORMAT": "xml"}):
         with pytest.raises(ConfigError):
             Config.from_env(env)
+
+
+def test_a_fault_with_times_fires_only_that_often(control, account):
+    control.post("/faults", json={"status_5xx": {"rate": 1.0, "times": 2}}).raise_for_status()
+    statuses = [account.get("Call/").status_code for _ in range(4)]
+    assert statuses == [500, 500, 200, 200]

@@ -13,6 +13,7 @@ from rq import Queue
 from config import Settings
 from store import connect
 from store.outbox import Outbox
+from store.rate_limits import Limit, RateLimiter
 from store.sweep import Sweeper
 from workers.upstream import PlivoClient
 
@@ -38,11 +39,20 @@ class WorkerContext:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.redis, self.settings.result_ttl, self.settings.max_drainers)
+        s = self.settings
+        return Outbox(self.redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
+                      s.drainer_stale_seconds * 1000)
 
     @cached_property
     def sweeper(self) -> Sweeper:
-        return Sweeper(self.redis, self.settings.result_ttl)
+        return Sweeper(self.redis, self.settings.result_ttl,
+                       drainer_stale_ms=self.settings.drainer_stale_seconds * 1000)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        limits = {"calls": Limit.parse(self.settings.rate_limit_calls),
+                  "api": Limit.parse(self.settings.rate_limit_api)}
+        return RateLimiter(self.redis, self.settings.plivo_auth_id, limits)
 
     @cached_property
     def client(self) -> PlivoClient:

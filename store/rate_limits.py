@@ -1,0 +1,58 @@
+"""The upstream's rate limits, shared in Redis by every worker process on every machine."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from redis import Redis
+
+from store import keys
+from store.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> "Limit":
+        """"300/5" is 300 requests in any 5 seconds."""
+        count, _, window = text.partition("/")
+        limit = cls(int(count), float(window or 1))
+        if limit.count < 1 or limit.window_s <= 0:
+            raise ValueError(f"a rate limit is COUNT/SECONDS, not {text!r}")
+        return limit
+
+
+class RateLimiter:
+    """At most `limit.count` sends in any `limit.window_s` per account and API class;
+    a 429 pauses every worker on that class."""
+
+    def __init__(self, redis: Redis, account: str, limits: dict[str, Limit], margin_s: float = 0.1) -> None:
+        self.redis = redis
+        self.account = account
+        self.limits = limits
+        self.margin_ms = int(margin_s * 1000)
+        self.scripts = Scripts(redis)
+
+    def acquire(self, api_class: str) -> float:
+        """Block until this send may go; answers the seconds it waited. The window is
+        widened by a small margin against network jitter between here and the upstream."""
+        limit = self.limits[api_class]
+        key = keys.rate_limit(self.account, api_class)
+        member = uuid.uuid4().hex
+        started = time.monotonic()
+        while True:
+            waited_ms = int((time.monotonic() - started) * 1000)
+            wait_ms = self.scripts("rate_limit", key, limit.count, int(limit.window_s * 1000) + self.margin_ms,
+                                   member, waited_ms)
+            if wait_ms == 0:
+                return waited_ms / 1000
+            time.sleep(min(wait_ms, 1000) / 1000)
+
+    def pause(self, api_class: str, seconds: float) -> None:
+        """The upstream said 429: hold every worker back on this class for `seconds`."""
+        key = keys.rate_limit(self.account, api_class) + ":pause"
+        self.redis.set(key, "1", px=max(1, int(seconds * 1000)))
