@@ -107,6 +107,11 @@ class Settings:
     wait_share: float = 0.5
     # Threads per web worker process (gunicorn gthread).
     web_threads: int = 32
+    # Token of the main account, for X-Plivo-Signature-Ma-V3 when PLIVO_AUTH_ID is a
+    # sub-account (empty: PLIVO_AUTH_TOKEN).
+    plivo_main_auth_token: str = field(default="", repr=False)
+    # Seconds a signed delivery's nonce is remembered; a replay within it changes nothing.
+    replay_window: int = 3600
     # Accept the deprecated V2 signature too.
     accept_v2_signatures: bool = False
     # Seconds between expiry sweeps.
@@ -151,6 +156,8 @@ class Settings:
             drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
             wait_share=_float(env, "WAIT_SHARE", 0.5),
             web_threads=_int(env, "WEB_THREADS", 32, low=2),
+            plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", ""),
+            replay_window=_int(env, "REPLAY_WINDOW", 3600, low=1),
             accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),
             sweep_interval=_int(env, "SWEEP_INTERVAL", 1, low=1),
             queue_name=env.get("QUEUE_NAME", "answerback"),

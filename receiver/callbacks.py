@@ -19,12 +19,12 @@ RID_PARAM = "rid"
 @bp.route("/callbacks/plivo", methods=["GET", "POST"])
 def plivo():
     body, signed_params = _read_delivery(request)
-    _check_signature(request, signed_params)
+    nonce = _check_signature(request, signed_params)
     rid = request.args.get(RID_PARAM, "")
     if request.method == "GET":
         body.pop(RID_PARAM, None)
     api_id = _api_id(body)
-    outcome = services().deliveries.store(rid, api_id, body, request.method)
+    outcome = services().deliveries.store(rid, api_id, body, request.method, nonce)
     return jsonify(outcome=outcome)
 
 
@@ -60,22 +60,29 @@ def _api_id(body: dict[str, Any]) -> str:
     return value
 
 
-def _check_signature(req: Request, params: dict[str, Any]) -> None:
+def _check_signature(req: Request, params: dict[str, Any]) -> str:
+    """Refuse what Plivo did not sign; answer the nonce of what it did ("" when unchecked)."""
     settings = services().settings
     if not settings.verify_signatures:
-        return
+        return ""
     url = settings.public_url + req.path
     if req.query_string:
         url += "?" + req.query_string.decode("utf-8", "replace")
-    token, nonce = settings.plivo_auth_token, req.headers.get("X-Plivo-Signature-V3-Nonce", "")
-    for header in ("X-Plivo-Signature-V3", "X-Plivo-Signature-Ma-V3"):
+    nonce = req.headers.get("X-Plivo-Signature-V3-Nonce", "")
+    main_token = settings.plivo_main_auth_token or settings.plivo_auth_token
+    for header, token in (("X-Plivo-Signature-V3", settings.plivo_auth_token),
+                          ("X-Plivo-Signature-Ma-V3", main_token)):
         signatures = req.headers.get(header, "")
         if signatures and verify_v3(token, req.method, url, nonce, signatures, params):
-            return
-    v2 = req.headers.get("X-Plivo-Signature-V2", "") or req.headers.get("X-Plivo-Signature-Ma-V2", "")
-    if settings.accept_v2_signatures and v2:
-        v2_nonce = req.headers.get("X-Plivo-Signature-V2-Nonce", "")
-        if verify_v2(token, settings.public_url + req.path, v2_nonce, v2):
-            return
+            return "v3:" + nonce
+    if settings.accept_v2_signatures and _v2_signed(req, settings.plivo_auth_token, main_token,
+                                                    settings.public_url + req.path):
+        return "v2:" + req.headers.get("X-Plivo-Signature-V2-Nonce", "")
     count(services().redis, "rejected_signature")
     raise InvalidSignature("callback signature is missing or invalid")
+
+
+def _v2_signed(req: Request, token: str, main_token: str, url: str) -> bool:
+    nonce = req.headers.get("X-Plivo-Signature-V2-Nonce", "")
+    return (verify_v2(token, url, nonce, req.headers.get("X-Plivo-Signature-V2", ""))
+            or verify_v2(main_token, url, nonce, req.headers.get("X-Plivo-Signature-Ma-V2", "")))

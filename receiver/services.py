@@ -35,7 +35,7 @@ class Services:
             settings=settings,
             redis=redis,
             requests=Requests(redis, settings.result_ttl, settings.drainer_stale_seconds * 1000),
-            deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl),
+            deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl, settings.replay_window),
             listener=DoneListener(connect(settings.redis_url)),
             queue=Queue(settings.queue_name, connection=rq_redis),
             wait_slots=threading.BoundedSemaphore(slots),

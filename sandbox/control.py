@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from sandbox.errors import BadRequest
 from sandbox.simulator import current_simulator
-from sandbox.stats import LOG_SIZE
+from sandbox.stats import DELIVERY_LOG_SIZE, LOG_SIZE
 
 bp = Blueprint("control", __name__, url_prefix="/_sandbox")
 DEFAULT_REQUESTS = 100
@@ -56,6 +56,13 @@ def recent_requests() -> Response:
     return jsonify(requests=current_simulator().stats.requests(limit, request.args.get("rid")))
 
 
+@bp.get("/callbacks")
+def recent_callbacks() -> Response:
+    """Every delivery's rid, api_id and answer: how tests prove no acknowledged one was lost."""
+    limit = _limit(request.args.get("limit"), DELIVERY_LOG_SIZE)
+    return jsonify(callbacks=current_simulator().stats.deliveries(limit))
+
+
 @bp.delete("/objects")
 def forget_objects() -> Response:
     current_simulator().store.clear()
@@ -69,9 +76,9 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
-def _limit(text: str | None) -> int:
+def _limit(text: str | None, most: int = LOG_SIZE) -> int:
     if text is None:
         return DEFAULT_REQUESTS
-    if not text.isdigit() or not 1 <= int(text) <= LOG_SIZE:
-        raise BadRequest(f"limit must be an integer from 1 to {LOG_SIZE}")
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise BadRequest(f"limit must be an integer from 1 to {most}")
     return int(text)

@@ -18,6 +18,7 @@ from sandbox.config import Config
 from sandbox.faults import Fault
 from sandbox.stats import Stats
 from sandbox.timer import Timer
+from sandbox.visit import rid_of
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Courier:
         except Exception as failure:
             log.exception("callback to %s could not be sent", callback.target.url)
             error = type(failure).__name__
-        self._stats.callback_finished(status, error)
+        self._stats.callback_finished(status, error, rid_of(callback.target.url), callback.body.get("api_id"))
 
     def _send(self, callback: Callback) -> int:
         request = callback.outgoing(self._config.auth_token, self._config.callback_format)

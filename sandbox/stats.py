@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, deque
 from itertools import islice
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sandbox.visit import Visit
 
 LOG_SIZE = 10_000
+DELIVERY_LOG_SIZE = 100_000
 RESET = "reset"
 
 
@@ -16,6 +18,7 @@ class Stats:
     def __init__(self, log_size: int = LOG_SIZE):
         self._lock = threading.Lock()
         self._log: deque[dict[str, Any]] = deque(maxlen=log_size)
+        self._deliveries: deque[dict[str, Any]] = deque(maxlen=DELIVERY_LOG_SIZE)
         self._pending = 0
         self.clear()
 
@@ -23,6 +26,7 @@ class Stats:
         """Zero the counters and the log; `pending` is a live gauge and stays."""
         with self._lock:
             self._log.clear()
+            self._deliveries.clear()
             self._requests: Counter[str] = Counter()
             self._by_rid: Counter[str] = Counter()
             self._acted_by_rid: Counter[str] = Counter()
@@ -53,9 +57,12 @@ class Stats:
         with self._lock:
             self._callbacks["retries"] += 1
 
-    def callback_finished(self, status: int | None, error: str | None) -> None:
+    def callback_finished(self, status: int | None, error: str | None, rid: str | None = None,
+                          api_id: str | None = None) -> None:
         """A delivery is over: answered (any status) or given up with a transport error."""
         with self._lock:
+            self._deliveries.append({"time": time.time(), "rid": rid, "api_id": api_id,
+                                     "status": status, "error": error})
             self._pending -= 1
             self._callbacks["delivered" if status is not None and 200 <= status < 300 else "failed"] += 1
             if status is not None:
@@ -77,6 +84,11 @@ class Stats:
                 "by_rid": dict(self._by_rid),
                 "acted_by_rid": dict(self._acted_by_rid),
             }
+
+    def deliveries(self, limit: int) -> list[dict[str, Any]]:
+        """The last `limit` callback deliveries, oldest first: what the receiver acknowledged."""
+        with self._lock:
+            return list(self._deliveries)[-limit:]
 
     def requests(self, limit: int, rid: str | None = None) -> list[dict[str, Any]]:
         """The last `limit` logged requests (of one rid if given), oldest first."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from store import keys
 from store.connection import now_ms
 from store.scripts import Scripts
 
@@ -14,18 +15,21 @@ from store.scripts import Scripts
 class Deliveries:
     """Callback deliveries, matched to their request in one atomic step."""
 
-    def __init__(self, redis: Redis, result_ttl: int, orphan_ttl: int) -> None:
+    def __init__(self, redis: Redis, result_ttl: int, orphan_ttl: int, replay_window_s: int = 3600) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
         self.orphan_ttl = orphan_ttl
+        self.replay_window_ms = replay_window_s * 1000
         self.scripts = Scripts(redis)
 
-    def store(self, rid: str, api_id: str, body: dict[str, Any], method: str) -> str:
-        """Keep one delivery and answer its outcome: matched, early, duplicate or late."""
+    def store(self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "") -> str:
+        """Keep one delivery and answer its outcome: matched, early, duplicate or late.
+        `nonce`: the signature nonce of a signed delivery, remembered against replays."""
         now = now_ms()
         canonical = json.dumps(body, separators=(",", ":"), sort_keys=True)
         digest = hashlib.sha256(f"{api_id}\n{canonical}".encode()).hexdigest()
         delivery = json.dumps({"received_at": now, "method": method, "api_id": api_id, "body": body},
                               separators=(",", ":"))
+        nonce_key = keys.nonce(hashlib.sha256(nonce.encode()).hexdigest()) if nonce else ""
         return self.scripts("match_callback", rid, api_id, delivery, canonical, digest, now,
-                            self.result_ttl, self.orphan_ttl)
+                            self.result_ttl, self.orphan_ttl, nonce_key, self.replay_window_ms)

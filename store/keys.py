@@ -26,6 +26,10 @@ def api_id(value: str) -> str:
     return f"{PREFIX}api:{value}"
 
 
+def nonce(digest: str) -> str:
+    return f"{PREFIX}nonce:{digest}"
+
+
 def orphan(value: str) -> str:
     return f"{PREFIX}orphan:{value}"
 

@@ -12,13 +12,14 @@ from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_
 from tests.conftest import AUTH_TOKEN, submit, wait_status, written_keys
 
 
-def sdk_signature(method: str, url: str, params: dict, nonce: str = "nonce-1", token: str = AUTH_TOKEN) -> str:
+def sdk_signature(method: str, url: str, params: dict, nonce: str, token: str = AUTH_TOKEN) -> str:
     message = (construct_get_url(url, dict(params)) if method == "GET"
                else construct_post_url(url, dict(params))).decode()
     return get_signature_v3(token.encode(), message, nonce.encode()).decode()
 
 
-def signed_headers(method: str, url: str, params: dict, nonce: str = "nonce-1", token: str = AUTH_TOKEN) -> dict:
+def signed_headers(method: str, url: str, params: dict, nonce: str | None = None, token: str = AUTH_TOKEN) -> dict:
+    nonce = nonce or uuid.uuid4().hex
     return {"X-Plivo-Signature-V3": sdk_signature(method, url, params, nonce, token),
             "X-Plivo-Signature-V3-Nonce": nonce}
 
@@ -106,3 +107,46 @@ def test_unparseable_and_oversized_callbacks(web):
         huge = client.post("/callbacks/plivo", content=b"x" * 70_000, headers={"Content-Type": "application/json"})
         assert huge.status_code == 413 and "error" in huge.json()
         assert client.put("/callbacks/plivo").status_code == 405
+
+
+def test_replayed_signed_delivery_is_a_duplicate_and_changes_nothing(web, redis):
+    api_id = str(uuid.uuid4())
+    first = post_json(web, "/callbacks/plivo", {"api_id": api_id, "n": 1}, nonce="replay-me")
+    replay = post_json(web, "/callbacks/plivo", {"api_id": api_id, "n": 1}, nonce="replay-me")
+    assert first.json() == {"outcome": "early"} and replay.json() == {"outcome": "duplicate"}
+    assert redis.llen(f"ab:orphan:{api_id}") == 1
+    assert redis.hget("ab:metrics", "callbacks_replayed") == "1"
+
+
+def test_refused_deliveries_are_counted_in_metrics(web):
+    body = {"api_id": str(uuid.uuid4())}
+    for _ in range(3):
+        assert post_json(web, "/callbacks/plivo", body, token="forged").status_code == 403
+    with web.client(key=None) as client:
+        text = client.get("/metrics").text
+    assert 'answerback_callbacks_rejected_total{reason="signature"} 3.0' in text
+
+
+def test_main_account_header_is_checked_with_the_main_token(make_stack):
+    stack = make_stack(db=3, workers=0, PLIVO_MAIN_AUTH_TOKEN="main-token")
+    body = {"api_id": str(uuid.uuid4())}
+    url = stack.web.url + "/callbacks/plivo"
+    with stack.web.client(key=None) as client:
+        for token, expected in (("main-token", 200), (AUTH_TOKEN, 403)):
+            headers = {"Content-Type": "application/json", "X-Plivo-Signature-V3-Nonce": "n-" + token,
+                       "X-Plivo-Signature-Ma-V3": sdk_signature("POST", url, body, "n-" + token, token)}
+            assert client.post("/callbacks/plivo", content=json.dumps(body), headers=headers).status_code == expected
+
+
+def test_v2_signatures_only_when_turned_on(make_stack):
+    import base64
+    import hashlib
+    import hmac
+    body = {"api_id": str(uuid.uuid4())}
+    for db, setting, expected in ((3, "false", 403), (4, "true", 200)):
+        stack = make_stack(db=db, workers=0, ACCEPT_V2_SIGNATURES=setting)
+        url = stack.web.url + "/callbacks/plivo"
+        v2 = base64.b64encode(hmac.new(AUTH_TOKEN.encode(), (url + "n2").encode(), hashlib.sha256).digest()).decode()
+        headers = {"Content-Type": "application/json", "X-Plivo-Signature-V2": v2, "X-Plivo-Signature-V2-Nonce": "n2"}
+        with stack.web.client(key=None) as client:
+            assert client.post("/callbacks/plivo?x=1", content=json.dumps(body), headers=headers).status_code == expected

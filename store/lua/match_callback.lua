@@ -1,7 +1,13 @@
 -- A stored callback delivery finds its request: by the request id in the
 -- signed callback URL, else by api_id; else it waits as an orphan for its api_id.
--- ARGV: rid api_id delivery body digest now ttl orphan_ttl
+-- A signed delivery whose nonce was seen within the replay window is a replay:
+-- answered as a duplicate, nothing changed.
+-- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms
 local rid, api_id, digest, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
+if ARGV[9] ~= '' and not redis.call('SET', ARGV[9], '1', 'NX', 'PX', ARGV[10]) then
+  count('callbacks_replayed')
+  return 'duplicate'
+end
 local target = ''
 if rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1 then
   target = rid
