@@ -25,6 +25,7 @@ class Services:
     listener: DoneListener
     queue: Queue
     wait_slots: threading.BoundedSemaphore = field(repr=False)
+    key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":

@@ -115,3 +115,15 @@ def test_idempotency_key_returns_the_first_request(api, redis):
     other = api.post("/v1/requests", json=body | {"params": {"to": "2"}}, headers={"Idempotency-Key": "abc"})
     assert other.status_code == 422
     assert api.get("/v1/requests").json()["meta"]["total_count"] == 1
+
+
+def test_named_keys_of_one_tenant_share_its_requests_for_rotation(make_stack):
+    stack = make_stack(db=6, workers=0, API_KEYS="acme:old-key,acme:new-key,other-key")
+    with stack.web.client("old-key") as old, stack.web.client("new-key") as new, \
+            stack.web.client("other-key") as other:
+        rid = submit(old)["request_id"]
+        assert new.get(f"/v1/requests/{rid}").status_code == 200
+        assert new.get("/v1/requests").json()["meta"]["total_count"] == 1
+        assert other.get(f"/v1/requests/{rid}").status_code == 404
+    with stack.web.client("acme") as name_only:
+        assert name_only.get("/v1/requests").status_code == 401
