@@ -1,11 +1,13 @@
 """What the web process shares across requests: settings, Redis, the stores, the job queue."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
 from flask import current_app
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
 
 from config import Settings
@@ -14,6 +16,8 @@ from store.callbacks import Deliveries
 from store.records import Requests
 from store.waiting import DoneListener
 from workers.jobs import enqueue_drainer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,8 +47,14 @@ class Services:
         )
 
     def ring(self, ring_id: str) -> None:
-        if ring_id:
+        """Start a drain job for a new submission. The submission is already safe in the
+        outbox: if this fails, the sweep starts one once `ring_id` goes stale."""
+        if not ring_id:
+            return
+        try:
             enqueue_drainer(self.queue, ring_id, self.settings)
+        except RedisError as exc:
+            log.warning("could not enqueue drain job (%s); the sweep will", type(exc).__name__)
 
 
 def services() -> Services:
