@@ -94,7 +94,7 @@ class Web:
 def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **overrides: str) -> Web:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**base_env, "PORT": str(port), "PUBLIC_URL": url, "WEB_CONCURRENCY": "2", **overrides}
+    env = {"WEB_CONCURRENCY": "2", **base_env, "PORT": str(port), "PUBLIC_URL": url, **overrides}
     service = Service(name, gunicorn("receiver:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
                       env, workdir, url + "/healthz")
     return Web(service.start(), url)

@@ -28,7 +28,7 @@ def test_waiters_past_the_cap_answer_at_once_and_callbacks_still_get_through(mak
 
         with ThreadPoolExecutor(10) as pool:
             waits = [pool.submit(wait_once, i) for i in range(10)]
-            wait_for(lambda: sum(w.done() for w in waits) >= 6, message="the waiters past the cap to be answered")
+            wait_for(lambda: sum(w.done() for w in waits) >= 6, 30, message="the waiters past the cap to be answered")
             capped = [w.result() for w in waits if w.done()]
             assert all(c == ("true", "pending") for c in capped) and len(capped) == 6
             path = f"/callbacks/plivo?rid={rid}"
