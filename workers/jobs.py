@@ -8,7 +8,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from rq import Queue
 
 from config import Settings
-from store.outbox import Claimed
 
 log = logging.getLogger(__name__)
 
@@ -30,32 +29,30 @@ def drain(drainer_id: str) -> int:
     from workers.sending import send_one
 
     ctx = context()
+    concurrency = ctx.settings.send_concurrency
     started, sent = time.monotonic(), 0
     in_flight: dict[Future, str] = {}
     while True:
-        if time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set():
-            if not in_flight:
-                _ring(ctx, ctx.outbox.hand_over(drainer_id))
-                return sent
-            claimed: list[Claimed] = []
-        else:
-            free = ctx.settings.send_concurrency - len(in_flight)
-            claim = ctx.outbox.claim(drainer_id, free, list(in_flight.values()), may_leave=not in_flight)
-            if claim.leave:
-                return sent
-            _ring(ctx, claim.spawn_id)
-            claimed = claim.items
-            for item in claimed:
-                in_flight[ctx.pool.submit(send_one, ctx, item)] = item.rid
-            sent += len(claimed)
-        if in_flight:
-            full = len(in_flight) >= ctx.settings.send_concurrency
-            done, _ = wait(in_flight, timeout=0 if claimed and not full else
-                           HEARTBEAT_S if full else IDLE_POLL_S, return_when=FIRST_COMPLETED)
-            for future in done:
-                rid = in_flight.pop(future)
-                if future.exception() is not None:
-                    log.error("send of %s failed: %r", rid, future.exception())
+        stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
+        if stopping and not in_flight:
+            _ring(ctx, ctx.outbox.hand_over(drainer_id))
+            return sent
+        # Claiming also heart-beats this job and renews the leases of what it holds.
+        free = 0 if stopping else concurrency - len(in_flight)
+        claim = ctx.outbox.claim(drainer_id, free, list(in_flight.values()), may_leave=not in_flight)
+        if claim.leave:
+            return sent
+        _ring(ctx, claim.spawn_id)
+        for item in claim.items:
+            in_flight[ctx.pool.submit(send_one, ctx, item)] = item.rid
+        sent += len(claim.items)
+        idle = stopping or len(in_flight) >= concurrency
+        timeout = HEARTBEAT_S if idle else (0 if claim.items else IDLE_POLL_S)
+        done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            rid = in_flight.pop(future)
+            if future.exception() is not None:
+                log.error("send of %s failed: %r", rid, future.exception())
 
 
 def _ring(ctx, drainer_id: str) -> None:
