@@ -9,6 +9,7 @@ from flask import Blueprint, Request, jsonify, request
 from receiver.errors import BadRequest, InvalidSignature
 from receiver.services import services
 from receiver.signature import verify_v2, verify_v3
+from receiver.validation import is_uuid, json_body
 from store.metrics import count
 
 bp = Blueprint("callbacks", __name__)
@@ -21,6 +22,7 @@ def plivo():
     body, signed_params = _read_delivery(request)
     nonce = _check_signature(request, signed_params)
     rid = request.args.get(RID_PARAM, "")
+    rid = rid if is_uuid(rid) else ""
     if request.method == "GET":
         body.pop(RID_PARAM, None)
     api_id = _api_id(body)
@@ -33,7 +35,7 @@ def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
     if req.method == "GET":
         return _flatten(req.args.to_dict(flat=False)), {}
     if req.mimetype == "application/json":
-        data = req.get_json(silent=True)
+        data = json_body(req)
         if not isinstance(data, dict):
             raise BadRequest("callback body is not a JSON object")
         return dict(data), data

@@ -60,8 +60,13 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(exc: HTTPException):
-        _discard_body()
         return error_response(413, f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes")
+
+    @app.after_request
+    def finish_body(response):
+        if not _discard_body():
+            response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -84,12 +89,19 @@ def init_app(app: Flask) -> None:
 DISCARD_LIMIT = 1 << 20
 
 
-def _discard_body() -> None:
-    """Read (and drop) a refused body up to 1 MiB, so the client gets to read our 413
-    instead of a connection reset; a larger one is cut off by closing the connection."""
+def _discard_body() -> bool:
+    """Read (and drop) what is left of a body the view did not read, up to 1 MiB, so the
+    client gets to read our answer and the connection can be kept alive. Answers False
+    when more is left: the connection must then be closed."""
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
+    if stream is None or not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        return True
     try:
-        while stream is not None and left > 0 and (chunk := stream.read(min(65536, left))):
+        while left > 0:
+            chunk = stream.read(min(65536, left))
+            if not chunk:
+                return True
             left -= len(chunk)
+        return not stream.read(1)
     except OSError:
-        pass
+        return False

@@ -9,7 +9,7 @@ from flask import Blueprint, g, jsonify, request, url_for
 from receiver.auth import require_key
 from receiver.errors import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.services import services
-from receiver.validation import int_arg, parse_submission, status_arg, wait_arg
+from receiver.validation import int_arg, is_uuid, json_body, parse_submission, status_arg, wait_arg
 from store.metrics import count
 from store.records import RequestRecord, Submission
 
@@ -23,10 +23,7 @@ SAFETY_RECHECK_S = 5.0  # pub/sub wakes waiters; this only bounds a missed messa
 def submit():
     if not request.is_json:
         raise UnsupportedMediaType("request body must be application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise BadRequest("request body is not valid JSON")
-    form = parse_submission(data)
+    form = parse_submission(json_body(request))
     svc = services()
     timeout = form.callback_timeout or svc.settings.callback_timeout
     if timeout > svc.settings.max_callback_timeout:
@@ -60,7 +57,7 @@ def get_request(request_id: str):
 @require_key
 def get_result(api_id: str):
     wait = wait_arg(request.args)
-    rid = services().requests.rid_for_api_id(api_id)
+    rid = services().requests.rid_for_api_id(api_id.lower()) if is_uuid(api_id) else None
     if rid is None:
         raise NotFound("no request with that api_id")
     return _answer(rid, wait)
@@ -94,7 +91,7 @@ def _page_link(limit: int, offset: int, status: str | None) -> str:
 
 
 def _own_record(rid: str) -> RequestRecord:
-    record = services().requests.get_for(g.tenant, rid)
+    record = services().requests.get_for(g.tenant, rid) if is_uuid(rid) else None
     if record is None:
         raise NotFound("no request with that id")
     return record

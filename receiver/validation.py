@@ -1,15 +1,23 @@
 """The shapes of client input, checked with pydantic before anything is written."""
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from receiver.errors import BadRequest
 from store.records import STATUSES
 
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~]+$")
+REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def is_uuid(value: str) -> bool:
+    """Ids from the URL are checked before they become part of a Redis key name."""
+    return bool(REQUEST_ID.match(value.lower()))
 RESERVED_PARAMS = ("callback_url", "callback_method")
 MAX_WAIT = 60
 
@@ -21,7 +29,7 @@ class SubmissionIn(BaseModel):
     path: str
     params: dict[str, Any] = Field(default_factory=dict)
     callback_method: Literal["GET", "POST"] | None = None
-    callback_timeout: int | None = Field(default=None, ge=1)
+    callback_timeout: StrictInt | None = Field(default=None, ge=1)
 
     @field_validator("method")
     @classmethod
@@ -66,6 +74,20 @@ class SubmissionIn(BaseModel):
         return self
 
 
+def json_body(req: Any) -> Any:
+    """The request's JSON, or a 400 naming the problem (malformed, too deeply nested, NaN)."""
+    try:
+        return json.loads(req.get_data(cache=True), parse_constant=_no_constant)
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_submission(data: Any) -> SubmissionIn:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
@@ -87,7 +109,7 @@ def int_arg(args: Any, name: str, default: int, low: int, high: int | None = Non
     raw = args.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,9}", raw):
+    if not re.fullmatch(r"[0-9]{1,9}", raw):
         raise BadRequest(f"{name} must be an integer" + _range_text(low, high))
     value = int(raw)
     if value < low or (high is not None and value > high):

@@ -120,7 +120,8 @@ class Requests:
             record = self.get(first_rid)
             conflict = first_digest != idem_value.split(" ")[1]
             return Submitted(record, created=False, ring_id="", conflict=conflict)
-        return Submitted(self.get(rid), created=True, ring_id=answer[1])
+        fields = dict(zip(answer[2::2], answer[3::2]))
+        return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
         fields = self.redis.hgetall(keys.request(rid))

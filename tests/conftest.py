@@ -11,7 +11,7 @@ import pytest
 
 from local.redis_server import RedisServer, free_port
 from store import connect
-from tests.processes import Service, gunicorn, python, wait_for
+from local.processes import Service, gunicorn, python, wait_for
 
 AUTH_ID = "MASANDBOX00000000000"
 AUTH_TOKEN = "sandbox-test-token"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import AUTH_ID, submit, wait_status
-from tests.processes import wait_for
+from local.processes import wait_for
 
 
 def sandbox_requests_for(sandbox, rid):

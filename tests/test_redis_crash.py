@@ -11,7 +11,7 @@ import pytest
 
 from local.redis_server import RedisServer
 from tests.conftest import Stack, submit, wait_status
-from tests.processes import wait_for
+from local.processes import wait_for
 from tests.test_callbacks import signed_headers
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import submit, wait_status
-from tests.processes import wait_for
+from local.processes import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import submit
-from tests.processes import wait_for
+from local.processes import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.conftest import submit, wait_status
-from tests.processes import wait_for
+from local.processes import wait_for
 from tests.test_callbacks import signed_headers
 
 pytestmark = pytest.mark.slow

@@ -20,6 +20,7 @@ class SendWorker(SimpleWorker):
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     ctx = context()
     SweepTicker(ctx).start()
     worker = SendWorker([ctx.queue], connection=ctx.rq_redis)

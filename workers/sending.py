@@ -37,4 +37,4 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
                      retry_delay(attempts, verdict.retry_after))
     else:
         outbox.failed(item.rid, verdict.error | {"attempts": attempts})
-    log.info("request %s attempt %d: %s", item.rid, attempts, verdict.kind)
+    log.debug("request %s attempt %d: %s", item.rid, attempts, verdict.kind)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,16 +27,30 @@ class Verdict:
 
 
 class PlivoClient:
+    """One keep-alive HTTP client per send thread: a shared pool of mostly idle
+    connections costs CPU per request and lock waits (encode/httpcore#1035)."""
+
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.account_url = f"{settings.plivo_api_url}Account/{settings.plivo_auth_id}/"
-        self.http = httpx.Client(
-            auth=(settings.plivo_auth_id, settings.plivo_auth_token),
-            timeout=httpx.Timeout(settings.plivo_timeout),
-            limits=httpx.Limits(max_connections=settings.send_concurrency,
-                                max_keepalive_connections=settings.send_concurrency),
-            headers={"User-Agent": "answerback/1"},
-            trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY
-        )
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._lock = threading.Lock()
+
+    @property
+    def http(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(
+                auth=(self.settings.plivo_auth_id, self.settings.plivo_auth_token),
+                timeout=httpx.Timeout(self.settings.plivo_timeout),
+                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+                headers={"User-Agent": "answerback/1"},
+                trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+            )
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def send(self, item: Claimed, callback_url: str) -> Verdict:
         args = {**item.params, "callback_url": callback_url, "callback_method": item.callback_method}
@@ -53,7 +68,10 @@ class PlivoClient:
         return classify(answer)
 
     def close(self) -> None:
-        self.http.close()
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
 
 def classify(answer: httpx.Response) -> Verdict:

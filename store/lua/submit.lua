@@ -15,4 +15,6 @@ redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
 if idem_key ~= '' then redis.call('SET', idem_key, ARGV[10], 'EX', ARGV[11]) end
 redis.call('RPUSH', P .. 'outbox', rid)
 count('submitted')
-return {'created', ring(ARGV[12], now, ARGV[13])}
+local answer = {'created', ring(ARGV[12], now, ARGV[13])}
+for _, v in ipairs(redis.call('HGETALL', rkey(rid))) do table.insert(answer, v) end
+return answer

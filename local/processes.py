@@ -1,4 +1,7 @@
-"""Real processes for tests: start, wait until they answer, stop or kill them."""
+"""Real child processes for tests and benches: start, wait until they answer, stop or kill them.
+
+Each child gets a process group of its own, so signals reach a gunicorn master and its
+workers alike, and a Ctrl-C in the terminal reaches only the parent."""
 from __future__ import annotations
 
 import os
@@ -58,12 +61,19 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def signal(self, sig: int) -> None:
-        if self.alive:
-            os.killpg(self.process.pid, sig)
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def kill(self) -> None:
         """SIGKILL the whole process group, at once."""
@@ -72,13 +82,15 @@ class Service:
             self.process.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if not self.alive:
+        """SIGTERM the group, then SIGKILL whatever of it is left after `timeout`."""
+        if self.process is None:
             return
         self.signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            pass
+        self.kill()
 
 
 def gunicorn(app: str, config: str, bind: str) -> list[str]:

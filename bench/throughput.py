@@ -1,0 +1,396 @@
+"""End-to-end throughput: submitted requests completed per second, against the upstream's own capacity.
+
+Starts its own embedded Redis, the sandbox (one gunicorn process) with `slow_answer`
+set to the upstream latency, web (gunicorn.conf.py, 2 processes) and W worker
+processes with SEND_CONCURRENCY=C. Then, in the same run:
+
+  baseline   a plain httpx thread pool of W*C threads POSTs the same asynchronous
+             `Message/` requests straight to the sandbox and waits for each answer
+             (callbacks dropped): the upstream's raw capacity at that concurrency.
+  answerback N submissions to POST /v1/requests from a keep-alive thread pool; the
+             clock runs from the first submission until all N are `completed`
+             (the Redis counter ab:metrics finished_completed).
+  baseline   again, so drift of the machine during the run shows.
+
+The figure to read is the RATIO answerback completed/s : mean baseline/s; the
+absolute figures are printed for the record only (2-core machines are noisy).
+
+  python -m bench.throughput [--requests N] [--workers W] [--concurrency C] [--upstream-ms 50]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+from redis import Redis
+
+from bench.stack import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
+
+GOAL_PER_S = 250
+PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "bench"}
+FINAL = ("finished_completed", "finished_failed", "finished_expired")
+
+
+@dataclass
+class Phase:
+    name: str
+    n: int
+    seconds: float
+    ok: int
+    cpu: dict[str, float] = field(default_factory=dict)      # process -> CPU seconds during the phase
+    machine: float = 0.0                                      # busy share of all cores during the phase
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- driving ---------------------------------------------------------------------------------
+
+def run_pool(n: int, threads: int, one: Callable[[int], object], stop: threading.Event) -> list[object]:
+    """Call `one(i)` for i in 0..n-1 from `threads` threads, each taking the next i; results by i."""
+    results: list[object] = [None] * n
+    counter = itertools.count()
+
+    def loop() -> None:
+        while not stop.is_set():
+            i = next(counter)   # atomic under the GIL
+            if i >= n:
+                return
+            try:
+                results[i] = one(i)
+            except Exception as exc:   # counted as a failure, the run goes on
+                results[i] = exc
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="bench") as pool:
+        for future in [pool.submit(loop) for _ in range(threads)]:
+            future.result()
+    return results
+
+
+class Measure:
+    """CPU of every process of the stack and of the machine, between start() and stop()."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def start(self) -> "Measure":
+        self.cpu0, self.machine0, self.t0 = self.stack.cpu(), machine_busy_seconds(), time.perf_counter()
+        return self
+
+    def stop(self, phase: Phase) -> Phase:
+        cpu1, machine1, wall = self.stack.cpu(), machine_busy_seconds(), time.perf_counter() - self.t0
+        phase.cpu = {name: (cpu1[name] - self.cpu0.get(name, 0.0)) / wall for name in cpu1}
+        busy, total = machine1[0] - self.machine0[0], machine1[1] - self.machine0[1]
+        phase.machine = busy / total if total else 0.0
+        return phase
+
+
+def set_faults(stack: Stack, **faults: object) -> None:
+    with httpx.Client(base_url=stack.sandbox_url, timeout=10) as box:
+        box.delete("/_sandbox/faults").raise_for_status()
+        box.post("/_sandbox/faults", json=faults).raise_for_status()
+        box.delete("/_sandbox/stats").raise_for_status()
+        box.delete("/_sandbox/objects").raise_for_status()
+
+
+def sandbox_stats(stack: Stack) -> dict:
+    return httpx.get(stack.sandbox_url + "/_sandbox/stats", timeout=10).json()
+
+
+def baseline(stack: Stack, n: int, concurrency: int, upstream_s: float, name: str, stop: threading.Event,
+             procs: int = 1) -> Phase:
+    """The sandbox driven directly: the same async POST, `concurrency` at a time, each waiting for its answer.
+    One thread pool in this process, or (procs > 1) split over that many driver processes."""
+    set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s}, drop_callback=1.0)
+    url = f"{stack.sandbox_url}/v1/Account/{AUTH_ID}/Message/"
+    body = {**PARAMS, "callback_url": stack.web_url + "/callbacks/plivo?rid=baseline", "callback_method": "POST"}
+    if procs > 1:
+        return _split_baseline(stack, n, concurrency, url, body, name, procs)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(auth=(AUTH_ID, AUTH_TOKEN), limits=limits, timeout=30,
+                      headers={"User-Agent": "answerback/1"}) as client:
+        def one(_: int) -> bool:
+            return client.post(url, json=body).status_code == 200
+        run_pool(concurrency, concurrency, one, stop)            # warm-up: open every connection
+        measure = Measure(stack).start()
+        started = time.perf_counter()
+        results = run_pool(n, concurrency, one, stop)
+        seconds = time.perf_counter() - started
+    return measure.stop(Phase(name, n, seconds, sum(1 for r in results if r is True)))
+
+
+def _split_baseline(stack: Stack, n: int, concurrency: int, url: str, body: dict, name: str, procs: int) -> Phase:
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    threads = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    drivers = [subprocess.Popen([sys.executable, "-m", "bench.upstream_driver", url, str(share), str(t),
+                                 json.dumps(body)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True, start_new_session=True)
+               for share, t in zip(shares, threads)]
+    stack.extra_groups["drivers"] = [d.pid for d in drivers]
+    try:
+        for d in drivers:
+            if d.stdout.readline().strip() != "ready":
+                raise RuntimeError("a baseline driver did not start")
+        measure = Measure(stack).start()
+        started = time.perf_counter()
+        for d in drivers:
+            d.stdin.write("go\n")
+            d.stdin.flush()
+        answers = [json.loads(d.stdout.readline()) for d in drivers]
+        seconds = time.perf_counter() - started
+        phase = measure.stop(Phase(name, n, seconds, sum(a["ok"] for a in answers)))
+    finally:
+        for d in drivers:
+            d.kill()
+            d.wait()
+        stack.extra_groups.pop("drivers", None)
+    return phase
+
+
+class Counters:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def finished(self) -> dict[str, int]:
+        values = self.redis.hmget("ab:metrics", *FINAL)
+        return {name: int(v or 0) for name, v in zip(FINAL, values)}
+
+
+def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup: int, timeout: float,
+               stop: threading.Event) -> Phase:
+    set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s})
+    redis = Redis.from_url(stack.redis.url, decode_responses=True)
+    counters = Counters(redis)
+    limits = httpx.Limits(max_connections=submitters, max_keepalive_connections=submitters)
+    with httpx.Client(base_url=stack.web_url, headers={"Authorization": f"Bearer {API_KEY}"},
+                      limits=limits, timeout=30) as client:
+        body = {"method": "POST", "path": "Message/", "params": PARAMS}
+        accepted_at: list[float] = [0.0] * n
+
+        def one(i: int) -> str | None:
+            answer = client.post("/v1/requests", json=body)
+            if answer.status_code != 202:
+                return None
+            accepted_at[i] = time.perf_counter()
+            return answer.json()["request_id"]
+
+        if warmup:   # connections, Lua scripts, drain jobs, pools: all warm before the clock runs
+            base = sum(counters.finished().values())
+            run_pool(warmup, submitters, one, stop)
+            wait_for(lambda: sum(counters.finished().values()) >= base + warmup, 60, message="the warm-up requests")
+            accepted_at = [0.0] * n
+            wait_for(lambda: sandbox_stats(stack)["callbacks"]["pending"] == 0, 30, message="warm-up callbacks")
+            httpx.delete(stack.sandbox_url + "/_sandbox/stats", timeout=10).raise_for_status()
+
+        before = counters.finished()
+        measure = Measure(stack).start()
+        started = time.perf_counter()
+        submitting = ThreadPoolExecutor(1, thread_name_prefix="submit").submit(run_pool, n, submitters, one, stop)
+        done_at = None
+        deadline = started + timeout
+        while time.perf_counter() < deadline and not stop.is_set():
+            now = counters.finished()
+            finished = sum(now[k] - before[k] for k in FINAL)
+            if finished >= n:
+                done_at = time.perf_counter()
+                break
+            if submitting.done() and submitting.exception():
+                raise submitting.exception()
+            time.sleep(0.01)
+        rids = submitting.result()
+        seconds = (done_at or time.perf_counter()) - started
+        after = counters.finished()
+    phase = measure.stop(Phase("answerback", n, seconds, after["finished_completed"] - before["finished_completed"]))
+    accepted = [t for t, rid in zip(accepted_at, rids) if isinstance(rid, str)]
+    phase.extra["accepted"] = len(accepted)
+    phase.extra["submit_seconds"] = (max(accepted) - started) if accepted else 0.0
+    phase.extra["failed"] = after["finished_failed"] - before["finished_failed"]
+    phase.extra["expired"] = after["finished_expired"] - before["finished_expired"]
+    phase.extra["timed_out"] = done_at is None
+    phase.extra["latency"], phase.extra["marks"] = latencies(redis, [r for r in rids if isinstance(r, str)])
+    phase.extra["sandbox"] = sandbox_stats(stack)
+    redis.close()
+    return phase
+
+
+def latencies(redis: Redis, rids: list[str]) -> dict[str, list[float]]:
+    """Milliseconds per completed request: submit->completed, submit->sent (queueing), sent->completed."""
+    with redis.pipeline(transaction=False) as pipe:
+        for rid in rids:
+            pipe.hmget(f"ab:req:{rid}", "status", "submitted_at", "sent_at", "completed_at")
+        rows = pipe.execute()
+    total, queued, upstream, marks = [], [], [], []
+    for status, submitted, sent, completed in rows:
+        if status != "completed" or not (submitted and sent and completed):
+            continue
+        submitted, sent, completed = int(submitted), int(sent), int(completed)
+        total.append(completed - submitted)
+        queued.append(sent - submitted)
+        upstream.append(completed - sent)
+        marks.append((submitted, sent, completed))
+    return {"submit->completed": total, "submit->sent": queued, "sent->completed": upstream}, marks
+
+
+def stage_line(marks: list[tuple[int, int, int]]) -> str:
+    """When the last request was submitted, sent and completed, from the first submission: which stage lags."""
+    if not marks:
+        return "stages: no completed records"
+    first = min(m[0] for m in marks)
+    last = [max(m[i] for m in marks) - first for i in range(3)]
+    n = len(marks)
+    return ("stages (records' clocks, from the first submission): last submitted at "
+            f"{last[0] / 1000:.2f} s ({n / max(last[0], 1) * 1000:.0f}/s), last sent at {last[1] / 1000:.2f} s "
+            f"({n / max(last[1], 1) * 1000:.0f}/s), last completed at {last[2] / 1000:.2f} s "
+            f"({n / max(last[2], 1) * 1000:.0f}/s)")
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cpu_line(phase: Phase) -> str:
+    parts = [f"{name} {share * 100:.0f}%" for name, share in phase.cpu.items()]
+    others = phase.machine * (os.cpu_count() or 1) - sum(phase.cpu.values())
+    return (f"  CPU, % of one core: {'  '.join(parts)}  | not ours {max(0.0, others) * 100:.0f}%"
+            f"  | machine busy {phase.machine * 100:.0f}% of {os.cpu_count()} cores")
+
+
+def cost_line(phase: Phase) -> str:
+    """CPU milliseconds per completed request, by process: what a saturated machine divides its cores by."""
+    if not phase.ok:
+        return ""
+    per = {name: share * phase.seconds / phase.ok * 1000 for name, share in phase.cpu.items()}
+    workers = sum(v for k, v in per.items() if k.startswith("worker"))
+    own = per.get("web", 0.0) + workers + per.get("redis", 0.0)
+    harness = per.get("sandbox", 0.0) + per.get("bench", 0.0)
+    return (f"  CPU ms per completed request: web {per.get('web', 0):.2f}  workers {workers:.2f}  "
+            f"redis {per.get('redis', 0):.2f}  = Answerback {own:.2f}  | sandbox {per.get('sandbox', 0):.2f}  "
+            f"bench client {per.get('bench', 0):.2f}  = harness {harness:.2f}")
+
+
+def report(args: argparse.Namespace, phases: list[Phase]) -> None:
+    bases = [p for p in phases if p.name.startswith("baseline")]
+    ab = next(p for p in phases if p.name == "answerback")
+    in_flight = args.workers * args.concurrency
+    print()
+    print(f"bench.throughput  N={args.requests}  workers={args.workers}  SEND_CONCURRENCY={args.concurrency}"
+          f"  (in flight {in_flight})  upstream {args.upstream_ms:g} ms  submitters={args.submitters}"
+          f"  baseline procs={args.baseline_procs}"
+          f"  cores={os.cpu_count()}")
+    for p in phases:
+        if p is ab:
+            x = p.extra
+            print(f"{p.name:<18} {p.ok:>6} completed in {p.seconds:6.2f} s = {p.rate:7.1f} completed/s"
+                  f"   submissions accepted {x['accepted']} at {x['accepted'] / x['submit_seconds'] if x['submit_seconds'] else 0:.1f}/s"
+                  + (f"   failed {x['failed']}" if x["failed"] else "")
+                  + (f"   expired {x['expired']}" if x["expired"] else "")
+                  + ("   TIMED OUT" if x["timed_out"] else ""))
+        else:
+            print(f"{p.name:<18} {p.ok:>6} answered  in {p.seconds:6.2f} s = {p.rate:7.1f} answers/s")
+        print(cpu_line(p))
+        if p is ab:
+            print(cost_line(p))
+    base = statistics.mean(p.rate for p in bases)
+    spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
+    ideal = in_flight / (args.upstream_ms / 1000)
+    print(f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
+          f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)")
+    print(f"      submissions/s : baseline/s = {ab.extra['accepted'] / ab.extra['submit_seconds'] / base if ab.extra['submit_seconds'] else 0:.2f}")
+    print(f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s"
+          f" -> {base / ideal:.2f}")
+    lat = ab.extra["latency"]
+    print("latency ms (from the records' timestamps):  "
+          + "   ".join(f"{name} p50 {pct(v, 0.5):.0f} p95 {pct(v, 0.95):.0f}" for name, v in lat.items()))
+    print(stage_line(ab.extra["marks"]))
+    box = ab.extra["sandbox"]
+    print(f"sandbox during answerback: {box['requests']['total']} requests {box['requests']['by_status']},"
+          f" callbacks delivered {box['callbacks']['delivered']} failed {box['callbacks']['failed']}")
+    verdict = "met" if ab.rate >= GOAL_PER_S else "NOT met"
+    print(f"goal >= {GOAL_PER_S} completed/s on this machine: {verdict} ({ab.rate:.0f}/s; absolute, noisy)")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", "-n", type=int, default=3000, help="submissions measured (default 3000)")
+    parser.add_argument("--workers", "-w", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--concurrency", "-c", type=int, default=32, help="SEND_CONCURRENCY per worker (default 32)")
+    parser.add_argument("--upstream-ms", type=float, default=50.0, help="the sandbox's answer latency (default 50)")
+    parser.add_argument("--submitters", type=int, default=16, help="client threads submitting (default 16)")
+    parser.add_argument("--warmup", type=int, default=100, help="requests through Answerback before the clock (100)")
+    parser.add_argument("--callback-delay", type=float, default=0.01, help="SANDBOX_CALLBACK_DELAY s (0.01)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up on the answerback phase after s (120)")
+    parser.add_argument("--baseline-procs", type=int, default=None,
+                        help="processes the baseline's W*C threads are split over (default max(W, 2): shaped "
+                             "like the workers, and never one client process whose GIL caps the baseline; "
+                             "1 = one thread pool in the bench process)")
+    parser.add_argument("--web-processes", type=int, default=2, help="WEB_CONCURRENCY (default 2)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for every process, e.g. --env MAX_DRAINERS=8 (repeatable)")
+    parser.add_argument("--profile", metavar="DIR", default=None,
+                        help="cProfile web and worker processes (per thread) into DIR; see bench/README.md")
+    parser.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
+    args = parser.parse_args(argv)
+    if args.baseline_procs is None:
+        args.baseline_procs = max(args.workers, 2)
+    args.baseline_procs = max(1, min(args.baseline_procs, args.workers * args.concurrency))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    stop = threading.Event()
+    terminate_on_signals(stop)
+    extra = dict(item.split("=", 1) for item in args.env)
+    stack_kwargs: dict[str, object] = {}
+    if args.profile:
+        from bench.profiling import stack_options
+        extra, stack_kwargs = stack_options(args.profile, args.profile_clock, extra)
+    phases: list[Phase] = []
+    in_flight = args.workers * args.concurrency
+    try:
+        with Stack(args.workers, args.concurrency, args.callback_delay, args.web_processes,
+                   keep_dir=args.keep_logs, extra_env=extra, **stack_kwargs) as stack:
+            print(f"bench.throughput: stack up in {stack.dir} (web {stack.web_url}, sandbox {stack.sandbox_url})",
+                  file=sys.stderr, flush=True)
+            upstream_s = args.upstream_ms / 1000
+            phases.append(baseline(stack, args.requests, in_flight, upstream_s, "baseline (before)", stop,
+                                   args.baseline_procs))
+            print(f"  {phases[-1].name}: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
+            phases.append(answerback(stack, args.requests, args.submitters, upstream_s, args.warmup,
+                                     args.timeout, stop))
+            print(f"  answerback: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
+            phases.append(baseline(stack, args.requests, in_flight, upstream_s, "baseline (after)", stop,
+                                   args.baseline_procs))
+            if args.keep_logs:
+                print(f"bench.throughput: logs in {stack.dir}", file=sys.stderr)
+    except KeyboardInterrupt:
+        stop.set()
+        print("bench.throughput: interrupted; every process stopped", file=sys.stderr)
+        return 130
+    finally:
+        stop.set()
+    report(args, phases)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
