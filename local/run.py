@@ -82,7 +82,9 @@ def main() -> int:
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
         for name, entry in procfile.processes.items():
-            manager.add_process(name, entry, env=env, cwd=str(ROOT))
+            copies = int(env.get("WORKERS", "2")) if name == "worker" else 1
+            for i in range(copies):
+                manager.add_process(name if copies == 1 else f"{name}.{i + 1}", entry, env=env, cwd=str(ROOT))
         print(banner(env), flush=True)
         manager.loop()
         return manager.returncode or 0
