@@ -15,5 +15,7 @@ keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
-accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout; paths and status only, never headers
+accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout
+# No %(u)s: a key sent as a Basic user name must not reach the log; no headers either.
+access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances

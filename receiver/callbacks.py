@@ -1,10 +1,10 @@
 """The webhook Plivo calls: verify, store durably, match, answer fast."""
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Blueprint, Request, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from receiver.errors import BadRequest, InvalidSignature
 from receiver.services import services
@@ -19,6 +19,8 @@ RID_PARAM = "rid"
 
 @bp.route("/callbacks/plivo", methods=["GET", "POST"])
 def plivo():
+    if request.method == "HEAD":  # Flask answers HEAD with the GET view; a HEAD must change nothing
+        raise MethodNotAllowed(valid_methods=["GET", "POST"])
     body, signed_params = _read_delivery(request)
     nonce = _check_signature(request, signed_params)
     rid = request.args.get(RID_PARAM, "")
@@ -55,11 +57,9 @@ def _api_id(body: dict[str, Any]) -> str:
     value = body.get("api_id")
     if not isinstance(value, str) or not value:
         raise BadRequest("callback has no api_id")
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        raise BadRequest("callback api_id is not a UUID") from None
-    return value
+    if not is_uuid(value):
+        raise BadRequest("callback api_id is not a UUID (8-4-4-4-12 hex digits)")
+    return value.lower()
 
 
 def _check_signature(req: Request, params: dict[str, Any]) -> str:

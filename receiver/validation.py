@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Literal
 
@@ -77,7 +78,7 @@ class SubmissionIn(BaseModel):
 def json_body(req: Any) -> Any:
     """The request's JSON, or a 400 naming the problem (malformed, too deeply nested, NaN)."""
     try:
-        return json.loads(req.get_data(cache=True), parse_constant=_no_constant)
+        return json.loads(req.get_data(cache=True), parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise BadRequest("request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -86,6 +87,13 @@ def json_body(req: Any) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def parse_submission(data: Any) -> SubmissionIn:

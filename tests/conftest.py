@@ -95,6 +95,8 @@ def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **over
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"WEB_CONCURRENCY": "2", **base_env, "PORT": str(port), "PUBLIC_URL": url, **overrides}
+    if "PUBLIC_URL" in base_env:  # a stack behind a (pretend) proxy keeps its public URL
+        env["PUBLIC_URL"] = base_env["PUBLIC_URL"]
     service = Service(name, gunicorn("receiver:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
                       env, workdir, url + "/healthz")
     return Web(service.start(), url)

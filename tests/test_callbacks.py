@@ -150,3 +150,15 @@ def test_v2_signatures_only_when_turned_on(make_stack):
         headers = {"Content-Type": "application/json", "X-Plivo-Signature-V2": v2, "X-Plivo-Signature-V2-Nonce": "n2"}
         with stack.web.client(key=None) as client:
             assert client.post("/callbacks/plivo?x=1", content=json.dumps(body), headers=headers).status_code == expected
+
+
+def test_behind_a_proxy_only_a_signature_over_the_public_url_passes(make_stack):
+    public = "https://hooks.example.com"
+    stack = make_stack(db=3, workers=0, PUBLIC_URL=public)
+    body = {"api_id": str(uuid.uuid4())}
+    with stack.web.client(key=None) as client:
+        for signed_url, expected in ((stack.web.url + "/callbacks/plivo?rid=x", 403),
+                                     (public + "/callbacks/plivo?rid=x", 200)):
+            headers = {"Content-Type": "application/json", **signed_headers("POST", signed_url, body)}
+            answer = client.post("/callbacks/plivo?rid=x", content=json.dumps(body), headers=headers)
+            assert answer.status_code == expected, (signed_url, answer.text)

@@ -120,3 +120,21 @@ def test_list_index_follows_status_changes(stores):
     assert requests.page("t1", "queued", 0, 20)[0] == 0
     assert requests.page("t1", "sending", 0, 20)[0] == 1
     assert requests.page("t2", None, 0, 20)[0] == 0
+
+
+def test_only_one_sweeper_holds_the_lock_at_a_time(redis):
+    sweepers = [Sweeper(redis, TTL) for _ in range(8)]
+    barrier = threading.Barrier(len(sweepers))
+    won = []
+
+    def contend(i, sweeper):
+        barrier.wait()
+        if sweeper.try_lock(f"holder-{i}", 5):
+            won.append(i)
+
+    threads = [threading.Thread(target=contend, args=(i, s)) for i, s in enumerate(sweepers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1

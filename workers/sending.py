@@ -27,7 +27,7 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
         ctx.limiter.pause(api_class(item), parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1
     if verdict.kind == "accepted":
-        outbox.register_api_id(item.rid, verdict.api_id, item.timeout)
+        outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout)
     elif verdict.kind == "completed":
         outbox.completed(item.rid, verdict.body)
     elif verdict.kind == "unknown":
