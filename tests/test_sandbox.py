@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import httpx
@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from plivo.utils import validate_v3_signature
 
+from local.processes import wait_for
 from sandbox.callback import Callback, CallbackTarget, as_params, flatten, signable
 from sandbox.config import Config, ConfigError
 from sandbox.courier import Courier, DeliveryPlan
@@ -33,19 +34,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 AUTH_ID = "MATESTSANDBOX0000001"
 AUTH_TOKEN = "test-sandbox-token"
 ACCOUNT = f"/v1/Account/{AUTH_ID}"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:
-    """Poll until probe() gives something truthy: the only way these tests wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def free_port() -> int:
@@ -76,8 +64,8 @@ class CallbackSink:
             return [entry for entry in self.received if entry["rid"] == rid]
 
     def wait(self, rid: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return eventually(lambda: len(self.for_rid(rid)) >= count and self.for_rid(rid),
-                          timeout, f"{count} callback(s) for {rid}")
+        return wait_for(lambda: len(self.for_rid(rid)) >= count and self.for_rid(rid),
+                        timeout, message=f"{count} callback(s) for {rid}")
 
     def close(self) -> None:
         self._server.shutdown()
@@ -127,7 +115,7 @@ class SandboxProcess:
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **env},
                                          stdout=self._log, stderr=subprocess.STDOUT)
-        eventually(self._answers, 15.0, "the sandbox to answer")
+        wait_for(self._answers, 15.0, message="the sandbox to answer")
 
     def _answers(self) -> bool:
         if self._process.poll() is not None:
@@ -184,7 +172,7 @@ def form_sandbox_process() -> Iterator[SandboxProcess]:
 def control(sandbox_process: SandboxProcess) -> Iterator[httpx.Client]:
     """The /_sandbox/ switches, reset around every test once earlier callbacks have gone out."""
     with httpx.Client(base_url=sandbox_process.base + "/_sandbox", timeout=10) as client:
-        eventually(lambda: client.get("/stats").json()["callbacks"]["pending"] == 0, 10.0, "quiet callbacks")
+        wait_for(lambda: client.get("/stats").json()["callbacks"]["pending"] == 0, 10.0, message="quiet callbacks")
         client.delete("/faults")
         client.delete("/stats")
         yield client
@@ -523,7 +511,7 @@ def test_by_rid_counts_every_receipt_of_a_request(account: httpx.Client, control
     httpx.post(str(account.base_url).rstrip("/") + "/Call/", json={"callback_url": sink.url(other)})
     assert control.get("/stats").json()["by_rid"] == {rid: 3, other: 2}
     sink.wait(rid, 3)
-    callbacks = eventually(lambda: (c := control.get("/stats").json()["callbacks"])["pending"] == 0 and c)
+    callbacks = wait_for(lambda: (c := control.get("/stats").json()["callbacks"])["pending"] == 0 and c)
     assert callbacks["delivered"] == 4 and callbacks["by_status"] == {"200": 4}
 
 
@@ -642,7 +630,7 @@ def test_timer_fires_items_in_due_order() -> None:
     timer.add(0.2, "late")
     timer.add(0.0, "now")
     timer.add(0.1, "soon")
-    eventually(lambda: len(fired) == 3, 3.0, "the timer")
+    wait_for(lambda: len(fired) == 3, 3.0, message="the timer")
     assert fired == ["now", "soon", "late"]
 
 
