@@ -41,15 +41,25 @@ RECORD = {
         "response": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
     },
 }
+SCALAR = {"type": ["string", "number", "boolean"]}
+QUERY_VALUE = {"anyOf": [SCALAR, {"type": "array", "items": SCALAR}]}
+ANY_CASE_METHOD = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
+QUERY_METHOD = "^([Gg][Ee][Tt]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
+SEGMENT = "[A-Za-z0-9_~-][A-Za-z0-9_.~-]*|[.][A-Za-z0-9_.~-]*[A-Za-z0-9_~-][A-Za-z0-9_.~-]*"
 SUBMISSION = {
     "type": "object", "required": ["method", "path"], "additionalProperties": False,
     "properties": {
-        "method": {"type": "string", "description": "GET, POST or DELETE, any letter case"},
-        "path": {"type": "string", "description": "relative to Account/{auth_id}/, e.g. Call/"},
-        "params": {"type": "object"},
-        "callback_method": {"type": "string", "description": "GET or POST"},
-        "callback_timeout": {"type": "integer", "minimum": 1},
+        "method": {"type": "string", "pattern": ANY_CASE_METHOD, "description": "GET, POST or DELETE, any letter case"},
+        "path": {"type": "string", "pattern": f"^(?!.*(^|/)[.][.]?(/|$))({SEGMENT})(/({SEGMENT}))*/?$",
+                 "description": "relative to Account/{auth_id}/, e.g. Call/; no scheme, host, leading /, . or .."},
+        "params": {"type": "object", "propertyNames": {"not": {"enum": ["callback_url", "callback_method"]}},
+                   "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"},
+        "callback_method": {"type": "string", "pattern": "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt])$"},
+        "callback_timeout": {"type": "integer", "minimum": 1, "maximum": 86400,
+                             "description": "seconds; at most MAX_CALLBACK_TIMEOUT (default 86400)"},
     },
+    "if": {"properties": {"method": {"pattern": QUERY_METHOD}}},
+    "then": {"properties": {"params": {"additionalProperties": QUERY_VALUE}}},
 }
 PAGE = {
     "type": "object", "required": ["meta", "objects"],
@@ -90,7 +100,7 @@ SPEC: dict[str, Any] = {
                                    "422": _error("Idempotency-Key reused with another body"), **AUTH_ERRORS}},
             "get": {"summary": "List this key's requests, newest first", "security": SECURED,
                     "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 20}),
-                                   _param("offset", "query", {"type": "integer", "minimum": 0}),
+                                   _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 999999999}),
                                    _param("status", "query", {"enum": STATUS})],
                     "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status"), **AUTH_ERRORS}},
         },

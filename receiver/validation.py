@@ -6,8 +6,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from receiver.errors import BadRequest
 from store.records import STATUSES
@@ -30,7 +29,7 @@ class SubmissionIn(BaseModel):
     path: str
     params: dict[str, Any] = Field(default_factory=dict)
     callback_method: Literal["GET", "POST"] | None = None
-    callback_timeout: StrictInt | None = Field(default=None, ge=1)
+    callback_timeout: int | None = Field(default=None, ge=1)
 
     @field_validator("method")
     @classmethod
@@ -44,6 +43,16 @@ class SubmissionIn(BaseModel):
     @classmethod
     def upper_callback_method(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("callback_timeout", mode="before")
+    @classmethod
+    def whole_seconds(cls, value: Any) -> Any:
+        """A JSON integer, 30 or 30.0 alike; never a boolean, text or a fraction."""
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError("must be a whole number of seconds")
 
     @field_validator("path")
     @classmethod
