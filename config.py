@@ -92,6 +92,9 @@ class Settings:
     # Upstream rate limits, COUNT/SECONDS, per account: call creation (POST Call/) and the rest.
     rate_limit_calls: str = "2/1"
     rate_limit_api: str = "300/5"
+    # Call creations one drain job holds at once (each waits for its rate-limit turn),
+    # so that a backlog of calls never takes the threads other APIs need.
+    calls_in_flight: int = 2
     # Requests one worker process keeps in flight to the upstream at once.
     send_concurrency: int = 32
     # Seconds a claimed request stays leased to its drain job without a heartbeat;
@@ -149,6 +152,7 @@ class Settings:
             max_attempts=_int(env, "MAX_ATTEMPTS", 5, low=1),
             rate_limit_calls=_rate(env, "RATE_LIMIT_CALLS", "2/1"),
             rate_limit_api=_rate(env, "RATE_LIMIT_API", "300/5"),
+            calls_in_flight=_int(env, "CALLS_IN_FLIGHT", 2, low=1),
             send_concurrency=_int(env, "SEND_CONCURRENCY", 32, low=1),
             lease_seconds=_int(env, "LEASE_SECONDS", 60, low=2),
             drainer_stale_seconds=_int(env, "DRAINER_STALE_SECONDS", 15, low=2),

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 PREFIX = "ab:"
 
-OUTBOX = PREFIX + "outbox"            # list of request ids ready to send
+API_CLASSES = ("api", "calls")        # upstream rate-limit classes; the first is the default
+
+
+def outbox(api_class: str) -> str:
+    """List of request ids of one API class ready to send."""
+    return f"{PREFIX}outbox:{api_class}"
+
+
 RETRY = PREFIX + "retry"              # zset request id -> when to send again (ms)
 LEASES = PREFIX + "leases"            # zset request id -> lease expiry (ms) while a drain job holds it
 DEADLINES = PREFIX + "deadlines"      # zset request id -> callback deadline (ms)

@@ -16,11 +16,13 @@ def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int]]:
     """(counters, gauges): counters as written by the scripts; gauges read now."""
     with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(METRICS)
-        pipe.llen(keys.OUTBOX)
+        for api_class in keys.API_CLASSES:
+            pipe.llen(keys.outbox(api_class))
         pipe.zcard(keys.RETRY)
         pipe.zcard(keys.LEASES)
         pipe.zcard(keys.DEADLINES)
         pipe.zcard(keys.DRAINERS)
         counters, *sizes = pipe.execute()
-    names = ("outbox", "retry_scheduled", "in_flight", "awaiting_callback", "drainers")
-    return {k: int(v) for k, v in counters.items()}, dict(zip(names, sizes))
+    waiting, sizes = sum(sizes[:len(keys.API_CLASSES)]), sizes[len(keys.API_CLASSES):]
+    names = ("retry_scheduled", "in_flight", "awaiting_callback", "drainers")
+    return {k: int(v) for k, v in counters.items()}, {"outbox": waiting, **dict(zip(names, sizes))}

@@ -23,6 +23,7 @@ class Claimed:
     callback_method: str
     attempts: int
     timeout: int       # seconds to wait for the callback
+    api_class: str     # the upstream rate-limit class it counts against
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,11 @@ class Outbox:
         self.max_drainers = max_drainers
         self.scripts = Scripts(redis)
 
-    def claim(self, drainer_id: str, n: int, in_flight: list[str], may_leave: bool) -> Claim:
+    def claim(self, drainer_id: str, wanted: dict[str, int], in_flight: list[str], may_leave: bool) -> Claim:
+        """Up to `wanted[class]` requests of each API class."""
         now = now_ms()
         answer = self.scripts(
-            "claim", drainer_id, n, now, now + self.lease_ms, now - self.drainer_stale_ms,
+            "claim", drainer_id, ",".join(f"{c}={n}" for c, n in wanted.items()), now, now + self.lease_ms, now - self.drainer_stale_ms,
             self.max_drainers, new_id(), "1" if may_leave else "0", *in_flight)
         if answer[0] == "leave":
             return Claim([], "", leave=True)
@@ -86,4 +88,4 @@ class Outbox:
 
 def _claimed(raw: dict[str, Any]) -> Claimed:
     return Claimed(raw["rid"], raw["method"], raw["path"], json.loads(raw["params"]),
-                   raw["callback_method"], raw["attempts"], raw["timeout"])
+                   raw["callback_method"], raw["attempts"], raw["timeout"], raw["api_class"])

@@ -11,6 +11,11 @@ from store import keys
 from store.scripts import Scripts
 
 
+def api_class(method: str, path: str) -> str:
+    """Plivo limits call creation apart from every other API (PLIVO.md, "Errors and limits")."""
+    return "calls" if method == "POST" and path == "Call/" else "api"
+
+
 @dataclass(frozen=True)
 class Limit:
     count: int

@@ -13,6 +13,7 @@ from redis import Redis
 
 from store import keys
 from store.connection import now_ms
+from store.rate_limits import api_class
 from store.scripts import Scripts
 
 STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
@@ -114,7 +115,7 @@ class Requests:
         answer = self.scripts(
             "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, now,
             sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-            now - self.drainer_stale_ms)
+            now - self.drainer_stale_ms, api_class(sub.method, sub.path))
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)

@@ -11,7 +11,7 @@ from pathlib import Path
 from redis import Redis
 from redis.commands.core import Script
 
-from store.keys import PREFIX
+from store.keys import API_CLASSES, PREFIX
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
@@ -21,7 +21,8 @@ NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
 @cache
 def source(name: str) -> str:
     prelude = (LUA / "prelude.lua").read_text()
-    return f"local P = '{PREFIX}'\n{prelude}\n{(LUA / f'{name}.lua').read_text()}"
+    classes = ", ".join(f"'{c}'" for c in API_CLASSES)
+    return f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n{prelude}\n{(LUA / f'{name}.lua').read_text()}"
 
 
 class Scripts:

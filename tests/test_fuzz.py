@@ -488,7 +488,7 @@ class CallbackEnv:
         if state == "queued":
             return rid, None
         api_id = str(uuid.uuid4())
-        self.outbox.claim("fuzz-drainer", 1000, [], may_leave=False)
+        self.outbox.claim("fuzz-drainer", {"api": 1000, "calls": 1000}, [], may_leave=False)
         assert self.outbox.mark_sending(rid)
         self.outbox.register_api_id(rid, api_id, 3600 if state == "pending" else 0)
         if state == "expired":

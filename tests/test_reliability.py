@@ -148,3 +148,15 @@ def test_sigterm_finishes_in_flight_sends_and_records_them(make_stack, sandbox):
         records = [api.get(f"/v1/requests/{rid}").json() for rid in rids]
     assert [r["status"] for r in records] == ["pending"] * 4
     assert all(r["api_id"] for r in records)
+
+
+def test_a_backlog_of_calls_does_not_hold_up_other_apis(make_stack, sandbox):
+    stack = make_stack(RATE_LIMIT_CALLS="2/1", SEND_CONCURRENCY="4")
+    with stack.web.client() as api:
+        calls = [submit(api)["request_id"] for _ in range(12)]
+        messages = [submit(api, "POST", "Message/", {"src": "1", "dst": str(i), "text": "x"})["request_id"]
+                    for i in range(8)]
+        sent_messages = [wait_status(api, rid, "completed", timeout=30) for rid in messages]
+        calls_done = [wait_status(api, rid, "completed", timeout=60) for rid in calls]
+    last_call_sent = max(r["sent_at"] for r in calls_done)
+    assert all(m["completed_at"] < last_call_sent for m in sent_messages)

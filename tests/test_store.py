@@ -25,7 +25,7 @@ def submit(requests, tenant="t1", method="POST"):
 
 
 def claim_and_send(outbox, rid):
-    claim = outbox.claim("drainer-1", 10, [], may_leave=False)
+    claim = outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
     assert rid in [c.rid for c in claim.items]
     assert outbox.mark_sending(rid)
 

@@ -60,7 +60,8 @@ class WorkerContext:
 
     @cached_property
     def pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self.settings.send_concurrency, thread_name_prefix="send")
+        threads = self.settings.send_concurrency + self.settings.calls_in_flight
+        return ThreadPoolExecutor(threads, thread_name_prefix="send")
 
 
 _context: WorkerContext | None = None

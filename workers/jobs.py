@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from rq import Queue
 
 from config import Settings
+from store.outbox import Claimed
 
 log = logging.getLogger(__name__)
 
@@ -31,28 +34,37 @@ def drain(drainer_id: str) -> int:
     ctx = context()
     concurrency = ctx.settings.send_concurrency
     started, sent = time.monotonic(), 0
-    in_flight: dict[Future, str] = {}
+    in_flight: dict[Future, Claimed] = {}
     while True:
         stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
         if stopping and not in_flight:
             _ring(ctx, ctx.outbox.hand_over(drainer_id))
             return sent
         # Claiming also heart-beats this job and renews the leases of what it holds.
-        free = 0 if stopping else concurrency - len(in_flight)
-        claim = ctx.outbox.claim(drainer_id, free, list(in_flight.values()), may_leave=not in_flight)
+        wanted = {} if stopping else _wanted(ctx.settings, in_flight.values())
+        held = [item.rid for item in in_flight.values()]
+        claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
         if claim.leave:
             return sent
         _ring(ctx, claim.spawn_id)
         for item in claim.items:
-            in_flight[ctx.pool.submit(send_one, ctx, item)] = item.rid
+            in_flight[ctx.pool.submit(send_one, ctx, item)] = item
         sent += len(claim.items)
         idle = stopping or len(in_flight) >= concurrency
         timeout = HEARTBEAT_S if idle else (0 if claim.items else IDLE_POLL_S)
         done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
         for future in done:
-            rid = in_flight.pop(future)
+            item = in_flight.pop(future)
             if future.exception() is not None:
-                log.error("send of %s failed: %r", rid, future.exception())
+                log.error("send of %s failed: %r", item.rid, future.exception())
+
+
+def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:
+    """Free send slots for other APIs; call creations only up to CALLS_IN_FLIGHT, since
+    each of them may wait long for its rate-limit turn."""
+    held = Counter(item.api_class for item in in_flight)
+    return {"api": max(0, settings.send_concurrency - sum(held.values())),
+            "calls": max(0, settings.calls_in_flight - held["calls"])}
 
 
 def _ring(ctx, drainer_id: str) -> None:

@@ -12,19 +12,14 @@ log = logging.getLogger(__name__)
 PAUSE_AFTER_429_S = 1.0
 
 
-def api_class(item: Claimed) -> str:
-    """Plivo limits call creation apart from every other API."""
-    return "calls" if item.method == "POST" and item.path == "Call/" else "api"
-
-
 def send_one(ctx: WorkerContext, item: Claimed) -> None:
     outbox = ctx.outbox
-    ctx.limiter.acquire(api_class(item))
+    ctx.limiter.acquire(item.api_class)
     if not outbox.mark_sending(item.rid):
         return
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
     if verdict.error.get("status") == 429:
-        ctx.limiter.pause(api_class(item), parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
+        ctx.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1
     if verdict.kind == "accepted":
         outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout)

@@ -5,6 +5,20 @@ local function rkey(rid) return P .. 'req:' .. rid end
 
 local function count(name) redis.call('HINCRBY', P .. 'metrics', name, 1) end
 
+-- One outbox per upstream API class (CLASSES, defined by the loader), so that
+-- requests waiting for a scarce rate-limit turn cannot hold up the others.
+local function outbox(class) return P .. 'outbox:' .. class end
+
+local function requeue(rid)
+  redis.call('RPUSH', outbox(redis.call('HGET', rkey(rid), 'api_class') or CLASSES[1]), rid)
+end
+
+local function outbox_length()
+  local n = 0
+  for _, class in ipairs(CLASSES) do n = n + redis.call('LLEN', outbox(class)) end
+  return n
+end
+
 local function tkey(tenant, status)
   if status then return P .. 'tenant:' .. tenant .. ':st:' .. status end
   return P .. 'tenant:' .. tenant .. ':all'

@@ -20,7 +20,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LI
   local k = rkey(rid)
   local f = redis.call('HMGET', k, 'status', 'method', 'sent_at', 'timeout')
   if f[1] == 'queued' then
-    redis.call('RPUSH', P .. 'outbox', rid)
+    requeue(rid)
   elseif f[1] == 'sending' and f[2] == 'POST' then
     local deadline = tonumber(f[3]) + tonumber(f[4]) * 1000
     redis.call('HSET', k, 'deadline', deadline, 'error',
@@ -29,7 +29,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LI
     redis.call('ZADD', P .. 'deadlines', deadline, rid)
   elseif f[1] == 'sending' then
     move_status(rid, 'queued')
-    redis.call('RPUSH', P .. 'outbox', rid)
+    requeue(rid)
   end
   counts[2] = counts[2] + 1
 end
@@ -50,7 +50,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'purge', '-inf', now, 'LIM
 end
 
 local rung = ''
-if redis.call('LLEN', P .. 'outbox') > 0 or
+if outbox_length() > 0 or
    redis.call('ZCOUNT', P .. 'retry', '-inf', now) > 0 then
   rung = ring(ARGV[4], now, ARGV[5])
 end
