@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rq import SimpleWorker
 
@@ -19,12 +20,13 @@ class SendWorker(SimpleWorker):
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("LOG_LEVEL", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     ctx = context()
     SweepTicker(ctx).start()
     worker = SendWorker([ctx.queue], connection=ctx.rq_redis)
-    worker.work(logging_level="INFO")
+    worker.work(logging_level=level)
 
 
 if __name__ == "__main__":
