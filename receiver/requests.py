@@ -99,21 +99,21 @@ def _own_record(rid: str) -> RequestRecord:
 
 def _answer(rid: str, wait: int):
     record = _own_record(rid)
-    if wait and not record.finished:
-        record, capped = _wait(rid, wait)
-        response = jsonify(record.to_json())
-        if capped:
-            response.headers["X-Wait-Capped"] = "true"
-        return response
-    return jsonify(record.to_json())
+    if not wait or record.finished:
+        return jsonify(record.to_json())
+    record, capped = _wait(record, wait)
+    response = jsonify(record.to_json())
+    if capped:
+        response.headers["X-Wait-Capped"] = "true"
+    return response
 
 
-def _wait(rid: str, seconds: int) -> tuple[RequestRecord, bool]:
+def _wait(record: RequestRecord, seconds: int) -> tuple[RequestRecord, bool]:
     """Hold the answer until the request finishes or `seconds` pass, within this process's cap."""
-    svc = services()
+    svc, rid = services(), record.fields["request_id"]
     if not svc.wait_slots.acquire(blocking=False):
         count(svc.redis, "waits_capped")
-        return _own_record(rid), True
+        return record, True
     count(svc.redis, "waits_held")
     try:
         deadline = time.monotonic() + seconds

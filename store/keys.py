@@ -19,6 +19,7 @@ PURGE = PREFIX + "purge"              # zset request id -> when a finished reque
 DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
+METRICS = PREFIX + "metrics"          # hash of counters every process adds to
 
 
 def request(rid: str) -> str:

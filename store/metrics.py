@@ -5,24 +5,23 @@ from redis import Redis
 
 from store import keys
 
-METRICS = keys.PREFIX + "metrics"
+GAUGES = {"retry_scheduled": keys.RETRY, "in_flight": keys.LEASES,
+          "awaiting_callback": keys.DEADLINES, "drainers": keys.DRAINERS}
 
 
 def count(redis: Redis, name: str, n: int = 1) -> None:
-    redis.hincrby(METRICS, name, n)
+    redis.hincrby(keys.METRICS, name, n)
 
 
 def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int]]:
     """(counters, gauges): counters as written by the scripts; gauges read now."""
     with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(METRICS)
+        pipe.hgetall(keys.METRICS)
         for api_class in keys.API_CLASSES:
             pipe.llen(keys.outbox(api_class))
-        pipe.zcard(keys.RETRY)
-        pipe.zcard(keys.LEASES)
-        pipe.zcard(keys.DEADLINES)
-        pipe.zcard(keys.DRAINERS)
+        for key in GAUGES.values():
+            pipe.zcard(key)
         counters, *sizes = pipe.execute()
-    waiting, sizes = sum(sizes[:len(keys.API_CLASSES)]), sizes[len(keys.API_CLASSES):]
-    names = ("retry_scheduled", "in_flight", "awaiting_callback", "drainers")
-    return {k: int(v) for k, v in counters.items()}, {"outbox": waiting, **dict(zip(names, sizes))}
+    waiting = len(keys.API_CLASSES)
+    gauges = {"outbox": sum(sizes[:waiting]), **dict(zip(GAUGES, sizes[waiting:], strict=True))}
+    return {k: int(v) for k, v in counters.items()}, gauges

@@ -48,8 +48,9 @@ class Outbox:
     def claim(self, drainer_id: str, wanted: dict[str, int], in_flight: list[str], may_leave: bool) -> Claim:
         """Up to `wanted[class]` requests of each API class."""
         now = now_ms()
+        asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
         answer = self.scripts(
-            "claim", drainer_id, ",".join(f"{c}={n}" for c, n in wanted.items()), now, now + self.lease_ms, now - self.drainer_stale_ms,
+            "claim", drainer_id, asked, now, now + self.lease_ms, now - self.drainer_stale_ms,
             self.max_drainers, new_id(), "1" if may_leave else "0", *in_flight)
         if answer[0] == "leave":
             return Claim([], "", leave=True)

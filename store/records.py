@@ -108,10 +108,11 @@ class Requests:
     def submit(self, sub: Submission) -> Submitted:
         rid, now = new_id(), now_ms()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
-        idem_key = idem_value = ""
+        idem_key = idem_value = body_digest = ""
         if sub.idempotency_key is not None:
             idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
-            idem_value = f"{rid} {_digest(sub.method + ' ' + sub.path + ' ' + params)}"
+            body_digest = _digest(sub.method + " " + sub.path + " " + params)
+            idem_value = f"{rid} {body_digest}"
         answer = self.scripts(
             "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, now,
             sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
@@ -119,9 +120,9 @@ class Requests:
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
-            conflict = first_digest != idem_value.split(" ")[1]
+            conflict = first_digest != body_digest
             return Submitted(record, created=False, ring_id="", conflict=conflict)
-        fields = dict(zip(answer[2::2], answer[3::2]))
+        fields = dict(zip(answer[2::2], answer[3::2], strict=True))
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
@@ -137,16 +138,9 @@ class Requests:
 
     def page(self, tenant: str, status: str | None, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do."""
-        index = keys.tenant_requests(tenant, status)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(index)
-            pipe.zrevrange(index, offset, offset + limit - 1)
-            total, rids = pipe.execute()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for rid in rids:
-                pipe.hgetall(keys.request(rid))
-            rows = pipe.execute()
-        return total, [RequestRecord(r) for r in rows if r.get("request_id")]
+        total, *rows = self.scripts("page", tenant, status or "", offset, limit)
+        records = [dict(zip(row[::2], row[1::2], strict=True)) for row in rows]
+        return total, [RequestRecord(r) for r in records if r.get("request_id")]
 
     def deliveries(self, rid: str) -> list[dict[str, Any]]:
         return [json.loads(d) for d in self.redis.lrange(keys.deliveries(rid), 0, -1)]
@@ -155,7 +149,4 @@ class Requests:
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
-
-def ms_from_now(seconds: float) -> int:
-    return now_ms() + int(seconds * 1000)
 
