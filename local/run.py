@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local"
 SANDBOX_AUTH_ID = "MASANDBOX00000000000"
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
-SANDBOX_PORT = "8010"
 
 
 def dev_api_key() -> str:
@@ -36,14 +35,15 @@ def dev_api_key() -> str:
 def environment(redis_url: str) -> dict[str, str]:
     env = {**os.environ, **{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}}
     port = env.setdefault("PORT", "8000")
+    sandbox_port = env.setdefault("SANDBOX_PORT", "8010")
     env["REDIS_URL"] = redis_url
     env.setdefault("API_KEYS", dev_api_key())
     env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
     if "PLIVO_AUTH_ID" not in env:
         env.update(PLIVO_AUTH_ID=SANDBOX_AUTH_ID, PLIVO_AUTH_TOKEN=SANDBOX_AUTH_TOKEN,
-                   PLIVO_API_URL=f"http://127.0.0.1:{SANDBOX_PORT}/v1/")
+                   PLIVO_API_URL=f"http://127.0.0.1:{sandbox_port}/v1/")
     env.update(SANDBOX_AUTH_ID=env["PLIVO_AUTH_ID"], SANDBOX_AUTH_TOKEN=env["PLIVO_AUTH_TOKEN"],
-               SANDBOX_BIND=f"127.0.0.1:{SANDBOX_PORT}", PYTHONUNBUFFERED="1")
+               SANDBOX_BIND=f"127.0.0.1:{sandbox_port}", PYTHONUNBUFFERED="1")
     return env
 
 
@@ -76,7 +76,7 @@ def main() -> int:
     try:
         env = environment(redis_url)
         manager = Manager(Printer(sys.stdout))
-        if env["PLIVO_API_URL"].startswith(f"http://127.0.0.1:{SANDBOX_PORT}/"):
+        if env["PLIVO_API_URL"].startswith(f"http://127.0.0.1:{env['SANDBOX_PORT']}/"):
             manager.add_process("sandbox", f"{sys.executable} -m sandbox", env=env, cwd=str(ROOT))
         procfile = parse_procfile((ROOT / "Procfile").read_text())
         bin_dir = str(Path(sys.executable).parent)
