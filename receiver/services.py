@@ -13,9 +13,9 @@ from rq import Queue
 from config import Settings
 from store import connect
 from store.callbacks import Deliveries
+from store.drain_jobs import enqueue_drain_job
 from store.records import Requests
 from store.waiting import DoneListener
-from workers.jobs import enqueue_drainer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Services:
         if not ring_id:
             return
         try:
-            enqueue_drainer(self.queue, ring_id, self.settings)
+            enqueue_drain_job(self.queue, ring_id, self.settings)
         except RedisError as exc:
             log.warning("could not enqueue drain job (%s); the sweep will", type(exc).__name__)
 

@@ -41,7 +41,8 @@ _SDK_READING = "latin-1"
 
 
 def v3_message(method: str, url: str, params: Mapping[str, Any], query_encoding: str = "utf-8") -> bytes:
-    """The URL string Plivo signs before "." + nonce (PLIVO.md), public so signers and checks share it.
+    """The URL string Plivo signs before "." + nonce (Plivo's signature V3 documentation; the SDK's
+    `plivo/utils/signature_v3.py`), public so signers and checks share it.
 
     `query_encoding` says how percent-decoded query bytes are read: "utf-8"
     (text encoded once; raises UnicodeDecodeError if they are not UTF-8) or

@@ -29,7 +29,8 @@ def sign_v3(auth_token: str, method: str, url: str, nonce: str, params: dict[str
     One difference, on purpose: the SDK parses the URL's query as bytes, which
     Python 3 refuses to decode past ASCII (it raises). Here the query is parsed as
     UTF-8 text and handed to the same SDK functions; for an ASCII query the result
-    is identical, otherwise it is the "encoded once as UTF-8" form PLIVO.md names.
+    is identical, otherwise it is the "encoded once as UTF-8" form of the URL that Plivo's
+    signature V3 documentation describes.
     """
     parts = urlsplit(url)
     base = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

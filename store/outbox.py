@@ -29,7 +29,7 @@ class Claimed:
 @dataclass(frozen=True)
 class Claim:
     items: list[Claimed]
-    spawn_id: str      # another drain job to enqueue, or ""
+    ring_id: str       # another drain job to enqueue, or ""
     leave: bool        # the outbox was empty and this drain job has left
 
 
@@ -58,7 +58,7 @@ class Outbox:
         return Claim(items, answer[1], leave=False)
 
     def hand_over(self, drainer_id: str) -> str:
-        """Leave; answer the id of a successor drain job to enqueue, or ""."""
+        """Leave; answer the ring id of the drain job to enqueue in its place, or ""."""
         now = now_ms()
         return self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms)
 

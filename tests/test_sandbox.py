@@ -570,7 +570,8 @@ def test_every_encoding_of_any_body_verifies_with_the_sdk(body: dict[str, Any]) 
 def verifies_get(url: str, nonce: str, signature: str) -> bool:
     """The SDK given the full URL, where it can read it: on Python 3 it raises past ASCII in the query.
 
-    Then it is given the query as parameters instead, as PLIVO.md's GET rule merges them.
+    Then it is given the query as parameters instead, as Plivo's signature V3 rule for GET merges them
+    (query parameters and the request's parameters together).
     """
     base, _, query = url.partition("?")
     split = validate_v3_signature("GET", base, nonce, AUTH_TOKEN, signature, parse_qs(query, keep_blank_values=True))

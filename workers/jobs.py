@@ -7,22 +7,14 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-from rq import Queue
-
 from config import Settings
+from store.drain_jobs import enqueue_drain_job
 from store.outbox import Claimed
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.05
 HEARTBEAT_S = 1.0
-
-
-def enqueue_drainer(queue: Queue, drainer_id: str, settings: Settings) -> None:
-    """Start one more drain job; its id is the drainer id already registered in Redis."""
-    queue.enqueue("workers.jobs.drain", drainer_id, job_id=drainer_id,
-                  job_timeout=settings.drain_seconds + 3 * settings.plivo_timeout + 120,
-                  result_ttl=60, failure_ttl=86400, description="drain the outbox")
 
 
 def drain(drainer_id: str) -> int:
@@ -46,7 +38,7 @@ def drain(drainer_id: str) -> int:
         claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
         if claim.leave:
             return sent
-        _ring(ctx, claim.spawn_id)
+        _ring(ctx, claim.ring_id)
         for item in claim.items:
             in_flight[ctx.pool.submit(send_one, ctx, item)] = item
         sent += len(claim.items)
@@ -67,6 +59,6 @@ def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:
             "calls": max(0, settings.calls_in_flight - held["calls"])}
 
 
-def _ring(ctx, drainer_id: str) -> None:
-    if drainer_id:
-        enqueue_drainer(ctx.queue, drainer_id, ctx.settings)
+def _ring(ctx, ring_id: str) -> None:
+    if ring_id:
+        enqueue_drain_job(ctx.queue, ring_id, ctx.settings)

@@ -9,7 +9,7 @@ import threading
 from redis.exceptions import RedisError
 
 from workers.context import WorkerContext
-from workers.jobs import enqueue_drainer
+from store.drain_jobs import enqueue_drain_job
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SweepTicker(threading.Thread):
             return
         result = self.ctx.sweeper.sweep()
         if result.ring_id:
-            enqueue_drainer(self.ctx.queue, result.ring_id, self.ctx.settings)
+            enqueue_drain_job(self.ctx.queue, result.ring_id, self.ctx.settings)
         if result.expired or result.recovered or result.purged:
             log.info("sweep: %d expired, %d recovered, %d purged",
                      result.expired, result.recovered, result.purged)

@@ -1,6 +1,6 @@
 -- A drain job takes queued requests, leasing them: up to the number it asks
 -- for of each API class, and renews the leases of those it still has in flight.
--- ARGV: drainer_id wanted now lease_until stale_before max_drainers spawn_id may_leave renew...
+-- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave renew...
 --   wanted: "class=n,class=n"
 local drainer, now, lease_until = ARGV[1], ARGV[3], ARGV[4]
 local drainers, leases = P .. 'drainers', P .. 'leases'
@@ -30,14 +30,14 @@ if #claimed == 0 and ARGV[8] == '1' then
   redis.call('ZREM', drainers, drainer)
   return {'leave', ''}
 end
-local spawn = ''
+local ring_id = ''
 if outbox_length() > 0 then
   redis.call('ZREMRANGEBYSCORE', drainers, '-inf', ARGV[5])
   if redis.call('ZCARD', drainers) < tonumber(ARGV[6]) then
     redis.call('ZADD', drainers, now, ARGV[7])
-    spawn = ARGV[7]
+    ring_id = ARGV[7]
   end
 end
-local answer = {'ok', spawn}
+local answer = {'ok', ring_id}
 for _, item in ipairs(claimed) do table.insert(answer, item) end
 return answer
