@@ -52,10 +52,12 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     raise ConfigError(f"{name} must be COUNT/SECONDS, like 300/5, not {raw!r}")
 
 
-def _method(env: Mapping[str, str]) -> str:
-    value = env.get("CALLBACK_METHOD", "POST").strip().upper() or "POST"
-    if value not in ("GET", "POST"):
-        raise ConfigError("CALLBACK_METHOD must be GET or POST")
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default), in any letter case."""
+    raw = env.get(name, "").strip()
+    value = next((c for c in choices if c.lower() == raw.lower()), None) if raw else choices[0]
+    if value is None:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}, not {raw!r}")
     return value
 
 
@@ -121,6 +123,8 @@ class Settings:
     sweep_interval: int = 1
     # RQ queue the worker listens on.
     queue_name: str = "answerback"
+    # Log lines of web and workers: "text", or "json" (one JSON object a line, for log pipelines).
+    log_format: str = "text"
 
     @property
     def verify_signatures(self) -> bool:
@@ -143,7 +147,7 @@ class Settings:
             plivo_timeout=_float(env, "PLIVO_TIMEOUT", 10.0),
             public_url=env.get("PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
-            callback_method=_method(env),
+            callback_method=_choice(env, "CALLBACK_METHOD", ("POST", "GET")),
             callback_timeout=_int(env, "CALLBACK_TIMEOUT", 3600, low=1),
             max_callback_timeout=_int(env, "MAX_CALLBACK_TIMEOUT", 86400, low=1),
             result_ttl=_int(env, "RESULT_TTL", 604800, low=1),
@@ -165,4 +169,5 @@ class Settings:
             accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),
             sweep_interval=_int(env, "SWEEP_INTERVAL", 1, low=1),
             queue_name=env.get("QUEUE_NAME", "answerback"),
+            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
         )

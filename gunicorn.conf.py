@@ -18,4 +18,5 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout
 # No %(u)s: a key sent as a Basic user name must not reach the log; no headers either.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line one JSON object
 control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances

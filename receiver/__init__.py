@@ -5,6 +5,7 @@ import logging
 
 from flask import Flask
 
+import logs
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["answerback"] = Services.build(settings)
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
+    app.before_request(logs.clear)   # a gthread thread serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests, ops, metrics, openapi, dashboard):
         app.register_blueprint(module.bp)

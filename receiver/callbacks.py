@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Request, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
+import logs
 from receiver.errors import BadRequest, InvalidSignature
 from receiver.services import services
 from receiver.signature import verify_v2, verify_v3
@@ -25,9 +26,11 @@ def plivo():
     nonce = _check_signature(request, signed_params)
     rid = request.args.get(RID_PARAM, "")
     rid = rid if is_uuid(rid) else ""
+    logs.bind(request_id=rid)
     if request.method == "GET":
         body.pop(RID_PARAM, None)
     api_id = _api_id(body)
+    logs.bind(api_id=api_id)
     outcome = services().deliveries.store(rid, api_id, body, request.method, nonce)
     return jsonify(outcome=outcome)
 

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, g, jsonify, request, url_for
 
+import logs
 from receiver.auth import require_key
 from receiver.errors import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.services import services
@@ -35,6 +36,7 @@ def submit():
         tenant=g.tenant, method=form.method, path=form.path, params=form.params,
         callback_method=form.callback_method or svc.settings.callback_method,
         callback_timeout=timeout, idempotency_key=idem))
+    logs.bind(request_id=submitted.record.fields["request_id"])
     if submitted.conflict:
         raise Unprocessable("Idempotency-Key was already used with a different request")
     svc.ring(submitted.ring_id)
@@ -57,6 +59,7 @@ def get_request(request_id: str):
 @require_key
 def get_result(api_id: str):
     wait = wait_arg(request.args)
+    logs.bind(api_id=api_id if is_uuid(api_id) else "")
     rid = services().requests.rid_for_api_id(api_id.lower()) if is_uuid(api_id) else None
     if rid is None:
         raise NotFound("no request with that api_id")
@@ -94,6 +97,7 @@ def _own_record(rid: str) -> RequestRecord:
     record = services().requests.get_for(g.tenant, rid) if is_uuid(rid) else None
     if record is None:
         raise NotFound("no request with that id")
+    logs.bind(request_id=rid, api_id=record.fields.get("api_id") or "")
     return record
 
 

@@ -1,6 +1,6 @@
 """Secrets never appear in logs, records, error answers or exception traces.
 
-A web and a worker (debug logging, access log on) go through a full working
+A web and a worker (debug logging, access log on, in text and in JSON) go through a full working
 day against the sandbox: successes, an upstream 4xx, retried 5xx, waiting
 reads, wrong keys (one of them the Plivo token itself), another tenant's key,
 forged callbacks, malformed, unsupported and oversized bodies, inputs that
@@ -27,7 +27,7 @@ from tests.conftest import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B, submit, wait_for, 
 
 pytestmark = pytest.mark.slow
 
-DB, DB_BASIC = 12, 13
+DB, DB_BASIC, DB_JSON = 12, 13, 14
 BASIC = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
 SECRETS = {"the Plivo auth token": AUTH_TOKEN, "API key A": KEY_A, "API key B": KEY_B,
            "the Basic credentials sent to Plivo": BASIC, "an Authorization header": "Authorization: Bearer"}
@@ -102,8 +102,16 @@ def forged(url: str, body: dict[str, Any]) -> dict[str, str]:
             "X-Plivo-Signature-V3": sign_v3("not-the-token", "POST", url, "forged-1", body)}
 
 
-def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandbox):
-    stack = make_stack(db=DB, LOG_LEVEL="debug", ACCESS_LOG="-")
+def log_lines(log: bytes, log_format: str) -> list[str]:
+    """The log's lines as "[LEVEL] message"; in JSON every line must be one object."""
+    if log_format == "text":
+        return log.decode(errors="replace").splitlines()
+    return [f"[{entry['level']}] {entry['message']}" for entry in map(json.loads, log.splitlines())]
+
+
+@pytest.mark.parametrize("log_format, db", [("text", DB), ("json", DB_JSON)])
+def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandbox, log_format, db):
+    stack = make_stack(db=db, LOG_LEVEL="debug", ACCESS_LOG="-", LOG_FORMAT=log_format)
     web = stack.web
     record = Recorder()
     callback_url = web.url + "/callbacks/plivo"
@@ -191,10 +199,11 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
         problems += leaks(f"the log of {name}", text)
 
     # The logs are there, and hold what they should, so that a leak would show.
-    web_log, worker_log = logs[web.service.name], logs[stack.workers[0].name]
-    assert b"[DEBUG]" in web_log and b"POST /v1/requests HTTP/1.1\" 202" in web_log
-    assert b"GET /v1/requests HTTP/1.1\" 401" in web_log and b"POST /callbacks/plivo" in web_log
-    assert len(worker_log.splitlines()) >= 5, worker_log   # rq logs every drain job it runs
+    web_log = "\n".join(log_lines(logs[web.service.name], log_format))
+    worker_log = log_lines(logs[stack.workers[0].name], log_format)
+    assert "[DEBUG]" in web_log and "POST /v1/requests HTTP/1.1\" 202" in web_log
+    assert "GET /v1/requests HTTP/1.1\" 401" in web_log and "POST /callbacks/plivo" in web_log
+    assert len(worker_log) >= 5, worker_log   # rq logs every drain job it runs
     assert problems == []
 
 

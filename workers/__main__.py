@@ -6,6 +6,7 @@ import os
 
 from rq import SimpleWorker
 
+import logs
 from workers.context import context, shutdown
 from workers.sweeping import SweepTicker
 
@@ -20,10 +21,10 @@ class SendWorker(SimpleWorker):
 
 
 def main() -> None:
-    level = os.environ.get("LOG_LEVEL", "info").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     ctx = context()
+    level = os.environ.get("LOG_LEVEL", "info").upper()
+    logs.configure(ctx.settings.log_format, level)   # before RQ's loggers: see logs.configure
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     SweepTicker(ctx).start()
     worker = SendWorker([ctx.queue], connection=ctx.rq_redis)
     worker.work(logging_level=level)

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
+import logs
 from config import Settings
 from store.drain_jobs import enqueue_drain_job
 from store.outbox import Claimed
@@ -48,7 +49,8 @@ def drain(drainer_id: str) -> int:
         for future in done:
             item = in_flight.pop(future)
             if future.exception() is not None:
-                log.error("send of %s failed: %r", item.rid, future.exception())
+                with logs.tagged(request_id=item.rid):
+                    log.error("send of %s failed: %r", item.rid, future.exception())
 
 
 def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 
+import logs
 from store.outbox import Claimed
 from workers.backoff import parse_retry_after, retry_delay
 from workers.context import WorkerContext
@@ -13,6 +14,11 @@ PAUSE_AFTER_429_S = 1.0
 
 
 def send_one(ctx: WorkerContext, item: Claimed) -> None:
+    with logs.tagged(request_id=item.rid):
+        _send(ctx, item)
+
+
+def _send(ctx: WorkerContext, item: Claimed) -> None:
     outbox = ctx.outbox
     ctx.limiter.acquire(item.api_class)
     if not outbox.mark_sending(item.rid):
@@ -21,6 +27,7 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
     if verdict.error.get("status") == 429:
         ctx.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1
+    logs.bind(api_id=verdict.api_id.lower() if verdict.api_id else "")
     if verdict.kind == "accepted":
         outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout)
     elif verdict.kind == "completed":
