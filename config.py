@@ -9,6 +9,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
+
+
 class ConfigError(ValueError):
     """A setting in the environment cannot be used."""
 
@@ -147,7 +150,7 @@ class Settings:
             plivo_timeout=_float(env, "PLIVO_TIMEOUT", 10.0),
             public_url=env.get("PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
             api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
-            callback_method=_choice(env, "CALLBACK_METHOD", ("POST", "GET")),
+            callback_method=_choice(env, "CALLBACK_METHOD", CALLBACK_METHODS),
             callback_timeout=_int(env, "CALLBACK_TIMEOUT", 3600, low=1),
             max_callback_timeout=_int(env, "MAX_CALLBACK_TIMEOUT", 86400, low=1),
             result_ttl=_int(env, "RESULT_TTL", 604800, low=1),

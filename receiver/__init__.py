@@ -26,4 +26,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     for module in (callbacks, requests, ops, metrics, openapi, dashboard):
         app.register_blueprint(module.bp)
+    app.register_blueprint(openapi.docs_bp)
     return app

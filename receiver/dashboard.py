@@ -5,6 +5,7 @@ from flask import Blueprint, render_template
 
 from receiver.services import services
 from store.metrics import snapshot
+from store.records import STATUSES
 
 bp = Blueprint("dashboard", __name__)
 
@@ -13,4 +14,4 @@ bp = Blueprint("dashboard", __name__)
 def index():
     counters, gauges = snapshot(services().redis)
     return render_template("dashboard.html", counters=counters, gauges=gauges,
-                           callback_url=services().settings.callback_url)
+                           callback_url=services().settings.callback_url, statuses=STATUSES)

@@ -1,13 +1,30 @@
-"""GET /openapi.json: the external contract, as OpenAPI 3.1."""
+"""GET /openapi.json: the external contract, as OpenAPI 3.1, and /docs/, a page that reads it.
+
+Generated, never restated: the submission schema comes from the pydantic model, the limits
+from receiver/validation.py, the longest callback_timeout from this deployment's settings.
+The page is Swagger UI from the flask-swagger-ui wheel: served from here, no CDN.
+"""
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, jsonify
+from flask_swagger_ui import get_swaggerui_blueprint
+
+from config import CALLBACK_METHODS, Settings
+from receiver.services import services
+from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
+                                 submission_schema)
+from store.callbacks import OUTCOMES
+from store.records import STATUSES
 
 bp = Blueprint("openapi", __name__)
+DOCS_URL = "/docs"
+# validatorUrl None: Swagger UI would otherwise send the document to an outside validator.
+docs_bp = get_swaggerui_blueprint(DOCS_URL, "/openapi.json", blueprint_name="docs",
+                                  config={"app_name": "Answerback API", "validatorUrl": None})
 
-STATUS = ["queued", "sending", "pending", "completed", "failed", "expired"]
 TIME = {"type": ["string", "null"], "format": "date-time"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
@@ -24,7 +41,7 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema, "description": text}
 
 
-WAIT = _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": 60},
+WAIT = _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT},
               text="hold the answer up to N seconds until the request is finished")
 AUTH_ERRORS = {"401": _error("missing or invalid API key"), "503": _error("storage unavailable")}
 
@@ -33,33 +50,13 @@ RECORD = {
     "required": ["request_id", "status", "method", "path", "api_id", "submitted_at", "sent_at",
                  "completed_at", "deadline", "attempts", "late", "response", "error"],
     "properties": {
-        "request_id": {"type": "string"}, "status": {"enum": STATUS},
-        "method": {"enum": ["GET", "POST", "DELETE"]}, "path": {"type": "string"},
-        "callback_method": {"enum": ["GET", "POST"]}, "api_id": {"type": ["string", "null"]},
+        "request_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
+        "method": {"enum": list(METHODS)}, "path": {"type": "string"},
+        "callback_method": {"enum": list(CALLBACK_METHODS)}, "api_id": {"type": ["string", "null"]},
         "submitted_at": TIME, "sent_at": TIME, "completed_at": TIME, "deadline": TIME,
         "attempts": {"type": "integer"}, "late": {"type": "boolean"}, "deliveries": {"type": "integer"},
         "response": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
     },
-}
-SCALAR = {"type": ["string", "number", "boolean"]}
-QUERY_VALUE = {"anyOf": [SCALAR, {"type": "array", "items": SCALAR}]}
-ANY_CASE_METHOD = "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
-QUERY_METHOD = "^([Gg][Ee][Tt]|[Dd][Ee][Ll][Ee][Tt][Ee])$"
-SEGMENT = "[A-Za-z0-9_~-][A-Za-z0-9_.~-]*|[.][A-Za-z0-9_.~-]*[A-Za-z0-9_~-][A-Za-z0-9_.~-]*"
-SUBMISSION = {
-    "type": "object", "required": ["method", "path"], "additionalProperties": False,
-    "properties": {
-        "method": {"type": "string", "pattern": ANY_CASE_METHOD, "description": "GET, POST or DELETE, any letter case"},
-        "path": {"type": "string", "pattern": f"^(?!.*(^|/)[.][.]?(/|$))({SEGMENT})(/({SEGMENT}))*/?$",
-                 "description": "relative to Account/{auth_id}/, e.g. Call/; no scheme, host, leading /, . or .."},
-        "params": {"type": "object", "propertyNames": {"not": {"enum": ["callback_url", "callback_method"]}},
-                   "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"},
-        "callback_method": {"type": "string", "pattern": "^([Gg][Ee][Tt]|[Pp][Oo][Ss][Tt])$"},
-        "callback_timeout": {"type": "integer", "minimum": 1, "maximum": 86400,
-                             "description": "seconds; at most MAX_CALLBACK_TIMEOUT (default 86400)"},
-    },
-    "if": {"properties": {"method": {"pattern": QUERY_METHOD}}},
-    "then": {"properties": {"params": {"additionalProperties": QUERY_VALUE}}},
 }
 PAGE = {
     "type": "object", "required": ["meta", "objects"],
@@ -72,7 +69,7 @@ PAGE = {
     },
 }
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"],
-                   "properties": {"outcome": {"enum": ["matched", "early", "duplicate", "late"]}}}
+                   "properties": {"outcome": {"enum": list(OUTCOMES)}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
     "400": _error("no usable api_id, or a body that cannot be parsed"),
@@ -81,65 +78,74 @@ CALLBACK_RESPONSES = {
 }
 SECURED = [{"bearer": []}]
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "Answerback", "version": "1.0.0",
-             "description": "Callback receiver for asynchronous Plivo-style API requests."},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {"Request": RECORD, "Submission": SUBMISSION, "Page": PAGE, "Error": ERROR,
-                    "CallbackOutcome": CALLBACK_ANSWER},
+
+PATHS: dict[str, Any] = {
+    "/v1/requests": {
+        "post": {"summary": "Submit an asynchronous upstream request", "security": SECURED,
+                 "parameters": [_param("Idempotency-Key", "header",
+                                       {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY})],
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
+                 "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
+                               "413": _error("body too large"), "415": _error("not JSON"),
+                               "422": _error("Idempotency-Key reused with another body"), **AUTH_ERRORS}},
+        "get": {"summary": "List this key's requests, newest first", "security": SECURED,
+                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
+                               _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+                               _param("status", "query", {"enum": list(STATUSES)})],
+                "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status"), **AUTH_ERRORS}},
     },
-    "paths": {
-        "/v1/requests": {
-            "post": {"summary": "Submit an asynchronous upstream request", "security": SECURED,
-                     "parameters": [_param("Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": 255})],
-                     "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
-                     "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
-                                   "413": _error("body too large"), "415": _error("not JSON"),
-                                   "422": _error("Idempotency-Key reused with another body"), **AUTH_ERRORS}},
-            "get": {"summary": "List this key's requests, newest first", "security": SECURED,
-                    "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 20}),
-                                   _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 999999999}),
-                                   _param("status", "query", {"enum": STATUS})],
-                    "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status"), **AUTH_ERRORS}},
-        },
-        "/v1/requests/{request_id}": {
-            "get": {"summary": "Read (or wait for) a request", "security": SECURED,
-                    "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
-                    "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
-                                  "404": _error("unknown id"), **AUTH_ERRORS}},
-        },
-        "/v1/requests/{request_id}/deliveries": {
-            "get": {"summary": "Every callback delivery of a request", "security": SECURED,
-                    "parameters": [_param("request_id", "path", {"type": "string"}, True)],
-                    "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS}},
-        },
-        "/v1/results/{api_id}": {
-            "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
-                    "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
-                    "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
-                                  "404": _error("unknown api_id"), **AUTH_ERRORS}},
-        },
-        "/callbacks/plivo": {
-            "post": {"summary": "Plivo callback (JSON or form body), V3-signed",
-                     "parameters": [_param("rid", "query", {"type": "string"})],
-                     "requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
-                                                 "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-                     "responses": CALLBACK_RESPONSES},
-            "get": {"summary": "Plivo callback (query string), V3-signed",
-                    "parameters": [_param("rid", "query", {"type": "string"}), _param("api_id", "query", {"type": "string"})],
-                    "responses": CALLBACK_RESPONSES},
-        },
-        "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "up"}}}},
-        "/readyz": {"get": {"summary": "Redis reachable", "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
-        "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
+    "/v1/requests/{request_id}": {
+        "get": {"summary": "Read (or wait for) a request", "security": SECURED,
+                "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
+                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                              "404": _error("unknown id"), **AUTH_ERRORS}},
     },
+    "/v1/requests/{request_id}/deliveries": {
+        "get": {"summary": "Every callback delivery of a request", "security": SECURED,
+                "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+                "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS}},
+    },
+    "/v1/results/{api_id}": {
+        "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
+                "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
+                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                              "404": _error("unknown api_id"), **AUTH_ERRORS}},
+    },
+    "/callbacks/plivo": {
+        "post": {"summary": "Plivo callback (JSON or form body), V3-signed",
+                 "parameters": [_param("rid", "query", {"type": "string"})],
+                 "requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
+                                             "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
+                 "responses": CALLBACK_RESPONSES},
+        "get": {"summary": "Plivo callback (query string), V3-signed",
+                "parameters": [_param("rid", "query", {"type": "string"}), _param("api_id", "query", {"type": "string"})],
+                "responses": CALLBACK_RESPONSES},
+    },
+    "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "up"}}}},
+    "/readyz": {"get": {"summary": "Redis reachable", "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
+    "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+    DOCS_URL + "/": {"get": {"summary": "This document, to read (Swagger UI)", "responses": {"200": {"description": "HTML"}}}},
+    "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
 }
+
+
+@cache
+def document(settings: Settings) -> dict[str, Any]:
+    """The document for this deployment (its settings decide the longest callback_timeout)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Answerback", "version": "1.0.0",
+                 "description": "Callback receiver for asynchronous Plivo-style API requests."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Request": RECORD, "Submission": submission_schema(settings.max_callback_timeout),
+                        "Page": PAGE, "Error": ERROR, "CallbackOutcome": CALLBACK_ANSWER},
+        },
+        "paths": PATHS,
+    }
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(SPEC)
+    return jsonify(document(services().settings))

@@ -10,7 +10,8 @@ import logs
 from receiver.auth import require_key
 from receiver.errors import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.services import services
-from receiver.validation import int_arg, is_uuid, json_body, parse_submission, status_arg, wait_arg
+from receiver.validation import (MAX_IDEMPOTENCY_KEY, PAGE_SIZE, int_arg, is_uuid, json_body, parse_submission,
+                                 status_arg, wait_arg)
 from store.metrics import count
 from store.records import RequestRecord, Submission
 
@@ -30,8 +31,8 @@ def submit():
     if timeout > svc.settings.max_callback_timeout:
         raise BadRequest(f"callback_timeout must be at most {svc.settings.max_callback_timeout}")
     idem = request.headers.get("Idempotency-Key")
-    if idem is not None and not 1 <= len(idem) <= 255:
-        raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+    if idem is not None and not 1 <= len(idem) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     submitted = svc.requests.submit(Submission(
         tenant=g.tenant, method=form.method, path=form.path, params=form.params,
         callback_method=form.callback_method or svc.settings.callback_method,
@@ -77,7 +78,7 @@ def get_deliveries(request_id: str):
 @bp.get("/requests")
 @require_key
 def list_requests():
-    limit = int_arg(request.args, "limit", 20, 1, 20)
+    limit = int_arg(request.args, "limit", PAGE_SIZE, 1, PAGE_SIZE)
     offset = int_arg(request.args, "offset", 0, 0)
     status = status_arg(request.args)
     total, records = services().requests.page(g.tenant, status, offset, limit)

@@ -1,42 +1,72 @@
-"""The shapes of client input, checked with pydantic before anything is written."""
+"""The shapes of client input, checked with pydantic before anything is written.
+
+Each limit is stated here once; the OpenAPI document (receiver/openapi.py) is generated
+from these models and constants, so the contract and the checks cannot drift apart.
+"""
 from __future__ import annotations
 
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
+from config import CALLBACK_METHODS
 from receiver.errors import BadRequest
 from store.records import STATUSES
 
+METHODS = ("GET", "POST", "DELETE")
+QUERY_METHODS = ("GET", "DELETE")          # these send params in the query string
+RESERVED_PARAMS = ("callback_url", "callback_method")
+MAX_WAIT = 60                              # seconds ?wait may hold an answer
+PAGE_SIZE = 20                             # the largest (and default) page of a list
+MAX_QUERY_INT = 999_999_999                # the largest integer a query argument may carry
+MAX_IDEMPOTENCY_KEY = 255                  # characters
+
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~]+$")
 REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# PATH_SEGMENT without "." and "..", as a JSON Schema pattern for the whole path.
+_SEGMENT = "[A-Za-z0-9_~-][A-Za-z0-9_.~-]*|[.][A-Za-z0-9_.~-]*[A-Za-z0-9_~-][A-Za-z0-9_.~-]*"
+PATH_PATTERN = f"^(?!.*(^|/)[.][.]?(/|$))({_SEGMENT})(/({_SEGMENT}))*/?$"
+QUERY_SCALAR = {"type": ["string", "number", "boolean"]}
 
 
 def is_uuid(value: str) -> bool:
     """Ids from the URL are checked before they become part of a Redis key name."""
     return bool(REQUEST_ID.match(value.lower()))
-RESERVED_PARAMS = ("callback_url", "callback_method")
-MAX_WAIT = 60
+
+
+def any_case(words: tuple[str, ...]) -> str:
+    """A pattern for any of `words` in any letter case: JSON Schema patterns take no flags."""
+    letters = ("".join(f"[{c.upper()}{c.lower()}]" for c in word) for word in words)
+    return "^(" + "|".join(letters) + ")$"
 
 
 class SubmissionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"method": {"pattern": any_case(QUERY_METHODS)}}},
+        "then": {"properties": {"params": {"additionalProperties": {
+            "anyOf": [QUERY_SCALAR, {"type": "array", "items": QUERY_SCALAR}]}}}}})
 
-    method: str
-    path: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    callback_method: Literal["GET", "POST"] | None = None
-    callback_timeout: int | None = Field(default=None, ge=1)
+    method: Annotated[str, WithJsonSchema({
+        "type": "string", "pattern": any_case(METHODS), "description": "GET, POST or DELETE, any letter case"})]
+    path: Annotated[str, WithJsonSchema({
+        "type": "string", "pattern": PATH_PATTERN,
+        "description": "relative to Account/{auth_id}/, e.g. Call/; no scheme, host, leading /, . or .."})]
+    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra={
+        "propertyNames": {"not": {"enum": list(RESERVED_PARAMS)}},
+        "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"})
+    callback_method: Annotated[Literal[CALLBACK_METHODS] | None, WithJsonSchema({
+        "type": "string", "pattern": any_case(CALLBACK_METHODS)})] = None
+    callback_timeout: int | None = Field(default=None, ge=1, description="seconds; at most MAX_CALLBACK_TIMEOUT")
 
     @field_validator("method")
     @classmethod
     def known_method(cls, value: str) -> str:
         upper = value.upper()
-        if upper not in ("GET", "POST", "DELETE"):
-            raise ValueError("must be GET, POST or DELETE")
+        if upper not in METHODS:
+            raise ValueError("must be " + ", ".join(METHODS[:-1]) + " or " + METHODS[-1])
         return upper
 
     @field_validator("callback_method", mode="before")
@@ -75,7 +105,7 @@ class SubmissionIn(BaseModel):
     @model_validator(mode="after")
     def query_params_are_flat(self) -> "SubmissionIn":
         """GET and DELETE send params in the query string: only scalars and lists of scalars fit."""
-        if self.method != "POST":
+        if self.method in QUERY_METHODS:
             for name, value in self.params.items():
                 items = value if isinstance(value, list) else [value]
                 if not all(isinstance(v, (str, int, float, bool)) for v in items):
@@ -105,6 +135,14 @@ def _finite(text: str) -> float:
     return value
 
 
+def submission_schema(max_callback_timeout: int) -> dict[str, Any]:
+    """The submission's JSON Schema, from the model, with this deployment's longest timeout."""
+    schema = SubmissionIn.model_json_schema()
+    timeout = schema["properties"]["callback_timeout"]
+    next(b for b in timeout["anyOf"] if b.get("type") == "integer")["maximum"] = max_callback_timeout
+    return schema
+
+
 def parse_submission(data: Any) -> SubmissionIn:
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
@@ -126,7 +164,7 @@ def int_arg(args: Any, name: str, default: int, low: int, high: int | None = Non
     raw = args.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw):
+    if not re.fullmatch(f"[0-9]{{1,{len(str(MAX_QUERY_INT))}}}", raw):
         raise BadRequest(f"{name} must be an integer" + _range_text(low, high))
     value = int(raw)
     if value < low or (high is not None and value > high):

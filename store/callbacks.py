@@ -11,6 +11,8 @@ from store import keys
 from store.connection import now_ms
 from store.scripts import Scripts
 
+OUTCOMES = ("matched", "early", "duplicate", "late")   # what match_callback.lua answers
+
 
 class Deliveries:
     """Callback deliveries, matched to their request in one atomic step."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 PREFIX = "ab:"
 
-API_CLASSES = ("api", "calls")        # upstream rate-limit classes; the first is the default
+API, CALLS = "api", "calls"           # upstream rate-limit classes: every other API, call creation
+API_CLASSES = (API, CALLS)           # the first is the default
 
 
 def outbox(api_class: str) -> str:

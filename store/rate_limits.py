@@ -14,7 +14,7 @@ from store.scripts import Scripts
 def api_class(method: str, path: str) -> str:
     """Plivo limits call creation apart from every other API (Plivo's API reference, rate limits:
     2 calls per second, 300 requests per 5 seconds for the rest)."""
-    return "calls" if method == "POST" and path == "Call/" else "api"
+    return keys.CALLS if method == "POST" and path == "Call/" else keys.API
 
 
 @dataclass(frozen=True)

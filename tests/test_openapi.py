@@ -2,6 +2,7 @@
 it and checks every answer against it (status codes, content types, bodies)."""
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -40,3 +41,28 @@ def test_every_answer_conforms_to_the_openapi_document(openapi_app):
             case.call_and_validate(headers={"Authorization": f"Bearer {KEY_A}",
                                             "Idempotency-Key": uuid.uuid4().hex})
         conforms()
+
+
+def test_the_document_states_this_deployments_longest_callback_timeout(redis_server):
+    """From MAX_CALLBACK_TIMEOUT, not a fixed number; a submission past it is refused."""
+    url = f"redis://127.0.0.1:{redis_server.port}/{DB}"
+    app = create_app(Settings.from_env({"REDIS_URL": url, "API_KEYS": KEY_A, "MAX_CALLBACK_TIMEOUT": "1234"}))
+    client = app.test_client()
+    submission = client.get("/openapi.json").json["components"]["schemas"]["Submission"]
+    assert [b.get("maximum") for b in submission["properties"]["callback_timeout"]["anyOf"]] == [1234, None]
+    answer = client.post("/v1/requests", headers={"Authorization": f"Bearer {KEY_A}"},
+                         json={"method": "GET", "path": "Call/", "callback_timeout": 1235})
+    assert answer.status_code == 400 and "1234" in answer.json["error"]
+
+
+def test_the_docs_page_is_served_from_here_with_no_outside_asset(web):
+    """Swagger UI from the flask-swagger-ui wheel: every script and style it names is ours."""
+    with web.client(key=None) as anon:
+        page = anon.get("/docs/")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert any(a.endswith("swagger-ui-bundle.js") for a in assets), assets
+        for asset in assets:
+            assert asset.startswith("/docs/"), asset
+            assert anon.get(asset).status_code == 200, asset
+        assert '"url": "/openapi.json"' in page.text and '"validatorUrl": null' in page.text

@@ -11,7 +11,7 @@ from redis import Redis
 from rq import Queue
 
 from config import Settings
-from store import connect
+from store import connect, keys
 from store.outbox import Outbox
 from store.rate_limits import Limit, RateLimiter
 from store.sweep import Sweeper
@@ -50,8 +50,8 @@ class WorkerContext:
 
     @cached_property
     def limiter(self) -> RateLimiter:
-        limits = {"calls": Limit.parse(self.settings.rate_limit_calls),
-                  "api": Limit.parse(self.settings.rate_limit_api)}
+        limits = {keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
+                  keys.API: Limit.parse(self.settings.rate_limit_api)}
         return RateLimiter(self.redis, self.settings.plivo_auth_id, limits)
 
     @cached_property

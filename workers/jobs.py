@@ -9,6 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import logs
 from config import Settings
+from store import keys
 from store.drain_jobs import enqueue_drain_job
 from store.outbox import Claimed
 
@@ -57,8 +58,8 @@ def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:
     """Free send slots for other APIs; call creations only up to CALLS_IN_FLIGHT, since
     each of them may wait long for its rate-limit turn."""
     held = Counter(item.api_class for item in in_flight)
-    return {"api": max(0, settings.send_concurrency - sum(held.values())),
-            "calls": max(0, settings.calls_in_flight - held["calls"])}
+    return {keys.API: max(0, settings.send_concurrency - sum(held.values())),
+            keys.CALLS: max(0, settings.calls_in_flight - held[keys.CALLS])}
 
 
 def _ring(ctx, ring_id: str) -> None:
