@@ -17,14 +17,17 @@ from typing import Iterator
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-IDS = ("request_id", "api_id")
 
 _ids: ContextVar[dict[str, str]] = ContextVar("log_ids", default={})
 
 
+def _joined(ids: dict[str, str]) -> dict[str, str]:
+    return {**_ids.get(), **{name: value for name, value in ids.items() if value}}
+
+
 def bind(**ids: str) -> None:
     """Tag every later line of this request (thread or greenlet) with these ids."""
-    _ids.set({**_ids.get(), **{name: value for name, value in ids.items() if value}})
+    _ids.set(_joined(ids))
 
 
 def clear() -> None:
@@ -35,7 +38,7 @@ def clear() -> None:
 @contextmanager
 def tagged(**ids: str) -> Iterator[None]:
     """Tag the lines logged inside the block; a pool thread forgets them afterwards."""
-    token = _ids.set({**_ids.get(), **{name: value for name, value in ids.items() if value}})
+    token = _ids.set(_joined(ids))
     try:
         yield
     finally:
