@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import resource
 import subprocess
 import sys
 import venv
@@ -42,12 +44,34 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
+TEST_MEMORY_LIMIT = "4G"   # address space per process of a test run; measured peaks are under 0.5G
+
+
+def cap_memory(setting: str) -> None:
+    """Cap the address space of the test run's every process (pytest, and the Redis, sandbox,
+    web and worker children that inherit it), so that a runaway test fails with a
+    MemoryError and a traceback instead of taking the machine. Soft limit only: a test that
+    starts a program reserving far more than it uses can lift it for that child."""
+    match = re.fullmatch(r"(\d+)([MG]?)", setting.strip().upper())
+    if setting.strip().lower() in ("0", "off", "none"):
+        return
+    if not match:
+        sys.exit(f"TEST_MEMORY_LIMIT={setting!r}: give megabytes or gigabytes, like 4G or 3000M, or off")
+    limit = int(match[1]) << (30 if match[2] == "G" else 20)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
         return 2
     ensure_venv()
     os.chdir(ROOT)
+    if argv[0] == "test":
+        cap_memory(os.environ.get("TEST_MEMORY_LIMIT", TEST_MEMORY_LIMIT))
     command = [str(PYTHON), *COMMANDS[argv[0]], *argv[1:]]
     os.execv(command[0], command)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,6 +40,7 @@ class Service:
         self.name, self.argv, self.env, self.ready_url = name, argv, env, ready_url
         self.log_path = Path(log_dir) / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        self.peak_rss_kb = 0   # the largest VmHWM seen in its process tree, sampled when signalled
 
     def start(self, timeout: float = 30.0) -> "Service":
         log = open(self.log_path, "ab")
@@ -70,6 +72,7 @@ class Service:
 
     def signal(self, sig: int) -> None:
         if self.process is not None:
+            self.peak_rss_kb = max(self.peak_rss_kb, tree_peak_rss_kb(self.process.pid))
             try:
                 os.killpg(self.process.pid, sig)
             except (ProcessLookupError, PermissionError):
@@ -91,6 +94,24 @@ class Service:
         except subprocess.TimeoutExpired:
             pass
         self.kill()
+
+
+def tree_peak_rss_kb(pid: int) -> int:
+    """The largest resident-set high-water mark (VmHWM) of a process and its descendants:
+    each process's own peak, which its parent's getrusage cannot tell apart."""
+    peak = 0
+    try:
+        tree = [psutil.Process(pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.Error:
+        return 0
+    for process in tree:
+        try:
+            with open(f"/proc/{process.pid}/status") as status:
+                peak = max([peak] + [int(line.split()[1]) for line in status if line.startswith("VmHWM:")])
+        except (OSError, ValueError):
+            pass
+    return peak
 
 
 def gunicorn(app: str, config: str, bind: str) -> list[str]:

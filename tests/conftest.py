@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import resource
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
+from hypothesis.internal.conjecture import engine as hypothesis_engine
 
 from local.redis_server import RedisServer, free_port
 from store import connect
@@ -17,6 +20,59 @@ AUTH_ID = "MASANDBOX00000000000"
 AUTH_TOKEN = "sandbox-test-token"
 KEY_A, KEY_B = "test-key-a", "test-key-b"
 STARTED: dict[str, Any] = {}  # session services already running, for clean_state
+SERVICES: list[Service] = []  # every child service started, for the memory summary
+
+# Shrinking is bounded for every property: at most this many successful shrinks and this
+# long in all (Hypothesis's defaults are 500 and 300 s, the whole of the per-test timeout).
+# The engine documents these two constants as the ones to monkeypatch; there is no setting.
+hypothesis_engine.MAX_SHRINKS = 200
+hypothesis_engine.MAX_SHRINKING_SECONDS = 60
+
+
+def memory_cap() -> int | None:
+    """The address-space cap (bytes) every process of the run has: `manage.py test` sets it."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@contextmanager
+def without_memory_cap() -> Iterator[None]:
+    """For starting a program that reserves far more address space than it uses (a browser's
+    JavaScript engine does): children started inside inherit no cap. Only the soft limit is
+    set by manage.py, so it can be lifted and put back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def pytest_report_header() -> str:
+    cap = memory_cap()
+    return ("memory cap: none (run the suite with `python3 manage.py test` to get one)" if cap is None else
+            f"memory cap: {cap >> 20} MiB of address space per process (TEST_MEMORY_LIMIT)")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(MemoryError) and memory_cap():
+        report.sections.append(("memory cap", f"{item.nodeid} hit the cap of {memory_cap() >> 20} MiB of address "
+                                              "space per process (TEST_MEMORY_LIMIT, set by manage.py test)"))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The memory high-water mark of the run, so that growth shows before it kills a run."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    peaks: dict[str, int] = {}
+    for service in SERVICES:
+        kind = service.name.split("-")[0]
+        peaks[kind] = max(peaks.get(kind, 0), service.peak_rss_kb >> 10)
+    children = ", ".join(f"{kind} {mb} MB" for kind, mb in sorted(peaks.items()))
+    terminalreporter.write_sep("-", "memory high-water mark (resident)")
+    terminalreporter.write_line(f"pytest {own} MB; largest child process by kind: {children or 'none'}")
 
 
 class Sandbox:
@@ -66,7 +122,7 @@ def sandbox(workdir) -> Iterator[Sandbox]:
     url = f"http://127.0.0.1:{port}"
     service = Service("sandbox", gunicorn("sandbox.app:create_app()", "sandbox/gunicorn_conf.py",
                                           f"127.0.0.1:{port}"), env, workdir, url + "/_sandbox/stats")
-    service.start()
+    SERVICES.append(service.start())
     box = STARTED["sandbox"] = Sandbox(url)
     yield box
     STARTED.pop("sandbox")
@@ -99,11 +155,14 @@ def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **over
         env["PUBLIC_URL"] = base_env["PUBLIC_URL"]
     service = Service(name, gunicorn("receiver:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
                       env, workdir, url + "/healthz")
-    return Web(service.start(), url)
+    SERVICES.append(service.start())
+    return Web(service, url)
 
 
 def start_worker(base_env: dict[str, str], workdir: Path, name: str = "worker", **overrides: str) -> Service:
-    return Service(name, python("-m", "workers"), {**base_env, **overrides}, workdir).start()
+    service = Service(name, python("-m", "workers"), {**base_env, **overrides}, workdir).start()
+    SERVICES.append(service)
+    return service
 
 
 @pytest.fixture(scope="session")

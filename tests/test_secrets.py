@@ -165,11 +165,11 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
                                          headers={"Content-Type": "application/json"}), 400, 403)
         record("huge submission", api.post("/v1/requests", content=b"x" * 70_000,
                                            headers={"Content-Type": "application/json"}), 413)
-    with web.client(key=None) as anon:   # a fresh connection: see the keep-alive bug in test_fuzz.py
+    with web.client(key=None) as anon:   # a fresh connection: see the keep-alive bug in test_fuzz_regressions.py
         record("huge callback", anon.post("/callbacks/plivo", content=b'{"a":"' + b"x" * 70_000 + b'"}',
                                           headers={"Content-Type": "application/json"}), 413)
     with web.client(KEY_A) as api:
-        # Inputs that ended in exception traces when this test was written (see test_fuzz.py):
+        # Inputs that ended in exception traces when this test was written (see test_fuzz_regressions.py):
         # on web a JSON nested 5000 deep; on the worker a number it cannot encode. Their
         # answers are not the point here, the traces (if any) are.
         record("deep", api.post("/v1/requests", content=b"[" * 5000 + b"]" * 5000,

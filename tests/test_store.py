@@ -1,5 +1,9 @@
 """The atomic steps in store/, driven directly against the real Redis:
-every interleaving of worker and callback ends in one defined record."""
+every interleaving of worker and callback ends in one defined record.
+
+On a database of their own, flushed before each test: the session's worker sweeps database
+0 every second (it takes the sweep lock and expires, recovers and rings requests there), so
+a test there would race with it."""
 from __future__ import annotations
 
 import threading
@@ -7,12 +11,23 @@ import uuid
 
 import pytest
 
+from store import connect
 from store.callbacks import Deliveries
 from store.outbox import Outbox
 from store.records import Requests, Submission
 from store.sweep import Sweeper
 
 TTL = 3600
+DB = 14
+
+
+@pytest.fixture
+def redis(redis_server):
+    """This module's database, empty (it shadows the session's client on database 0)."""
+    client = connect(f"redis://127.0.0.1:{redis_server.port}/{DB}")
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture
