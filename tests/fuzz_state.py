@@ -182,12 +182,11 @@ class CallbackEnv:
     status: dict[str, str] = field(default_factory=dict)      # rid -> status we expect it to have
     api_to_rid: dict[str, str] = field(default_factory=dict)  # api ids Redis maps to a request
     seen: set[tuple[str, str]] = field(default_factory=set)   # (target, digest input) stored once
-    nonces: set[str] = field(default_factory=set)             # signature nonces used
     tenant: str = ""                                          # KEY's tenant id, as records hold it
 
     def reset(self) -> None:
         self.db.raw.flushdb()
-        self.status, self.api_to_rid, self.seen, self.nonces = {}, {}, set(), set()
+        self.status, self.api_to_rid, self.seen = {}, {}, set()
 
     def watched(self, rid: str, api_id: str) -> list[bytes]:
         """The keys a delivery for `rid` / `api_id` could change (new keys show in DBSIZE)."""
