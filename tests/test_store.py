@@ -18,7 +18,7 @@ from store.records import Requests, Submission
 from store.sweep import Sweeper
 
 TTL = 3600
-DB = 14
+DB = 15
 
 
 @pytest.fixture
