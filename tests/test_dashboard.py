@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from receiver.signature import sign_v3
-from tests.conftest import AUTH_TOKEN, KEY_A, KEY_B, submit, wait_status
+from tests.conftest import AUTH_TOKEN, KEY_A, KEY_B, submit, wait_status, without_memory_cap
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,10 +32,12 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
-    with sync_playwright() as playwright:
+    with without_memory_cap():   # Chromium reserves far more address space than it uses
+        playwright = sync_playwright().start()
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield chromium
+    chromium.close()
+    playwright.stop()
 
 
 @pytest.fixture
