@@ -44,7 +44,7 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
-TEST_MEMORY_LIMIT = "4G"   # address space per process of a test run; a full run peaks at 1.35G (web)
+TEST_MEMORY_LIMIT = "4G"   # address space per process of a test run; a full run peaks near 1.55G
 
 
 def cap_memory(setting: str) -> None:
