@@ -55,6 +55,44 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     raise ConfigError(f"{name} must be COUNT/SECONDS, like 300/5, not {raw!r}")
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
+    raw = env.get("NOTIFY_SCHEDULE", "").strip() or DEFAULT_NOTIFY_SCHEDULE
+    try:
+        delays = tuple(float(item) for item in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"NOTIFY_SCHEDULE must be comma-separated seconds, not {raw!r}") from None
+    if any(not 0 <= d <= 7 * 86400 for d in delays):
+        raise ConfigError("NOTIFY_SCHEDULE delays must be from 0 to 604800 seconds")
+    return delays
+
+
+def _notify_settings(hosts: tuple[str, ...], secrets: tuple[str, ...], timeout: float) -> None:
+    """Fail at start-up, not at the first notification: hosts must parse, secrets must be whsec_ keys."""
+    from standardwebhooks import Webhook
+
+    from notify_hosts import HostPolicy
+
+    try:
+        HostPolicy.parse(hosts)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if timeout <= 0:
+        raise ConfigError("NOTIFY_TIMEOUT must be more than 0")
+    if hosts and not secrets:
+        raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
+    for secret in secrets:
+        try:
+            if not secret.startswith("whsec_"):
+                raise ValueError
+            Webhook(secret)
+        except Exception:
+            raise ConfigError("WEBHOOK_SECRET must be whsec_ followed by base64 (comma-separate several)") from None
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (the first is the default), in any letter case."""
     raw = env.get(name, "").strip()
@@ -62,6 +100,9 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     if value is None:
         raise ConfigError(f"{name} must be {' or '.join(choices)}, not {raw!r}")
     return value
+
+
+DEFAULT_NOTIFY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
 
 
 @dataclass(frozen=True)
@@ -128,6 +169,19 @@ class Settings:
     queue_name: str = "answerback"
     # Log lines of web and workers: "text", or "json" (one JSON object a line, for log pipelines).
     log_format: str = "text"
+    # Hosts a submission's notify_url may point at (host, host:port, *.example.com, an IP
+    # address or network); empty: notifications are off. See notify_hosts.py.
+    notify_hosts: tuple[str, ...] = ()
+    # whsec_ secrets that sign notifications (Standard Webhooks); every one signs each.
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    # Seconds between notification attempts; after the last one the notification is failed.
+    notify_schedule: tuple[float, ...] = tuple(float(d) for d in DEFAULT_NOTIFY_SCHEDULE.split(","))
+    # Seconds one notification attempt may take to connect, send and get its answer.
+    notify_timeout: float = 10.0
+    # Notifications one worker process sends at once, and at most to one host (so a slow
+    # or dead endpoint holds only its own notifications).
+    notify_concurrency: int = 32
+    notify_host_concurrency: int = 8
 
     @property
     def verify_signatures(self) -> bool:
@@ -137,9 +191,20 @@ class Settings:
     def callback_url(self) -> str:
         return self.public_url.rstrip("/") + "/callbacks/plivo"
 
+    @property
+    def notify_lease_ms(self) -> int:
+        """A claimed notification is due again after this: longer than one attempt can take."""
+        return int((3 * self.notify_timeout + 5) * 1000)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
+        settings = cls._read(env)
+        _notify_settings(settings.notify_hosts, settings.webhook_secrets, settings.notify_timeout)
+        return settings
+
+    @classmethod
+    def _read(cls, env: Mapping[str, str]) -> "Settings":
         port = env.get("PORT", "8000")
         api_url = env.get("PLIVO_API_URL", cls.plivo_api_url)
         return cls(
@@ -173,4 +238,10 @@ class Settings:
             sweep_interval=_int(env, "SWEEP_INTERVAL", 1, low=1),
             queue_name=env.get("QUEUE_NAME", "answerback"),
             log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
+            notify_hosts=_list(env, "NOTIFY_HOSTS"),
+            webhook_secrets=_list(env, "WEBHOOK_SECRET"),
+            notify_schedule=_schedule(env),
+            notify_timeout=_float(env, "NOTIFY_TIMEOUT", 10.0),
+            notify_concurrency=_int(env, "NOTIFY_CONCURRENCY", 32, low=1),
+            notify_host_concurrency=_int(env, "NOTIFY_HOST_CONCURRENCY", 8, low=1),
         )

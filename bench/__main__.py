@@ -13,6 +13,7 @@ import sys
 # name -> module; each module has main(argv) -> int and a docstring whose first line says what it measures
 BENCHES = {
     "throughput": "bench.throughput",
+    "notifications": "bench.notifications",
 }
 
 

@@ -36,6 +36,10 @@ class NotFound(ApiError):
     status = 404
 
 
+class Conflict(ApiError):
+    status = 409
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
 

@@ -18,6 +18,7 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
     "sends_": ("answerback_sends", "Upstream send attempts, by verdict.", "verdict"),
     "finished_": ("answerback_requests_finished", "Requests that reached a final status.", "status"),
     "waits_": ("answerback_waits", "Waiting reads, by how they were served.", "kind"),
+    "notify_": ("answerback_notification_attempts", "Notification attempts, by outcome.", "outcome"),
 }
 
 

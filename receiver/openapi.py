@@ -18,6 +18,7 @@ from receiver.services import services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
                                  submission_schema)
 from store.callbacks import OUTCOMES
+from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
 
 bp = Blueprint("openapi", __name__)
@@ -57,7 +58,29 @@ RECORD = {
         "submitted_at": TIME, "sent_at": TIME, "completed_at": TIME, "deadline": TIME,
         "attempts": {"type": "integer"}, "late": {"type": "boolean"}, "deliveries": {"type": "integer"},
         "response": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
+        "notify": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Notify"}]},
     },
+}
+NOTIFY = {
+    "type": "object", "required": ["url", "status", "attempts", "last_error", "delivered_at", "webhook_id"],
+    "properties": {
+        "url": {"type": "string"}, "status": {"enum": list(NOTIFY_STATUSES)},
+        "attempts": {"type": "integer", "description": "attempts of the latest event"},
+        "last_error": {"type": ["string", "null"]}, "delivered_at": TIME,
+        "webhook_id": {"type": ["string", "null"], "description": "webhook-id of the latest event"},
+    },
+}
+ATTEMPTS = {
+    "type": "object", "required": ["objects"],
+    "properties": {"objects": {"type": "array", "items": {
+        "type": "object",
+        "required": ["webhook_id", "type", "attempt", "at", "duration_ms", "status", "outcome", "error"],
+        "properties": {
+            "webhook_id": {"type": "string"}, "type": {"type": "string"}, "attempt": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "number"},
+            "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
+            "outcome": {"enum": list(ATTEMPT_OUTCOMES)}, "error": {"type": ["string", "null"]},
+        }}}},
 }
 PAGE = {
     "type": "object", "required": ["meta", "objects"],
@@ -88,7 +111,8 @@ PATHS: dict[str, Any] = {
                  "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
                  "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
                                "413": _error("body too large"), "415": _error("not JSON"),
-                               "422": _error("Idempotency-Key reused with another body"), **AUTH_ERRORS}},
+                               "422": _error("Idempotency-Key reused with another body, or a notify_url "
+                                             "outside NOTIFY_HOSTS"), **AUTH_ERRORS}},
         "get": {"summary": "List this key's requests, newest first", "security": SECURED,
                 "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
                                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
@@ -105,6 +129,19 @@ PATHS: dict[str, Any] = {
         "get": {"summary": "Every callback delivery of a request", "security": SECURED,
                 "parameters": [_param("request_id", "path", {"type": "string"}, True)],
                 "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS}},
+    },
+    "/v1/requests/{request_id}/notifications": {
+        "get": {"summary": "Every notification attempt of a request", "security": SECURED,
+                "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+                "responses": {"200": _json("NotificationAttempts", "attempts, oldest first"),
+                              "404": _error("unknown id"), **AUTH_ERRORS}},
+    },
+    "/v1/requests/{request_id}/notify": {
+        "post": {"summary": "Send the notification of a finished request again, now (a new webhook-id)",
+                 "security": SECURED,
+                 "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+                 "responses": {"202": _json("Request", "queued"), "404": _error("unknown id"),
+                               "409": _error("no notify_url, or not finished"), **AUTH_ERRORS}},
     },
     "/v1/results/{api_id}": {
         "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
@@ -137,15 +174,18 @@ PATHS: dict[str, Any] = {
 
 @cache
 def document(settings: Settings) -> dict[str, Any]:
-    """The document for this deployment (its settings decide the longest callback_timeout)."""
+    """The document for this deployment (its settings decide the longest callback_timeout, and
+    whether a submission may carry a notify_url: only with NOTIFY_HOSTS)."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "Answerback", "version": "1.0.0",
                  "description": "Callback receiver for asynchronous Plivo-style API requests."},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Request": RECORD, "Submission": submission_schema(settings.max_callback_timeout),
-                        "Page": PAGE, "Error": ERROR, "CallbackOutcome": CALLBACK_ANSWER},
+            "schemas": {"Request": RECORD,
+                        "Submission": submission_schema(settings.max_callback_timeout, bool(settings.notify_hosts)),
+                        "Page": PAGE, "Error": ERROR, "CallbackOutcome": CALLBACK_ANSWER,
+                        "Notify": NOTIFY, "NotificationAttempts": ATTEMPTS},
         },
         "paths": PATHS,
     }

@@ -7,8 +7,9 @@ from urllib.parse import urlencode
 from flask import Blueprint, g, jsonify, request, url_for
 
 import logs
+from notify_hosts import NotAllowed
 from receiver.auth import require_key
-from receiver.errors import BadRequest, NotFound, Unprocessable, UnsupportedMediaType
+from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.services import services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, PAGE_SIZE, int_arg, is_uuid, json_body, parse_submission,
                                  status_arg, wait_arg)
@@ -33,10 +34,12 @@ def submit():
     idem = request.headers.get("Idempotency-Key")
     if idem is not None and not 1 <= len(idem) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    notify_host = _notify_host(form.notify_url)
     submitted = svc.requests.submit(Submission(
         tenant=g.tenant, method=form.method, path=form.path, params=form.params,
         callback_method=form.callback_method or svc.settings.callback_method,
-        callback_timeout=timeout, idempotency_key=idem))
+        callback_timeout=timeout, idempotency_key=idem,
+        notify_url=form.notify_url or "", notify_host=notify_host))
     logs.bind(request_id=submitted.record.fields["request_id"])
     if submitted.conflict:
         raise Unprocessable("Idempotency-Key was already used with a different request")
@@ -73,6 +76,37 @@ def get_deliveries(request_id: str):
     svc = services()
     _own_record(request_id)
     return jsonify(objects=svc.requests.deliveries(request_id))
+
+
+@bp.get("/requests/<request_id>/notifications")
+@require_key
+def get_notifications(request_id: str):
+    _own_record(request_id)
+    return jsonify(objects=services().notifications.attempts(request_id))
+
+
+@bp.post("/requests/<request_id>/notify")
+@require_key
+def notify_again(request_id: str):
+    _own_record(request_id)
+    outcome = services().notifications.again(request_id)
+    if outcome == "no_url":
+        raise Conflict("this request has no notify_url")
+    if outcome == "not_finished":
+        raise Conflict("this request is not finished yet; its notification is sent when it is")
+    response = jsonify(_own_record(request_id).to_json())
+    response.status_code = 202
+    return response
+
+
+def _notify_host(url: str | None) -> str:
+    """The host:port a notify_url goes to, if NOTIFY_HOSTS allows it (else 422: never contacted)."""
+    if url is None:
+        return ""
+    try:
+        return services().notify_hosts.check_url(url).authority
+    except NotAllowed as exc:
+        raise Unprocessable(str(exc), fields={"notify_url": str(exc)}) from None
 
 
 @bp.get("/requests")

@@ -11,9 +11,11 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from config import Settings
+from notify_hosts import HostPolicy
 from store import connect
 from store.callbacks import Deliveries
 from store.drain_jobs import enqueue_drain_job
+from store.notifications import Notifications
 from store.records import Requests
 from store.waiting import DoneListener
 
@@ -28,6 +30,8 @@ class Services:
     deliveries: Deliveries
     listener: DoneListener
     queue: Queue
+    notifications: Notifications
+    notify_hosts: HostPolicy
     wait_slots: threading.BoundedSemaphore = field(repr=False)
     key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
@@ -43,6 +47,8 @@ class Services:
             deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl, settings.replay_window),
             listener=DoneListener(connect(settings.redis_url)),
             queue=Queue(settings.queue_name, connection=rq_redis),
+            notifications=Notifications(redis, settings.notify_lease_ms),
+            notify_hosts=HostPolicy.parse(settings.notify_hosts),
             wait_slots=threading.BoundedSemaphore(slots),
         )
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from config import CALLBACK_METHODS
+from notify_hosts import MAX_URL
 from receiver.errors import BadRequest
 from store.records import STATUSES
 
@@ -60,6 +61,9 @@ class SubmissionIn(BaseModel):
     callback_method: Annotated[Literal[CALLBACK_METHODS] | None, WithJsonSchema({
         "type": "string", "pattern": any_case(CALLBACK_METHODS)})] = None
     callback_timeout: int | None = Field(default=None, ge=1, description="seconds; at most MAX_CALLBACK_TIMEOUT")
+    notify_url: str | None = Field(default=None, min_length=1, max_length=MAX_URL, description=(
+        "http(s) URL on a host in NOTIFY_HOSTS; the record is POSTed there, signed per Standard Webhooks, "
+        "when the request finishes"))
 
     @field_validator("method")
     @classmethod
@@ -135,11 +139,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def submission_schema(max_callback_timeout: int) -> dict[str, Any]:
-    """The submission's JSON Schema, from the model, with this deployment's longest timeout."""
+def submission_schema(max_callback_timeout: int, notifications: bool) -> dict[str, Any]:
+    """The submission's JSON Schema, from the model, with this deployment's longest timeout;
+    without notifications (no NOTIFY_HOSTS) it takes no notify_url."""
     schema = SubmissionIn.model_json_schema()
     timeout = schema["properties"]["callback_timeout"]
     next(b for b in timeout["anyOf"] if b.get("type") == "integer")["maximum"] = max_callback_timeout
+    if not notifications:
+        del schema["properties"]["notify_url"]
     return schema
 
 

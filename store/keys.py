@@ -21,6 +21,7 @@ DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
 METRICS = PREFIX + "metrics"          # hash of counters every process adds to
+NOTIFY_DUE = PREFIX + "notify:due"    # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
 
 
 def request(rid: str) -> str:
@@ -29,6 +30,11 @@ def request(rid: str) -> str:
 
 def deliveries(rid: str) -> str:
     return f"{PREFIX}req:{rid}:deliveries"
+
+
+def notifications(rid: str) -> str:
+    """List of the request's notification attempts, oldest first."""
+    return f"{PREFIX}req:{rid}:notifications"
 
 
 def api_id(value: str) -> str:

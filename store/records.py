@@ -40,6 +40,22 @@ def _json(raw: str | None) -> Any:
     return json.loads(raw) if raw else None
 
 
+def webhook_id(rid: str, event: str | int) -> str:
+    """The webhook-id of a request's notification event: the same for every attempt of
+    that event, new for the next event (a late completion after expiry, a replay)."""
+    return f"msg_{rid}_{event}"
+
+
+def _notify(f: dict[str, str]) -> dict[str, Any] | None:
+    if not f.get("notify_url"):
+        return None
+    event = f.get("notify_event")
+    return {"url": f["notify_url"], "status": f.get("notify_status", "pending"),
+            "attempts": int(f.get("notify_attempts", 0)), "last_error": f.get("notify_error") or None,
+            "delivered_at": iso(f.get("notify_delivered_at")),
+            "webhook_id": webhook_id(f["request_id"], event) if event else None}
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     fields: dict[str, str]
@@ -74,6 +90,7 @@ class RequestRecord:
             "deliveries": int(f.get("deliveries", 0)),
             "response": _json(f.get("response")),
             "error": _json(f.get("error")),
+            "notify": _notify(f),
         }
 
 
@@ -86,6 +103,8 @@ class Submission:
     callback_method: str
     callback_timeout: int
     idempotency_key: str | None = None
+    notify_url: str = ""
+    notify_host: str = ""  # host:port of notify_url: notifications to one host share its concurrency
 
 
 @dataclass(frozen=True)
@@ -111,12 +130,12 @@ class Requests:
         idem_key = idem_value = body_digest = ""
         if sub.idempotency_key is not None:
             idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
-            body_digest = _digest(sub.method + " " + sub.path + " " + params)
+            body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
         answer = self.scripts(
             "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, now,
             sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-            now - self.drainer_stale_ms, api_class(sub.method, sub.path))
+            now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)

@@ -1,13 +1,15 @@
 """Secrets never appear in logs, records, error answers or exception traces.
 
 A web and a worker (debug logging, access log on, in text and in JSON) go through a full working
-day against the sandbox: successes, an upstream 4xx, retried 5xx, waiting
+day against the sandbox: successes (one notified, signed, to a receiving
+application that first answers 500), an upstream 4xx, retried 5xx, waiting
 reads, wrong keys (one of them the Plivo token itself), another tenant's key,
 forged callbacks, malformed, unsupported and oversized bodies, inputs that
 ended in exception traces on web and on the worker. Then every log line
 they wrote, every value in their Redis database (rq's compressed job data
 unpacked) and every error answer is searched for the Plivo auth token, both
-API keys, the Basic credentials Plivo is sent, and "Authorization: Bearer".
+API keys, the Basic credentials Plivo is sent, "Authorization: Bearer", the
+webhook secret and the notification signatures.
 """
 from __future__ import annotations
 
@@ -24,27 +26,29 @@ import redis as redis_lib
 
 from receiver.signature import sign_v3
 from tests.conftest import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B, submit, wait_for, wait_status
+from tests.notify_receiver import NEW_SECRET, Receiver
 
 pytestmark = pytest.mark.slow
 
 DB, DB_BASIC, DB_JSON = 12, 13, 14
 BASIC = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
 SECRETS = {"the Plivo auth token": AUTH_TOKEN, "API key A": KEY_A, "API key B": KEY_B,
-           "the Basic credentials sent to Plivo": BASIC, "an Authorization header": "Authorization: Bearer"}
+           "the Basic credentials sent to Plivo": BASIC, "an Authorization header": "Authorization: Bearer",
+           "the webhook secret": NEW_SECRET, "the webhook secret's key": NEW_SECRET.removeprefix("whsec_")}
 
 
-def needles() -> list[tuple[str, bytes]]:
+def needles(secrets: dict[str, str]) -> list[tuple[str, bytes]]:
     """Each secret as bytes, also percent-encoded and (for the header) in any letter case."""
     found = []
-    for name, text in SECRETS.items():
+    for name, text in secrets.items():
         for form in {text, quote(text, safe="")}:
             found.append((name, form.encode()))
     return found
 
 
-def leaks(where: str, data: bytes) -> list[str]:
+def leaks(where: str, data: bytes, secrets: dict[str, str] = SECRETS) -> list[str]:
     lowered = data.lower()
-    return [f"{name} in {where}" for name, needle in needles()
+    return [f"{name} in {where}" for name, needle in needles(secrets)
             if needle in data or (name == "an Authorization header" and needle.lower() in lowered)]
 
 
@@ -111,15 +115,24 @@ def log_lines(log: bytes, log_format: str) -> list[str]:
 
 @pytest.mark.parametrize("log_format, db", [("text", DB), ("json", DB_JSON)])
 def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandbox, log_format, db):
-    stack = make_stack(db=db, LOG_LEVEL="debug", ACCESS_LOG="-", LOG_FORMAT=log_format)
+    stack = make_stack(db=db, LOG_LEVEL="debug", ACCESS_LOG="-", LOG_FORMAT=log_format,
+                       NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_SCHEDULE="0.2")
     web = stack.web
     record = Recorder()
     callback_url = web.url + "/callbacks/plivo"
+    receiver = Receiver().start()
+    receiver.answers = [500]
     with web.client(KEY_A) as api, web.client(KEY_B) as api_b, web.client(key=None) as anon:
-        # Successes, one of them read with ?wait, one by api_id with ?wait.
-        first = submit(api, "POST", "Call/", {"from": "14155550100", "to": "14155550101"})
+        # Successes, one of them read with ?wait, one by api_id with ?wait, one notified.
+        first = submit(api, "POST", "Call/", {"from": "14155550100", "to": "14155550101"},
+                       notify_url=receiver.url)
         done = record("wait", api.get(f"/v1/requests/{first['request_id']}", params={"wait": 20}), 200).json()
         assert done["status"] == "completed", done
+        wait_for(lambda: len(receiver.received) == 2, 20, message="the notification, sent twice")
+        receiver.stop()
+        assert [r["verified"] for r in receiver.received] == [[True], [True]]
+        signatures = {f"notification signature {i}": r["headers"]["webhook-signature"].removeprefix("v1,")
+                      for i, r in enumerate(receiver.received)}
         second = submit(api, "GET", "Call/", {})
         pending = wait_status(api, second["request_id"], {"pending", "completed"})
         if pending["api_id"]:
@@ -182,8 +195,9 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
 
     wait_for(lambda: sandbox.stats()["callbacks"]["pending"] == 0, 30, message="the sandbox's callbacks")
     problems: list[str] = []
+    secrets = SECRETS | signatures
     for key, value in redis_dump(stack.env["REDIS_URL"]):
-        problems += leaks(f"Redis key {key}", value)
+        problems += leaks(f"Redis key {key}", value, secrets)
     for what, answer in record.errors():
         assert answer.headers.get("content-type", "").startswith("application/json"), (what, answer.text[:200])
         problems += leaks(f"the {answer.status_code} answer to {what}", answer.content)
@@ -196,7 +210,7 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
     services = [web.service, *stack.workers]
     logs = {service.name: service.log_path.read_bytes() for service in services}
     for name, text in logs.items():
-        problems += leaks(f"the log of {name}", text)
+        problems += leaks(f"the log of {name}", text, secrets)
 
     # The logs are there, and hold what they should, so that a leak would show.
     web_log = "\n".join(log_lines(logs[web.service.name], log_format))
@@ -204,6 +218,7 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
     assert "[DEBUG]" in web_log and "POST /v1/requests HTTP/1.1\" 202" in web_log
     assert "GET /v1/requests HTTP/1.1\" 401" in web_log and "POST /callbacks/plivo" in web_log
     assert len(worker_log) >= 5, worker_log   # rq logs every drain job it runs
+    assert any("attempt 1: retry (HTTP 500)" in line for line in worker_log)
     assert problems == []
 
 

@@ -8,6 +8,7 @@ from rq import SimpleWorker
 
 import logs
 from workers.context import context, shutdown
+from workers.notifying import Notifier
 from workers.sweeping import SweepTicker
 
 
@@ -26,6 +27,8 @@ def main() -> None:
     logs.configure(ctx.settings.log_format, level)   # before RQ's loggers: see logs.configure
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     SweepTicker(ctx).start()
+    if ctx.settings.notify_hosts:
+        Notifier(ctx.settings, ctx.notifications, shutdown).start()
     worker = SendWorker([ctx.queue], connection=ctx.rq_redis)
     worker.work(logging_level=level)
 

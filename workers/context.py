@@ -12,6 +12,7 @@ from rq import Queue
 
 from config import Settings
 from store import connect, keys
+from store.notifications import Notifications
 from store.outbox import Outbox
 from store.rate_limits import Limit, RateLimiter
 from store.sweep import Sweeper
@@ -42,6 +43,10 @@ class WorkerContext:
         s = self.settings
         return Outbox(self.redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
                       s.drainer_stale_seconds * 1000)
+
+    @cached_property
+    def notifications(self) -> Notifications:
+        return Notifications(self.redis, self.settings.notify_lease_ms)
 
     @cached_property
     def sweeper(self) -> Sweeper:

@@ -33,7 +33,19 @@ local function move_status(rid, new)
   redis.call('HSET', k, 'status', new)
 end
 
--- The request reached a final status: stop every timer, keep it for `ttl`, wake waiters.
+-- A request with a notify_url has a new notification event to send (its
+-- webhook-id is the request id and the event number), due now.
+local function queue_notification(rid, now)
+  local k = rkey(rid)
+  if not redis.call('HGET', k, 'notify_url') then return end
+  redis.call('HINCRBY', k, 'notify_event', 1)
+  redis.call('HSET', k, 'notify_status', 'pending', 'notify_attempts', 0)
+  redis.call('HDEL', k, 'notify_error', 'notify_delivered_at')
+  redis.call('ZADD', P .. 'notify:due', now, rid)
+end
+
+-- The request reached a final status: stop every timer, keep it for `ttl`, wake
+-- waiters, queue its notification.
 local function finish(rid, now, ttl)
   local k = rkey(rid)
   redis.call('HSET', k, 'completed_at', now)
@@ -43,6 +55,7 @@ local function finish(rid, now, ttl)
   redis.call('ZADD', P .. 'purge', now + ttl * 1000, rid)
   redis.call('PUBLISH', P .. 'done', rid)
   count('finished_' .. redis.call('HGET', k, 'status'))
+  queue_notification(rid, now)
 end
 
 local function index_api_id(rid, api_id)

@@ -45,7 +45,8 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'purge', '-inf', now, 'LIM
   if f[3] and f[3] ~= '' and redis.call('GET', P .. 'api:' .. f[3]) == rid then
     redis.call('DEL', P .. 'api:' .. f[3])
   end
-  redis.call('DEL', k, k .. ':deliveries', k .. ':digests')
+  redis.call('ZREM', P .. 'notify:due', rid)
+  redis.call('DEL', k, k .. ':deliveries', k .. ':digests', k .. ':notifications')
   counts[3] = counts[3] + 1
 end
 

@@ -1,0 +1,25 @@
+-- A worker's notifier takes notifications that are due, leasing each by pushing
+-- its due time to lease_until: a notifier that dies before settling leaves it
+-- due again then, to be sent with the same webhook-id. At most `wanted` in all,
+-- and per host only as many as the notifier has room for. Each comes with its
+-- record as it stands, which is what the notification carries.
+-- ARGV: now lease_until wanted scan host_room [host room]...
+local now, lease_until, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due = P .. 'notify:due'
+local room = {}
+for i = 6, #ARGV, 2 do room[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local claimed = {}
+for _, rid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
+  if #claimed >= wanted then break end
+  local f = redis.call('HMGET', rkey(rid), 'notify_host', 'notify_event', 'notify_attempts')
+  if not f[1] or not f[2] then
+    redis.call('ZREM', due, rid)
+  elseif (room[f[1]] or tonumber(ARGV[5])) > 0 then
+    room[f[1]] = (room[f[1]] or tonumber(ARGV[5])) - 1
+    redis.call('ZADD', due, lease_until, rid)
+    local row = {rid, f[2], f[3], f[1]}
+    for _, v in ipairs(redis.call('HGETALL', rkey(rid))) do table.insert(row, v) end
+    table.insert(claimed, row)
+  end
+end
+return claimed
