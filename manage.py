@@ -5,7 +5,8 @@
   python3 manage.py test    the test suite (pytest arguments may follow)
   python3 manage.py bench   the benchmarks in bench/
 
-The first call makes .venv and installs requirements.txt into it.
+The first call makes .venv and installs requirements.txt into it, and the client package
+in client/ (editable, so its `answerback` command and `answerback_client` work from anywhere).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
+REQUIREMENTS = ROOT / "requirements.txt"
+CLIENT = ROOT / "client"
 COMMANDS = {
     "run": ["-m", "local.run"],
     "test": ["-m", "pytest"],
@@ -29,18 +32,18 @@ COMMANDS = {
 
 
 def ensure_venv() -> None:
-    """Create .venv and (re)install requirements.txt whenever it changed."""
+    """Create .venv and (re)install whenever requirements.txt or the client's pyproject.toml
+    changed (the client is installed editable: a change to its code needs no reinstall)."""
     if not PYTHON.exists():
         print("creating .venv ...", flush=True)
         venv.create(VENV, with_pip=True)
-    requirements = ROOT / "requirements.txt"
     stamp = VENV / ".requirements.sha256"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    digest = install_digest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    print("installing requirements.txt into .venv ...", flush=True)
+    print("installing requirements.txt and client/ into .venv ...", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "-r", str(requirements)], check=True)
+                    "-r", str(REQUIREMENTS), "-e", str(CLIENT)], check=True)
     stamp.write_text(digest)
 
 
@@ -62,6 +65,13 @@ def cap_memory(setting: str) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def install_digest() -> str:
+    digest = hashlib.sha256()
+    for path in (REQUIREMENTS, CLIENT / "pyproject.toml"):
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def main(argv: list[str]) -> int:

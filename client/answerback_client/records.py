@@ -1,0 +1,64 @@
+"""Request records and callback deliveries as typed objects; the server's JSON stays in `raw`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+FINAL_STATUSES = ("completed", "failed", "expired")
+TIMESTAMPS = ("submitted_at", "sent_at", "completed_at", "deadline")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request as the server last showed it. Fields the server adds later are in `raw`."""
+
+    request_id: str
+    status: str
+    method: str | None = None
+    path: str | None = None
+    callback_method: str | None = None
+    api_id: str | None = None
+    submitted_at: datetime | None = None
+    sent_at: datetime | None = None
+    completed_at: datetime | None = None
+    deadline: datetime | None = None
+    attempts: int = 0
+    late: bool = False
+    deliveries: int = 0
+    response: Any = None
+    error: Any = None
+    replayed: bool = False  # this answer was an Idempotency-Key replay of an earlier submission
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], **extra: Any) -> "Record":
+        known = {f.name for f in fields(cls)} - {"raw", "replayed"}
+        values = {name: data[name] for name in known if name in data}
+        values |= {name: parse_time(data.get(name)) for name in TIMESTAMPS}
+        return cls(**values, raw=data, **extra)
+
+    @property
+    def finished(self) -> bool:
+        """completed, failed or expired: nothing will change it but a late callback."""
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One callback delivery, as it arrived."""
+
+    received_at: datetime
+    method: str
+    api_id: str
+    body: Any
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Delivery":
+        moment = datetime.fromtimestamp(int(data["received_at"]) / 1000, tz=timezone.utc)
+        return cls(moment, data.get("method", ""), data.get("api_id", ""), data.get("body"), data)
