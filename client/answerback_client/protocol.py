@@ -122,20 +122,21 @@ class Operations:
 
     def wait(self, path: str, timeout: float | None) -> Operation[httpx.Response]:
         """Long-poll `path` (a request or a result) until the request is final or `timeout`
-        seconds pass (None: no limit), at most MAX_WAIT per call; answers the last record."""
+        seconds pass (None: no limit), at most MAX_WAIT per call; answers the last record.
+        The server takes whole seconds: a call asks for the time left rounded up."""
         deadline = deadline_after(timeout)
         while True:
             left = seconds_left(deadline)
-            left = MAX_WAIT if left is None else left
-            seconds = min(MAX_WAIT, math.floor(left))
+            seconds = MAX_WAIT if left is None else min(MAX_WAIT, math.ceil(left))
             params = {"wait": seconds} if seconds else None
             response = yield from self.send(Call("GET", path, params=params, wait=seconds))
             record = response.json()
-            if record.get("status") in FINAL_STATUSES or not seconds:
+            left = seconds_left(deadline)
+            if record.get("status") in FINAL_STATUSES or left == 0:
                 return response
             path = request_path(record["request_id"])
             if response.headers.get("X-Wait-Capped") == "true":
-                yield Pause(min(CAPPED_PAUSE, left))
+                yield Pause(CAPPED_PAUSE if left is None else min(CAPPED_PAUSE, left))
 
 
 def seconds_left(deadline: float | None) -> float | None:
