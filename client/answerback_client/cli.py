@@ -17,7 +17,7 @@ from rich.table import Table
 
 from answerback_client.client import Client, Request
 from answerback_client.errors import AnswerbackError, Unauthorized, Unavailable
-from answerback_client.records import Delivery, Record
+from answerback_client.records import STATUSES, Delivery, Record
 
 COMPLETED, FINAL_FAILURE, USAGE, UNREACHABLE, STILL_WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = f"""exit codes:
@@ -193,7 +193,8 @@ def show_record(out: Console, record: Record, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record.raw))
     else:
-        out.print(record_grid(record))
+        for line in record_lines(record):
+            out.print(line)
         for name in ("response", "error"):
             if getattr(record, name) is not None:
                 out.print(f"[bold]{name}[/bold]")
@@ -201,24 +202,19 @@ def show_record(out: Console, record: Record, args: argparse.Namespace) -> int:
     return exit_code_for_record(record, waited=bool(getattr(args, "wait", None)))
 
 
-def record_grid(record: Record) -> Table:
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
+def record_lines(record: Record) -> list[str]:
     rows = [("request_id", record.request_id), ("status", styled_status(record.status)),
             ("request", f"{record.method} {record.path}"), ("api_id", record.api_id),
             ("submitted_at", record.submitted_at), ("sent_at", record.sent_at),
             ("completed_at", record.completed_at), ("deadline", record.deadline),
             ("attempts", record.attempts), ("deliveries", record.deliveries),
             ("late", record.late or None), ("replayed", record.replayed or None)]
-    for name, value in rows:
-        if value is not None:
-            grid.add_row(name, short_time(value) if isinstance(value, datetime) else str(value))
-    return grid
+    return [f"[bold]{name:<14}[/bold]{short_time(value) if isinstance(value, datetime) else value}"
+            for name, value in rows if value is not None]
 
 
 def styled_status(status: str) -> str:
-    style = STATUS_STYLE.get(status)
+    style = STATUS_STYLE.get(status.strip())
     return f"[{style}]{status}[/{style}]" if style else status
 
 
@@ -244,10 +240,8 @@ def short_time(moment: datetime | None) -> str:
 def show_summary(out: Console, lines: list[int], outcomes: list[Request | AnswerbackError]) -> None:
     counts = Counter(o.status if isinstance(o, Record) else "refused" for o in outcomes)
     out.print(f"{len(outcomes)} lines, {len(outcomes) - counts['refused']} accepted")
-    grid = Table.grid(padding=(0, 2))
     for status, count in sorted(counts.items(), key=lambda item: -item[1]):
-        grid.add_row(styled_status(status), str(count))
-    out.print(grid)
+        out.print(styled_status(f"{status:<10}") + f" {count}")
     failures = [(line, o) for line, o in zip(lines, outcomes)
                 if isinstance(o, AnswerbackError) or o.status in ("failed", "expired")]
     if failures:
@@ -306,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
     deliveries = command("deliveries", cmd_deliveries, "list a request's callback deliveries")
     deliveries.add_argument("request_id")
     ls = command("ls", cmd_ls, "list requests, newest first")
-    ls.add_argument("--status", choices=["queued", "sending", "pending", "completed", "failed", "expired"])
+    ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N (default 20; 0: all)")
     many = command("submit-many", cmd_submit_many, "submit every line of a JSON-lines file (- for stdin)")
     many.add_argument("file", metavar="FILE.jsonl")

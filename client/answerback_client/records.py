@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
 
+STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
 FINAL_STATUSES = ("completed", "failed", "expired")
 TIMESTAMPS = ("submitted_at", "sent_at", "completed_at", "deadline")
 
