@@ -112,15 +112,26 @@ def test_settings_default_to_the_environment(monkeypatch, ab, web):
         assert from_env.url == web.url and from_env.get(mine.request_id).request_id == mine.request_id
 
 
-class ClosingListener:
-    """A port that accepts connections and closes them at once, counting them: a server
-    that is there but answers nothing."""
+class Relay:
+    """A TCP hop between the client and web that can lose one answer: after
+    `lose_next_answer()`, the next connection's request reaches web (which stores the
+    submission before it answers), and once web's answer starts coming back the relay drops
+    it and closes the connection, as if web had died in the middle of the call. A connection
+    that web does not take (web down) is closed at once; `refused` counts those."""
 
-    def __init__(self) -> None:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.accepted = 0
+        self.losing, self.lost = threading.Event(), threading.Event()
+        self.refused = 0
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def lose_next_answer(self) -> None:
+        self.losing.set()
+
+    def close(self) -> None:
+        self.sock.close()
 
     def _serve(self) -> None:
         while True:
@@ -128,21 +139,49 @@ class ClosingListener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.accepted += 1
-            conn.close()
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
 
-    def close(self) -> None:
-        self.sock.close()
+    def _relay(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        except OSError:
+            self.refused += 1
+            client.close()
+            return
+        losing = self.losing.is_set()
+        self.losing.clear()
+        threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+        if losing:
+            upstream.recv(1)  # web has stored the submission and started answering
+            self.lost.set()
+            for end in (client, upstream):
+                end.close()
+        else:
+            self._pipe(upstream, client)
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
 
 
 def test_connection_errors_are_retried_then_raised_as_unavailable():
-    listener = ClosingListener()
+    nothing = Relay(free_port())  # takes connections and closes them: nothing behind it
     try:
-        with Client(listener.url, KEY_A, retries=3, backoff=0.01) as client, pytest.raises(Unavailable) as down:
+        with Client(nothing.url, KEY_A, retries=3, backoff=0.01) as client, pytest.raises(Unavailable) as down:
             client.get(str(uuid.uuid4()))
-        assert listener.accepted == 4 and down.value.status is None
+        assert nothing.refused == 4 and down.value.status is None
     finally:
-        listener.close()
+        nothing.close()
     with Client(f"http://127.0.0.1:{free_port()}", KEY_A, retries=0) as client, pytest.raises(Unavailable):
         client.submit("POST", "Call/", CALL)
 
@@ -213,68 +252,6 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
                 await stranger.get(req.request_id)
         return req.request_id
     assert len(sent_upstream(sandbox, asyncio.run(scenario()))) == 1
-
-
-class Relay:
-    """A TCP hop between the client and web that can lose one answer: after
-    `lose_next_answer()`, the next connection's request reaches web (which stores the
-    submission before it answers), and once web's answer starts coming back the relay drops
-    it and closes the connection, as if web had died in the middle of the call. A connection
-    that web does not take (web down) is closed at once; `refused` counts those."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.losing, self.lost = threading.Event(), threading.Event()
-        self.refused = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def lose_next_answer(self) -> None:
-        self.losing.set()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, client: socket.socket) -> None:
-        try:
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        except OSError:
-            self.refused += 1
-            client.close()
-            return
-        losing = self.losing.is_set()
-        self.losing.clear()
-        threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-        if losing:
-            upstream.recv(1)  # web has stored the submission and started answering
-            self.lost.set()
-            for end in (client, upstream):
-                end.close()
-        else:
-            self._pipe(upstream, client)
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
 
 
 @pytest.mark.slow

@@ -115,21 +115,11 @@ def cmd_result(client: Client, args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_deliveries(client: Client, args: argparse.Namespace, out: Console) -> int:
-    deliveries = client.deliveries(args.request_id)
-    if args.json:
-        print_json_lines(d.raw for d in deliveries)
-    else:
-        out.print(deliveries_table(deliveries))
-    return COMPLETED
+    return show_list(out, client.deliveries(args.request_id), deliveries_table, args)
 
 
 def cmd_ls(client: Client, args: argparse.Namespace, out: Console) -> int:
-    records = client.requests(status=args.status, limit=args.limit or None)
-    if args.json:
-        print_json_lines(r.raw for r in records)
-    else:
-        out.print(requests_table(records))
-    return COMPLETED
+    return show_list(out, client.requests(status=args.status, limit=args.limit or None), requests_table, args)
 
 
 def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> int:
@@ -202,6 +192,15 @@ def show_record(out: Console, record: Record, args: argparse.Namespace) -> int:
     return exit_code_for_record(record, waited=bool(getattr(args, "wait", None)))
 
 
+def show_list(out: Console, objects: Iterable[Record | Delivery], table: Callable[[Any], Table],
+              args: argparse.Namespace) -> int:
+    if args.json:
+        print_json_lines(o.raw for o in objects)
+    else:
+        out.print(table(objects))
+    return COMPLETED
+
+
 def record_lines(record: Record) -> list[str]:
     rows = [("request_id", record.request_id), ("status", styled_status(record.status)),
             ("request", f"{record.method} {record.path}"), ("api_id", record.api_id),
@@ -226,7 +225,7 @@ def requests_table(records: Iterable[Record]) -> Table:
     return table
 
 
-def deliveries_table(deliveries: list[Delivery]) -> Table:
+def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
     table = Table("received_at", "method", "api_id", "body", box=None)
     for d in deliveries:
         table.add_row(short_time(d.received_at), d.method, d.api_id, json.dumps(d.body))
