@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -318,3 +319,19 @@ def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base
     finally:
         stack.stop()
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_capped_wait_is_asked_again_until_the_request_finishes(make_stack, sandbox):
+    stack = make_stack(WEB_CONCURRENCY="1", WEB_THREADS="2", WAIT_SHARE="0.5")  # one wait slot in all
+    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message"]},
+                   callback_delay={"rate": 1.0, "seconds": 3, "paths": ["Call"]})
+    with Client(stack.web.url, KEY_A) as ab, ThreadPoolExecutor(1) as pool:
+        item = message(0)
+        hog = ab.submit(item["method"], item["path"], item["params"])
+        holding = pool.submit(ab.get, hog.request_id, 8)  # takes the slot: its callback never comes
+        wait_for(lambda: stack.redis.hget("ab:metrics", "waits_held") == "1", 10, message="the slot to be taken")
+        done = ab.submit("POST", "Call/", CALL).wait(timeout=30)
+        assert done.status == "completed"
+        assert int(stack.redis.hget("ab:metrics", "waits_capped")) >= 2
+        assert holding.result(timeout=30).status == "pending"
