@@ -63,6 +63,11 @@ Try it (submit a call, then wait up to 30 s for its callback):
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["request_id"])')
   curl -s "{base}/v1/requests/$RID?wait=30" -H "Authorization: Bearer $KEY"
 
+or with the command line (in .venv/bin; `answerback --help`):
+
+  export ANSWERBACK_URL={base} ANSWERBACK_API_KEY={key}
+  .venv/bin/answerback submit POST Call/ from=14155550100 to=14155550101 answer_url=https://example.com/answer --wait 30
+
 Stop with Ctrl-C.
 """
 
