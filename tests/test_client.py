@@ -8,13 +8,16 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from typing import Iterator
 
+import httpx
 import pytest
 
 from answerback_client import (AnswerbackError, AsyncClient, AsyncRequest, Client, Delivery, InvalidRequest, NotFound,
                                Request, Unauthorized, Unavailable)
+from answerback_client.protocol import Backoff, retry_after
 from local.processes import wait_for
 from local.redis_server import RedisServer, free_port
 from tests.conftest import KEY_A, KEY_B, Stack
@@ -335,3 +338,15 @@ def test_a_capped_wait_is_asked_again_until_the_request_finishes(make_stack, san
         assert done.status == "completed"
         assert int(stack.redis.hget("ab:metrics", "waits_capped")) >= 2
         assert holding.result(timeout=30).status == "pending"
+
+
+def test_backoff_grows_with_full_jitter_and_honours_retry_after():
+    backoff = Backoff(retries=6, base=0.5, cap=4.0)
+    assert all(0 <= backoff.delay(n) <= min(4.0, 0.5 * 2 ** n) for n in range(8) for _ in range(50))
+    assert max(backoff.delay(5) for _ in range(200)) > 2.0  # it does grow past the first steps
+    assert backoff.delay(0, retry_after=7.0) == 7.0 and backoff.delay(0, retry_after=3600) == 60.0
+    in_two_minutes = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=2), usegmt=True)
+    assert 100 < retry_after(httpx.Response(503, headers={"Retry-After": in_two_minutes})) <= 120
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "2"})) == 2.0
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
+    assert retry_after(httpx.Response(503)) is None
