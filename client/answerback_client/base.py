@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from importlib.metadata import version
 from typing import Any
 
 import httpx
@@ -10,7 +11,7 @@ from answerback_client.protocol import Backoff, Operations
 from answerback_client.records import Delivery, Record
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # where `python3 manage.py run` serves
-VERSION = "0.1.0"
+VERSION = version("answerback-client")  # from client/pyproject.toml, the one place it is written
 
 
 class BaseClient:
