@@ -119,15 +119,16 @@ def test_settings_default_to_the_environment(monkeypatch, ab, web):
 class Relay:
     """A TCP hop between the client and web that can lose one answer: after
     `lose_next_answer()`, the next connection's request reaches web (which stores the
-    submission before it answers), and once web's answer starts coming back the relay drops
-    it and closes the connection, as if web had died in the middle of the call. A connection
-    that web does not take (web down) is closed at once; `refused` counts those."""
+    submission before it answers); once web's answer starts coming back the relay drops it,
+    sets `lost`, and keeps the client waiting until `hang_up` is set, then closes the
+    connection: web died in the middle of the call. A connection that web does not take
+    (web down) is closed at once; `refused` counts those."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.losing, self.lost = threading.Event(), threading.Event()
+        self.losing, self.lost, self.hang_up = threading.Event(), threading.Event(), threading.Event()
         self.refused = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -157,9 +158,10 @@ class Relay:
         threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
         if losing:
             upstream.recv(1)  # web has stored the submission and started answering
+            self._hang_up(upstream)
             self.lost.set()
-            for end in (client, upstream):
-                end.close()
+            self.hang_up.wait(60)
+            self._hang_up(client)
         else:
             self._pipe(upstream, client)
 
@@ -171,11 +173,16 @@ class Relay:
         except OSError:
             pass
         for end in (source, sink):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            end.close()
+            Relay._hang_up(end)
+
+    @staticmethod
+    def _hang_up(end: socket.socket) -> None:
+        """Shut down first: that wakes a thread blocked reading it, which a close alone does not."""
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        end.close()
 
 
 def test_connection_errors_are_retried_then_raised_as_unavailable():
@@ -266,7 +273,7 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
 
     def submit() -> None:
         try:
-            with Client(relay.url, KEY_A, retries=200, backoff=0.05, max_backoff=0.25) as client:
+            with Client(relay.url, KEY_A, timeout=60, retries=200, backoff=0.05, max_backoff=0.25) as client:
                 outcome.append(client.submit("POST", "Call/", CALL))
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
@@ -276,6 +283,7 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
     try:
         assert relay.lost.wait(30), "the submission never reached web"
         stack.web.service.stop()
+        relay.hang_up.set()  # only now does the client learn that its call failed
         wait_for(lambda: relay.refused >= 3, 30, message="the client to retry while web is down")
         stack.web.service.start()
         caller.join(60)
