@@ -183,3 +183,11 @@ def test_submit_many_without_wait_exits_0_once_every_line_is_accepted(answerback
     run = answerback("submit-many", write_jsonl(tmp_path / "few.jsonl", [message(n) for n in range(5)]))
     assert run.returncode == 0 and run.stdout.startswith("5 lines, 5 accepted")
     assert "waiting" not in run.stderr
+
+
+def test_submit_many_to_an_unreachable_server_exits_3_and_says_so(answerback, tmp_path):
+    path = write_jsonl(tmp_path / "few.jsonl", [message(n) for n in range(3)])
+    run = answerback("submit-many", path, "--url", f"http://127.0.0.1:{free_port()}", "--retries", "0")
+    assert run.returncode == 3
+    assert run.stdout.splitlines()[:2] == ["3 lines, 0 accepted", "error      3"]
+    assert "line 1: error: cannot reach Answerback" in run.stdout

@@ -128,8 +128,8 @@ def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> i
                   console=Console(stderr=True)) as progress:
         outcomes = client.submit_many([item for _, item in items], args.concurrency,
                                       on_result=ticker(progress, "submitting", len(items)))
+        accepted = [o for o in outcomes if isinstance(o, Request)]
         if args.wait is not None:
-            accepted = [o for o in outcomes if isinstance(o, Request)]
             limit = None if args.wait == NO_LIMIT else args.wait
             finals = iter(client.wait_many(accepted, limit, args.concurrency,
                                            on_result=ticker(progress, "waiting", len(accepted))))
@@ -138,7 +138,7 @@ def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> i
     if args.json:
         print_json_lines(outcome_json(line, o) for line, o in zip(lines, outcomes))
     else:
-        show_summary(out, lines, outcomes)
+        show_summary(out, lines, outcomes, len(accepted))
     return exit_code_for_batch(outcomes, waited=args.wait is not None)
 
 
@@ -236,9 +236,9 @@ def short_time(moment: datetime | None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else ""
 
 
-def show_summary(out: Console, lines: list[int], outcomes: list[Request | AnswerbackError]) -> None:
-    counts = Counter(o.status if isinstance(o, Record) else "refused" for o in outcomes)
-    out.print(f"{len(outcomes)} lines, {len(outcomes) - counts['refused']} accepted")
+def show_summary(out: Console, lines: list[int], outcomes: list[Request | AnswerbackError], accepted: int) -> None:
+    counts = Counter(outcome_label(o) for o in outcomes)
+    out.print(f"{len(outcomes)} lines, {accepted} accepted")
     for status, count in sorted(counts.items(), key=lambda item: -item[1]):
         out.print(styled_status(f"{status:<10}") + f" {count}")
     failures = [(line, o) for line, o in zip(lines, outcomes)
@@ -249,15 +249,23 @@ def show_summary(out: Console, lines: list[int], outcomes: list[Request | Answer
         out.print(f"  line {line}: {failure_text(outcome)}", markup=False)
 
 
+def outcome_label(outcome: Request | AnswerbackError) -> str:
+    """A record's status; for an error, `refused` (the server said no) or `error` (no answer, 5xx)."""
+    if isinstance(outcome, Record):
+        return outcome.status
+    unanswered = isinstance(outcome, Unavailable) or (outcome.status or 500) >= 500
+    return "error" if unanswered else "refused"
+
+
 def failure_text(outcome: Request | AnswerbackError) -> str:
     if isinstance(outcome, AnswerbackError):
-        return f"refused: {outcome}"
+        return f"{outcome_label(outcome)}: {outcome}"
     return f"{outcome.status} {outcome.request_id}: {json.dumps(outcome.error)}"
 
 
 def outcome_json(line: int, outcome: Request | AnswerbackError) -> dict[str, Any]:
     if isinstance(outcome, AnswerbackError):
-        return {"line": line, "status": "refused", "error": str(outcome), "http_status": outcome.status}
+        return {"line": line, "status": outcome_label(outcome), "error": str(outcome), "http_status": outcome.status}
     return {"line": line, **outcome.raw}
 
 
