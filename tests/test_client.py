@@ -302,10 +302,10 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
 @pytest.mark.slow
 def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base_env, workdir, sandbox):
     server = RedisServer(workdir / f"redis-client-{uuid.uuid4().hex[:6]}").start()
-    stack = Stack({**base_env, "REDIS_URL": server.url}, workdir, 0)
+    stack = Stack({**base_env, "REDIS_URL": server.url, "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3",
+                   "DRAINER_STALE_SECONDS": "2"}, workdir, 0)
     try:
         stack.start_web()
-        stack.start_worker()
         server.kill()
         outcome: list[Request | BaseException] = []
 
@@ -320,6 +320,7 @@ def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base
         wait_for(lambda: "storage unavailable" in stack.web.service.log() or "Redis unavailable" in
                  stack.web.service.log(), 30, message="web to answer 503 while Redis is down")
         server.start()
+        stack.start_worker()  # a worker's own recovery from a Redis crash is test_redis_crash's subject
         caller.join(60)
         [req] = outcome
         assert isinstance(req, Request), req

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from answerback_client.base import VERSION
 from answerback_client.client import Client, Request
 from answerback_client.errors import AnswerbackError, Unauthorized, Unavailable
 from answerback_client.records import STATUSES, Delivery, Record
@@ -284,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="JSON (lines) instead of tables")
     top = argparse.ArgumentParser(prog="answerback", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"answerback-client {VERSION}")
     commands = top.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable[..., int], help: str, **extra: Any) -> argparse.ArgumentParser:
