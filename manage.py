@@ -47,6 +47,13 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
+def install_digest() -> str:
+    digest = hashlib.sha256()
+    for path in (REQUIREMENTS, CLIENT / "pyproject.toml"):
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 TEST_MEMORY_LIMIT = "4G"   # address space per process of a test run; a full run peaks near 1.55G
 
 
@@ -65,13 +72,6 @@ def cap_memory(setting: str) -> None:
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def install_digest() -> str:
-    digest = hashlib.sha256()
-    for path in (REQUIREMENTS, CLIENT / "pyproject.toml"):
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def main(argv: list[str]) -> int:

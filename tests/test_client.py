@@ -87,6 +87,9 @@ def test_errors_are_exceptions_with_the_servers_message_and_field_errors(ab, web
     assert set(bad.value.fields) == {"path", "callback_method"} and "path:" in str(bad.value)
     with pytest.raises(InvalidRequest, match="callback_timeout must be at most"):
         ab.submit("POST", "Call/", CALL, callback_timeout=10 ** 8)
+    with pytest.raises(InvalidRequest) as no_notifications:  # this web has no NOTIFY_HOSTS
+        ab.submit("POST", "Call/", CALL, notify_url="https://example.com/hook")
+    assert no_notifications.value.status == 422
     with pytest.raises(InvalidRequest, match="status must be one of"):
         list(ab.requests(status="bogus"))
     with pytest.raises(NotFound) as missing:

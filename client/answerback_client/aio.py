@@ -46,8 +46,9 @@ class AsyncClient(BaseClient):
 
     async def submit(self, method: str, path: str, params: dict[str, Any] | None = None, *,
                      callback_method: str | None = None, callback_timeout: int | None = None,
-                     idempotency_key: str | None = None) -> AsyncRequest:
-        body = submission_body(method, path, params, callback_method, callback_timeout)
+                     notify_url: str | None = None, idempotency_key: str | None = None) -> AsyncRequest:
+        body = submission_body(method, path, params, callback_method=callback_method,
+                               callback_timeout=callback_timeout, notify_url=notify_url)
         return self._record(await self._run(self._ops.submit(body, idempotency_key)))
 
     async def get(self, request_id: str, wait: float = 0) -> AsyncRequest:

@@ -101,7 +101,7 @@ def split_param(pair: str) -> tuple[str, bool, str]:
 def cmd_submit(client: Client, args: argparse.Namespace, out: Console) -> int:
     record = client.submit(args.method, args.path, parse_params(args.params),
                            callback_method=args.callback_method, callback_timeout=args.callback_timeout,
-                           idempotency_key=args.idempotency_key)
+                           notify_url=args.notify_url, idempotency_key=args.idempotency_key)
     if args.wait is not None:
         record = record.wait(args.wait)
     return show_record(out, record, args)
@@ -302,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--idempotency-key", metavar="K", help="a retried submission with K is not sent twice")
     submit.add_argument("--callback-method", choices=["GET", "POST"], type=str.upper)
     submit.add_argument("--callback-timeout", type=int, metavar="S", help="seconds before the request expires")
+    submit.add_argument("--notify-url", metavar="URL", help="where Answerback POSTs the record when it finishes")
     for name, run, noun in (("get", cmd_get, "request_id"), ("result", cmd_result, "api_id")):
         sub = command(name, run, f"show a request by its {noun} (waiting with --wait)")
         sub.add_argument(noun)

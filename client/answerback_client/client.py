@@ -50,10 +50,11 @@ class Client(BaseClient):
 
     def submit(self, method: str, path: str, params: dict[str, Any] | None = None, *,
                callback_method: str | None = None, callback_timeout: int | None = None,
-               idempotency_key: str | None = None) -> Request:
+               notify_url: str | None = None, idempotency_key: str | None = None) -> Request:
         """Submit an upstream request; answers at once with it `queued` (or the earlier one,
         `replayed`, for an Idempotency-Key used before)."""
-        body = submission_body(method, path, params, callback_method, callback_timeout)
+        body = submission_body(method, path, params, callback_method=callback_method,
+                               callback_timeout=callback_timeout, notify_url=notify_url)
         return self._record(self._run(self._ops.submit(body, idempotency_key)))
 
     def get(self, request_id: str, wait: float = 0) -> Request:

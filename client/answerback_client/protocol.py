@@ -156,14 +156,11 @@ def result_path(api_id: str) -> str:
     return f"/v1/results/{quote(api_id, safe='')}"
 
 
-def submission_body(method: str, path: str, params: dict[str, Any] | None, callback_method: str | None,
-                    callback_timeout: int | None) -> dict[str, Any]:
+def submission_body(method: str, path: str, params: dict[str, Any] | None, **options: Any) -> dict[str, Any]:
+    """The JSON body of a submission; options left None (callback_method, callback_timeout,
+    notify_url) are left out, so the server's defaults apply."""
     body: dict[str, Any] = {"method": method, "path": path, "params": params or {}}
-    if callback_method is not None:
-        body["callback_method"] = callback_method
-    if callback_timeout is not None:
-        body["callback_timeout"] = callback_timeout
-    return body
+    return body | {name: value for name, value in options.items() if value is not None}
 
 
 def split_item(item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

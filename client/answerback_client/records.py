@@ -33,6 +33,7 @@ class Record:
     deliveries: int = 0
     response: Any = None
     error: Any = None
+    notify: Any = None  # the state of notifying `notify_url`, when the submission gave one
     replayed: bool = False  # this answer was an Idempotency-Key replay of an earlier submission
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
