@@ -14,6 +14,7 @@ import sys
 BENCHES = {
     "throughput": "bench.throughput",
     "notifications": "bench.notifications",
+    "memory": "bench.memory",
 }
 
 
