@@ -73,9 +73,8 @@ def get_result(api_id: str):
 @bp.get("/requests/<request_id>/deliveries")
 @require_key
 def get_deliveries(request_id: str):
-    svc = services()
     _own_record(request_id)
-    return jsonify(objects=svc.requests.deliveries(request_id))
+    return jsonify(objects=services().requests.deliveries(request_id))
 
 
 @bp.get("/requests/<request_id>/notifications")

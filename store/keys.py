@@ -28,7 +28,13 @@ def request(rid: str) -> str:
     return f"{PREFIX}req:{rid}"
 
 
+def payload(rid: str) -> str:
+    """The record's long values (params, response, error), packed in one string: see lua/prelude.lua."""
+    return f"{PREFIX}req:{rid}:payload"
+
+
 def deliveries(rid: str) -> str:
+    """Deliveries besides the one kept as the record's response, each `digest delivery`."""
     return f"{PREFIX}req:{rid}:deliveries"
 
 

@@ -141,12 +141,16 @@ class Requests:
             record = self.get(first_rid)
             conflict = first_digest != body_digest
             return Submitted(record, created=False, ring_id="", conflict=conflict)
-        fields = dict(zip(answer[2::2], answer[3::2], strict=True))
+        fields = {"request_id": rid, "tenant": sub.tenant, "status": "queued", "method": sub.method,
+                  "path": sub.path, "callback_method": sub.callback_method, "submitted_at": str(now),
+                  "params": params}
+        if sub.notify_url:
+            fields |= {"notify_url": sub.notify_url, "notify_host": sub.notify_host, "notify_status": "pending"}
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
-        fields = self.redis.hgetall(keys.request(rid))
-        return RequestRecord(fields) if fields.get("request_id") else None
+        fields = _pairs(self.scripts("read", rid))
+        return RequestRecord(fields) if fields.get("tenant") else None
 
     def get_for(self, tenant: str, rid: str) -> RequestRecord | None:
         record = self.get(rid)
@@ -158,11 +162,25 @@ class Requests:
     def page(self, tenant: str, status: str | None, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do."""
         total, *rows = self.scripts("page", tenant, status or "", offset, limit)
-        records = [dict(zip(row[::2], row[1::2], strict=True)) for row in rows]
-        return total, [RequestRecord(r) for r in records if r.get("request_id")]
+        records = [_pairs(row) for row in rows]
+        return total, [RequestRecord(r) for r in records if r.get("tenant")]
 
     def deliveries(self, rid: str) -> list[dict[str, Any]]:
-        return [json.loads(d) for d in self.redis.lrange(keys.deliveries(rid), 0, -1)]
+        """Every delivery in the order received: the one kept as the response, then the others."""
+        record = self.get(rid)
+        if record is None:
+            return []
+        f = record.fields
+        first = []
+        if f.get("delivery_at"):
+            first = [{"received_at": int(f["delivery_at"]), "method": f["delivery_method"],
+                      "api_id": f["api_id"], "body": json.loads(f["response"])}]
+        listed = self.redis.lrange(keys.deliveries(rid), 0, -1)
+        return first + [json.loads(entry.partition(" ")[2]) for entry in listed]
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _digest(text: str) -> str:

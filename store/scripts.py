@@ -15,7 +15,7 @@ from store.keys import API_CLASSES, PREFIX
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
-         "settle", "match_callback", "sweep", "rate_limit", "page",
+         "settle", "match_callback", "sweep", "rate_limit", "page", "read",
          "notify_claim", "notify_settle", "notify_again")
 
 

@@ -193,9 +193,9 @@ class CallbackEnv:
         names = [*map(keys.outbox, keys.API_CLASSES), keys.RETRY, keys.LEASES, keys.DEADLINES, keys.PURGE,
                  keys.DRAINERS]
         names += [keys.tenant_requests(self.tenant, status) for status in (None, *STATUSES)]
-        names += [keys.api_id(api_id), keys.orphan(api_id), keys.orphan(api_id) + ":digests"]
+        names += [keys.api_id(api_id), keys.orphan(api_id)]
         if rid:
-            names += [keys.request(rid), keys.deliveries(rid), keys.request(rid) + ":digests"]
+            names += [keys.request(rid), keys.deliveries(rid), keys.payload(rid)]
         return [n.encode() for n in names]
 
     def fresh(self, state: str) -> tuple[str, str | None]:

@@ -2,7 +2,7 @@
 -- signed callback URL, else by api_id; else it waits as an orphan for its api_id.
 -- A signed delivery whose nonce was seen within the replay window is a replay:
 -- answered as a duplicate, nothing changed.
--- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms
+-- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms method
 local rid, api_id, digest, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
 if ARGV[9] ~= '' and not redis.call('SET', ARGV[9], '1', 'NX', 'PX', ARGV[10]) then
   count('callbacks_replayed')
@@ -16,15 +16,15 @@ elseif api_id ~= '' then
 end
 local function keep_orphan()
   local okey = P .. 'orphan:' .. api_id
-  if redis.call('SADD', okey .. ':digests', digest) == 0 then return 'duplicate' end
-  redis.call('RPUSH', okey, cjson.encode({delivery = ARGV[3], body = ARGV[4], digest = digest, now = now}))
+  if listed(okey, digest) then return 'duplicate' end
+  redis.call('RPUSH', okey, digest .. ' ' .. cjson.encode({delivery = ARGV[3], body = ARGV[4], now = now,
+    method = ARGV[11]}))
   redis.call('EXPIRE', okey, ARGV[8])
-  redis.call('EXPIRE', okey .. ':digests', ARGV[8])
   return 'early'
 end
 local outcome
 if target ~= '' then
-  outcome = apply_delivery(target, api_id, ARGV[3], ARGV[4], digest, now, tonumber(ARGV[7]))
+  outcome = apply_delivery(target, api_id, ARGV[11], ARGV[3], ARGV[4], digest, now, tonumber(ARGV[7]))
 else
   outcome = keep_orphan()
 end

@@ -18,7 +18,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, t
     room[f[1]] = (room[f[1]] or tonumber(ARGV[5])) - 1
     redis.call('ZADD', due, lease_until, rid)
     local row = {rid, f[2], f[3], f[1]}
-    for _, v in ipairs(redis.call('HGETALL', rkey(rid))) do table.insert(row, v) end
+    for _, v in ipairs(read_record(rid)) do table.insert(row, v) end
     table.insert(claimed, row)
   end
 end

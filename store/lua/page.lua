@@ -5,6 +5,6 @@ local index = tkey(ARGV[1], ARGV[2] ~= '' and ARGV[2] or nil)
 local offset = tonumber(ARGV[3])
 local answer = {redis.call('ZCARD', index)}
 for _, rid in ipairs(redis.call('ZREVRANGE', index, offset, offset + tonumber(ARGV[4]) - 1)) do
-  table.insert(answer, redis.call('HGETALL', rkey(rid)))
+  table.insert(answer, read_record(rid))
 end
 return answer

@@ -3,6 +3,44 @@
 
 local function rkey(rid) return P .. 'req:' .. rid end
 
+-- A record is a small hash (every value short, so Redis keeps it as a compact
+-- ziplist/listpack) and, beside it, one string packing its long values with
+-- cmsgpack in this order. A long value in the hash would turn all of it into a
+-- hashtable, several times larger.
+local PAYLOAD = {'params', 'response', 'error'}
+local function payload_key(rid) return rkey(rid) .. ':payload' end
+
+local function payload(rid)
+  local raw = redis.call('GET', payload_key(rid))
+  return raw and cmsgpack.unpack(raw) or {'', '', ''}
+end
+
+local function set_payload(rid, name, value)
+  local values = payload(rid)
+  for i, n in ipairs(PAYLOAD) do if n == name then values[i] = value end end
+  redis.call('SET', payload_key(rid), cmsgpack.pack(values))
+end
+
+-- Deliveries other than the one that became `response` (kept in the record's
+-- delivery_* fields): `digest .. ' ' .. delivery`.
+local function dkey(rid) return rkey(rid) .. ':deliveries' end
+
+-- The record as the client reads it, as HGETALL pairs: the hash, its long values,
+-- and what the layout implies (its id, its number of deliveries).
+local function read_record(rid)
+  local fields = redis.call('HGETALL', rkey(rid))
+  if #fields == 0 then return fields end
+  local n = redis.call('LLEN', dkey(rid))
+  for i = 1, #fields, 2 do
+    if fields[i] == 'delivery_at' then n = n + 1 end
+  end
+  for i, value in ipairs(payload(rid)) do
+    if value ~= '' then table.insert(fields, PAYLOAD[i]); table.insert(fields, value) end
+  end
+  for _, v in ipairs({'request_id', rid, 'deliveries', n}) do table.insert(fields, v) end
+  return fields
+end
+
 local function count(name) redis.call('HINCRBY', P .. 'metrics', name, 1) end
 
 -- One outbox per upstream API class (CLASSES, defined by the loader), so that
@@ -65,21 +103,38 @@ local function index_api_id(rid, api_id)
   redis.call('SET', P .. 'api:' .. api_id, rid)
 end
 
--- One callback delivery for a known request. Returns the outcome.
-local function apply_delivery(rid, api_id, delivery, body, digest, now, ttl)
+-- Lists of deliveries (a request's, an orphan's) prefix each entry with its digest.
+local function listed(key, digest)
+  local prefix = digest .. ' '
+  for _, entry in ipairs(redis.call('LRANGE', key, 0, -1)) do
+    if string.sub(entry, 1, #prefix) == prefix then return true end
+  end
+  return false
+end
+
+local function known_delivery(rid, digest)
+  return redis.call('HGET', rkey(rid), 'delivery_digest') == digest or listed(dkey(rid), digest)
+end
+
+-- One callback delivery for a known request. Returns the outcome. The delivery
+-- that completes the request is kept once, as its `response`; others in the list.
+local function apply_delivery(rid, api_id, method, delivery, body, digest, now, ttl)
   local k = rkey(rid)
-  if redis.call('SADD', k .. ':digests', digest) == 0 then return 'duplicate' end
-  redis.call('RPUSH', k .. ':deliveries', delivery)
-  redis.call('HINCRBY', k, 'deliveries', 1)
+  if known_delivery(rid, digest) then return 'duplicate' end
   if api_id ~= '' then index_api_id(rid, api_id) end
   local status = redis.call('HGET', k, 'status')
+  if status == 'completed' or redis.call('HGET', k, 'api_id') ~= api_id then
+    redis.call('RPUSH', dkey(rid), digest .. ' ' .. delivery)
+  else
+    redis.call('HSET', k, 'delivery_at', now, 'delivery_method', method, 'delivery_digest', digest)
+  end
   if status == 'completed' then return 'matched' end
   local outcome = 'matched'
   if status == 'expired' then
     outcome = 'late'
     redis.call('HSET', k, 'late', '1')
   end
-  redis.call('HSET', k, 'response', body)
+  set_payload(rid, 'response', body)
   move_status(rid, 'completed')
   finish(rid, now, ttl)
   return outcome

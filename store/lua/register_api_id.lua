@@ -14,9 +14,10 @@ if status == 'sending' then
   redis.call('ZADD', P .. 'deadlines', ARGV[4], rid)
 end
 local okey = P .. 'orphan:' .. api_id
-for _, raw in ipairs(redis.call('LRANGE', okey, 0, -1)) do
-  local o = cjson.decode(raw)
-  apply_delivery(rid, api_id, o.delivery, o.body, o.digest, o.now, ttl)
+for _, entry in ipairs(redis.call('LRANGE', okey, 0, -1)) do
+  local space = string.find(entry, ' ', 1, true)
+  local o = cjson.decode(string.sub(entry, space + 1))
+  apply_delivery(rid, api_id, o.method, o.delivery, o.body, string.sub(entry, 1, space - 1), o.now, ttl)
 end
-redis.call('DEL', okey, okey .. ':digests')
+redis.call('DEL', okey)
 return redis.call('HGET', k, 'status')

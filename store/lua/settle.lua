@@ -10,19 +10,20 @@ redis.call('ZREM', P .. 'leases', rid)
 if redis.call('HGET', k, 'status') ~= 'sending' then return 0 end
 count('sends_' .. verdict)
 if verdict == 'completed' then
-  redis.call('HSET', k, 'response', value)
+  set_payload(rid, 'response', value)
   move_status(rid, 'completed')
   finish(rid, tonumber(now), tonumber(ARGV[5]))
 elseif verdict == 'failed' then
-  redis.call('HSET', k, 'error', value)
+  set_payload(rid, 'error', value)
   move_status(rid, 'failed')
   finish(rid, tonumber(now), tonumber(ARGV[5]))
 elseif verdict == 'retry' then
-  redis.call('HSET', k, 'error', value)
+  set_payload(rid, 'error', value)
   move_status(rid, 'queued')
   redis.call('ZADD', P .. 'retry', ARGV[6], rid)
 else
-  redis.call('HSET', k, 'error', value, 'deadline', ARGV[7])
+  set_payload(rid, 'error', value)
+  redis.call('HSET', k, 'deadline', ARGV[7])
   move_status(rid, 'pending')
   redis.call('ZADD', P .. 'deadlines', ARGV[7], rid)
 end

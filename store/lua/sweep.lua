@@ -23,8 +23,8 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LI
     requeue(rid)
   elseif f[1] == 'sending' and f[2] == 'POST' then
     local deadline = tonumber(f[3]) + tonumber(f[4]) * 1000
-    redis.call('HSET', k, 'deadline', deadline, 'error',
-      cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'}))
+    redis.call('HSET', k, 'deadline', deadline)
+    set_payload(rid, 'error', cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'}))
     move_status(rid, 'pending')
     redis.call('ZADD', P .. 'deadlines', deadline, rid)
   elseif f[1] == 'sending' then
@@ -46,7 +46,7 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'purge', '-inf', now, 'LIM
     redis.call('DEL', P .. 'api:' .. f[3])
   end
   redis.call('ZREM', P .. 'notify:due', rid)
-  redis.call('DEL', k, k .. ':deliveries', k .. ':digests', k .. ':notifications')
+  redis.call('DEL', k, payload_key(rid), dkey(rid), k .. ':notifications')
   counts[3] = counts[3] + 1
 end
 

@@ -1,0 +1,3 @@
+-- One record as the client reads it (see read_record in the prelude).
+-- ARGV: rid
+return read_record(ARGV[1])
