@@ -62,8 +62,10 @@ class Outbox:
         now = now_ms()
         return self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms)
 
-    def mark_sending(self, rid: str) -> bool:
-        return bool(self.scripts("mark_sending", rid, now_ms()))
+    def mark_sending(self, rid: str, *turn: object) -> int:
+        """1: marked sending; 0: no longer queued, nothing to send. With a rate-limit turn's
+        arguments (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
+        return self.scripts("mark_sending", rid, now_ms(), *turn)
 
     def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
         now = now_ms()

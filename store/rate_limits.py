@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 from redis import Redis
 
@@ -43,17 +44,26 @@ class RateLimiter:
         self.margin_ms = int(margin_s * 1000)
         self.scripts = Scripts(redis)
 
-    def acquire(self, api_class: str) -> float:
+    def acquire(self, api_class: str, mark_sending: Callable[..., int] | None = None) -> float | None:
         """Block until this send may go; answers the seconds it waited. The window is
-        widened by a small margin against network jitter between here and the upstream."""
+        widened by a small margin against network jitter between here and the upstream.
+        With `mark_sending` (Outbox.mark_sending bound to one request) the turn is taken by the
+        script that marks the request sending, one round trip per send; then None means the
+        request is no longer queued and must not be sent."""
         limit = self.limits[api_class]
         key = keys.rate_limit(self.account, api_class)
         member = uuid.uuid4().hex
         started = time.monotonic()
         while True:
             waited_ms = int((time.monotonic() - started) * 1000)
-            wait_ms = self.scripts("rate_limit", key, limit.count, int(limit.window_s * 1000) + self.margin_ms,
-                                   member, waited_ms)
+            turn = (key, limit.count, int(limit.window_s * 1000) + self.margin_ms, member, waited_ms)
+            if mark_sending is None:
+                wait_ms = self.scripts("rate_limit", *turn)
+            else:
+                answer = mark_sending(*turn)
+                if answer == 0:
+                    return None
+                wait_ms = max(0, -answer)
             if wait_ms == 0:
                 return waited_ms / 1000
             time.sleep(min(wait_ms, 1000) / 1000)

@@ -28,15 +28,18 @@ def drain(drainer_id: str) -> int:
     ctx = context()
     concurrency = ctx.settings.send_concurrency
     started, sent = time.monotonic(), 0
+    renewed = started
     in_flight: dict[Future, Claimed] = {}
     while True:
         stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
         if stopping and not in_flight:
             _ring(ctx, ctx.outbox.hand_over(drainer_id))
             return sent
-        # Claiming also heart-beats this job and renews the leases of what it holds.
+        # Claiming also heart-beats this job, and once per heartbeat renews the leases of what it holds.
         wanted = {} if stopping else _wanted(ctx.settings, in_flight.values())
-        held = [item.rid for item in in_flight.values()]
+        held = []
+        if time.monotonic() - renewed >= HEARTBEAT_S:
+            held, renewed = [item.rid for item in in_flight.values()], time.monotonic()
         claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
         if claim.leave:
             return sent

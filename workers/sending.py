@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import logs
 from store.outbox import Claimed
@@ -20,8 +21,7 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
 
 def _send(ctx: WorkerContext, item: Claimed) -> None:
     outbox = ctx.outbox
-    ctx.limiter.acquire(item.api_class)
-    if not outbox.mark_sending(item.rid):
+    if ctx.limiter.acquire(item.api_class, partial(outbox.mark_sending, item.rid)) is None:
         return
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
     if verdict.error.get("status") == 429:
