@@ -13,12 +13,13 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> Flask:
     from receiver import callbacks, dashboard, errors, metrics, openapi, ops, requests
+    from receiver.json_provider import FastJSONProvider
     from receiver.services import Services
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
     app.extensions["answerback"] = Services.build(settings)
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
