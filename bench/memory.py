@@ -46,10 +46,21 @@ def key_type(name: str) -> str:
     return ID.sub("{id}", name)
 
 
+TRANSIENT = ("ab:nonce:{id}", "rq:* (drain jobs, not per request)")   # gone after REPLAY_WINDOW / 60 s
+BUFFERS = ("clients.normal", "clients.slaves", "aof.buffer", "replication.backlog")
+
+
 def snapshot(redis: Redis) -> tuple[int, dict[str, int], dict[str, int]]:
-    """used_memory, and MEMORY USAGE and key count per key type."""
+    """Memory kept for data (allocated less client, AOF and replication buffers, which come
+    and go with traffic: the key scan below grows this client's own), and MEMORY USAGE and
+    key count per key type."""
+    stats = redis.memory_stats()
+    kept = int(stats["total.allocated"]) - sum(int(stats.get(name) or 0) for name in BUFFERS)
     usage: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
+    db = stats.get("db.0") or {}
+    usage["(keyspace hash tables)"] = int(db.get("overhead.hashtable.main", 0)) + int(
+        db.get("overhead.hashtable.expires", 0))
     names = list(redis.scan_iter(count=1000))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -59,7 +70,7 @@ def snapshot(redis: Redis) -> tuple[int, dict[str, int], dict[str, int]]:
         kind = key_type(name)
         usage[kind] += size or 0
         counts[kind] += 1
-    return int(redis.info("memory")["used_memory"]), usage, counts
+    return kept, usage, counts
 
 
 def encodings(redis: Redis) -> dict[str, str]:
@@ -116,26 +127,26 @@ def human(n: float) -> str:
 
 def report(n: int, before: tuple, after: tuple, kinds: dict[str, str], own: tuple[float, float]) -> None:
     used = (after[0] - before[0]) / n
+    transient = sum(after[1].get(k, 0) - before[1].get(k, 0) for k in TRANSIENT) / n
     params, response = own
     print(f"\nbench.memory  N={n} finished Message/ requests (signed callbacks, default settings)")
     print(f"{'key type':<40} {'keys':>8} {'bytes/request':>14}  encoding")
-    total_keys = 0.0
     for kind in sorted(set(after[1]) | set(before[1])):
         grew = (after[1].get(kind, 0) - before[1].get(kind, 0)) / n
         keys = after[2].get(kind, 0) - before[2].get(kind, 0)
-        if kind.startswith("rq:"):
-            print(f"{kind:<40} {keys:>8} {grew:>14.0f}  (not counted)")
-            continue
-        total_keys += grew
-        print(f"{kind:<40} {keys:>8} {grew:>14.0f}  {kinds.get(kind, '')}")
-    print(f"{'sum of MEMORY USAGE':<40} {'':>8} {total_keys:>14.0f}")
-    print(f"used_memory grew by {used:.0f} bytes per finished request")
+        note = "transient" if kind in TRANSIENT else kinds.get(kind, "")
+        if grew or keys:
+            print(f"{kind:<40} {keys:>8} {grew:>14.0f}  {note}")
+    print("(MEMORY USAGE of a key includes its entry in the keyspace hash table: the lines overlap)")
+    print(f"memory kept for data grew by {used:.0f} B per finished request"
+          f" (of it transient: {transient:.0f} B, nonces for REPLAY_WINDOW and RQ's drain jobs for 60 s)")
     print(f"own data per request: params {params:.0f} B + response {response:.0f} B = {params + response:.0f} B")
-    overhead = used - params - response
-    print(f"OVERHEAD per finished request (used_memory - own data) = {overhead:.0f} B"
-          f"   (goal <= 1024 B, aim 600 B)")
+    at_rest = used - transient
+    print(f"OVERHEAD per finished request beyond its own data: {at_rest - params - response:.0f} B at rest,"
+          f" {used - params - response:.0f} B while its nonce is kept   (goal <= 1024 B, aim 600 B)")
+    used = at_rest
     print("\nsizing: Redis memory for finished requests kept RESULT_TTL, at this request's size"
-          f" ({used:.0f} B each; add your own params+response size minus {params + response:.0f} B)")
+          f" ({used:.0f} B each at rest; add your own params+response size minus {params + response:.0f} B)")
     print(f"{'requests/day':>14} " + " ".join(f"{'TTL ' + str(t // DAY_S) + ' d':>12}" for t in TTLS_S))
     for per_day in PER_DAY:
         print(f"{per_day:>14,} " + " ".join(f"{human(used * per_day * t / DAY_S):>12}" for t in TTLS_S))
@@ -162,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
                               timeout=30) as client:
                 submit_all(stack, client, redis, args.warmup, stop)
                 settle(redis)
-                before = snapshot(redis)
+                before = snapshot(Redis.from_url(stack.redis.url, decode_responses=True))
                 rids = submit_all(stack, client, redis, args.requests, stop)
                 settle(redis)
-                after = snapshot(redis)
+                after = snapshot(Redis.from_url(stack.redis.url, decode_responses=True))
                 kinds = encodings(redis)
                 own = own_bytes(client, rids[:200])
             redis.close()

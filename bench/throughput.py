@@ -36,6 +36,7 @@ import httpx
 from redis import Redis
 
 from bench.stack import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
+from store.records import Requests
 
 GOAL_PER_S = 250
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "bench"}
@@ -228,10 +229,9 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
 
 def latencies(redis: Redis, rids: list[str]) -> dict[str, list[float]]:
     """Milliseconds per completed request: submit->completed, submit->sent (queueing), sent->completed."""
-    with redis.pipeline(transaction=False) as pipe:
-        for rid in rids:
-            pipe.hmget(f"ab:req:{rid}", "status", "submitted_at", "sent_at", "completed_at")
-        rows = pipe.execute()
+    records = Requests(redis, result_ttl=1)
+    rows = [(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
+            for r in map(records.get, rids) if r is not None]
     total, queued, upstream, marks = [], [], [], []
     for status, submitted, sent, completed in rows:
         if status != "completed" or not (submitted and sent and completed):

@@ -25,12 +25,8 @@ NOTIFY_DUE = PREFIX + "notify:due"    # zset request id -> when its notification
 
 
 def request(rid: str) -> str:
+    """One string: the record's fields packed (see lua/prelude.lua), read through the `read` script."""
     return f"{PREFIX}req:{rid}"
-
-
-def payload(rid: str) -> str:
-    """The record's long values (params, response, error), packed in one string: see lua/prelude.lua."""
-    return f"{PREFIX}req:{rid}:payload"
 
 
 def deliveries(rid: str) -> str:

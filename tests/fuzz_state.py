@@ -21,7 +21,7 @@ import receiver
 from config import Settings
 from store import connect, keys
 from store.outbox import Outbox
-from store.records import STATUSES
+from store.records import STATUSES, Requests
 from store.sweep import Sweeper
 from tests.fuzz_strategies import KEY, OTHER_KEY, Pools, bearer
 
@@ -195,7 +195,7 @@ class CallbackEnv:
         names += [keys.tenant_requests(self.tenant, status) for status in (None, *STATUSES)]
         names += [keys.api_id(api_id), keys.orphan(api_id)]
         if rid:
-            names += [keys.request(rid), keys.deliveries(rid), keys.payload(rid)]
+            names += [keys.request(rid), keys.deliveries(rid)]
         return [n.encode() for n in names]
 
     def fresh(self, state: str) -> tuple[str, str | None]:
@@ -203,7 +203,7 @@ class CallbackEnv:
         Make queued ones last: the claim here takes every queued request."""
         rid = submit_via(self.app.test_client(), KEY)
         self.status[rid] = "queued"
-        self.tenant = self.tenant or self.redis.hget(keys.request(rid), "tenant")
+        self.tenant = self.tenant or Requests(self.redis, 60).get(rid).tenant
         if state == "queued":
             return rid, None
         api_id = str(uuid.uuid4())

@@ -16,11 +16,12 @@ for class, n in string.gmatch(ARGV[2], '([%w_]+)=(%d+)') do
   while taken < tonumber(n) do
     local rid = redis.call('LPOP', outbox(class))
     if not rid then break end
-    local f = redis.call('HMGET', rkey(rid), 'status', 'method', 'path', 'callback_method', 'attempts', 'timeout')
-    if f[1] == 'queued' then
+    local r = load(rid)
+    if r and r.status == 'queued' then
       redis.call('ZADD', leases, lease_until, rid)
-      table.insert(claimed, cjson.encode({rid = rid, method = f[2], path = f[3], params = payload(rid)[1],
-        callback_method = f[4], attempts = tonumber(f[5]) or 0, timeout = tonumber(f[6]), api_class = class}))
+      table.insert(claimed, cjson.encode({rid = rid, method = r.method, path = r.path, params = r.params,
+        callback_method = r.callback_method, attempts = tonumber(r.attempts) or 0, timeout = tonumber(r.timeout),
+        api_class = class}))
       taken = taken + 1
     end
   end

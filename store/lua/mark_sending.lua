@@ -3,13 +3,12 @@
 -- ARGV: rid now [key limit window_ms member waited_ms]
 -- Answers 1 (marked sending), 0 (not queued: nothing to send) or -N (the turn comes
 -- in N ms; nothing changed).
-local k = rkey(ARGV[1])
-if redis.call('HGET', k, 'status') ~= 'queued' then return 0 end
+local rid = ARGV[1]
+if field(rid, 'status') ~= 'queued' then return 0 end
 if ARGV[3] then
   local wait = rate_turn(ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]))
   if wait > 0 then return -wait end
 end
-move_status(ARGV[1], 'sending')
-redis.call('HINCRBY', k, 'attempts', 1)
-redis.call('HSET', k, 'sent_at', ARGV[2])
+move_status(rid, 'sending')
+update(rid, {attempts = (tonumber(field(rid, 'attempts')) or 0) + 1, sent_at = ARGV[2]})
 return 1

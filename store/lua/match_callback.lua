@@ -9,7 +9,7 @@ if ARGV[9] ~= '' and not redis.call('SET', ARGV[9], '1', 'NX', 'PX', ARGV[10]) t
   return 'duplicate'
 end
 local target = ''
-if rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1 then
+if rid ~= '' and load(rid) then
   target = rid
 elseif api_id ~= '' then
   target = redis.call('GET', P .. 'api:' .. api_id) or ''

@@ -2,8 +2,8 @@
 -- webhook-id, so a receiver that deduplicates still takes it).
 -- ARGV: rid now
 local rid = ARGV[1]
-local f = redis.call('HMGET', rkey(rid), 'status', 'notify_url')
-if not f[2] then return 'no_url' end
-if f[1] ~= 'completed' and f[1] ~= 'failed' and f[1] ~= 'expired' then return 'not_finished' end
+local status = field(rid, 'status')
+if not field(rid, 'notify_url') then return 'no_url' end
+if status ~= 'completed' and status ~= 'failed' and status ~= 'expired' then return 'not_finished' end
 queue_notification(rid, ARGV[2])
 return 'queued'

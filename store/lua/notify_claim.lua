@@ -11,7 +11,8 @@ for i = 6, #ARGV, 2 do room[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local claimed = {}
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))) do
   if #claimed >= wanted then break end
-  local f = redis.call('HMGET', rkey(rid), 'notify_host', 'notify_event', 'notify_attempts')
+  local r = load(rid) or {}
+  local f = {r.notify_host, r.notify_event, r.notify_attempts}
   if not f[1] or not f[2] then
     redis.call('ZREM', due, rid)
   elseif (room[f[1]] or tonumber(ARGV[5])) > 0 then

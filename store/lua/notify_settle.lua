@@ -7,22 +7,22 @@
 local rid, event, outcome, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local k = rkey(rid)
 count('notify_' .. outcome)
-if redis.call('EXISTS', k) == 0 then return 0 end
+local r = load(rid)
+if not r then return 0 end
 redis.call('RPUSH', k .. ':notifications', ARGV[6])
 redis.call('LTRIM', k .. ':notifications', -tonumber(ARGV[8]), -1)
-local f = redis.call('HMGET', k, 'notify_event', 'notify_status')
-if f[1] ~= event or f[2] == 'delivered' then return 0 end
-redis.call('HINCRBY', k, 'notify_attempts', 1)
+if r.notify_event ~= event or r.notify_status == 'delivered' then return 0 end
+update(rid, {notify_attempts = (tonumber(r.notify_attempts) or 0) + 1})
 if outcome == 'delivered' then
-  redis.call('HSET', k, 'notify_status', 'delivered', 'notify_delivered_at', now)
+  update(rid, {notify_status = 'delivered', notify_delivered_at = now})
   redis.call('ZREM', P .. 'notify:due', rid)
   return 1
 end
-redis.call('HSET', k, 'notify_error', ARGV[7])
+update(rid, {notify_error = ARGV[7]})
 if outcome == 'retry' then
   redis.call('ZADD', P .. 'notify:due', ARGV[5], rid)
 else
-  redis.call('HSET', k, 'notify_status', 'failed')
+  update(rid, {notify_status = 'failed'})
   redis.call('ZREM', P .. 'notify:due', rid)
 end
 return 1

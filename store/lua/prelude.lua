@@ -3,42 +3,64 @@
 
 local function rkey(rid) return P .. 'req:' .. rid end
 
--- A record is a small hash (every value short, so Redis keeps it as a compact
--- ziplist/listpack) and, beside it, one string packing its long values with
--- cmsgpack in this order. A long value in the hash would turn all of it into a
--- hashtable, several times larger.
-local PAYLOAD = {'params', 'response', 'error'}
-local function payload_key(rid) return rkey(rid) .. ':payload' end
+-- A record is one string: its fields packed by cmsgpack as an array in the
+-- order of FIELDS (false where a field is unset). One key per request, no field
+-- names stored, and params or a response of any length cost no more than their
+-- own bytes (a hash turns into a hashtable, several times larger, once any value
+-- passes 64 bytes). Scripts read a record once (`load`) and write it through
+-- (`update`); the client reads it as HGETALL-style pairs (`read_record`).
+local FIELDS = {'tenant', 'status', 'method', 'path', 'callback_method', 'submitted_at', 'timeout',
+  'api_class', 'attempts', 'sent_at', 'api_id', 'deadline', 'completed_at', 'late', 'delivery_at',
+  'delivery_method', 'params', 'response', 'error', 'notify_url', 'notify_host', 'notify_status',
+  'notify_event', 'notify_attempts', 'notify_error', 'notify_delivered_at'}
 
-local function payload(rid)
-  local raw = redis.call('GET', payload_key(rid))
-  return raw and cmsgpack.unpack(raw) or {'', '', ''}
+local records = {}   -- what this run of the script has read, by request id
+
+local function load(rid)
+  if records[rid] == nil then
+    local raw = redis.call('GET', rkey(rid))
+    local r = false
+    if raw then
+      r = {}
+      for i, value in ipairs(cmsgpack.unpack(raw)) do
+        if value then r[FIELDS[i]] = value end
+      end
+    end
+    records[rid] = r
+  end
+  return records[rid] or nil
 end
 
-local function set_payload(rid, name, value)
-  local values = payload(rid)
-  for i, n in ipairs(PAYLOAD) do if n == name then values[i] = value end end
-  redis.call('SET', payload_key(rid), cmsgpack.pack(values))
+local function field(rid, name)
+  local r = load(rid)
+  return r and r[name]
 end
 
--- Deliveries other than the one that became `response` (kept in the record's
--- delivery_* fields): `digest .. ' ' .. delivery`.
+local function update(rid, changes)
+  local r = load(rid) or {}
+  for name, value in pairs(changes) do r[name] = value and tostring(value) or nil end
+  records[rid] = r
+  local values = {}
+  for i, name in ipairs(FIELDS) do values[i] = r[name] or false end
+  redis.call('SET', rkey(rid), cmsgpack.pack(values))
+end
+
+-- Deliveries other than the one kept as the record's response (its delivery_* fields):
+-- each `digest .. ' ' .. delivery`.
 local function dkey(rid) return rkey(rid) .. ':deliveries' end
 
--- The record as the client reads it, as HGETALL pairs: the hash, its long values,
--- and what the layout implies (its id, its number of deliveries).
+-- The record as the client reads it, as HGETALL-style pairs, with what the layout
+-- implies: its id and its number of deliveries.
 local function read_record(rid)
-  local fields = redis.call('HGETALL', rkey(rid))
-  if #fields == 0 then return fields end
-  local n = redis.call('LLEN', dkey(rid))
-  for i = 1, #fields, 2 do
-    if fields[i] == 'delivery_at' then n = n + 1 end
+  local r = load(rid)
+  if not r then return {} end
+  local pairs_ = {'request_id', rid}
+  for _, name in ipairs(FIELDS) do
+    if r[name] then table.insert(pairs_, name); table.insert(pairs_, r[name]) end
   end
-  for i, value in ipairs(payload(rid)) do
-    if value ~= '' then table.insert(fields, PAYLOAD[i]); table.insert(fields, value) end
-  end
-  for _, v in ipairs({'request_id', rid, 'deliveries', n}) do table.insert(fields, v) end
-  return fields
+  local n = redis.call('LLEN', dkey(rid)) + (r.delivery_at and 1 or 0)
+  table.insert(pairs_, 'deliveries'); table.insert(pairs_, tostring(n))
+  return pairs_
 end
 
 local function count(name) redis.call('HINCRBY', P .. 'metrics', name, 1) end
@@ -48,7 +70,7 @@ local function count(name) redis.call('HINCRBY', P .. 'metrics', name, 1) end
 local function outbox(class) return P .. 'outbox:' .. class end
 
 local function requeue(rid)
-  redis.call('RPUSH', outbox(redis.call('HGET', rkey(rid), 'api_class') or CLASSES[1]), rid)
+  redis.call('RPUSH', outbox(field(rid, 'api_class') or CLASSES[1]), rid)
 end
 
 local function outbox_length()
@@ -63,43 +85,38 @@ local function tkey(tenant, status)
 end
 
 local function move_status(rid, new)
-  local k = rkey(rid)
-  local cur = redis.call('HMGET', k, 'status', 'tenant', 'submitted_at')
-  if cur[1] == new then return end
-  redis.call('ZREM', tkey(cur[2], cur[1]), rid)
-  redis.call('ZADD', tkey(cur[2], new), cur[3], rid)
-  redis.call('HSET', k, 'status', new)
+  local r = load(rid)
+  if r.status == new then return end
+  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  redis.call('ZADD', tkey(r.tenant, new), r.submitted_at, rid)
+  update(rid, {status = new})
 end
 
 -- A request with a notify_url has a new notification event to send (its
 -- webhook-id is the request id and the event number), due now.
 local function queue_notification(rid, now)
-  local k = rkey(rid)
-  if not redis.call('HGET', k, 'notify_url') then return end
-  redis.call('HINCRBY', k, 'notify_event', 1)
-  redis.call('HSET', k, 'notify_status', 'pending', 'notify_attempts', 0)
-  redis.call('HDEL', k, 'notify_error', 'notify_delivered_at')
+  if not field(rid, 'notify_url') then return end
+  update(rid, {notify_event = (tonumber(field(rid, 'notify_event')) or 0) + 1, notify_status = 'pending',
+    notify_attempts = 0, notify_error = false, notify_delivered_at = false})
   redis.call('ZADD', P .. 'notify:due', now, rid)
 end
 
 -- The request reached a final status: stop every timer, keep it for `ttl`, wake
 -- waiters, queue its notification.
 local function finish(rid, now, ttl)
-  local k = rkey(rid)
-  redis.call('HSET', k, 'completed_at', now)
+  update(rid, {completed_at = now})
   redis.call('ZREM', P .. 'deadlines', rid)
   redis.call('ZREM', P .. 'leases', rid)
   redis.call('ZREM', P .. 'retry', rid)
   redis.call('ZADD', P .. 'purge', now + ttl * 1000, rid)
   redis.call('PUBLISH', P .. 'done', rid)
-  count('finished_' .. redis.call('HGET', k, 'status'))
+  count('finished_' .. field(rid, 'status'))
   queue_notification(rid, now)
 end
 
 local function index_api_id(rid, api_id)
-  local k = rkey(rid)
-  local known = redis.call('HGET', k, 'api_id')
-  if not known or known == '' then redis.call('HSET', k, 'api_id', api_id) end
+  local known = field(rid, 'api_id')
+  if not known or known == '' then update(rid, {api_id = api_id}) end
   redis.call('SET', P .. 'api:' .. api_id, rid)
 end
 
@@ -112,29 +129,31 @@ local function listed(key, digest)
   return false
 end
 
-local function known_delivery(rid, digest)
-  return redis.call('HGET', rkey(rid), 'delivery_digest') == digest or listed(dkey(rid), digest)
+-- The delivery kept as the response is the same one again when its api_id and
+-- canonical body (what its digest is made of) are.
+local function known_delivery(rid, api_id, body, digest)
+  local r = load(rid)
+  return (r.delivery_at and r.api_id == api_id and r.response == body) or listed(dkey(rid), digest)
 end
 
 -- One callback delivery for a known request. Returns the outcome. The delivery
 -- that completes the request is kept once, as its `response`; others in the list.
 local function apply_delivery(rid, api_id, method, delivery, body, digest, now, ttl)
-  local k = rkey(rid)
-  if known_delivery(rid, digest) then return 'duplicate' end
+  if known_delivery(rid, api_id, body, digest) then return 'duplicate' end
   if api_id ~= '' then index_api_id(rid, api_id) end
-  local status = redis.call('HGET', k, 'status')
-  if status == 'completed' or redis.call('HGET', k, 'api_id') ~= api_id then
+  local status = field(rid, 'status')
+  if status == 'completed' or field(rid, 'api_id') ~= api_id then
     redis.call('RPUSH', dkey(rid), digest .. ' ' .. delivery)
+    if status == 'completed' then return 'matched' end
+    update(rid, {response = body})
   else
-    redis.call('HSET', k, 'delivery_at', now, 'delivery_method', method, 'delivery_digest', digest)
+    update(rid, {delivery_at = now, delivery_method = method, response = body})
   end
-  if status == 'completed' then return 'matched' end
   local outcome = 'matched'
   if status == 'expired' then
     outcome = 'late'
-    redis.call('HSET', k, 'late', '1')
+    update(rid, {late = '1'})
   end
-  set_payload(rid, 'response', body)
   move_status(rid, 'completed')
   finish(rid, now, ttl)
   return outcome

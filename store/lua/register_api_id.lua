@@ -2,15 +2,13 @@
 -- for its callback, and callbacks that came first are applied now.
 -- ARGV: rid api_id now deadline ttl
 local rid, api_id, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
-local k = rkey(rid)
-if redis.call('EXISTS', k) == 0 then return 'gone' end
+if not load(rid) then return 'gone' end
 redis.call('ZREM', P .. 'leases', rid)
 count('sends_accepted')
 index_api_id(rid, api_id)
-local status = redis.call('HGET', k, 'status')
-if status == 'sending' then
+if field(rid, 'status') == 'sending' then
   move_status(rid, 'pending')
-  redis.call('HSET', k, 'deadline', ARGV[4])
+  update(rid, {deadline = ARGV[4]})
   redis.call('ZADD', P .. 'deadlines', ARGV[4], rid)
 end
 local okey = P .. 'orphan:' .. api_id
@@ -20,4 +18,4 @@ for _, entry in ipairs(redis.call('LRANGE', okey, 0, -1)) do
   apply_delivery(rid, api_id, o.method, o.delivery, o.body, string.sub(entry, 1, space - 1), o.now, ttl)
 end
 redis.call('DEL', okey)
-return redis.call('HGET', k, 'status')
+return field(rid, 'status')

@@ -5,25 +5,23 @@
 --   unknown    (maybe acted upstream, never resent: pending until the deadline)
 -- ARGV: rid verdict value now ttl due deadline
 local rid, verdict, value, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local k = rkey(rid)
 redis.call('ZREM', P .. 'leases', rid)
-if redis.call('HGET', k, 'status') ~= 'sending' then return 0 end
+if field(rid, 'status') ~= 'sending' then return 0 end
 count('sends_' .. verdict)
 if verdict == 'completed' then
-  set_payload(rid, 'response', value)
+  update(rid, {response = value})
   move_status(rid, 'completed')
   finish(rid, tonumber(now), tonumber(ARGV[5]))
 elseif verdict == 'failed' then
-  set_payload(rid, 'error', value)
+  update(rid, {error = value})
   move_status(rid, 'failed')
   finish(rid, tonumber(now), tonumber(ARGV[5]))
 elseif verdict == 'retry' then
-  set_payload(rid, 'error', value)
+  update(rid, {error = value})
   move_status(rid, 'queued')
   redis.call('ZADD', P .. 'retry', ARGV[6], rid)
 else
-  set_payload(rid, 'error', value)
-  redis.call('HSET', k, 'deadline', ARGV[7])
+  update(rid, {error = value, deadline = ARGV[7]})
   move_status(rid, 'pending')
   redis.call('ZADD', P .. 'deadlines', ARGV[7], rid)
 end

@@ -7,10 +7,9 @@ if idem_key ~= '' then
   local prev = redis.call('GET', idem_key)
   if prev then return {'existing', prev} end
 end
-redis.call('HSET', rkey(rid), 'tenant', tenant, 'status', 'queued', 'method', ARGV[3], 'path', ARGV[4],
-  'callback_method', ARGV[6], 'submitted_at', now, 'timeout', ARGV[8], 'api_class', ARGV[14])
-if ARGV[15] ~= '' then redis.call('HSET', rkey(rid), 'notify_url', ARGV[15], 'notify_host', ARGV[16], 'notify_status', 'pending') end
-set_payload(rid, 'params', ARGV[5])
+update(rid, {tenant = tenant, status = 'queued', method = ARGV[3], path = ARGV[4], params = ARGV[5],
+  callback_method = ARGV[6], submitted_at = now, timeout = ARGV[8], api_class = ARGV[14]})
+if ARGV[15] ~= '' then update(rid, {notify_url = ARGV[15], notify_host = ARGV[16], notify_status = 'pending'}) end
 redis.call('ZADD', tkey(tenant), now, rid)
 redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
 if idem_key ~= '' then redis.call('SET', idem_key, ARGV[10], 'EX', ARGV[11]) end

@@ -7,7 +7,7 @@ local counts = {0, 0, 0}
 
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', P .. 'deadlines', rid)
-  local status = redis.call('HGET', rkey(rid), 'status')
+  local status = field(rid, 'status')
   if status == 'pending' or status == 'sending' then
     move_status(rid, 'expired')
     finish(rid, now, ttl)
@@ -17,17 +17,16 @@ end
 
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', P .. 'leases', rid)
-  local k = rkey(rid)
-  local f = redis.call('HMGET', k, 'status', 'method', 'sent_at', 'timeout')
-  if f[1] == 'queued' then
+  local r = load(rid) or {}
+  if r.status == 'queued' then
     requeue(rid)
-  elseif f[1] == 'sending' and f[2] == 'POST' then
-    local deadline = tonumber(f[3]) + tonumber(f[4]) * 1000
-    redis.call('HSET', k, 'deadline', deadline)
-    set_payload(rid, 'error', cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'}))
+  elseif r.status == 'sending' and r.method == 'POST' then
+    local deadline = tonumber(r.sent_at) + tonumber(r.timeout) * 1000
+    update(rid, {deadline = deadline,
+      error = cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'})})
     move_status(rid, 'pending')
     redis.call('ZADD', P .. 'deadlines', deadline, rid)
-  elseif f[1] == 'sending' then
+  elseif r.status == 'sending' then
     move_status(rid, 'queued')
     requeue(rid)
   end
@@ -36,17 +35,16 @@ end
 
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'purge', '-inf', now, 'LIMIT', 0, limit)) do
   redis.call('ZREM', P .. 'purge', rid)
-  local k = rkey(rid)
-  local f = redis.call('HMGET', k, 'tenant', 'status', 'api_id')
-  if f[1] then
-    redis.call('ZREM', tkey(f[1]), rid)
-    redis.call('ZREM', tkey(f[1], f[2]), rid)
+  local r = load(rid) or {}
+  if r.tenant then
+    redis.call('ZREM', tkey(r.tenant), rid)
+    redis.call('ZREM', tkey(r.tenant, r.status), rid)
   end
-  if f[3] and f[3] ~= '' and redis.call('GET', P .. 'api:' .. f[3]) == rid then
-    redis.call('DEL', P .. 'api:' .. f[3])
+  if r.api_id and r.api_id ~= '' and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
+    redis.call('DEL', P .. 'api:' .. r.api_id)
   end
   redis.call('ZREM', P .. 'notify:due', rid)
-  redis.call('DEL', k, payload_key(rid), dkey(rid), k .. ':notifications')
+  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
   counts[3] = counts[3] + 1
 end
 
