@@ -33,7 +33,7 @@ from bench.stack import API_KEY, Stack, terminate_on_signals, wait_for
 from bench.throughput import run_pool, sandbox_stats, set_faults
 
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "Your code is 482913. It expires in 10 minutes."}
-ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-zA-Z_-]{20,}")
+ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-zA-Z_-]{20,}|\b[0-9]{6,}\b")
 DAY_S = 86400
 PER_DAY = (100_000, 1_000_000, 5_184_000)        # the last: 60 requests/s, Plivo's default API rate
 TTLS_S = (DAY_S, 7 * DAY_S, 30 * DAY_S)

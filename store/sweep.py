@@ -32,8 +32,9 @@ class Sweeper:
         """One sweep at a time across every worker: whoever holds the lock sweeps."""
         return bool(self.redis.set(keys.SWEEP_LOCK, holder, nx=True, px=int(seconds * 1000)))
 
-    def sweep(self) -> SweepResult:
-        now = now_ms()
+    def sweep(self, now: int | None = None) -> SweepResult:
+        """One pass over every timer, as of `now` (ms; default: the clock)."""
+        now = now_ms() if now is None else now
         expired, recovered, purged, ring_id = self.scripts(
             "sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
         return SweepResult(expired, recovered, purged, ring_id)

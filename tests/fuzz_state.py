@@ -190,7 +190,7 @@ class CallbackEnv:
 
     def watched(self, rid: str, api_id: str) -> list[bytes]:
         """The keys a delivery for `rid` / `api_id` could change (new keys show in DBSIZE)."""
-        names = [*map(keys.outbox, keys.API_CLASSES), keys.RETRY, keys.LEASES, keys.DEADLINES, keys.PURGE,
+        names = [*map(keys.outbox, keys.API_CLASSES), keys.RETRY, keys.LEASES, keys.DEADLINES, keys.PURGE_NEXT,
                  keys.DRAINERS]
         names += [keys.tenant_requests(self.tenant, status) for status in (None, *STATUSES)]
         names += [keys.api_id(api_id), keys.orphan(api_id)]

@@ -153,3 +153,24 @@ def test_only_one_sweeper_holds_the_lock_at_a_time(redis):
     for t in threads:
         t.join()
     assert len(won) == 1
+
+
+def test_a_finished_request_is_purged_with_its_indexes_after_its_keep_time(redis):
+    requests, outbox, deliveries = Requests(redis, 1), Outbox(redis, 1, 4), Deliveries(redis, 1, 1)
+    first, purged = submit(requests, tenant="t9"), submit(requests, tenant="t9")
+    outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
+    for rid in (first, purged):
+        assert outbox.mark_sending(rid)
+        api_id = str(uuid.uuid4())
+        outbox.register_api_id(rid, api_id, 60)
+        assert deliveries.store(rid, api_id, {"api_id": api_id}, "POST") == "matched"
+    finished_at = int(requests.get(purged).fields["completed_at"])
+    sweeper = Sweeper(redis, result_ttl=1)
+    assert sweeper.sweep(now=finished_at + 999).purged == 0
+    assert requests.get(purged) is not None
+    later = sweeper.sweep(now=finished_at + 1000 + 10_000 + 1000)   # due, and its bucket wholly past
+    assert later.purged == 2
+    assert requests.get(purged) is None and requests.page("t9", None, 0, 20) == (0, [])
+    assert requests.page("t9", "completed", 0, 20) == (0, [])
+    assert requests.rid_for_api_id(api_id) is None
+    assert [k for k in redis.scan_iter("ab:*") if k not in ("ab:metrics", "ab:purge:next", "ab:drainers")] == []

@@ -101,6 +101,20 @@ local function queue_notification(rid, now)
   redis.call('ZADD', P .. 'notify:due', now, rid)
 end
 
+-- Finished requests wait for deletion in lists, one per PURGE_BUCKET_MS of due
+-- time: a list entry costs a third of a sorted-set member. The sweep empties the
+-- buckets wholly in the past in order, from the one named by `purge:next`; a
+-- request is deleted at most PURGE_BUCKET_MS (plus a sweep) after it is due.
+local PURGE_BUCKET_MS = 10000
+local function purge_bucket(at) return math.floor(at / PURGE_BUCKET_MS) end
+
+local function schedule_purge(rid, at)
+  local bucket = purge_bucket(at)
+  redis.call('RPUSH', P .. 'purge:' .. bucket, rid)
+  local first = tonumber(redis.call('GET', P .. 'purge:next'))
+  if not first or bucket < first then redis.call('SET', P .. 'purge:next', bucket) end
+end
+
 -- The request reached a final status: stop every timer, keep it for `ttl`, wake
 -- waiters, queue its notification.
 local function finish(rid, now, ttl)
@@ -108,7 +122,7 @@ local function finish(rid, now, ttl)
   redis.call('ZREM', P .. 'deadlines', rid)
   redis.call('ZREM', P .. 'leases', rid)
   redis.call('ZREM', P .. 'retry', rid)
-  redis.call('ZADD', P .. 'purge', now + ttl * 1000, rid)
+  schedule_purge(rid, now + ttl * 1000)
   redis.call('PUBLISH', P .. 'done', rid)
   count('finished_' .. field(rid, 'status'))
   queue_notification(rid, now)

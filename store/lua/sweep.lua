@@ -33,20 +33,32 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LI
   counts[2] = counts[2] + 1
 end
 
-for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'purge', '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', P .. 'purge', rid)
-  local r = load(rid) or {}
-  if r.tenant then
-    redis.call('ZREM', tkey(r.tenant), rid)
-    redis.call('ZREM', tkey(r.tenant, r.status), rid)
-  end
-  if r.api_id and r.api_id ~= '' and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
+-- A request finished again (a late callback after expiry) is in a later bucket
+-- too; one kept longer than this `ttl` (it was raised) is rescheduled.
+local function purge(rid)
+  local r = load(rid)
+  if not r then return end
+  local due = tonumber(r.completed_at) + ttl * 1000
+  if due > now then return schedule_purge(rid, due) end
+  redis.call('ZREM', tkey(r.tenant), rid)
+  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  if r.api_id and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
     redis.call('DEL', P .. 'api:' .. r.api_id)
   end
   redis.call('ZREM', P .. 'notify:due', rid)
   redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
   counts[3] = counts[3] + 1
 end
+
+local bucket = tonumber(redis.call('GET', P .. 'purge:next'))
+local steps = 0
+while bucket and bucket < purge_bucket(now) and steps < limit do
+  local taken = redis.call('LPOP', P .. 'purge:' .. bucket, limit)
+  for _, rid in ipairs(taken or {}) do purge(rid) end
+  steps = steps + (taken and #taken or 0) + 1
+  if redis.call('EXISTS', P .. 'purge:' .. bucket) == 0 then bucket = bucket + 1 end
+end
+if bucket then redis.call('SET', P .. 'purge:next', bucket) end
 
 local rung = ''
 if outbox_length() > 0 or
