@@ -62,3 +62,20 @@ def test_no_proxy_bypasses_the_proxy(make_stack, sandbox, proxy):
     with stack.web.client() as api:
         wait_status(api, submit(api)["request_id"], "completed")
     assert seen == []
+
+
+def test_query_strings_are_written_as_before_the_client_changed():
+    """httpx wrote GET/DELETE params this way; the upstream must see the same query."""
+    from workers.upstream import query
+    assert query({"a": True, "b": False, "c": None, "d": [1, "x y"], "e": 1.5}) == "a=true&b=false&c=&d=1&d=x+y&e=1.5"
+
+
+def test_no_proxy_covers_the_upstream_host(monkeypatch):
+    from workers.upstream import environment_proxy
+    for name in ("https_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    assert environment_proxy("https://api.plivo.com/v1/") == "http://proxy.local:3128"
+    monkeypatch.setenv("NO_PROXY", ".plivo.com")
+    assert environment_proxy("https://api.plivo.com/v1/") is None

@@ -1,7 +1,6 @@
 """`python -m workers`: one RQ worker process that runs drain jobs and the sweep."""
 from __future__ import annotations
 
-import logging
 import os
 
 from rq import SimpleWorker
@@ -25,7 +24,6 @@ def main() -> None:
     ctx = context()
     level = os.environ.get("LOG_LEVEL", "info").upper()
     logs.configure(ctx.settings.log_format, level)   # before RQ's loggers: see logs.configure
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream request
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:
         Notifier(ctx.settings, ctx.notifications, shutdown).start()

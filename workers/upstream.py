@@ -1,18 +1,28 @@
-"""The upstream API client: one pooled HTTP client per worker process, and what each answer means."""
+"""The upstream API client: one connection pool per worker process, and what each answer means.
+
+urllib3 rather than httpx: per send it costs about a third of the CPU (bench/README.md,
+"Profiling"), and everything a send needs that httpx worked out per request (the proxy
+from the environment, the Authorization header, the account's URL) is worked out once here.
+"""
 from __future__ import annotations
 
 import json
-import threading
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
-import httpx
+import certifi
+import urllib3
+from urllib3.exceptions import (ConnectTimeoutError, EmptyPoolError, HTTPError, NewConnectionError, ProxyError,
+                                SSLError)
 
 from config import Settings
 from store.outbox import Claimed
 
 ASYNC_SPAWNED = "async api spawned"
-SAFE_TO_RETRY = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+# Failures before the request left: safe to send again, whatever the method.
+SAFE_TO_RETRY = (NewConnectionError, ConnectTimeoutError, EmptyPoolError, ProxyError, SSLError)
 
 
 @dataclass(frozen=True)
@@ -27,72 +37,85 @@ class Verdict:
 
 
 class PlivoClient:
-    """One keep-alive HTTP client per send thread: a shared pool of mostly idle
-    connections costs CPU per request and lock waits (encode/httpcore#1035)."""
+    """Keep-alive connections shared by the process's send threads (urllib3's pool is a
+    lock-free LIFO queue). The proxy comes from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless
+    NO_PROXY names the upstream's host, as curl and httpx read them."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         self.account_url = f"{settings.plivo_api_url}Account/{settings.plivo_auth_id}/"
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
-        self._lock = threading.Lock()
-
-    @property
-    def http(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = httpx.Client(
-                auth=(self.settings.plivo_auth_id, self.settings.plivo_auth_token),
-                timeout=httpx.Timeout(self.settings.plivo_timeout),
-                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-                headers={"User-Agent": "answerback/1"},
-                trust_env=True,  # HTTPS_PROXY, HTTP_PROXY, NO_PROXY
-            )
-            with self._lock:
-                self._clients.append(client)
-        return client
+        self.headers = {**urllib3.make_headers(basic_auth=f"{settings.plivo_auth_id}:{settings.plivo_auth_token}"),
+                        "User-Agent": "answerback/1"}
+        threads = settings.send_concurrency + settings.calls_in_flight
+        options: dict[str, Any] = {
+            "maxsize": threads, "retries": False, "ca_certs": certifi.where(),
+            "timeout": urllib3.Timeout(connect=settings.plivo_timeout, read=settings.plivo_timeout)}
+        proxy = environment_proxy(settings.plivo_api_url)
+        if proxy:
+            auth = urllib3.util.parse_url(proxy).auth
+            headers = urllib3.make_headers(proxy_basic_auth=auth) if auth else None
+            self.pool: urllib3.PoolManager = urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
+        else:
+            self.pool = urllib3.PoolManager(**options)
 
     def send(self, item: Claimed, callback_url: str) -> Verdict:
         args = {**item.params, "callback_url": callback_url, "callback_method": item.callback_method}
         url = self.account_url + item.path
         try:
             if item.method == "POST":
-                answer = self.http.post(url, json=args)
+                answer = self.pool.request("POST", url, body=json.dumps(args, separators=(",", ":")).encode(),
+                                           headers={**self.headers, "Content-Type": "application/json"})
             else:
-                answer = self.http.request(item.method, url, params=args)
+                answer = self.pool.request(item.method, f"{url}?{query(args)}", headers=self.headers)
         except SAFE_TO_RETRY as exc:
             return Verdict("retry", error=_transport_error("could not reach the upstream", exc))
-        except httpx.TransportError as exc:
+        except HTTPError as exc:
             error = _transport_error("no answer from the upstream after sending", exc)
             return Verdict("unknown" if item.method == "POST" else "retry", error=error)
-        return classify(answer)
+        return classify(answer.status, answer.data, answer.headers.get("Retry-After"))
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients:
-                client.close()
-            self._clients.clear()
+        self.pool.clear()
 
 
-def classify(answer: httpx.Response) -> Verdict:
-    body = _body(answer)
-    if answer.is_success:
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url`, or None (none set, or NO_PROXY covers its host)."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(parts.scheme) or proxies.get("all")
+
+
+def query(args: dict[str, Any]) -> str:
+    """Query-string parameters written as httpx writes them: lists repeat their key,
+    booleans are true/false, None is empty."""
+    def text(value: Any) -> str:
+        if value is True or value is False:
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+    pairs = [(k, text(v)) for k, value in args.items() for v in (value if isinstance(value, list) else [value])]
+    return urlencode(pairs)
+
+
+def classify(status: int, content: bytes, retry_after: str | None = None) -> Verdict:
+    body = _body(content)
+    if 200 <= status < 300:
         if isinstance(body, dict) and body.get("message") == ASYNC_SPAWNED and body.get("api_id"):
             return Verdict("accepted", api_id=str(body["api_id"]))
         return Verdict("completed", body=body if body is not None else {})
-    error = {"reason": "upstream answered an error", "status": answer.status_code, "body": body}
-    if answer.status_code == 429 or answer.status_code >= 500:
-        return Verdict("retry", error=error, retry_after=answer.headers.get("Retry-After"))
+    error = {"reason": "upstream answered an error", "status": status, "body": body}
+    if status == 429 or status >= 500:
+        return Verdict("retry", error=error, retry_after=retry_after)
     return Verdict("failed", error=error)
 
 
-def _body(answer: httpx.Response) -> Any:
-    if not answer.content:
+def _body(content: bytes) -> Any:
+    if not content:
         return None
     try:
-        return answer.json()
+        return json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return answer.text[:4096]
+        return content.decode("utf-8", "replace")[:4096]
 
 
 def _transport_error(reason: str, exc: Exception) -> dict[str, Any]:
