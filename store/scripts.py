@@ -21,9 +21,12 @@ NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
 
 @cache
 def source(name: str) -> str:
+    """The prelude, then the script as a function, whose changed records are written once it returns."""
     prelude = (LUA / "prelude.lua").read_text()
     classes = ", ".join(f"'{c}'" for c in API_CLASSES)
-    return f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n{prelude}\n{(LUA / f'{name}.lua').read_text()}"
+    return (f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n{prelude}\n"
+            f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
+            "local answer = script()\nflush()\nreturn answer\n")
 
 
 class Scripts:

@@ -7,14 +7,17 @@ local function rkey(rid) return P .. 'req:' .. rid end
 -- order of FIELDS (false where a field is unset). One key per request, no field
 -- names stored, and params or a response of any length cost no more than their
 -- own bytes (a hash turns into a hashtable, several times larger, once any value
--- passes 64 bytes). Scripts read a record once (`load`) and write it through
--- (`update`); the client reads it as HGETALL-style pairs (`read_record`).
+-- passes 64 bytes). Scripts read a record once (`load`), change it (`update`),
+-- and the loader writes each changed record once when the script ends (`flush`);
+-- the client reads it as HGETALL-style pairs (`read_record`).
 local FIELDS = {'tenant', 'status', 'method', 'path', 'callback_method', 'submitted_at', 'timeout',
   'api_class', 'attempts', 'sent_at', 'api_id', 'deadline', 'completed_at', 'late', 'delivery_at',
   'delivery_method', 'params', 'response', 'error', 'notify_url', 'notify_host', 'notify_status',
   'notify_event', 'notify_attempts', 'notify_error', 'notify_delivered_at'}
 
 local records = {}   -- what this run of the script has read, by request id
+local changed = {}   -- request ids to write back, in the order first changed
+local is_changed = {}
 
 local function load(rid)
   if records[rid] == nil then
@@ -39,15 +42,35 @@ end
 local function update(rid, changes)
   local r = load(rid) or {}
   for name, value in pairs(changes) do r[name] = value and tostring(value) or nil end
+  if not is_changed[rid] then
+    is_changed[rid] = true
+    table.insert(changed, rid)
+  end
   records[rid] = r
-  local values = {}
-  for i, name in ipairs(FIELDS) do values[i] = r[name] or false end
-  redis.call('SET', rkey(rid), cmsgpack.pack(values))
+end
+
+local function flush()
+  for _, rid in ipairs(changed) do
+    local r = records[rid]
+    if r then
+      local values = {}
+      for i, name in ipairs(FIELDS) do values[i] = r[name] or false end
+      redis.call('SET', rkey(rid), cmsgpack.pack(values))
+    end
+  end
 end
 
 -- Deliveries other than the one kept as the record's response (its delivery_* fields):
 -- each `digest .. ' ' .. delivery`.
 local function dkey(rid) return rkey(rid) .. ':deliveries' end
+
+-- The record and what hangs on it: its other deliveries, its notification
+-- attempts and any notification still due.
+local function delete_record(rid)
+  redis.call('ZREM', P .. 'notify:due', rid)
+  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
+  records[rid] = false
+end
 
 -- The record as the client reads it, as HGETALL-style pairs, with what the layout
 -- implies: its id and its number of deliveries.

@@ -45,8 +45,7 @@ local function purge(rid)
   if r.api_id and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
     redis.call('DEL', P .. 'api:' .. r.api_id)
   end
-  redis.call('ZREM', P .. 'notify:due', rid)
-  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
+  delete_record(rid)
   counts[3] = counts[3] + 1
 end
 
