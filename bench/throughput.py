@@ -236,7 +236,7 @@ def latencies(redis: Redis, rids: list[str]) -> dict[str, list[float]]:
     for status, submitted, sent, completed in rows:
         if status != "completed" or not (submitted and sent and completed):
             continue
-        submitted, sent, completed = int(submitted), int(sent), int(completed)
+        submitted, sent, completed = int(float(submitted)), int(sent), int(completed)
         total.append(completed - submitted)
         queued.append(sent - submitted)
         upstream.append(completed - sent)
