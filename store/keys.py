@@ -16,7 +16,7 @@ def outbox(api_class: str) -> str:
 RETRY = PREFIX + "retry"              # zset request id -> when to send again (ms)
 LEASES = PREFIX + "leases"            # zset request id -> lease expiry (ms) while a drain job holds it
 DEADLINES = PREFIX + "deadlines"      # zset request id -> callback deadline (ms)
-PURGE_NEXT = PREFIX + "purge:next"    # the first purge bucket the sweep has not emptied yet
+PURGE_NEXT = PREFIX + "purge:next"    # the first purge bucket (list ab:purge:{n}) the sweep has not emptied
 DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
@@ -63,8 +63,3 @@ def idempotency(tenant: str, key_digest: str) -> str:
 
 def rate_limit(account: str, api_class: str) -> str:
     return f"{PREFIX}rl:{account}:{api_class}"
-
-
-def purge_bucket(bucket: int) -> str:
-    """List of the finished requests due for deletion in one stretch of time (see lua/prelude.lua)."""
-    return f"{PREFIX}purge:{bucket}"
