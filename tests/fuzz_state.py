@@ -136,16 +136,18 @@ class FuzzEnv:
 
 
 def seed_requests(db: Db, apps: dict[str, Any]) -> Pools:
-    """Four requests of KEY (two of them completed, with deliveries, so that their
-    :deliveries and :digests keys exist) and two of OTHER_KEY."""
+    """Four requests of KEY (two of them completed, each with a second delivery besides
+    the one kept as its response, so that their :deliveries keys exist) and two of OTHER_KEY."""
     unsigned = apps["unsigned"].test_client()
     own = [submit_via(unsigned, KEY) for _ in range(4)]
     other = [submit_via(unsigned, OTHER_KEY) for _ in range(2)]
     api_ids = []
     for rid in own[:2]:
         api_id = str(uuid.uuid4())
-        answer = unsigned.post(f"/callbacks/plivo?rid={rid}", json={"api_id": api_id, "status": "fired"})
-        assert answer.json == {"outcome": "matched"}
+        for status in ("fired", "answered"):
+            answer = unsigned.post(f"/callbacks/plivo?rid={rid}", json={"api_id": api_id, "status": status})
+            assert answer.json == {"outcome": "matched"}
+        assert db.raw.exists(keys.deliveries(rid))
         api_ids.append(api_id)
     db.keep_as_seed()
     return Pools(tuple(own), tuple(other), tuple(api_ids))

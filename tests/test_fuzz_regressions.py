@@ -32,7 +32,7 @@ def test_deeply_nested_json_is_a_400(seeded, app, path, headers):
                                           (":deliveries", "/v1/results/{}")])
 def test_request_id_naming_another_key_is_a_404(seeded, suffix, path):
     """Was: `{rid}:deliveries` named that request's list key; HGETALL on it failed WRONGTYPE, a 503."""
-    rid = seeded.pools.own[0]   # has a delivery, so ab:req:{rid}:deliveries and :digests exist
+    rid = seeded.pools.own[0]   # has two deliveries, so ab:req:{rid}:deliveries exists
     answer = seeded.client("signed").get(path.format(rid + suffix), headers=bearer(KEY))
     assert answer.status_code == 404, (answer.status_code, answer.get_data())
 
