@@ -6,6 +6,7 @@ each default below is the one that is safe in production.
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -104,6 +105,32 @@ def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
 
 DEFAULT_NOTIFY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
 
+# Client connections one web process keeps for callbacks and other requests beside its waiters.
+OTHER_CONNECTIONS = 1000
+# File descriptors one web process needs beside client sockets: Redis pools, the listener, logs.
+FD_RESERVE = 128
+
+
+def web_capacity(max_waiters: int, fd_limit: int) -> tuple[int, int]:
+    """(connections, waiters) one web process can hold with `fd_limit` open files: each
+    client is one socket, and OTHER_CONNECTIONS (or half of a small limit) stay free for
+    callbacks, so waiters can never take the sockets the webhook needs."""
+    connections = max(2, min(max_waiters + OTHER_CONNECTIONS, fd_limit - FD_RESERVE))
+    return connections, max(0, min(max_waiters, connections - min(OTHER_CONNECTIONS, connections // 2)))
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (what an unprivileged
+    process may do) and answer the soft limit now in force; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -152,10 +179,9 @@ class Settings:
     max_drainers: int = 4
     # Seconds one drain job runs before it hands over to a fresh one.
     drain_seconds: int = 30
-    # Share of one web process's threads that ?wait may hold.
-    wait_share: float = 0.5
-    # Threads per web worker process (gunicorn gthread).
-    web_threads: int = 32
+    # Clients one web process holds waiting on ?wait at once; past it a wait answers at
+    # once with X-Wait-Capped. Each costs one socket (file descriptor) and a greenlet.
+    max_waiters: int = 10000
     # Token of the main account, for X-Plivo-Signature-Ma-V3 when PLIVO_AUTH_ID is a
     # sub-account (empty: PLIVO_AUTH_TOKEN).
     plivo_main_auth_token: str = field(default="", repr=False)
@@ -230,8 +256,7 @@ class Settings:
             drainer_stale_seconds=_int(env, "DRAINER_STALE_SECONDS", 15, low=2),
             max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
             drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
-            wait_share=_float(env, "WAIT_SHARE", 0.5),
-            web_threads=_int(env, "WEB_THREADS", 32, low=2),
+            max_waiters=_int(env, "MAX_WAITERS", 10000),
             plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", ""),
             replay_window=_int(env, "REPLAY_WINDOW", 3600, low=1),
             accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),

@@ -1,16 +1,40 @@
 """gunicorn settings for the web process, from the environment.
 
-gthread workers: a client waiting on ?wait holds a thread, not a process, and
-the wait cap (WAIT_SHARE of WEB_THREADS) keeps threads free for callbacks.
+gevent workers: a client waiting on ?wait holds a greenlet and a socket, not a
+thread, so one process holds thousands (MAX_WAITERS) and the webhook keeps
+its speed. The open-files limit is raised to the hard limit here, in the master,
+and the workers inherit it; the connection and waiter caps follow from it.
 """
 import os
+import sys
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
+
+
+class WebWorker(GeventWorker):
+    """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at
+    once (with its record as it stands) while requests in progress run to their end."""
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        gevent.spawn(self.release_waiters)
+
+    def release_waiters(self):
+        services = getattr(self.wsgi, "extensions", {}).get("answerback")
+        if services is not None:
+            services.release_waiters()
+
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-worker_class = "gthread"
+worker_class = WebWorker
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "32"))
-timeout = 90            # above the longest ?wait (60 s)
-graceful_timeout = 65   # let waiting clients get their answer on shutdown
+worker_connections, _waiters = web_capacity(Settings.from_env().max_waiters, raise_fd_limit())
+timeout = 90            # the hub must not be blocked this long
+graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
 keepalive = 5
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"

@@ -14,11 +14,9 @@ from receiver.services import services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, PAGE_SIZE, int_arg, is_uuid, json_body, parse_submission,
                                  status_arg, wait_arg)
 from store.metrics import count
-from store.records import RequestRecord, Submission
+from store.records import RequestRecord, Requests, Submission
 
 bp = Blueprint("requests", __name__, url_prefix="/v1")
-
-SAFETY_RECHECK_S = 5.0  # pub/sub wakes waiters; this only bounds a missed message
 
 
 @bp.post("/requests")
@@ -127,8 +125,9 @@ def _page_link(limit: int, offset: int, status: str | None) -> str:
     return url_for("requests.list_requests") + "?" + urlencode(query)
 
 
-def _own_record(rid: str) -> RequestRecord:
-    record = services().requests.get_for(g.tenant, rid) if is_uuid(rid) else None
+def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:
+    requests = requests or services().requests
+    record = requests.get_for(g.tenant, rid) if is_uuid(rid) else None
     if record is None:
         raise NotFound("no request with that id")
     logs.bind(request_id=rid, api_id=record.fields.get("api_id") or "")
@@ -147,7 +146,9 @@ def _answer(rid: str, wait: int):
 
 
 def _wait(record: RequestRecord, seconds: int) -> tuple[RequestRecord, bool]:
-    """Hold the answer until the request finishes or `seconds` pass, within this process's cap."""
+    """Hold the answer until the request finishes or `seconds` pass, within this process's cap.
+    The listener wakes the wait when the request finishes, after a Redis reconnect, and
+    when the process stops (then the record is answered as it stands)."""
     svc, rid = services(), record.fields["request_id"]
     if not svc.wait_slots.acquire(blocking=False):
         count(svc.redis, "waits_capped")
@@ -156,11 +157,11 @@ def _wait(record: RequestRecord, seconds: int) -> tuple[RequestRecord, bool]:
     try:
         deadline = time.monotonic() + seconds
         with svc.listener.watching(rid) as done:
-            record = _own_record(rid)
-            while not record.finished and (left := deadline - time.monotonic()) > 0:
-                done.wait(min(left, SAFETY_RECHECK_S))
+            record = _own_record(rid, svc.waiter_requests)
+            while not (record.finished or svc.listener.released) and (left := deadline - time.monotonic()) > 0:
+                done.wait(left)
                 done.clear()
-                record = _own_record(rid)
+                record = _own_record(rid, svc.waiter_requests)
         return record, False
     finally:
         svc.wait_slots.release()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import resource
 import threading
 from dataclasses import dataclass, field
 
@@ -10,7 +11,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
-from config import Settings
+from config import Settings, web_capacity
 from notify_hosts import HostPolicy
 from store import connect
 from store.callbacks import Deliveries
@@ -20,6 +21,12 @@ from store.records import Requests
 from store.waiting import DoneListener
 
 log = logging.getLogger(__name__)
+
+
+# Redis connections of one web process: for requests (webhook, API), and apart from them
+# for waiters' re-reads, so that thousands of waiters woken at once never queue ahead of a callback.
+REDIS_CONNECTIONS = 64
+WAITER_REDIS_CONNECTIONS = 8
 
 
 @dataclass
@@ -33,24 +40,32 @@ class Services:
     notifications: Notifications
     notify_hosts: HostPolicy
     wait_slots: threading.BoundedSemaphore = field(repr=False)
+    waiter_requests: Requests = field(repr=False)
     key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, REDIS_CONNECTIONS)
         rq_redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
-        slots = max(1, int(settings.web_threads * settings.wait_share))
+        stale_ms = settings.drainer_stale_seconds * 1000
         return cls(
             settings=settings,
             redis=redis,
-            requests=Requests(redis, settings.result_ttl, settings.drainer_stale_seconds * 1000),
+            requests=Requests(redis, settings.result_ttl, stale_ms),
             deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl, settings.replay_window),
             listener=DoneListener(connect(settings.redis_url)),
             queue=Queue(settings.queue_name, connection=rq_redis),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
-            wait_slots=threading.BoundedSemaphore(slots),
+            wait_slots=threading.BoundedSemaphore(wait_cap(settings)),
+            waiter_requests=Requests(connect(settings.redis_url, WAITER_REDIS_CONNECTIONS),
+                                     settings.result_ttl, stale_ms),
         )
+
+    def release_waiters(self) -> None:
+        """Shutting down: answer every waiting client now, with its record as it stands."""
+        log.info("stopping: answering %d waiting clients", self.listener.waiting)
+        self.listener.release_all()
 
     def ring(self, ring_id: str) -> None:
         """Start a drain job for a new submission. The submission is already safe in the
@@ -61,6 +76,16 @@ class Services:
             enqueue_drain_job(self.queue, ring_id, self.settings)
         except RedisError as exc:
             log.warning("could not enqueue drain job (%s); the sweep will", type(exc).__name__)
+
+
+def wait_cap(settings: Settings) -> int:
+    """Waiters this process holds: MAX_WAITERS, unless the open-files limit allows fewer."""
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    _, cap = web_capacity(settings.max_waiters, fd_limit)
+    if cap < settings.max_waiters:
+        log.warning("open-files limit %d holds only %d waiters (MAX_WAITERS=%d); raise `ulimit -n`",
+                    fd_limit, cap, settings.max_waiters)
+    return cap
 
 
 def services() -> Services:

@@ -1,8 +1,13 @@
 """Wake the clients that wait on a request the moment it finishes.
 
 One Redis pub/sub subscription per process feeds in-process events, so any
-number of waiting clients costs one connection and no polling of Redis
-beyond a slow safety re-check.
+number of waiting clients costs one connection and no polling of Redis. Under
+gevent (the web process) the listener is a greenlet and each event a gevent
+Event, so one message wakes its waiters without a thread each.
+
+A finish published while the subscription was down is never lost for long:
+after every (re)subscription, confirmed by Redis, every waiter is woken to
+re-read its record, so a waiter misses nothing beyond the reconnect itself.
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from store import keys
 
 log = logging.getLogger(__name__)
 
+RECONNECT_PAUSE_S = 0.5
+
 
 class DoneListener:
     def __init__(self, redis: Redis) -> None:
@@ -29,14 +36,18 @@ class DoneListener:
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self.released = False
 
     @contextmanager
     def watching(self, rid: str) -> Iterator[threading.Event]:
-        """An event set when `rid` finishes; register before reading the record."""
+        """An event set when `rid` finishes, after a resubscription, or on release;
+        register before reading the record."""
         self._ensure_running()
         event = threading.Event()
         with self._lock:
             self._waiters.setdefault(rid, set()).add(event)
+        if self.released:
+            event.set()
         try:
             yield event
         finally:
@@ -45,6 +56,17 @@ class DoneListener:
                 group.discard(event)
                 if not group:
                     self._waiters.pop(rid, None)
+
+    @property
+    def waiting(self) -> int:
+        """Waiters registered now."""
+        with self._lock:
+            return sum(len(group) for group in self._waiters.values())
+
+    def release_all(self) -> None:
+        """The process is stopping: wake every waiter, and any later one at once."""
+        self.released = True
+        self._wake_all()
 
     def _ensure_running(self) -> None:
         with self._lock:
@@ -62,19 +84,24 @@ class DoneListener:
                 self._listen()
             except RedisError as exc:
                 log.warning("done listener lost Redis (%s); reconnecting", type(exc).__name__)
-                self._subscribed.clear()
-                self._wake_all()
-                time.sleep(0.5)
+            except Exception:
+                log.exception("done listener failed; restarting")
+            self._subscribed.clear()
+            time.sleep(RECONNECT_PAUSE_S)
 
     def _listen(self) -> None:
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._redis.pubsub()
         try:
             pubsub.subscribe(keys.DONE_CHANNEL)
-            self._subscribed.set()
             while True:
                 message = pubsub.get_message(timeout=1.0)
-                if message and message["type"] == "message":
+                if not message:
+                    continue
+                if message["type"] == "message":
                     self._wake(message["data"])
+                elif message["type"] == "subscribe":   # Redis confirmed: from here on nothing is missed
+                    self._subscribed.set()
+                    self._wake_all()
         finally:
             pubsub.close()
 
@@ -85,7 +112,7 @@ class DoneListener:
             event.set()
 
     def _wake_all(self) -> None:
-        """After a lost subscription a finish may have been missed: let every waiter re-read."""
+        """Let every waiter re-read its record (a finish may have gone by unseen)."""
         with self._lock:
             events = [e for group in self._waiters.values() for e in group]
         for event in events:
