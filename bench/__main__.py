@@ -15,6 +15,7 @@ BENCHES = {
     "throughput": "bench.throughput",
     "notifications": "bench.notifications",
     "memory": "bench.memory",
+    "waiting": "bench.waiting",
 }
 
 

@@ -62,7 +62,9 @@ def get_request(request_id: str):
 def get_result(api_id: str):
     wait = wait_arg(request.args)
     logs.bind(api_id=api_id if is_uuid(api_id) else "")
-    rid = services().requests.rid_for_api_id(api_id.lower()) if is_uuid(api_id) else None
+    svc = services()
+    records = svc.waiter_requests if wait else svc.requests
+    rid = records.rid_for_api_id(api_id.lower()) if is_uuid(api_id) else None
     if rid is None:
         raise NotFound("no request with that api_id")
     return _answer(rid, wait)
@@ -135,33 +137,36 @@ def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:
 
 
 def _answer(rid: str, wait: int):
-    record = _own_record(rid)
-    if not wait or record.finished:
+    if not wait:
+        return jsonify(_own_record(rid).to_json())
+    waiting = services().waiter_requests     # a waiter reads through connections of its own
+    record = _own_record(rid, waiting)
+    if record.finished:
         return jsonify(record.to_json())
-    record, capped = _wait(record, wait)
+    record, capped = _wait(record, wait, waiting)
     response = jsonify(record.to_json())
     if capped:
         response.headers["X-Wait-Capped"] = "true"
     return response
 
 
-def _wait(record: RequestRecord, seconds: int) -> tuple[RequestRecord, bool]:
+def _wait(record: RequestRecord, seconds: int, waiting: Requests) -> tuple[RequestRecord, bool]:
     """Hold the answer until the request finishes or `seconds` pass, within this process's cap.
     The listener wakes the wait when the request finishes, after a Redis reconnect, and
     when the process stops (then the record is answered as it stands)."""
     svc, rid = services(), record.fields["request_id"]
     if not svc.wait_slots.acquire(blocking=False):
-        count(svc.redis, "waits_capped")
+        count(waiting.redis, "waits_capped")
         return record, True
-    count(svc.redis, "waits_held")
+    count(waiting.redis, "waits_held")
     try:
         deadline = time.monotonic() + seconds
         with svc.listener.watching(rid) as done:
-            record = _own_record(rid, svc.waiter_requests)
+            record = _own_record(rid, waiting)
             while not (record.finished or svc.listener.released) and (left := deadline - time.monotonic()) > 0:
                 done.wait(left)
                 done.clear()
-                record = _own_record(rid, svc.waiter_requests)
+                record = _own_record(rid, waiting)
         return record, False
     finally:
         svc.wait_slots.release()

@@ -13,6 +13,7 @@ from rq import Queue
 
 from config import Settings, web_capacity
 from notify_hosts import HostPolicy
+from receiver.validation import MAX_WAIT
 from store import connect
 from store.callbacks import Deliveries
 from store.drain_jobs import enqueue_drain_job
@@ -23,10 +24,12 @@ from store.waiting import DoneListener
 log = logging.getLogger(__name__)
 
 
-# Redis connections of one web process: for requests (webhook, API), and apart from them
-# for waiters' re-reads, so that thousands of waiters woken at once never queue ahead of a callback.
+# Redis connections of one web process: for requests (webhook, API), and apart from them for
+# ?wait reads, so that thousands of waiters arriving or woken at once never queue ahead of a
+# callback. A waiter may queue for its connection as long as it would wait anyway.
 REDIS_CONNECTIONS = 64
 WAITER_REDIS_CONNECTIONS = 8
+WAITER_QUEUE_S = MAX_WAIT
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Services:
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
             wait_slots=threading.BoundedSemaphore(wait_cap(settings)),
-            waiter_requests=Requests(connect(settings.redis_url, WAITER_REDIS_CONNECTIONS),
+            waiter_requests=Requests(connect(settings.redis_url, WAITER_REDIS_CONNECTIONS, WAITER_QUEUE_S),
                                      settings.result_ttl, stale_ms),
         )
 
