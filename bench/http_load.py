@@ -5,9 +5,9 @@ a Python client on the same cores costs as little CPU as it can.
       each of C keep-alive connections POSTs a fresh JSON callback (a new api_id every time)
       to PATH as soon as its last answer came back, for S seconds (a fixed load, like
       `wrk -c C`); prints {"n", "seconds", "statuses", "latencies_ms": [p50, p99, max]}.
-  python -m bench.http_load finish URL RIDS_FILE --connections 32 [--signed TOKEN]
-      one callback for each request id in RIDS_FILE (one a line) on C connections;
-      prints the same figures.
+  python -m bench.http_load finish URL RIDS_FILE --connections 32 --rate R [--signed TOKEN]
+      one callback for each request id in RIDS_FILE (one a line) on C connections, R a
+      second at most (0: as fast as answers come); prints the same figures.
 
 Also the library the waiting bench uses in-process: `hold` keeps one connection per waiter.
 """
@@ -70,11 +70,14 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     return Answer(int(head[9:12]), head, await reader.readexactly(length) if length else b"")
 
 
-async def _connection(host: str, port: int, next_request: Callable[[], bytes | None],
+async def _connection(host: str, port: int, next_request: Callable[[], tuple[bytes, float] | None],
                       latencies: list[float], statuses: dict[int, int], bodies: list[bytes] | None) -> None:
     reader = writer = None
     try:
-        while (request := next_request()) is not None:
+        while (turn := next_request()) is not None:
+            request, due = turn
+            if (early := due - time.perf_counter()) > 0:
+                await asyncio.sleep(early)
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
             started = time.perf_counter()
@@ -93,20 +96,25 @@ async def _connection(host: str, port: int, next_request: Callable[[], bytes | N
 
 
 async def drive(url: str, requests: Iterator[bytes], connections: int, seconds: float | None = None,
-                bodies: list[bytes] | None = None) -> dict:
+                bodies: list[bytes] | None = None, rate: float = 0.0) -> dict:
     """Send `requests` over `connections` keep-alive connections, each waiting for its answer
-    before the next; stop when they run out or after `seconds`. Answer bodies go to `bodies`."""
+    before the next; stop when they run out or after `seconds`. Answer bodies go to `bodies`.
+    `rate` > 0: no faster than that many per second, evenly spaced (a steady stream of
+    callbacks rather than as many as the server can take)."""
     parts = urlsplit(url)
-    deadline = time.perf_counter() + seconds if seconds else None
+    started = time.perf_counter()
+    deadline = started + seconds if seconds else None
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    sent = itertools.count()
 
-    def next_request() -> bytes | None:
+    def next_request() -> tuple[bytes, float] | None:
         if deadline is not None and time.perf_counter() >= deadline:
             return None
-        return next(requests, None)
+        request = next(requests, None)
+        due = started + next(sent) / rate if rate > 0 else 0.0
+        return None if request is None else (request, due)
 
-    started = time.perf_counter()
     await asyncio.gather(*(_connection(parts.hostname, parts.port, next_request, latencies, statuses, bodies)
                            for _ in range(connections)))
     return figures(latencies, statuses, time.perf_counter() - started)
@@ -154,6 +162,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("what", help="closed: the path to POST to; finish: a file of request ids")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="finish: callbacks per second (0: no limit)")
     parser.add_argument("--signed", default="", metavar="TOKEN", help="sign callbacks with this auth token")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -164,7 +173,7 @@ def main(argv: list[str]) -> int:
         with open(args.what) as f:
             rids = [line.strip() for line in f if line.strip()]
         requests = (callback_request(f"{args.url}/callbacks/plivo?rid={rid}", args.signed) for rid in rids)
-        result = asyncio.run(drive(args.url, requests, args.connections))
+        result = asyncio.run(drive(args.url, requests, args.connections, rate=args.rate))
     result["cpu_s"] = sum(os.times()[:2])
     print(json.dumps(result), flush=True)
     return 0

@@ -10,11 +10,12 @@ bench/http_load.py (raw asyncio streams) in a process of its own. In one run:
   webhook    the same load on web's /callbacks/plivo, a fresh api_id each (outcome `early`)
   waiters    N requests submitted; N clients each wait on one (GET /v1/requests/{id}?wait=60,
              one connection each); once all are held, the webhook load again (p99 while they
-             wait); then a callback for every request (`?rid=`) on C connections, and each
+             wait); then a callback for every request (`?rid=`), a steady R a second (not as
+             fast as the server can take: a saturated server answers everything late), and each
              waiter's answer time against its record's completed_at
   noop       again, so drift of the machine shows
 
-  python -m bench.waiting [--waiters 1000] [--connections 32] [--seconds 10] [--signed]
+  python -m bench.waiting [--waiters 1000] [--connections 32] [--seconds 10] [--finish-rate 500] [--signed]
 """
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ class Load:
         self.stack, self.url, self.groups = stack, url, groups
         self.connections, self.signed = connections, signed
 
-    def run(self, mode: str, what: str, seconds: float = 0.0) -> dict:
+    def run(self, mode: str, what: str, seconds: float = 0.0, rate: float = 0.0) -> dict:
         argv = [sys.executable, "-m", "bench.http_load", mode, self.url, what,
-                "--connections", str(self.connections), "--seconds", str(seconds)]
+                "--connections", str(self.connections), "--seconds", str(seconds), "--rate", str(rate)]
         if self.signed:
             argv += ["--signed", AUTH_TOKEN]
         cpu0 = self.stack.cpu()
@@ -94,7 +95,7 @@ def completed_at(answer: Answer) -> float | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
 
 
-def waiters_phase(stack: Stack, load: Load, n: int, seconds: float) -> dict:
+def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate: float) -> dict:
     redis = Redis.from_url(stack.redis.url, decode_responses=True)
     rids = submit_all(stack, n)
     memory0, fds0 = footprint(stack)
@@ -116,7 +117,7 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".rids", delete=False) as f:
         f.write("\n".join(rids))
     try:
-        finishing = load.run("finish", f.name)
+        finishing = load.run("finish", f.name, rate=finish_rate)
     finally:
         os.unlink(f.name)
     holder.join(90)
@@ -175,7 +176,7 @@ def report(noop: list[dict], webhook: dict, waiting: dict, args: argparse.Namesp
     print(line("noop (before)", noop[0]))
     print(line("webhook", webhook))
     print(line(f"webhook, {waiting['n']} waiting", during))
-    print(line("finishing callbacks", waiting["finishing"]))
+    print(line(f"finishing, {args.finish_rate:.0f}/s", waiting["finishing"]))
     print(line("noop (after)", noop[1]))
 
 
@@ -184,6 +185,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--waiters", type=int, default=1000, help="clients waiting at once (10000: the goal)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the fixed load")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
+    parser.add_argument("--finish-rate", type=float, default=500.0,
+                        help="callbacks per second that finish the waited-on requests (0: as fast as taken)")
     parser.add_argument("--signed", action="store_true", help="sign callbacks (default: unsigned, no token)")
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -197,6 +200,8 @@ def main(argv: list[str]) -> int:
     try:
         with Stack(workers=0, send_concurrency=1, web_processes=args.web_processes, keep_dir=args.keep_logs,
                    extra_env=extra) as stack:
+            if args.keep_logs:
+                print(f"logs in {stack.dir}", file=sys.stderr, flush=True)
             noop_server = start_noop(stack)
             noop_load = Load(stack, noop_server.ready_url.rsplit("/", 1)[0], ["noop"], args.connections, args.signed)
             web_load = Load(stack, stack.web_url, ["web", "redis"], args.connections, args.signed)
@@ -206,7 +211,7 @@ def main(argv: list[str]) -> int:
                 print("webhook ...", file=sys.stderr, flush=True)
                 webhook = measured(web_load, args.seconds)
                 print(f"{args.waiters} waiters ...", file=sys.stderr, flush=True)
-                waiting = waiters_phase(stack, web_load, args.waiters, args.seconds)
+                waiting = waiters_phase(stack, web_load, args.waiters, args.seconds, args.finish_rate)
                 print("noop again ...", file=sys.stderr, flush=True)
                 noop.append(measured(noop_load, args.seconds))
             finally:

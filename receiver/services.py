@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # ?wait reads, so that thousands of waiters arriving or woken at once never queue ahead of a
 # callback. A waiter may queue for its connection as long as it would wait anyway.
 REDIS_CONNECTIONS = 64
-WAITER_REDIS_CONNECTIONS = 8
+WAITER_REDIS_CONNECTIONS = 64
 WAITER_QUEUE_S = MAX_WAIT
 
 
