@@ -32,7 +32,7 @@ class WebWorker(GeventWorker):
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = WebWorker
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_connections, _waiters = web_capacity(Settings.from_env().max_waiters, raise_fd_limit())
+worker_connections = web_capacity(Settings.from_env().max_waiters, raise_fd_limit())[0]
 timeout = 90            # the hub must not be blocked this long
 graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
 keepalive = 5

@@ -97,7 +97,8 @@ def _discard_body() -> bool:
     """Read (and drop) what is left of a body the view did not read, up to 1 MiB, so the
     client gets to read our answer and the connection can be kept alive. Answers False
     when more is left: the connection must then be closed (gunicorn 27 ignores an app's
-    `Connection: close`; see the xfail in tests/test_fuzz_regressions.py)."""
+    `Connection: close`; its gevent worker drains the rest of the body before the next
+    request, see test_keep_alive_survives_an_unread_large_body in tests/test_fuzz_regressions.py)."""
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
     if stream is None or not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
         return True
