@@ -18,6 +18,7 @@ import pytest
 
 from config import raise_fd_limit
 from local.processes import wait_for
+from store.records import Requests
 from tests.conftest import KEY_A, submit, wait_status
 from tests.test_callbacks import signed_headers
 
@@ -139,4 +140,4 @@ def test_sigterm_answers_every_waiter_at_once_and_finishes_a_callback_in_progres
     assert (reply.status, json.loads(reply.read())) == (200, {"outcome": "matched"})
     sending.close()
     stack.web.service.process.wait(timeout=30)
-    assert stack.redis.hget(f"ab:req:{target}", "status") == "completed"
+    assert Requests(stack.redis, 3600).get(target).status == "completed"
