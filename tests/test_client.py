@@ -338,7 +338,7 @@ def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base
 
 @pytest.mark.slow
 def test_a_capped_wait_is_asked_again_until_the_request_finishes(make_stack, sandbox):
-    stack = make_stack(WEB_CONCURRENCY="1", WEB_THREADS="2", WAIT_SHARE="0.5")  # one wait slot in all
+    stack = make_stack(WEB_CONCURRENCY="1", MAX_WAITERS="1")  # one wait slot in all
     sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message"]},
                    callback_delay={"rate": 1.0, "seconds": 3, "paths": ["Call"]})
     with Client(stack.web.url, KEY_A) as ab, ThreadPoolExecutor(1) as pool:
