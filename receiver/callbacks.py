@@ -5,11 +5,12 @@ import json
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, Request, Response, request
+from flask import Blueprint, Request, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
 import logs
 from receiver.errors import BadRequest, InvalidSignature
+from receiver.metrics import timed_webhook
 from receiver.services import services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
@@ -21,6 +22,7 @@ RID_PARAM = "rid"
 
 
 @bp.route("/callbacks/plivo", methods=["GET", "POST"])
+@timed_webhook
 def plivo():
     if request.method == "HEAD":  # Flask answers HEAD with the GET view; a HEAD must change nothing
         raise MethodNotAllowed(valid_methods=["GET", "POST"])
@@ -34,6 +36,7 @@ def plivo():
     api_id = _api_id(body)
     logs.bind(api_id=api_id)
     outcome = services().deliveries.store(rid, api_id, body, request.method, nonce)
+    g.callback_outcome = outcome   # for timed_webhook
     return Response(_answer_body(outcome), mimetype="application/json")
 
 

@@ -29,7 +29,7 @@ CARDS = (
 
 
 def counts() -> dict[str, int]:
-    counters, gauges = snapshot(services().redis)
+    counters, gauges, _ = snapshot(services().redis)
     source = {"counter": counters, "gauge": gauges}
     return {card: source[kind].get(name, 0) for card, _, kind, name in CARDS}
 

@@ -1,14 +1,20 @@
-"""GET /metrics: Prometheus text, from the counters all processes keep in Redis."""
+"""GET /metrics: Prometheus text, from the counters and histograms all processes keep in Redis;
+and the timing of the webhook, which feeds answerback_webhook_duration_seconds."""
 from __future__ import annotations
 
-from typing import Iterator
+from functools import wraps
+from time import perf_counter
+from typing import Callable, Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, g
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+from werkzeug.exceptions import HTTPException
 
+from receiver.errors import ApiError, InvalidSignature
 from receiver.services import services
-from store.metrics import snapshot
+from store.metrics import HISTOGRAM_BUCKETS, Histogram, observe, snapshot
 
 bp = Blueprint("metrics", __name__)
 
@@ -21,10 +27,43 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
     "notify_": ("answerback_notification_attempts", "Notification attempts, by outcome.", "outcome"),
 }
 
+HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
+    "webhook": ("answerback_webhook_duration_seconds",
+                "Callback deliveries, receipt to answer, by outcome (or refusal: rejected, invalid, error).",
+                "outcome"),
+    "request": ("answerback_request_duration_seconds", "Requests, submitted to final status, by status.",
+                "status"),
+    "upstream": ("answerback_upstream_duration_seconds", "Upstream send attempts, one each, by verdict.",
+                 "verdict"),
+}
+
+def timed_webhook(view: Callable[..., Response]) -> Callable[..., Response]:
+    """Observe the webhook's time from receipt to answer under its outcome (which the view
+    puts in flask.g.callback_outcome), or under its refusal: rejected (bad signature), invalid (any other
+    4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes)."""
+    @wraps(view)
+    def timed(*args, **kwargs) -> Response:
+        start = perf_counter()
+        outcome = "error"
+        try:
+            response = view(*args, **kwargs)
+            outcome = g.get("callback_outcome", "error")
+            return response
+        except InvalidSignature:
+            outcome = "rejected"
+            raise
+        except (ApiError, HTTPException) as exc:
+            status = exc.status if isinstance(exc, ApiError) else (exc.code or 500)
+            outcome = "invalid" if status < 500 else "error"
+            raise
+        finally:
+            observe(services().redis, "webhook", outcome, perf_counter() - start)
+    return timed
+
 
 class RedisCollector:
     def collect(self) -> Iterator[Metric]:
-        counters, gauges = snapshot(services().redis)
+        counters, gauges, histograms = snapshot(services().redis)
         yield _counter("answerback_requests_submitted", "Requests submitted.", counters.get("submitted", 0))
         for prefix, (name, help_text, label) in COUNTERS.items():
             family = CounterMetricFamily(name, help_text, labels=[label])
@@ -34,6 +73,20 @@ class RedisCollector:
             yield family
         for name, value in gauges.items():
             yield GaugeMetricFamily(f"answerback_{name}", f"Requests now: {name.replace('_', ' ')}.", value=value)
+        for key, (name, help_text, label) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, help_text, labels=[label])
+            for value, histogram in sorted(histograms[key].items()):
+                family.add_metric([value], _cumulative(HISTOGRAM_BUCKETS[key], histogram), histogram.sum)
+            yield family
+
+
+def _cumulative(bounds: tuple[float, ...], histogram: Histogram) -> list[tuple[str, int]]:
+    """Prometheus buckets (le, observations <= le) from per-bucket counts, ending with +Inf."""
+    total, buckets = 0, []
+    for le, n in zip([*map(floatToGoString, bounds), "+Inf"], histogram.counts, strict=True):
+        total += n
+        buckets.append((le, total))
+    return buckets
 
 
 def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:

@@ -1,22 +1,68 @@
-"""Counters kept in Redis, so every web and worker process on every machine adds to one total."""
+"""Counters and histograms kept in Redis, so every web and worker process on every machine
+adds to one total.
+
+Counters are one HINCRBY each, in the script or call that counts. Histograms are hotter
+(one observation per callback and per send), so a process keeps its observations in
+memory and adds them to Redis in one pipelined batch at most once a second, from a
+background thread, and once more when the process exits: a process killed outright
+(SIGKILL, OOM) loses at most its last second of observations. Request durations are the
+exception: they are observed inside the scripts that finish a request (lua/prelude.lua
+`finish`), in the same call, so they cost no round trip and are never lost.
+
+A histogram lives in the metrics hash as `h:{histogram}:{label}:{i}` (observations in
+bucket i, not cumulative; i = len(buckets) is +Inf) and `h:{histogram}:{label}:sum`.
+"""
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import threading
+from bisect import bisect_left
+from dataclasses import dataclass
+
 from redis import Redis
+from redis.exceptions import RedisError
 
 from store import keys
 from store.connection import now_ms
 
+log = logging.getLogger(__name__)
+
 GAUGES = {"retry_scheduled": keys.RETRY, "in_flight": keys.LEASES,
           "awaiting_callback": keys.DEADLINES, "drainers": keys.DRAINERS,
           "notifications_queued": keys.NOTIFY_DUE}
+
+# Upper bounds (seconds) of each histogram's buckets, chosen for what it measures.
+HISTOGRAM_BUCKETS = {
+    # receipt to answer of a callback: milliseconds normally; up to ~40 s while a
+    # callback is held through a Redis outage
+    "webhook": (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0),
+    # submitted to final status: a synchronous answer in under a second, a callback
+    # within minutes, an expiry after callback_timeout (up to a day)
+    "request": (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0,
+                43200.0, 86400.0),
+    # one upstream send attempt: milliseconds to PLIVO_TIMEOUT (10 s by default)
+    "upstream": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+}
+HISTOGRAM_PREFIX = "h:"
+FLUSH_INTERVAL_S = 1.0
 
 
 def count(redis: Redis, name: str, n: int = 1) -> None:
     redis.hincrby(keys.METRICS, name, n)
 
 
-def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int]]:
-    """(counters, gauges): counters as written by the scripts; gauges read now."""
+@dataclass
+class Histogram:
+    """One label value's observations, as read back: per-bucket counts (the last is +Inf) and their sum."""
+    counts: list[int]
+    sum: float
+
+
+def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Histogram]]]:
+    """(counters, gauges, histograms): counters and histograms as all processes wrote
+    them; gauges read now. histograms: name -> label value -> Histogram."""
     with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.METRICS)
         for api_class in keys.API_CLASSES:
@@ -24,8 +70,108 @@ def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int]]:
         for key in GAUGES.values():
             pipe.zcard(key)
         pipe.zcount(keys.NOTIFY_DUE, "-inf", now_ms())
-        counters, *sizes, notifications_due = pipe.execute()
+        fields, *sizes, notifications_due = pipe.execute()
     waiting = len(keys.API_CLASSES)
     gauges = {"outbox": sum(sizes[:waiting]), **dict(zip(GAUGES, sizes[waiting:], strict=True)),
               "notifications_due": notifications_due}
-    return {k: int(v) for k, v in counters.items()}, gauges
+    counters: dict[str, int] = {}
+    histograms: dict[str, dict[str, Histogram]] = {name: {} for name in HISTOGRAM_BUCKETS}
+    for key, value in fields.items():
+        if not key.startswith(HISTOGRAM_PREFIX):
+            counters[key] = int(value)
+            continue
+        parts = key[len(HISTOGRAM_PREFIX):].split(":")
+        if len(parts) != 3:
+            continue
+        name, label, slot = parts
+        if name not in HISTOGRAM_BUCKETS:
+            continue
+        histogram = histograms[name].setdefault(label, Histogram([0] * (len(HISTOGRAM_BUCKETS[name]) + 1), 0.0))
+        if slot == "sum":
+            histogram.sum = float(value)
+        elif slot.isdigit() and int(slot) < len(histogram.counts):
+            histogram.counts[int(slot)] = int(value)
+    return counters, gauges, histograms
+
+
+def histogram_field(name: str, label: str, slot: int | str) -> str:
+    return f"{HISTOGRAM_PREFIX}{name}:{label}:{slot}"
+
+
+class Observations:
+    """One process's histogram observations not yet in Redis. observe() only takes a lock
+    and adds to a dict (safe from any thread or greenlet); a daemon thread (a greenlet
+    under gevent's monkey-patching) flushes once a second, and atexit once more."""
+
+    def __init__(self, redis: Redis, interval: float = FLUSH_INTERVAL_S) -> None:
+        self.redis = redis
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._sums: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def observe(self, name: str, label: str, seconds: float) -> None:
+        slot = bisect_left(HISTOGRAM_BUCKETS[name], seconds)   # the first bucket whose bound >= seconds
+        with self._lock:
+            key = (name, label, slot)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._sums[name, label] = self._sums.get((name, label), 0.0) + seconds
+
+    def flush(self) -> None:
+        """Add what was observed since the last flush to Redis in one pipelined batch; on a
+        Redis error keep it for the next flush."""
+        with self._lock:
+            counts, sums = self._counts, self._sums
+            self._counts, self._sums = {}, {}
+        if not counts:
+            return
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for (name, label, slot), n in counts.items():
+                    pipe.hincrby(keys.METRICS, histogram_field(name, label, slot), n)
+                for (name, label), total in sums.items():
+                    pipe.hincrbyfloat(keys.METRICS, histogram_field(name, label, "sum"), total)
+                pipe.execute()
+        except RedisError as exc:
+            log.warning("could not flush latency histograms (kept for the next try): %s", exc)
+            with self._lock:
+                for key, n in counts.items():
+                    self._counts[key] = self._counts.get(key, 0) + n
+                for key, total in sums.items():
+                    self._sums[key] = self._sums.get(key, 0.0) + total
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+
+_observations: Observations | None = None
+_pid = 0
+_lock = threading.Lock()
+
+
+def observe(redis: Redis, name: str, label: str, seconds: float) -> None:
+    """Observe one duration (seconds) in histogram `name` under `label`; it reaches Redis
+    within about a second. One recorder per process (a new one in a forked child)."""
+    global _observations, _pid
+    recorder = _observations
+    if recorder is None or _pid != os.getpid():
+        with _lock:
+            if _observations is None or _pid != os.getpid():
+                _observations, _pid = Observations(redis), os.getpid()
+            recorder = _observations
+    recorder.observe(name, label, seconds)
+
+
+def flush_observations() -> None:
+    """Flush this process's observations now (a worker's shutdown hook; tests)."""
+    if _observations is not None and _pid == os.getpid():
+        _observations.flush()

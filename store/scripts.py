@@ -12,6 +12,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from store.keys import API_CLASSES, PREFIX
+from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
@@ -24,7 +25,10 @@ def source(name: str) -> str:
     """The prelude, then the script as a function, whose changed records are written once it returns."""
     prelude = (LUA / "prelude.lua").read_text()
     classes = ", ".join(f"'{c}'" for c in API_CLASSES)
-    return (f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n{prelude}\n"
+    buckets = ", ".join(repr(b) for b in HISTOGRAM_BUCKETS["request"])
+    return (f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
+            f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
+            f"{prelude}\n"
             f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
             "local answer = script()\nflush()\nreturn answer\n")
 

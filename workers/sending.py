@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from time import perf_counter
 
 import logs
+from store.metrics import observe
 from store.outbox import Claimed
 from workers.backoff import parse_retry_after, retry_delay
 from workers.context import WorkerContext
@@ -23,7 +25,9 @@ def _send(ctx: WorkerContext, item: Claimed) -> None:
     outbox = ctx.outbox
     if ctx.limiter.acquire(item.api_class, partial(outbox.mark_sending, item.rid)) is None:
         return
+    start = perf_counter()
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
+    observe(ctx.redis, "upstream", verdict.kind, perf_counter() - start)
     if verdict.error.get("status") == 429:
         ctx.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1

@@ -88,6 +88,19 @@ end
 
 local function count(name) redis.call('HINCRBY', P .. 'metrics', name, 1) end
 
+-- One request duration (seconds) in the request histogram (REQUEST_BUCKETS, defined by
+-- the loader from store/metrics.py, which reads it back): the count of its bucket
+-- (not cumulative; #REQUEST_BUCKETS is +Inf) and the sum, under its final status.
+local function observe_request(status, seconds)
+  local slot = #REQUEST_BUCKETS
+  for i, bound in ipairs(REQUEST_BUCKETS) do
+    if seconds <= bound then slot = i - 1; break end
+  end
+  local field = REQUEST_HISTOGRAM .. status .. ':'
+  redis.call('HINCRBY', P .. 'metrics', field .. slot, 1)
+  redis.call('HINCRBYFLOAT', P .. 'metrics', field .. 'sum', seconds)
+end
+
 -- One outbox per upstream API class (CLASSES, defined by the loader), so that
 -- requests waiting for a scarce rate-limit turn cannot hold up the others.
 local function outbox(class) return P .. 'outbox:' .. class end
@@ -148,6 +161,8 @@ local function finish(rid, now, ttl)
   schedule_purge(rid, now + ttl * 1000)
   redis.call('PUBLISH', P .. 'done', rid)
   count('finished_' .. field(rid, 'status'))
+  local submitted = tonumber(field(rid, 'submitted_at'))
+  if submitted then observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000) end
   queue_notification(rid, now)
 end
 
