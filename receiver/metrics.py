@@ -65,6 +65,10 @@ class RedisCollector:
     def collect(self) -> Iterator[Metric]:
         counters, gauges, histograms = snapshot(services().redis)
         yield _counter("answerback_requests_submitted", "Requests submitted.", counters.get("submitted", 0))
+        yield _counter("answerback_ratelimit_waits", "Sends that waited for a rate-limit turn.",
+                       counters.get("ratelimit_waits", 0))
+        yield GaugeMetricFamily("answerback_ratelimit_wait_max_ms", "Longest wait for a rate-limit turn (ms).",
+                                value=counters.get("ratelimit_wait_max_ms", 0))
         for prefix, (name, help_text, label) in COUNTERS.items():
             family = CounterMetricFamily(name, help_text, labels=[label])
             for key, value in sorted(counters.items()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,3 +87,15 @@ def test_histograms_count_every_callback_send_and_completion_across_web_services
         assert request["sum"] < REQUESTS * 60   # sandbox callbacks come within a second or so
     finally:
         other.service.stop()
+
+
+def test_every_metric_is_in_the_readme_and_the_grafana_dashboard(web):
+    with web.client(key=None) as client:
+        names = {family.name for family in text_string_to_metric_families(client.get("/metrics").text)}
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    dashboard = (root / "ops" / "grafana-dashboard.json").read_text()
+    exposed = {f"{name}_total" if f"{name}_total" in readme else name for name in names}
+    assert len(names) >= 18
+    assert [name for name in sorted(exposed) if f"| `{name}` |" not in readme] == []
+    assert [name for name in sorted(names) if name not in dashboard] == []
