@@ -44,3 +44,10 @@ accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line one JSON object
 control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances
+
+
+def worker_exit(server, worker):
+    """Flush the worker's latency observations not yet in Redis (store/metrics.py; atexit
+    does too, but gunicorn's exit path is not ours to rely on)."""
+    from store.metrics import flush_observations
+    flush_observations()
