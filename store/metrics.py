@@ -33,7 +33,8 @@ GAUGES = {"retry_scheduled": keys.RETRY, "in_flight": keys.LEASES,
           "awaiting_callback": keys.DEADLINES, "drainers": keys.DRAINERS,
           "notifications_queued": keys.NOTIFY_DUE}
 
-# Upper bounds (seconds) of each histogram's buckets, chosen for what it measures.
+# Upper bounds (seconds) of each histogram's buckets, chosen for what it measures. Redis keeps
+# bucket numbers, not bounds: a change of bounds needs the `h:` fields of the metrics hash deleted.
 HISTOGRAM_BUCKETS = {
     # receipt to answer of a callback: milliseconds normally; up to ~40 s while a
     # callback is held through a Redis outage
@@ -95,6 +96,7 @@ def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int], dict[str, di
 
 
 def histogram_field(name: str, label: str, slot: int | str) -> str:
+    """The metrics-hash field of one bucket (its number) or of the sum (`slot="sum"`)."""
     return f"{HISTOGRAM_PREFIX}{name}:{label}:{slot}"
 
 
