@@ -11,9 +11,12 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from hypothesis.internal.conjecture import engine as hypothesis_engine
+from redis import Redis
+from rq import Queue
+from rq.registry import StartedJobRegistry
 
 from local.redis_server import RedisServer, free_port
-from store import connect
+from store import connect, keys, metrics
 from local.processes import Service, gunicorn, python, wait_for
 
 AUTH_ID = "MASANDBOX00000000000"
@@ -176,8 +179,30 @@ def web(base_env, workdir) -> Iterator[Web]:
 def worker(base_env, workdir, web) -> Iterator[Service]:
     """Callbacks of the requests it sends go to the session's web."""
     service = start_worker(base_env, workdir, PUBLIC_URL=web.url)
+    STARTED["worker"] = Redis.from_url(base_env["REDIS_URL"])  # RQ's own client: bytes, not text
     yield service
+    STARTED.pop("worker").close()
     service.stop()
+
+
+def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
+    """The session's worker shares DB 0 with the tests and keeps writing while a send it
+    started is in flight (its answer, the callback the sandbox then makes to web). Before a
+    test's state is flushed, the work not yet started is dropped, faults are lifted, and then
+    everything in flight is waited for: no leased request, no drain job registered, queued or
+    running, no callback the sandbox still has to make. After that nothing writes to DB 0
+    but the sweep's lock and counters."""
+    queue = Queue("answerback", connection=STARTED["worker"])
+    running = StartedJobRegistry(queue=queue)
+    unstarted = [keys.outbox(api_class) for api_class in keys.API_CLASSES] + [keys.RETRY, keys.NOTIFY_DUE]
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()
+
+    def quiet() -> bool:
+        redis.delete(*unstarted)  # a send that ended in a retry schedules it again
+        _, gauges = metrics.snapshot(redis)
+        return (gauges["in_flight"] == 0 and gauges["drainers"] == 0 and queue.count == 0
+                and running.count == 0 and sandbox.stats()["callbacks"]["pending"] == 0)
+    wait_for(quiet, 60, 0.05, "the session's worker to finish what the last test left in flight")
 
 
 @pytest.fixture(autouse=True)
@@ -186,13 +211,15 @@ def clean_state(request) -> Iterator[None]:
     names = request.fixturenames
     if STARTED.get("sandbox"):
         sandbox = STARTED["sandbox"]
+        if STARTED.get("worker"):
+            wait_for_quiet_worker(request.getfixturevalue("redis"), sandbox)
         wait_for(lambda: sandbox.stats()["callbacks"]["pending"] == 0, 30,
                  message="the sandbox to finish the last test's callbacks")
     if "redis" in names or "web" in names or "worker" in names:
         client = request.getfixturevalue("redis")
-        keys = list(client.scan_iter("ab:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        stale = list(client.scan_iter(keys.PREFIX + "*", count=1000))
+        if stale:
+            client.delete(*stale)
     if "sandbox" in names or "worker" in names:
         request.getfixturevalue("sandbox").reset()
     yield
@@ -230,7 +257,7 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
 def written_keys(redis) -> list[str]:
     """Answerback's data keys in Redis: not the sweep's lock (workers take it every
     second) nor the metrics counters (a refusal is counted, not stored)."""
-    return [k for k in redis.scan_iter("ab:*") if k not in ("ab:sweep:lock", "ab:metrics")]
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (keys.SWEEP_LOCK, keys.METRICS)]
 
 
 class Stack:
