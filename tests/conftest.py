@@ -199,7 +199,7 @@ def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
 
     def quiet() -> bool:
         redis.delete(*unstarted)  # a send that ended in a retry schedules it again
-        _, gauges = metrics.snapshot(redis)
+        _, gauges, _ = metrics.snapshot(redis)
         return (gauges["in_flight"] == 0 and gauges["drainers"] == 0 and queue.count == 0
                 and running.count == 0 and sandbox.stats()["callbacks"]["pending"] == 0)
     wait_for(quiet, 60, 0.05, "the session's worker to finish what the last test left in flight")
