@@ -10,6 +10,8 @@ import resource
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from store.connection import RedisTarget
+
 CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
 
 
@@ -94,6 +96,25 @@ def _notify_settings(hosts: tuple[str, ...], secrets: tuple[str, ...], timeout: 
             raise ConfigError("WEBHOOK_SECRET must be whsec_ followed by base64 (comma-separate several)") from None
 
 
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    found = []
+    for entry in env.get("REDIS_SENTINELS", "").split(","):
+        if not entry.strip():
+            continue
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port; not {entry.strip()!r}")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _hold(env: Mapping[str, str]) -> float:
+    value = _float(env, "CALLBACK_HOLD", 30.0)
+    if not 0 <= value <= 35:
+        raise ConfigError("CALLBACK_HOLD must be 0 to 35 seconds (Plivo waits 40 s for an answer)")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (the first is the default), in any letter case."""
     raw = env.get(name, "").strip()
@@ -134,8 +155,23 @@ def raise_fd_limit() -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    # The Redis that holds everything (redis://, rediss://, unix://).
+    # The Redis that holds everything (redis://, rediss://, unix://). With Sentinels only
+    # its database number, credentials and scheme (rediss: TLS) count.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinels (host, port) that name the primary, and the primary's name there.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    # TLS (rediss://): a CA file to trust (e.g. a provider's self-signed CA), or, as an
+    # explicit opt-in, no certificate check at all (encrypted, but open to a man in the middle).
+    redis_tls_ca_file: str = ""
+    redis_tls_insecure: bool = False
+    # Replicas that must confirm a callback (Redis WAIT) before it is acknowledged.
+    redis_min_replicas: int = 0
+    # Seconds the webhook keeps trying to store a callback while Redis is away
+    # (below Plivo's 40 s read timeout), before spooling it or answering 503.
+    callback_hold: float = 30.0
+    # Directory of the durable local spool for callbacks Redis could not take in time ("": none).
+    spool_dir: str = ""
     # Upstream credentials; the token also verifies callback signatures.
     # Empty token: callbacks are accepted unsigned (local use only; a warning is logged).
     plivo_auth_id: str = ""
@@ -210,6 +246,11 @@ class Settings:
     notify_host_concurrency: int = 8
 
     @property
+    def redis(self) -> RedisTarget:
+        return RedisTarget(self.redis_url, self.redis_sentinels, self.redis_sentinel_master,
+                           self.redis_tls_ca_file, self.redis_tls_insecure)
+
+    @property
     def verify_signatures(self) -> bool:
         return bool(self.plivo_auth_token)
 
@@ -235,6 +276,13 @@ class Settings:
         api_url = env.get("PLIVO_API_URL", cls.plivo_api_url)
         return cls(
             redis_url=env.get("REDIS_URL", cls.redis_url),
+            redis_sentinels=_sentinels(env),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or "mymaster",
+            redis_tls_ca_file=env.get("REDIS_TLS_CA_FILE", ""),
+            redis_tls_insecure=_bool(env, "REDIS_TLS_INSECURE", False),
+            redis_min_replicas=_int(env, "REDIS_MIN_REPLICAS", 0),
+            callback_hold=_hold(env),
+            spool_dir=env.get("SPOOL_DIR", "").strip(),
             plivo_auth_id=env.get("PLIVO_AUTH_ID", ""),
             plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
             plivo_api_url=api_url if api_url.endswith("/") else api_url + "/",

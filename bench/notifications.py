@@ -89,8 +89,8 @@ def finished_requests(redis_url: str, n: int, notify_url: str) -> None:
                                    notify_url=notify_url, notify_host=host))
     while claimed := outbox.claim("bench", {"api": 500}, [], may_leave=False).items:
         for item in claimed:
-            outbox.mark_sending(item.rid)
-            outbox.completed(item.rid, {"message": "sent"})
+            outbox.mark_sending(item)
+            outbox.completed(item, {"message": "sent"})
     redis.close()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -35,9 +36,10 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process: AOF on with fsync every second, so a crash loses at most ~1 s."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, replica_of: int | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.replica_of = replica_of
         self.process: subprocess.Popen | None = None
 
     @property
@@ -49,16 +51,26 @@ class RedisServer:
             f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir.resolve()}",
             "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no",
             f"logfile {(self.data_dir / 'redis.log').resolve()}",
+            *([f"replicaof 127.0.0.1 {self.replica_of}"] if self.replica_of else []),
         ]) + "\n"
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
-        self.process = subprocess.Popen([redis_binary(), str(conf)], stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen([redis_binary(), str(conf), *self.mode], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready(timeout)
         return self
+
+    mode: tuple[str, ...] = ()
+
+    def pause(self) -> None:
+        """SIGSTOP: a Redis that hangs (connections accepted, nothing answered)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def wait_ready(self, timeout: float) -> None:
         client = Redis.from_url(self.url, socket_connect_timeout=0.5)
@@ -95,3 +107,24 @@ class RedisServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel from the same binary, watching the primary on `master_port` as
+    `name`; quorum 2 of 3. Its config file is its own to rewrite."""
+
+    mode = ("--sentinel",)
+
+    def __init__(self, data_dir: Path, master_port: int, name: str = "mymaster",
+                 down_after_ms: int = 1000) -> None:
+        super().__init__(data_dir)
+        self.master_port, self.name, self.down_after_ms = master_port, name, down_after_ms
+
+    def config(self) -> str:
+        return "\n".join([
+            f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir.resolve()}", "daemonize no",
+            f"logfile {(self.data_dir / 'sentinel.log').resolve()}",
+            f"sentinel monitor {self.name} 127.0.0.1 {self.master_port} 2",
+            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.name} 10000",
+        ]) + "\n"

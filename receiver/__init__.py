@@ -20,7 +20,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.json = FastJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["answerback"] = Services.build(settings)
+    app.extensions["answerback"] = built = Services.build(settings)
+    built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
     app.before_request(logs.clear)   # a gthread thread serves many requests in turn

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from typing import Any
 
@@ -14,7 +15,12 @@ from receiver.metrics import timed_webhook
 from receiver.services import services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
+from store.callbacks import SPOOLED
+from store.connection import OUTAGE, now_ms, within
 from store.metrics import count
+from store.scripts import NotReplicated
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("callbacks", __name__)
 
@@ -35,7 +41,8 @@ def plivo():
         body.pop(RID_PARAM, None)
     api_id = _api_id(body)
     logs.bind(api_id=api_id)
-    outcome = services().deliveries.store(rid, api_id, body, request.method, nonce)
+    delivery = dict(rid=rid, api_id=api_id, body=body, method=request.method, nonce=nonce, received_at=now_ms())
+    outcome = keep(delivery)
     g.callback_outcome = outcome   # for timed_webhook
     return Response(_answer_body(outcome), mimetype="application/json")
 
@@ -44,6 +51,36 @@ def plivo():
 def _answer_body(outcome: str) -> bytes:
     """The answer to a stored delivery, built once per outcome (the webhook's hot path)."""
     return json.dumps({"outcome": outcome}).encode()
+
+
+def keep(delivery: dict[str, Any]) -> str:
+    """Store a delivery in Redis, holding on through an outage or a failover for up to
+    CALLBACK_HOLD (Plivo never retries after a 503); past that, keep it in the spool.
+    Raises the Redis error (503) when neither could keep it."""
+    svc = services()
+    written: list[str] = []
+
+    def attempt() -> str:
+        try:
+            outcome = svc.deliveries.store(**delivery)
+        except NotReplicated as exc:   # stored, not yet replicated: the next try says "duplicate"
+            written.append(exc.result)
+            raise
+        return written[0] if written and outcome == "duplicate" else outcome
+
+    try:
+        return within(svc.settings.callback_hold, attempt)
+    except OUTAGE as outage:
+        if svc.spool is None:
+            raise
+        svc.start_spool_replayer()
+        try:
+            svc.spool.append(delivery)
+        except OSError as exc:
+            log.error("callback could not be spooled either (%s)", exc.strerror or type(exc).__name__)
+            raise outage from None
+        log.warning("Redis unavailable for %s s: callback spooled", svc.settings.callback_hold)
+        return SPOOLED
 
 
 def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:

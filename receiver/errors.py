@@ -11,6 +11,9 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 
+RETRY_AFTER_S = 5  # told to clients while Redis is away: a failover takes a few seconds
+
+
 class ApiError(Exception):
     status = 400
 
@@ -82,7 +85,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RedisError)
     def redis_down(exc: RedisError):
         log.error("Redis unavailable: %s", type(exc).__name__)
-        return error_response(503, "storage unavailable; retry later")
+        response = error_response(503, "storage unavailable; retry later")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, g
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from receiver.errors import ApiError, InvalidSignature
@@ -25,6 +26,8 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
     "finished_": ("answerback_requests_finished", "Requests that reached a final status.", "status"),
     "waits_": ("answerback_waits", "Waiting reads, by how they were served.", "kind"),
     "notify_": ("answerback_notification_attempts", "Notification attempts, by outcome.", "outcome"),
+    "spool_replays_": ("answerback_spool_replays", "Spooled callbacks replayed into Redis, by outcome.",
+                       "outcome"),
 }
 
 HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
@@ -63,7 +66,16 @@ def timed_webhook(view: Callable[..., Response]) -> Callable[..., Response]:
 
 class RedisCollector:
     def collect(self) -> Iterator[Metric]:
-        counters, gauges, histograms = snapshot(services().redis)
+        spool = services().spool
+        if spool is not None:
+            yield GaugeMetricFamily("answerback_spool_entries",
+                                    "Callbacks in this machine's SPOOL_DIR waiting for Redis.", value=spool.entries())
+        try:
+            counters, gauges, histograms = snapshot(services().redis)
+        except RedisError:   # the spool matters most while Redis is away: answer with what is known
+            yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=0)
+            return
+        yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=1)
         yield _counter("answerback_requests_submitted", "Requests submitted.", counters.get("submitted", 0))
         yield _counter("answerback_ratelimit_waits", "Sends that waited for a rate-limit turn.",
                        counters.get("ratelimit_waits", 0))

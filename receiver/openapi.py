@@ -17,7 +17,7 @@ from receiver.dashboard import CARDS
 from receiver.services import services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
                                  submission_schema)
-from store.callbacks import OUTCOMES
+from store.callbacks import OUTCOMES, SPOOLED
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
 
@@ -45,7 +45,9 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
 
 WAIT = _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT},
               text="hold the answer up to N seconds until the request is finished")
-AUTH_ERRORS = {"401": _error("missing or invalid API key"), "503": _error("storage unavailable")}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}}
+AUTH_ERRORS = {"401": _error("missing or invalid API key"),
+               "503": {**_error("storage unavailable"), "headers": RETRY_AFTER}}
 
 RECORD = {
     "type": "object",
@@ -93,12 +95,12 @@ PAGE = {
     },
 }
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"],
-                   "properties": {"outcome": {"enum": list(OUTCOMES)}}}
+                   "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
     "400": _error("no usable api_id, or a body that cannot be parsed"),
     "403": _error("missing or invalid Plivo signature"),
-    "413": _error("body too large"), "503": _error("cannot be stored now; retry"),
+    "413": _error("body too large"), "503": _error("cannot be stored in Redis within CALLBACK_HOLD, nor spooled"),
 }
 SECURED = [{"bearer": []}]
 

@@ -5,6 +5,7 @@ import time
 from urllib.parse import urlencode
 
 from flask import Blueprint, g, jsonify, request, url_for
+from redis.exceptions import RedisError
 
 import logs
 from notify_hosts import NotAllowed
@@ -166,7 +167,11 @@ def _wait(record: RequestRecord, seconds: int, waiting: Requests) -> tuple[Reque
             while not (record.finished or svc.listener.released) and (left := deadline - time.monotonic()) > 0:
                 done.wait(left)
                 done.clear()
-                record = _own_record(rid, waiting)
+                try:
+                    record = _own_record(rid, waiting)
+                except RedisError:   # away for a moment (a failover): wait on, read again
+                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                    done.set()
         return record, False
     finally:
         svc.wait_slots.release()

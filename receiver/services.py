@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import resource
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from redis import Redis
@@ -13,10 +15,12 @@ from rq import Queue
 
 from config import Settings, web_capacity
 from notify_hosts import HostPolicy
+from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
-from store import connect
 from store.callbacks import Deliveries
+from store.connection import connect, connect_rq
 from store.drain_jobs import enqueue_drain_job
+from store.metrics import count
 from store.notifications import Notifications
 from store.records import Requests
 from store.waiting import DoneListener
@@ -44,31 +48,53 @@ class Services:
     notify_hosts: HostPolicy
     wait_slots: threading.BoundedSemaphore = field(repr=False)
     waiter_requests: Requests = field(repr=False)
+    spool: Spool | None = None
+    _replayer_pid: int = field(default=0, repr=False)
+    _replayer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
-        redis = connect(settings.redis_url, REDIS_CONNECTIONS)
-        rq_redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        redis = connect(settings.redis, max_connections=REDIS_CONNECTIONS)
+        # Callbacks budget their own retries in time (CALLBACK_HOLD): no hidden retries, short timeouts.
+        callback_redis = connect(settings.redis, socket_timeout=2, retries=0, max_connections=REDIS_CONNECTIONS)
         stale_ms = settings.drainer_stale_seconds * 1000
         return cls(
             settings=settings,
             redis=redis,
-            requests=Requests(redis, settings.result_ttl, stale_ms),
-            deliveries=Deliveries(redis, settings.result_ttl, settings.orphan_ttl, settings.replay_window),
-            listener=DoneListener(connect(settings.redis_url)),
-            queue=Queue(settings.queue_name, connection=rq_redis),
+            requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
+            deliveries=Deliveries(callback_redis, settings.result_ttl, settings.orphan_ttl,
+                                  settings.replay_window, settings.redis_min_replicas),
+            listener=DoneListener(connect(settings.redis)),
+            queue=Queue(settings.queue_name, connection=connect_rq(settings.redis)),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
             wait_slots=threading.BoundedSemaphore(wait_cap(settings)),
-            waiter_requests=Requests(connect(settings.redis_url, WAITER_REDIS_CONNECTIONS, WAITER_QUEUE_S),
+            waiter_requests=Requests(connect(settings.redis, max_connections=WAITER_REDIS_CONNECTIONS,
+                                             queue_timeout=WAITER_QUEUE_S),
                                      settings.result_ttl, stale_ms),
+            spool=Spool(settings.spool_dir) if settings.spool_dir else None,
         )
 
     def release_waiters(self) -> None:
         """Shutting down: answer every waiting client now, with its record as it stands."""
         log.info("stopping: answering %d waiting clients", self.listener.waiting)
         self.listener.release_all()
+
+    def start_spool_replayer(self) -> None:
+        """Replay what this web process (or one before it) spooled, once Redis takes it.
+        Once per process: called at start and again on spooling, so a process forked from
+        one that started it (gunicorn's preload) runs one of its own."""
+        with self._replayer_lock:
+            if self.spool is None or self._replayer_pid == os.getpid():
+                return
+            self._replayer_pid = os.getpid()
+            SpoolReplayer(self.spool, self.replay_delivery).start()
+
+    def replay_delivery(self, delivery: dict[str, Any]) -> str:
+        outcome = self.deliveries.store(**delivery)
+        count(self.deliveries.redis, f"spool_replays_{outcome}")
+        return outcome
 
     def ring(self, ring_id: str) -> None:
         """Start a drain job for a new submission. The submission is already safe in the

@@ -1,23 +1,100 @@
-"""One Redis client per process, with timeouts and retries set for a service."""
+"""Every Redis client of every process is built here: plain or through Sentinel, with or
+without TLS, with timeouts and retries set for a service."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+T = TypeVar("T")
+
+# What a failover, a restart or a pause of Redis looks like to a client: worth another try.
+# (A demoted primary's READONLY and Sentinel's MasterNotFoundError are ConnectionErrors too.)
+OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
+
+SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts): keep asking short
 
 
-def connect(url: str, max_connections: int | None = None, queue_timeout: float = 5) -> Redis:
-    """A client that fails fast when Redis is away (so web can answer 503) and reconnects by itself.
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where Redis is: a URL, or Sentinels naming the primary (the URL then gives only the
+    database, credentials and scheme). TLS with `rediss://`."""
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str = "mymaster"
+    tls_ca_file: str = ""
+    tls_insecure: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "rediss"
+
+    def tls_options(self) -> dict[str, Any]:
+        if not self.tls:
+            return {}
+        options: dict[str, Any] = {}
+        if self.tls_ca_file:
+            options["ssl_ca_certs"] = self.tls_ca_file
+        if self.tls_insecure:
+            options.update(ssl_cert_reqs="none", ssl_check_hostname=False)
+        return options
+
+
+def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_timeout: float = 5,
+            retries: int = 2, max_connections: int | None = None, queue_timeout: float = 5) -> Redis:
+    """A client that fails fast when Redis is away and reconnects (and, with Sentinel, finds
+    the new primary) by itself. `retries=0` for callers that budget their own retries in time:
+    with Sentinel, reconnecting retries inside the command's retries, so attempts multiply.
     `max_connections`: at most that many sockets, and callers queue for one (up to `queue_timeout`
-    seconds) rather than open more: thousands of greenlets must not open thousands of connections."""
-    options = dict(decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30,
-                   retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2))
-    if max_connections is None:
-        return Redis.from_url(url, **options)
-    pool = BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=queue_timeout, **options)
-    return Redis(connection_pool=pool)
+    seconds) rather than open more: thousands of greenlets must not open thousands of connections.
+    (With Sentinel the pool is redis-py's SentinelConnectionPool, which has no blocking variant:
+    the cap is not applied there.)"""
+    target = RedisTarget(target) if isinstance(target, str) else target
+    options = dict(decode_responses=decode_responses, socket_timeout=socket_timeout,
+                   socket_connect_timeout=min(2.0, socket_timeout), health_check_interval=30,
+                   retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
+                   **target.tls_options())
+    if not target.sentinels:
+        if max_connections is None:
+            return Redis.from_url(target.url, **options)
+        pool = BlockingConnectionPool.from_url(target.url, max_connections=max_connections,
+                                               timeout=queue_timeout, **options)
+        return Redis(connection_pool=pool)
+    url_options = {k: v for k, v in parse_url(target.url).items()
+                   if k in ("db", "username", "password") or k.startswith("ssl_")}
+    sentinel_options = dict(socket_timeout=SENTINEL_TIMEOUT_S, socket_connect_timeout=SENTINEL_TIMEOUT_S)
+    if target.tls:
+        sentinel_options.update(ssl=True, **target.tls_options())
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    return sentinel.master_for(target.master, ssl=target.tls, **url_options, **options)
+
+
+def connect_rq(target: str | RedisTarget) -> Redis:
+    """RQ wants bytes, not text; it raises the socket timeout itself around its blocking dequeue."""
+    return connect(target, decode_responses=False, socket_timeout=10)
+
+
+def within(seconds: float, attempt: Callable[[], T], pause_s: float = 0.25) -> T:
+    """`attempt()` until it succeeds or `seconds` have passed, retrying only Redis outages
+    (then the last error is raised). The budget is time, not a count of attempts: a failover's
+    length is known in seconds. Plain blocking sleeps, so it also runs under gevent."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return attempt()
+        except OUTAGE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            time.sleep(min(pause_s, left))
 
 
 def now_ms() -> int:

@@ -24,6 +24,7 @@ class Claimed:
     attempts: int
     timeout: int       # seconds to wait for the callback
     api_class: str     # the upstream rate-limit class it counts against
+    claim_id: str = ""  # the claim that holds it: only its holder may send or settle it
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,10 @@ class Outbox:
     """Requests waiting to be sent, and the drain jobs that send them."""
 
     def __init__(self, redis: Redis, result_ttl: int, max_drainers: int,
-                 lease_ms: int = LEASE_MS, drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
+                 lease_ms: int = LEASE_MS, drainer_stale_ms: int = DRAINER_STALE_MS,
+                 min_replicas: int = 0) -> None:
         self.redis = redis
+        self.min_replicas = min_replicas
         self.lease_ms = lease_ms
         self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
@@ -47,14 +50,14 @@ class Outbox:
 
     def claim(self, drainer_id: str, wanted: dict[str, int], in_flight: list[str], may_leave: bool) -> Claim:
         """Up to `wanted[class]` requests of each API class."""
-        now = now_ms()
+        now, claim_id = now_ms(), new_id()
         asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
         answer = self.scripts(
             "claim", drainer_id, asked, now, now + self.lease_ms, now - self.drainer_stale_ms,
-            self.max_drainers, new_id(), "1" if may_leave else "0", *in_flight)
+            self.max_drainers, new_id(), "1" if may_leave else "0", claim_id, *in_flight)
         if answer[0] == "leave":
             return Claim([], "", leave=True)
-        items = [_claimed(json.loads(raw)) for raw in answer[2:]]
+        items = [_claimed(json.loads(raw), claim_id) for raw in answer[2:]]
         return Claim(items, answer[1], leave=False)
 
     def hand_over(self, drainer_id: str) -> str:
@@ -62,33 +65,37 @@ class Outbox:
         now = now_ms()
         return self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms)
 
-    def mark_sending(self, rid: str, *turn: object) -> int:
-        """1: marked sending; 0: no longer queued, nothing to send. With a rate-limit turn's
-        arguments (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
-        return self.scripts("mark_sending", rid, now_ms(), *turn)
+    def mark_sending(self, item: Claimed, *turn: object) -> int:
+        """The send marker: written (and with min_replicas replicated) before the request leaves,
+        so a crash before it leaves the request provably unsent (it is sent again), and a crash
+        after it never resends a POST. Only the claim that took `item` may mark it.
+        1: marked sending (again for the same claim: still 1, so a retry after an outage is safe);
+        0: no longer queued for this claim, nothing to send. With a rate-limit turn's arguments
+        (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
+        return self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
 
     def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
         now = now_ms()
         return self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl)
 
-    def completed(self, rid: str, body: Any) -> None:
-        self._settle(rid, "completed", body)
+    def completed(self, item: Claimed, body: Any) -> None:
+        self._settle(item, "completed", body)
 
-    def failed(self, rid: str, error: dict[str, Any]) -> None:
-        self._settle(rid, "failed", error)
+    def failed(self, item: Claimed, error: dict[str, Any]) -> None:
+        self._settle(item, "failed", error)
 
-    def retry(self, rid: str, error: dict[str, Any], delay_s: float) -> None:
-        self._settle(rid, "retry", error, due=now_ms() + int(delay_s * 1000))
+    def retry(self, item: Claimed, error: dict[str, Any], delay_s: float) -> None:
+        self._settle(item, "retry", error, due=now_ms() + int(delay_s * 1000))
 
-    def unknown_outcome(self, rid: str, error: dict[str, Any], timeout_s: int) -> None:
+    def unknown_outcome(self, item: Claimed, error: dict[str, Any]) -> None:
         """Maybe acted upstream: never resent; pending until its deadline."""
-        self._settle(rid, "unknown", error, deadline=now_ms() + timeout_s * 1000)
+        self._settle(item, "unknown", error, deadline=now_ms() + item.timeout * 1000)
 
-    def _settle(self, rid: str, verdict: str, value: Any, due: int = 0, deadline: int = 0) -> None:
-        self.scripts("settle", rid, verdict, json.dumps(value, separators=(",", ":")), now_ms(),
-                     self.result_ttl, due, deadline)
+    def _settle(self, item: Claimed, verdict: str, value: Any, due: int = 0, deadline: int = 0) -> None:
+        self.scripts("settle", item.rid, verdict, json.dumps(value, separators=(",", ":")), now_ms(),
+                     self.result_ttl, due, deadline, item.claim_id)
 
 
-def _claimed(raw: dict[str, Any]) -> Claimed:
+def _claimed(raw: dict[str, Any], claim_id: str) -> Claimed:
     return Claimed(raw["rid"], raw["method"], raw["path"], json.loads(raw["params"]),
-                   raw["callback_method"], raw["attempts"], raw["timeout"], raw["api_class"])
+                   raw["callback_method"], raw["attempts"], raw["timeout"], raw["api_class"], claim_id)

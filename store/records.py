@@ -119,8 +119,10 @@ class Submitted:
 class Requests:
     """The request records of every tenant."""
 
-    def __init__(self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
+    def __init__(self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS,
+                 min_replicas: int = 0) -> None:
         self.redis = redis
+        self.min_replicas = min_replicas
         self.result_ttl = result_ttl
         self.drainer_stale_ms = drainer_stale_ms
         self.scripts = Scripts(redis)
@@ -133,8 +135,11 @@ class Requests:
             idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
             body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
-        answer = self.scripts(
-            "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, submitted_at,
+        # With min_replicas an accepted submission survives a failover; NotReplicated is an
+        # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
+        answer = self.scripts.replicated(
+            self.min_replicas, "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method,
+            submitted_at,
             sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
             now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
         if answer[0] == "existing":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import ConnectionError
 
 from store.keys import API_CLASSES, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
@@ -33,11 +34,38 @@ def source(name: str) -> str:
             "local answer = script()\nflush()\nreturn answer\n")
 
 
+WAIT_MS = 1000  # how long one attempt waits for replicas to confirm a write
+
+
+class NotReplicated(ConnectionError):
+    """Fewer replicas than asked confirmed a write: it could still be lost in a failover,
+    so it is treated like an outage and tried again (the scripts are safe to repeat).
+    `result` is what the script answered."""
+
+    def __init__(self, result: object, replicas: int) -> None:
+        super().__init__(f"only {replicas} replica(s) confirmed the write")
+        self.result = result
+
+
 class Scripts:
     """The scripts registered on one Redis connection; call them by name."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._scripts: dict[str, Script] = {n: redis.register_script(source(n)) for n in NAMES}
 
     def __call__(self, name: str, *args: object) -> object:
         return self._scripts[name](keys=[], args=list(args))
+
+    def replicated(self, min_replicas: int, name: str, *args: object) -> object:
+        """Run a script, then Redis WAIT for `min_replicas` on the same connection (WAIT counts
+        only the writes of its own connection, so both go in one pipeline)."""
+        if min_replicas <= 0:
+            return self(name, *args)
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._scripts[name](keys=[], args=list(args), client=pipe)
+            pipe.wait(min_replicas, WAIT_MS)
+            result, replicas = pipe.execute()
+        if replicas < min_replicas:
+            raise NotReplicated(result, replicas)
+        return result

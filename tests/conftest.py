@@ -15,6 +15,7 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from config import Settings
 from local.redis_server import RedisServer, free_port
 from store import connect, keys, metrics
 from local.processes import Service, gunicorn, python, wait_for
@@ -268,7 +269,7 @@ class Stack:
         self.env, self.workdir, self.db = env, workdir, db
         self.web: Web | None = None
         self.workers: list[Service] = []
-        self.redis = connect(env["REDIS_URL"])
+        self.redis = connect(Settings.from_env(env).redis)
 
     def start_web(self) -> Web:
         self.web = start_web(self.env, self.workdir, f"web-db{self.db}")

@@ -209,8 +209,9 @@ class CallbackEnv:
         if state == "queued":
             return rid, None
         api_id = str(uuid.uuid4())
-        self.outbox.claim("fuzz-drainer", {"api": 1000, "calls": 1000}, [], may_leave=False)
-        assert self.outbox.mark_sending(rid)
+        claim = self.outbox.claim("fuzz-drainer", {"api": 1000, "calls": 1000}, [], may_leave=False)
+        item = next(c for c in claim.items if c.rid == rid)
+        assert self.outbox.mark_sending(item) == 1
         self.outbox.register_api_id(rid, api_id, 3600 if state == "pending" else 0)
         if state == "expired":
             self.sweeper.sweep()

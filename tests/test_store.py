@@ -11,10 +11,11 @@ import uuid
 
 import pytest
 
-from store import connect
+from store import connect, keys
 from store.callbacks import Deliveries
 from store.outbox import Outbox
 from store.records import Requests, Submission
+from store.scripts import NotReplicated
 from store.sweep import Sweeper
 
 TTL = 3600
@@ -39,10 +40,11 @@ def submit(requests, tenant="t1", method="POST"):
     return requests.submit(Submission(tenant, method, "Call/", {"to": "1"}, "POST", 60)).record.fields["request_id"]
 
 
-def claim_and_send(outbox, rid):
-    claim = outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
-    assert rid in [c.rid for c in claim.items]
-    assert outbox.mark_sending(rid)
+def claim_and_send(outbox, rid, drainer="drainer-1"):
+    claim = outbox.claim(drainer, {"api": 10, "calls": 10}, [], may_leave=False)
+    item = next(c for c in claim.items if c.rid == rid)
+    assert outbox.mark_sending(item) == 1
+    return item
 
 
 def test_callback_by_api_id_before_registration_is_kept_then_matched(stores):
@@ -158,9 +160,9 @@ def test_only_one_sweeper_holds_the_lock_at_a_time(redis):
 def test_a_finished_request_is_purged_with_its_indexes_after_its_keep_time(redis):
     requests, outbox, deliveries = Requests(redis, 1), Outbox(redis, 1, 4), Deliveries(redis, 1, 1)
     first, purged = submit(requests, tenant="t9"), submit(requests, tenant="t9")
-    outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
+    items = {c.rid: c for c in outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False).items}
     for rid in (first, purged):
-        assert outbox.mark_sending(rid)
+        assert outbox.mark_sending(items[rid]) == 1
         api_id = str(uuid.uuid4())
         outbox.register_api_id(rid, api_id, 60)
         assert deliveries.store(rid, api_id, {"api_id": api_id}, "POST") == "matched"
@@ -174,3 +176,43 @@ def test_a_finished_request_is_purged_with_its_indexes_after_its_keep_time(redis
     assert requests.page("t9", "completed", 0, 20) == (0, [])
     assert requests.rid_for_api_id(api_id) is None
     assert [k for k in redis.scan_iter("ab:*") if k not in ("ab:metrics", "ab:purge:next", "ab:drainers")] == []
+
+
+def test_requests_of_a_drain_job_that_stopped_beating_come_back_before_their_lease(stores, redis):
+    requests, outbox, _ = stores
+    claimed, sent, sent_get = submit(requests), submit(requests), submit(requests, method="GET")
+    items = {c.rid: c for c in outbox.claim("dead-drainer", {"api": 10, "calls": 10}, [], may_leave=False).items}
+    for rid in (sent, sent_get):
+        assert outbox.mark_sending(items[rid]) == 1
+    redis.zadd(keys.DRAINERS, {"dead-drainer": 0})   # its heartbeat stopped long ago; leases run 60 s
+    assert Sweeper(redis, TTL).sweep().recovered == 3
+    status = {rid: requests.get(rid).to_json() for rid in (claimed, sent, sent_get)}
+    assert status[claimed]["status"] == "queued"
+    assert status[claimed]["attempts"] == 0         # never marked sending: provably never sent, goes out again
+    assert status[sent]["status"] == "pending"      # a POST that may have left is never sent twice
+    assert status[sent_get]["status"] == "queued"
+    # the job was only slow (a Redis outage) and claims them again: its old hold on them is void
+    again = {c.rid: c for c in outbox.claim("dead-drainer", {"api": 10, "calls": 10}, [], may_leave=False).items}
+    assert set(again) == {claimed, sent_get}
+    assert outbox.mark_sending(items[claimed]) == 0
+    outbox.completed(items[sent_get], {"late": True})
+    assert requests.get(sent_get).status == "queued"
+    assert outbox.mark_sending(again[claimed]) == 1
+    assert outbox.mark_sending(again[claimed]) == 1   # again, after an outage cut the answer off: no change
+    assert requests.get(claimed).to_json()["attempts"] == 1
+
+
+def test_a_beating_drain_job_keeps_its_requests(stores, redis):
+    requests, outbox, _ = stores
+    rid = submit(requests)
+    claim_and_send(outbox, rid)
+    assert Sweeper(redis, TTL).sweep().recovered == 0
+    assert requests.get(rid).status == "sending"
+
+
+def test_a_write_not_confirmed_by_enough_replicas_is_not_taken_as_kept(redis):
+    deliveries = Deliveries(redis, TTL, TTL, min_replicas=1)   # the test Redis has no replica
+    api_id = str(uuid.uuid4())
+    with pytest.raises(NotReplicated) as raised:
+        deliveries.store("", api_id, {"api_id": api_id}, "POST")
+    assert raised.value.result == "early"   # written on the primary, yet not acknowledged

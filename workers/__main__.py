@@ -1,14 +1,21 @@
 """`python -m workers`: one RQ worker process that runs drain jobs and the sweep."""
 from __future__ import annotations
 
+import logging
 import os
+import time
 
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 
 import logs
 from workers.context import context, shutdown
 from workers.notifying import Notifier
 from workers.sweeping import SweepTicker
+
+log = logging.getLogger("workers")
+
+RESTART_PAUSE_S = 1.0
 
 
 class SendWorker(SimpleWorker):
@@ -27,8 +34,16 @@ def main() -> None:
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:
         Notifier(ctx.settings, ctx.notifications, shutdown).start()
-    worker = SendWorker([ctx.queue], connection=ctx.rq_redis)
-    worker.work(logging_level=level)
+    # RQ's work loop quits on any Redis error outside its dequeue (a failover, a restart):
+    # this process outlives it and starts the loop again, until it is asked to stop.
+    while not shutdown.is_set():
+        try:
+            SendWorker([ctx.queue], connection=ctx.rq_redis).work(logging_level=level)
+        except RedisError as exc:
+            log.warning("worker could not start its loop: Redis unavailable (%s)", type(exc).__name__)
+        if not shutdown.is_set():
+            log.warning("worker loop stopped; starting it again")
+            time.sleep(RESTART_PAUSE_S)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from redis import Redis
 from rq import Queue
 
 from config import Settings
-from store import connect, keys
+from store import keys
+from store.connection import connect, connect_rq
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.rate_limits import Limit, RateLimiter
@@ -28,11 +29,11 @@ class WorkerContext:
 
     @cached_property
     def redis(self) -> Redis:
-        return connect(self.settings.redis_url)
+        return connect(self.settings.redis)
 
     @cached_property
     def rq_redis(self) -> Redis:
-        return Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
+        return connect_rq(self.settings.redis)
 
     @cached_property
     def queue(self) -> Queue:
@@ -42,7 +43,7 @@ class WorkerContext:
     def outbox(self) -> Outbox:
         s = self.settings
         return Outbox(self.redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
-                      s.drainer_stale_seconds * 1000)
+                      s.drainer_stale_seconds * 1000, s.redis_min_replicas)
 
     @cached_property
     def notifications(self) -> Notifications:

@@ -7,11 +7,13 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
+from redis.exceptions import RedisError
+
 import logs
 from config import Settings
 from store import keys
 from store.drain_jobs import enqueue_drain_job
-from store.outbox import Claimed
+from store.outbox import Claim, Claimed
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,14 @@ def drain(drainer_id: str) -> int:
         held = []
         if time.monotonic() - renewed >= HEARTBEAT_S / 2:
             held, renewed = [item.rid for item in in_flight.values()], time.monotonic()
-        claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
+        try:
+            claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
+        except RedisError as exc:  # a failover: the sends in flight go on; claim again in a moment
+            log.warning("drain job could not claim (%s); trying again", type(exc).__name__)
+            claim = Claim([], "", leave=False)
+            renewed = 0.0
+            if not in_flight:
+                time.sleep(HEARTBEAT_S)
         if claim.leave:
             return sent
         _ring(ctx, claim.ring_id)

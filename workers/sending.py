@@ -7,13 +7,18 @@ from time import perf_counter
 
 import logs
 from store.metrics import observe
+from store.connection import within
 from store.outbox import Claimed
 from workers.backoff import parse_retry_after, retry_delay
 from workers.context import WorkerContext
+from workers.upstream import Verdict
 
 log = logging.getLogger(__name__)
 
 PAUSE_AFTER_429_S = 1.0
+# Seconds a send thread keeps trying to write to Redis while it is away (a failover):
+# before the send nothing has left, after it the upstream's answer must not be dropped.
+REDIS_BUDGET_S = 30.0
 
 
 def send_one(ctx: WorkerContext, item: Claimed) -> None:
@@ -23,11 +28,18 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
 
 def _send(ctx: WorkerContext, item: Claimed) -> None:
     outbox = ctx.outbox
-    if ctx.limiter.acquire(item.api_class, partial(outbox.mark_sending, item.rid)) is None:
+    mark_sending = partial(outbox.mark_sending, item)
+    if within(REDIS_BUDGET_S, lambda: ctx.limiter.acquire(item.api_class, mark_sending)) is None:
         return
     start = perf_counter()
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
     observe(ctx.redis, "upstream", verdict.kind, perf_counter() - start)
+    within(REDIS_BUDGET_S, lambda: record(ctx, item, verdict))
+
+
+def record(ctx: WorkerContext, item: Claimed, verdict: Verdict) -> None:
+    """Write down what one attempt's answer means; safe to repeat."""
+    outbox = ctx.outbox
     if verdict.error.get("status") == 429:
         ctx.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1
@@ -35,12 +47,11 @@ def _send(ctx: WorkerContext, item: Claimed) -> None:
     if verdict.kind == "accepted":
         outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout)
     elif verdict.kind == "completed":
-        outbox.completed(item.rid, verdict.body)
+        outbox.completed(item, verdict.body)
     elif verdict.kind == "unknown":
-        outbox.unknown_outcome(item.rid, verdict.error, item.timeout)
+        outbox.unknown_outcome(item, verdict.error)
     elif verdict.kind == "retry" and attempts < ctx.settings.max_attempts:
-        outbox.retry(item.rid, verdict.error | {"attempts": attempts},
-                     retry_delay(attempts, verdict.retry_after))
+        outbox.retry(item, verdict.error | {"attempts": attempts}, retry_delay(attempts, verdict.retry_after))
     else:
-        outbox.failed(item.rid, verdict.error | {"attempts": attempts})
+        outbox.failed(item, verdict.error | {"attempts": attempts})
     log.debug("request %s attempt %d: %s", item.rid, attempts, verdict.kind)

@@ -1,11 +1,13 @@
 -- A drain job takes queued requests, leasing them: up to the number it asks
 -- for of each API class, and renews the leases of those it still has in flight.
--- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave renew...
+-- Each request taken is marked with this claim's id: only the holder of that claim
+-- may send or settle it (a request taken back and claimed again has a new one).
+-- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave claim_id renew...
 --   wanted: "class=n,class=n"
-local drainer, now, lease_until = ARGV[1], ARGV[3], ARGV[4]
+local drainer, now, lease_until, claim_id = ARGV[1], ARGV[3], ARGV[4], ARGV[9]
 local drainers, leases = P .. 'drainers', P .. 'leases'
 redis.call('ZADD', drainers, now, drainer)
-for i = 9, #ARGV do redis.call('ZADD', leases, 'XX', lease_until, ARGV[i]) end
+for i = 10, #ARGV do redis.call('ZADD', leases, 'XX', lease_until, ARGV[i]) end
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P .. 'retry', rid)
   requeue(rid)
@@ -19,6 +21,7 @@ for class, n in string.gmatch(ARGV[2], '([%w_]+)=(%d+)') do
     local r = load(rid)
     if r and r.status == 'queued' then
       redis.call('ZADD', leases, lease_until, rid)
+      update(rid, {drainer = drainer, claim_id = claim_id})
       table.insert(claimed, cjson.encode({rid = rid, method = r.method, path = r.path, params = r.params,
         callback_method = r.callback_method, attempts = tonumber(r.attempts) or 0, timeout = tonumber(r.timeout),
         api_class = class}))

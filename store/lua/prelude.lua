@@ -10,10 +10,12 @@ local function rkey(rid) return P .. 'req:' .. rid end
 -- passes 64 bytes). Scripts read a record once (`load`), change it (`update`),
 -- and the loader writes each changed record once when the script ends (`flush`);
 -- the client reads it as HGETALL-style pairs (`read_record`).
+-- `drainer` and `claim_id`: the drain job and the claim holding a queued or sending
+-- request; only that claim may send or settle it.
 local FIELDS = {'tenant', 'status', 'method', 'path', 'callback_method', 'submitted_at', 'timeout',
   'api_class', 'attempts', 'sent_at', 'api_id', 'deadline', 'completed_at', 'late', 'delivery_at',
   'delivery_method', 'params', 'response', 'error', 'notify_url', 'notify_host', 'notify_status',
-  'notify_event', 'notify_attempts', 'notify_error', 'notify_delivered_at'}
+  'notify_event', 'notify_attempts', 'notify_error', 'notify_delivered_at', 'drainer', 'claim_id'}
 
 local records = {}   -- what this run of the script has read, by request id
 local changed = {}   -- request ids to write back, in the order first changed

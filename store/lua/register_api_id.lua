@@ -8,7 +8,7 @@ count('sends_accepted')
 index_api_id(rid, api_id)
 if field(rid, 'status') == 'sending' then
   move_status(rid, 'pending')
-  update(rid, {deadline = ARGV[4]})
+  update(rid, {deadline = ARGV[4], drainer = false, claim_id = false})
   redis.call('ZADD', P .. 'deadlines', ARGV[4], rid)
 end
 local okey = P .. 'orphan:' .. api_id

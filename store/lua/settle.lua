@@ -3,10 +3,13 @@
 --   failed     (value = the error)
 --   retry      (value = the error; due = when to send again)
 --   unknown    (maybe acted upstream, never resent: pending until the deadline)
--- ARGV: rid verdict value now ttl due deadline
-local rid, verdict, value, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- Only the claim that holds the request may settle it.
+-- ARGV: rid verdict value now ttl due deadline claim_id
+local rid, verdict, value, now, claim_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[8]
+local r = load(rid)
+if not r or r.status ~= 'sending' or r.claim_id ~= claim_id then return 0 end
 redis.call('ZREM', P .. 'leases', rid)
-if field(rid, 'status') ~= 'sending' then return 0 end
+update(rid, {drainer = false, claim_id = false})
 count('sends_' .. verdict)
 if verdict == 'completed' then
   update(rid, {response = value})

@@ -2,7 +2,7 @@
 -- job died, purge finished ones past their keep time, and ring a drain job
 -- when work waits with none alive.
 -- ARGV: now limit ttl ring_id stale_before
-local now, limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, limit, ttl, stale_before = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local counts = {0, 0, 0}
 
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, limit)) do
@@ -15,22 +15,34 @@ for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 
   end
 end
 
-for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', P .. 'leases', rid)
+-- A claimed request is taken back when its lease ran out, or at once when the drain
+-- job holding it stopped heart-beating (gone from the drainers, or stale there).
+local function holder_dead(r)
+  local beat = r.drainer and redis.call('ZSCORE', P .. 'drainers', r.drainer)
+  return not beat or tonumber(beat) < stale_before
+end
+
+local leased = redis.call('ZRANGE', P .. 'leases', 0, limit - 1, 'WITHSCORES')
+for i = 1, #leased, 2 do
+  local rid = leased[i]
   local r = load(rid) or {}
-  if r.status == 'queued' then
-    requeue(rid)
-  elseif r.status == 'sending' and r.method == 'POST' then
-    local deadline = tonumber(r.sent_at) + tonumber(r.timeout) * 1000
-    update(rid, {deadline = deadline,
-      error = cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'})})
-    move_status(rid, 'pending')
-    redis.call('ZADD', P .. 'deadlines', deadline, rid)
-  elseif r.status == 'sending' then
-    move_status(rid, 'queued')
-    requeue(rid)
+  if tonumber(leased[i + 1]) <= now or holder_dead(r) then
+    redis.call('ZREM', P .. 'leases', rid)
+    if r.status then update(rid, {drainer = false, claim_id = false}) end
+    if r.status == 'queued' then
+      requeue(rid)
+    elseif r.status == 'sending' and r.method == 'POST' then
+      local deadline = tonumber(r.sent_at) + tonumber(r.timeout) * 1000
+      update(rid, {deadline = deadline,
+        error = cjson.encode({reason = 'the worker stopped after sending; a POST is never sent twice'})})
+      move_status(rid, 'pending')
+      redis.call('ZADD', P .. 'deadlines', deadline, rid)
+    elseif r.status == 'sending' then
+      move_status(rid, 'queued')
+      requeue(rid)
+    end
+    counts[2] = counts[2] + 1
   end
-  counts[2] = counts[2] + 1
 end
 
 -- A request finished again (a late callback after expiry) is in a later bucket
