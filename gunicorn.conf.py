@@ -24,7 +24,7 @@ class WebWorker(GeventWorker):
         gevent.spawn(self.release_waiters)
 
     def release_waiters(self):
-        services = getattr(self.wsgi, "extensions", {}).get("answerback")
+        services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("answerback")  # none before the app loaded
         if services is not None:
             services.release_waiters()
 

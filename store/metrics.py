@@ -113,6 +113,8 @@ class Observations:
         self._sums: dict[tuple[str, str], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
         atexit.register(self.close)
 
@@ -164,13 +166,18 @@ def observe(redis: Redis, name: str, label: str, seconds: float) -> None:
     """Observe one duration (seconds) in histogram `name` under `label`; it reaches Redis
     within about a second. One recorder per process (a new one in a forked child)."""
     global _observations, _pid
-    recorder = _observations
-    if recorder is None or _pid != os.getpid():
+    if _observations is None or _pid != os.getpid():
+        fresh = None
+        # Nothing that can yield happens under _lock: under gevent it may be a real lock (this
+        # module is imported by gunicorn's master, before the worker patches threading), and a
+        # greenlet blocking on it while its holder waits for the hub would hang the process.
         with _lock:
             if _observations is None or _pid != os.getpid():
-                _observations, _pid = Observations(redis), os.getpid()
-            recorder = _observations
-    recorder.observe(name, label, seconds)
+                fresh = Observations(redis)
+                _observations, _pid = fresh, os.getpid()
+        if fresh is not None:
+            fresh.start()
+    _observations.observe(name, label, seconds)
 
 
 def flush_observations() -> None:

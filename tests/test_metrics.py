@@ -2,15 +2,18 @@
 happened, its buckets are cumulative, and two web services' observations add up in Redis."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from local.processes import wait_for
 from tests.conftest import start_web, submit, wait_status
 from tests.test_callbacks import signed_headers
+from tests.test_waiting import post_callback as post_signed_callback
 
 REQUESTS = 4
 
@@ -99,3 +102,17 @@ def test_every_metric_is_in_the_readme_and_the_grafana_dashboard(web):
     assert len(names) >= 18
     assert [name for name in sorted(exposed) if f"| `{name}` |" not in readme] == []
     assert [name for name in sorted(names) if name not in dashboard] == []
+
+
+def test_a_fresh_web_takes_a_burst_of_first_callbacks_without_hanging(make_stack):
+    """The first latency observation of a gevent worker builds its recorder under a lock that
+    gunicorn's master created before the worker patched threading; a recorder that yielded
+    to the hub under it hung the whole worker when a second callback came at that moment."""
+    stack = make_stack(db=11, workers=0)
+
+    async def burst() -> list[str]:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=stack.web.url, timeout=20, limits=limits) as webhook:
+            return await asyncio.gather(*(post_signed_callback(webhook, stack.web.url, None) for _ in range(64)))
+
+    assert asyncio.run(burst()) == ["early"] * 64
