@@ -3,14 +3,18 @@
 -- request's current event (a newer event or a replay supersedes it) and not
 -- delivered already.
 --   delivered | retry (due again at next_due) | failed, refused (final)
--- ARGV: rid event outcome now next_due attempt error keep
+-- ARGV: rid event outcome now next_due attempt error_text keep
 local rid, event, outcome, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local next_due = ARGV[5]        -- ms, when outcome is retry
+local attempt = ARGV[6]         -- the attempt's log entry, JSON
+local error_text = ARGV[7]      -- why it was not delivered
+local keep = tonumber(ARGV[8])  -- log entries kept, newest
 local k = rkey(rid)
 count('notify_' .. outcome)
 local r = load(rid)
 if not r then return 0 end
-redis.call('RPUSH', k .. ':notifications', ARGV[6])
-redis.call('LTRIM', k .. ':notifications', -tonumber(ARGV[8]), -1)
+redis.call('RPUSH', k .. ':notifications', attempt)
+redis.call('LTRIM', k .. ':notifications', -keep, -1)
 if r.notify_event ~= event or r.notify_status == 'delivered' then return 0 end
 update(rid, {notify_attempts = (tonumber(r.notify_attempts) or 0) + 1})
 if outcome == 'delivered' then
@@ -18,9 +22,9 @@ if outcome == 'delivered' then
   redis.call('ZREM', P .. 'notify:due', rid)
   return 1
 end
-update(rid, {notify_error = ARGV[7]})
+update(rid, {notify_error = error_text})
 if outcome == 'retry' then
-  redis.call('ZADD', P .. 'notify:due', ARGV[5], rid)
+  redis.call('ZADD', P .. 'notify:due', next_due, rid)
 else
   update(rid, {notify_status = 'failed'})
   redis.call('ZREM', P .. 'notify:due', rid)

@@ -1,3 +1,4 @@
 -- One record as the client reads it (see read_record in the prelude).
 -- ARGV: rid
-return read_record(ARGV[1])
+local rid = ARGV[1]
+return read_record(rid)

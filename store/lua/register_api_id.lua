@@ -1,15 +1,17 @@
 -- The upstream accepted the request and named its api_id: the request waits
 -- for its callback, and callbacks that came first are applied now.
 -- ARGV: rid api_id now deadline ttl
-local rid, api_id, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[5])
+local rid, api_id, now = ARGV[1], ARGV[2], ARGV[3]
+local deadline = ARGV[4]       -- ms; no callback by then: expired
+local ttl = tonumber(ARGV[5])  -- seconds a finished request is kept
 if not load(rid) then return 'gone' end
 redis.call('ZREM', P .. 'leases', rid)
 count('sends_accepted')
 index_api_id(rid, api_id)
 if field(rid, 'status') == 'sending' then
   move_status(rid, 'pending')
-  update(rid, {deadline = ARGV[4], drainer = false, claim_id = false})
-  redis.call('ZADD', P .. 'deadlines', ARGV[4], rid)
+  update(rid, {deadline = deadline, drainer = false, claim_id = false})
+  redis.call('ZADD', P .. 'deadlines', deadline, rid)
 end
 local okey = P .. 'orphan:' .. api_id
 for _, entry in ipairs(redis.call('LRANGE', okey, 0, -1)) do

@@ -2,7 +2,11 @@
 -- job died, purge finished ones past their keep time, and ring a drain job
 -- when work waits with none alive.
 -- ARGV: now limit ttl ring_id stale_before
-local now, limit, ttl, stale_before = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])         -- entries taken per timer in one pass
+local ttl = tonumber(ARGV[3])           -- seconds a finished request is kept
+local ring_id = ARGV[4]                 -- the drain job to start, if one is needed
+local stale_before = tonumber(ARGV[5])  -- a drain job whose last heartbeat is older is dead
 local counts = {0, 0, 0}
 
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, limit)) do
@@ -74,6 +78,6 @@ if bucket then redis.call('SET', P .. 'purge:next', bucket) end
 local rung = ''
 if outbox_length() > 0 or
    redis.call('ZCOUNT', P .. 'retry', '-inf', now) > 0 then
-  rung = ring(ARGV[4], now, ARGV[5])
+  rung = ring(ring_id, now, stale_before)
 end
 return {counts[1], counts[2], counts[3], rung}
