@@ -34,6 +34,7 @@ import httpx
 
 from bench.stack import group_cpu_seconds, terminate_on_signals
 from bench.throughput import run_pool
+from local import stack as local_stack
 from local.processes import Service, python, wait_for
 from local.redis_server import RedisServer, free_port
 from store import connect
@@ -109,7 +110,7 @@ def answerback(workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, th
     endpoint.reset()
     env = {**os.environ, "REDIS_URL": redis.url, "NOTIFY_HOSTS": "127.0.0.1", "WEBHOOK_SECRET": SECRET,
            "NOTIFY_CONCURRENCY": str(threads), "NOTIFY_HOST_CONCURRENCY": str(threads), "LOG_LEVEL": "warning"}
-    worker = Service("worker", python("-m", "workers"), env, workdir).start()
+    worker = local_stack.start_worker(env, workdir)
     try:
         wait_for(lambda: delivered(redis.url) >= n, timeout, 0.05, f"{n} notifications delivered")
         cpu = group_cpu_seconds(worker.pid)

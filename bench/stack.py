@@ -14,14 +14,12 @@ import tempfile
 import threading
 from pathlib import Path
 
-
-
-from local.processes import Service, gunicorn, wait_for
+from local import stack as local_stack
+from local.processes import Service, wait_for  # noqa: F401  (the benches take wait_for from here)
 from local.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-AUTH_ID = "MASANDBOX00000000000"
+AUTH_ID = local_stack.SANDBOX_AUTH_ID
 AUTH_TOKEN = "bench-sandbox-token"
 API_KEY = "bench-key"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,7 +61,8 @@ class Stack:
         self.callback_delay, self.web_processes = callback_delay, web_processes
         self.keep_dir, self.extra_env = keep_dir, extra_env or {}
         self.web_conf, self.sandbox_conf = web_conf, sandbox_conf
-        self.worker_argv = worker_argv or [sys.executable, "-m", "workers"]
+        self.worker_argv = worker_argv
+        self.started = local_stack.Processes()
         self.redis: RedisServer | None = None
         self.sandbox: Service | None = None
         self.web: Service | None = None
@@ -73,38 +72,23 @@ class Stack:
 
     # -- starting ---------------------------------------------------------------------------
     def start(self) -> "Stack":
-        self.redis = RedisServer(self.dir / "redis").start()
-        base = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
-
-        port = free_port()
-        self.sandbox_url = f"http://127.0.0.1:{port}"
-        sandbox_env = {**base, "SANDBOX_AUTH_ID": AUTH_ID, "SANDBOX_AUTH_TOKEN": AUTH_TOKEN,
-                       "SANDBOX_BIND": f"127.0.0.1:{port}", "SANDBOX_CALLBACK_DELAY": str(self.callback_delay)}
-        self.sandbox = Service("sandbox", gunicorn("sandbox.app:create_app()", self.sandbox_conf, f"127.0.0.1:{port}"),
-                               sandbox_env, self.dir, self.sandbox_url + "/_sandbox/health").start()
-
-        port = free_port()
-        self.web_url = f"http://127.0.0.1:{port}"
-        self.env = {**base, "REDIS_URL": self.redis.url, "PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
-                    "PLIVO_API_URL": self.sandbox_url + "/v1/", "API_KEYS": API_KEY, "PUBLIC_URL": self.web_url,
-                    "PORT": str(port), "WEB_CONCURRENCY": str(self.web_processes),
-                    "RATE_LIMIT_API": "100000/1", "RATE_LIMIT_CALLS": "100000/1",
-                    "SEND_CONCURRENCY": str(self.send_concurrency), **self.extra_env}
-        self.web = Service("web", gunicorn("receiver:create_app()", self.web_conf, f"127.0.0.1:{port}"),
-                           self.env, self.dir, self.web_url + "/healthz").start()
+        self.redis = self.started.add(RedisServer(self.dir / "redis").start())
+        base = {**os.environ, **self.extra_env}
+        sandbox_port, port = free_port(), free_port()
+        self.sandbox_url, self.web_url = local_stack.local_url(sandbox_port), local_stack.local_url(port)
+        self.sandbox = self.started.add(local_stack.start_sandbox(
+            local_stack.sandbox_env(base, sandbox_port, AUTH_TOKEN, callback_delay=self.callback_delay),
+            self.dir, sandbox_port, self.sandbox_conf))
+        self.env = local_stack.web_env(local_stack.app_env(
+            base, self.redis.url, API_KEY, sandbox_port, AUTH_TOKEN,
+            RATE_LIMIT_API="100000/1", RATE_LIMIT_CALLS="100000/1", SEND_CONCURRENCY=str(self.send_concurrency),
+            WEB_CONCURRENCY=str(self.web_processes), **self.extra_env), port)
+        self.web = self.started.add(local_stack.start_web(self.env, self.dir, conf=self.web_conf))
         for i in range(self.n_workers):
-            self.workers.append(Service(f"worker-{i}", self.worker_argv, self.env, self.dir).start())
-        wait_for(self._workers_registered, 30, message=f"{self.n_workers} RQ workers to register")
+            self.workers.append(self.started.add(
+                local_stack.start_worker(self.env, self.dir, f"worker-{i}", self.worker_argv)))
+        local_stack.wait_registered(self.redis.url, self.workers)
         return self
-
-    def _workers_registered(self) -> bool:
-        for worker in self.workers:
-            if not worker.alive:
-                raise RuntimeError(f"{worker.name} exited; see {worker.log_path}:\n"
-                                   + worker.log_path.read_text(errors="replace")[-3000:])
-        from redis import Redis
-        with Redis.from_url(self.redis.url) as client:
-            return client.scard("rq:workers") >= self.n_workers
 
     # -- observing --------------------------------------------------------------------------
     def processes(self) -> dict[str, int]:
@@ -124,14 +108,7 @@ class Stack:
     # -- stopping ---------------------------------------------------------------------------
     def stop(self) -> None:
         """Every process, whatever state it is in; safe to call twice."""
-        for proc in [*self.workers, self.web, self.sandbox]:
-            if proc is not None:
-                try:
-                    proc.stop()
-                except Exception as exc:  # keep stopping the others
-                    print(f"could not stop {proc.name}: {exc!r}", file=sys.stderr)
-        if self.redis is not None:
-            self.redis.stop()
+        self.started.stop()
         if not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

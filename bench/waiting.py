@@ -37,7 +37,8 @@ from redis import Redis
 from bench.http_load import Answer, drive, hold, percentile, request_bytes
 from bench.stack import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals, wait_for
 from config import raise_fd_limit
-from local.processes import Service, gunicorn
+from local import stack as local_stack
+from local.processes import Service
 from local.redis_server import free_port
 from store import keys
 
@@ -132,10 +133,8 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate:
 
 
 def start_noop(stack: Stack) -> Service:
-    port = free_port()
-    env = {**stack.env, "PORT": str(port)}
-    noop = Service("noop", gunicorn("bench.noop_app:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
-                   env, stack.dir, f"http://127.0.0.1:{port}/healthz").start()
+    env = {**stack.env, "PORT": str(free_port())}
+    noop = local_stack.start_web(env, stack.dir, "noop", app="bench.noop_app:create_app()")
     stack.extra_groups["noop"] = [noop.pid]
     return noop
 

@@ -1,7 +1,8 @@
 """`python3 manage.py run`: the whole system on one machine, no Plivo account needed.
 
-Starts an embedded Redis (unless REDIS_URL is set), the Plivo sandbox, and
-the Procfile's web and worker processes under honcho, and prints how to use it.
+Starts an embedded Redis (unless REDIS_URL is set) and the Plivo sandbox (unless Plivo
+credentials are set) from local/stack.py, which also builds the environment, then the
+Procfile's web and worker processes under honcho, and prints how to use it.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from local import stack as local_stack
 from local.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local"
-SANDBOX_AUTH_ID = "MASANDBOX00000000000"
 SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
 
 
@@ -32,26 +33,37 @@ def dev_api_key() -> str:
     return path.read_text().strip()
 
 
-def environment(redis_url: str) -> dict[str, str]:
-    env = {**os.environ, **{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}}
-    port = env.setdefault("PORT", "8000")
-    sandbox_port = env.setdefault("SANDBOX_PORT", "8010")
-    env["REDIS_URL"] = redis_url
-    env.setdefault("API_KEYS", dev_api_key())
-    env.setdefault("PUBLIC_URL", f"http://127.0.0.1:{port}")
-    if "PLIVO_AUTH_ID" not in env:
-        env.update(PLIVO_AUTH_ID=SANDBOX_AUTH_ID, PLIVO_AUTH_TOKEN=SANDBOX_AUTH_TOKEN,
-                   PLIVO_API_URL=f"http://127.0.0.1:{sandbox_port}/v1/")
-    env.update(SANDBOX_AUTH_ID=env["PLIVO_AUTH_ID"], SANDBOX_AUTH_TOKEN=env["PLIVO_AUTH_TOKEN"],
-               SANDBOX_BIND=f"127.0.0.1:{sandbox_port}", PYTHONUNBUFFERED="1")
-    return env
+def settings() -> dict[str, str]:
+    """The environment, with .env's values over it."""
+    return {**os.environ, **{k: v for k, v in dotenv_values(ROOT / ".env").items() if v is not None}}
 
 
-def banner(env: dict[str, str]) -> str:
+def environment(base: dict[str, str], redis_url: str) -> dict[str, str]:
+    """Web's and the workers' (the Procfile's processes share one). Without Plivo credentials
+    the upstream is the sandbox on SANDBOX_PORT."""
+    sandbox_port = None if "PLIVO_AUTH_ID" in base else int(base.get("SANDBOX_PORT", "8010"))
+    env = local_stack.app_env(base, redis_url, base.get("API_KEYS") or dev_api_key(), sandbox_port,
+                              SANDBOX_AUTH_TOKEN)
+    return local_stack.web_env(env, int(base.get("PORT", "8000")))
+
+
+def start_sandbox(env: dict[str, str], started: local_stack.Processes) -> str:
+    """The sandbox, when the upstream is on SANDBOX_PORT, with the upstream's credentials;
+    its log's path ('' when none is started)."""
+    port = int(env.get("SANDBOX_PORT", "8010"))
+    if not env.get("PLIVO_API_URL", "").startswith(local_stack.local_url(port) + "/"):
+        return ""
+    sandbox_env = local_stack.sandbox_env(env, port, env["PLIVO_AUTH_TOKEN"], env["PLIVO_AUTH_ID"])
+    return str(started.add(local_stack.start_sandbox(sandbox_env, STATE, port)).log_path.relative_to(ROOT))
+
+
+def banner(env: dict[str, str], sandbox_log: str) -> str:
     base, key = f"http://127.0.0.1:{env['PORT']}", env["API_KEYS"].split(",")[0]
+    sandbox = f" (the sandbox; its log: {sandbox_log})" if sandbox_log else ""
     return f"""
 Answerback is starting at {base}  (dashboard: {base}/ , health: {base}/readyz)
-Upstream: {env['PLIVO_API_URL']}   Redis: {env['REDIS_URL']}
+Upstream: {env.get('PLIVO_API_URL', 'Plivo')}{sandbox}
+Redis: {env['REDIS_URL']}
 Development API key: {key}
 
 Try it (submit a call, then wait up to 30 s for its callback):
@@ -73,16 +85,14 @@ Stop with Ctrl-C.
 
 
 def main() -> int:
-    redis = None
-    redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        redis = RedisServer(STATE / "redis", port=int(os.environ.get("REDIS_PORT", "6390"))).start()
-        redis_url = redis.url
-    try:
-        env = environment(redis_url)
+    base = settings()
+    with local_stack.Processes() as started:
+        redis_url = base.get("REDIS_URL")
+        if not redis_url:
+            redis_url = started.add(RedisServer(STATE / "redis", port=int(base.get("REDIS_PORT", "6390"))).start()).url
+        env = environment(base, redis_url)
+        sandbox_log = start_sandbox(env, started)
         manager = Manager(Printer(sys.stdout))
-        if env["PLIVO_API_URL"].startswith(f"http://127.0.0.1:{env['SANDBOX_PORT']}/"):
-            manager.add_process("sandbox", f"{sys.executable} -m sandbox", env=env, cwd=str(ROOT))
         procfile = parse_procfile((ROOT / "Procfile").read_text())
         bin_dir = str(Path(sys.executable).parent)
         env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
@@ -90,12 +100,9 @@ def main() -> int:
             copies = int(env.get("WORKERS", "2")) if name == "worker" else 1
             for i in range(copies):
                 manager.add_process(name if copies == 1 else f"{name}.{i + 1}", entry, env=env, cwd=str(ROOT))
-        print(banner(env), flush=True)
+        print(banner(env, sandbox_log), flush=True)
         manager.loop()
         return manager.returncode or 0
-    finally:
-        if redis:
-            redis.stop()
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 
 from config import Settings
+from local import stack as local_stack
+from local.processes import Service, wait_for
 from local.redis_server import RedisServer, free_port
 from store import connect, keys, metrics
-from local.processes import Service, gunicorn, python, wait_for
 
-AUTH_ID = "MASANDBOX00000000000"
+AUTH_ID = local_stack.SANDBOX_AUTH_ID
 AUTH_TOKEN = "sandbox-test-token"
 KEY_A, KEY_B = "test-key-a", "test-key-b"
 STARTED: dict[str, Any] = {}  # session services already running, for clean_state
@@ -121,13 +122,10 @@ def redis(redis_server):
 @pytest.fixture(scope="session")
 def sandbox(workdir) -> Iterator[Sandbox]:
     port = free_port()
-    env = {**os.environ, "SANDBOX_AUTH_ID": AUTH_ID, "SANDBOX_AUTH_TOKEN": AUTH_TOKEN,
-           "SANDBOX_BIND": f"127.0.0.1:{port}", "SANDBOX_CALLBACK_DELAY": "0.05"}
-    url = f"http://127.0.0.1:{port}"
-    service = Service("sandbox", gunicorn("sandbox.app:create_app()", "sandbox/gunicorn_conf.py",
-                                          f"127.0.0.1:{port}"), env, workdir, url + "/_sandbox/stats")
-    SERVICES.append(service.start())
-    box = STARTED["sandbox"] = Sandbox(url)
+    env = local_stack.sandbox_env(os.environ, port, AUTH_TOKEN, callback_delay=0.05)
+    service = local_stack.start_sandbox(env, workdir, port)
+    SERVICES.append(service)
+    box = STARTED["sandbox"] = Sandbox(local_stack.local_url(port))
     yield box
     STARTED.pop("sandbox")
     box.http.close()
@@ -136,10 +134,10 @@ def sandbox(workdir) -> Iterator[Sandbox]:
 
 @pytest.fixture(scope="session")
 def base_env(redis_server, sandbox) -> dict[str, str]:
-    return {**os.environ, "REDIS_URL": redis_server.url, "PLIVO_AUTH_ID": AUTH_ID,
-            "PLIVO_AUTH_TOKEN": AUTH_TOKEN, "PLIVO_API_URL": sandbox.api_url,
-            "API_KEYS": f"{KEY_A},{KEY_B}", "PLIVO_TIMEOUT": "5", "PYTHONUNBUFFERED": "1",
-            "ACCESS_LOG": "-", "RATE_LIMIT_CALLS": "500/1", "RATE_LIMIT_API": "2000/1"}
+    """What web and workers of the session share; each web adds its own port and URL."""
+    port = int(sandbox.url.rsplit(":", 1)[1])
+    return local_stack.app_env(os.environ, redis_server.url, f"{KEY_A},{KEY_B}", port, AUTH_TOKEN,
+                             PLIVO_TIMEOUT="5", ACCESS_LOG="-", RATE_LIMIT_CALLS="500/1", RATE_LIMIT_API="2000/1")
 
 
 class Web:
@@ -153,18 +151,13 @@ class Web:
 
 def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **overrides: str) -> Web:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {"WEB_CONCURRENCY": "2", **base_env, "PORT": str(port), "PUBLIC_URL": url, **overrides}
-    if "PUBLIC_URL" in base_env:  # a stack behind a (pretend) proxy keeps its public URL
-        env["PUBLIC_URL"] = base_env["PUBLIC_URL"]
-    service = Service(name, gunicorn("receiver:create_app()", "gunicorn.conf.py", f"127.0.0.1:{port}"),
-                      env, workdir, url + "/healthz")
-    SERVICES.append(service.start())
-    return Web(service, url)
+    service = local_stack.start_web(local_stack.web_env(base_env, port, **overrides), workdir, name)
+    SERVICES.append(service)
+    return Web(service, local_stack.local_url(port))
 
 
 def start_worker(base_env: dict[str, str], workdir: Path, name: str = "worker", **overrides: str) -> Service:
-    service = Service(name, python("-m", "workers"), {**base_env, **overrides}, workdir).start()
+    service = local_stack.start_worker({**base_env, **overrides}, workdir, name)
     SERVICES.append(service)
     return service
 

@@ -1,9 +1,13 @@
-"""What the tree promises a maintainer: which process may import what, and a repository
-that carries nothing of the machine it was written on."""
+"""What the tree promises a maintainer: which process may import what, a repository that
+carries nothing of the machine it was written on, Lua scripts whose arguments have names,
+and one builder of the process stack."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+
+import pytest
 
 from local.processes import ROOT
 
@@ -35,3 +39,45 @@ def test_the_web_process_imports_no_worker_code():
              "print(sorted(n for n in sys.modules if n == 'workers' or n.startswith('workers.')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# TODO(issue 12): every script, once the other engineers' conversions have landed.
+NAMED_ARGUMENT_SCRIPTS = ["hand_over", "notify_again", "notify_claim", "notify_settle", "page", "read",
+                          "register_api_id", "sweep"]
+POSITIONAL = re.compile(r"\b(ARGV|KEYS)\[")
+
+
+def argument_names(lines: list[str]) -> list[str]:
+    """The names the header's `local a, b = ARGV[1], tonumber(ARGV[2])` lines give, in ARGV order."""
+    named: dict[int, str] = {}
+    for line in lines:
+        match = re.match(r"local ([\w, ]+?) = (.*)", line.split("--")[0])
+        if match:
+            names = [n.strip() for n in match[1].split(",")]
+            indexes = [int(i) for i in re.findall(r"ARGV\[(\d+)\]", match[2])]
+            if len(names) == len(indexes):
+                named |= dict(zip(indexes, names))
+    return [named[i] for i in sorted(named)]
+
+
+@pytest.mark.parametrize("name", NAMED_ARGUMENT_SCRIPTS)
+def test_a_lua_script_names_its_arguments_at_its_top_as_its_header_comment_lists_them(name):
+    lines = (ROOT / "store" / "lua" / f"{name}.lua").read_text().splitlines()
+    top = 0
+    while top < len(lines) and (lines[top].startswith("--") or "ARGV" in lines[top] or "KEYS" in lines[top]):
+        top += 1
+    assert [line for line in lines[top:] if POSITIONAL.search(line)] == []
+    header = next(line for line in lines if line.startswith("-- ARGV:"))
+    listed = re.sub(r"\(.*?\)|\[.*", "", header.removeprefix("-- ARGV:")).split()
+    assert argument_names(lines[:top]) == listed
+
+
+def test_the_process_stack_is_built_in_one_place():
+    """Tests, benches and the local run start web, workers and the sandbox, and give them their
+    environment, through local/stack.py only."""
+    builders = re.compile(r"\bgunicorn\(|\bpython\(\"-m\", \"workers\"|[\"']PLIVO_API_URL[\"']\s*:|\bPLIVO_API_URL=")
+    found = [f"{path.relative_to(ROOT)}: {line.strip()}"
+             for folder in ("tests", "bench", "local") for path in sorted((ROOT / folder).rglob("*.py"))
+             if path.relative_to(ROOT).as_posix() not in ("local/stack.py", "local/processes.py")
+             for line in path.read_text().splitlines() if builders.search(line)]
+    assert found == []
