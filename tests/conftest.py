@@ -81,8 +81,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
 
 
 class Sandbox:
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = url = local_stack.local_url(port)
         self.api_url = url + "/v1/"
         self.http = httpx.Client(base_url=url, timeout=10)
 
@@ -125,7 +126,7 @@ def sandbox(workdir) -> Iterator[Sandbox]:
     env = local_stack.sandbox_env(os.environ, port, AUTH_TOKEN, callback_delay=0.05)
     service = local_stack.start_sandbox(env, workdir, port)
     SERVICES.append(service)
-    box = STARTED["sandbox"] = Sandbox(local_stack.local_url(port))
+    box = STARTED["sandbox"] = Sandbox(port)
     yield box
     STARTED.pop("sandbox")
     box.http.close()
@@ -135,9 +136,8 @@ def sandbox(workdir) -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def base_env(redis_server, sandbox) -> dict[str, str]:
     """What web and workers of the session share; each web adds its own port and URL."""
-    port = int(sandbox.url.rsplit(":", 1)[1])
-    return local_stack.app_env(os.environ, redis_server.url, f"{KEY_A},{KEY_B}", port, AUTH_TOKEN,
-                             PLIVO_TIMEOUT="5", ACCESS_LOG="-", RATE_LIMIT_CALLS="500/1", RATE_LIMIT_API="2000/1")
+    return local_stack.app_env(os.environ, redis_server.url, f"{KEY_A},{KEY_B}", sandbox.port, AUTH_TOKEN,
+                              PLIVO_TIMEOUT="5", ACCESS_LOG="-", RATE_LIMIT_CALLS="500/1", RATE_LIMIT_API="2000/1")
 
 
 class Web:
