@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 
 from redis.exceptions import RedisError
 
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.05
 HEARTBEAT_S = 1.0
+# A drain job claims again once this share of its send slots is free (or the outbox ran dry and
+# IDLE_POLL_S passed), not for every slot that frees: one claim script per batch, not per send.
+CLAIM_BATCH_SHARE = 4
 
 
 def drain(drainer_id: str) -> int:
@@ -28,10 +32,11 @@ def drain(drainer_id: str) -> int:
     from workers.sending import send_one
 
     ctx = context()
-    concurrency = ctx.settings.send_concurrency
+    batch = max(1, ctx.settings.send_concurrency // CLAIM_BATCH_SHARE)
     started, sent = time.monotonic(), 0
     renewed = started
     in_flight: dict[Future, Claimed] = {}
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     while True:
         stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
         if stopping and not in_flight:
@@ -55,16 +60,37 @@ def drain(drainer_id: str) -> int:
             return sent
         _ring(ctx, claim.ring_id)
         for item in claim.items:
-            in_flight[ctx.pool.submit(send_one, ctx, item)] = item
+            future = ctx.pool.submit(send_one, ctx, item)
+            in_flight[future] = item
+            future.add_done_callback(finished.put)
         sent += len(claim.items)
-        idle = stopping or len(in_flight) >= concurrency
-        timeout = HEARTBEAT_S if idle else (0 if claim.items else IDLE_POLL_S)
-        done, _ = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            item = in_flight.pop(future)
-            if future.exception() is not None:
-                with logs.tagged(request_id=item.rid):
-                    log.error("send of %s failed: %r", item.rid, future.exception())
+        # More waits in the outbox when a class gave all that was asked of it: claim again once a
+        # batch of slots is free. Otherwise poll; a stopping job only heart-beats.
+        more = not stopping and _filled(wanted, claim.items)
+        until = time.monotonic() + (HEARTBEAT_S / 2 if stopping or more else IDLE_POLL_S)
+        _collect(ctx.settings, in_flight, finished, until, batch if more else 0)
+
+
+def _collect(settings: Settings, in_flight: dict[Future, Claimed], finished: "queue.SimpleQueue[Future]",
+             until: float, enough: int) -> None:
+    """Take finished sends off `in_flight` until `enough` slots are free (0: only wait until `until`)."""
+    while in_flight:
+        free = sum(_wanted(settings, in_flight.values()).values())
+        if enough and free >= enough:
+            return
+        try:
+            future = finished.get(timeout=max(0.0, until - time.monotonic()))
+        except queue.Empty:
+            return
+        item = in_flight.pop(future)
+        if future.exception() is not None:
+            with logs.tagged(request_id=item.rid):
+                log.error("send of %s failed: %r", item.rid, future.exception())
+
+
+def _filled(wanted: dict[str, int], items: list[Claimed]) -> bool:
+    got = Counter(item.api_class for item in items)
+    return any(n > 0 and got[api_class] >= n for api_class, n in wanted.items())
 
 
 def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:

@@ -3,17 +3,23 @@
 -- Each request taken is marked with this claim's id: only the holder of that claim
 -- may send or settle it (a request taken back and claimed again has a new one).
 -- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave claim_id renew...
---   wanted: "class=n,class=n"
-local drainer, now, lease_until, claim_id = ARGV[1], ARGV[3], ARGV[4], ARGV[9]
+local drainer, wanted, now, lease_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local stale_before = ARGV[5]            -- heartbeats older than this are dead drain jobs
+local max_drainers = tonumber(ARGV[6])
+local ring_id = ARGV[7]                 -- the drain job to register if more are wanted
+local may_leave = ARGV[8] == '1'        -- nothing in flight: an empty claim ends this drain job
+local claim_id = ARGV[9]
+local renew = {select(10, unpack(ARGV))}  -- request ids still in flight, whose leases to renew
 local drainers, leases = P .. 'drainers', P .. 'leases'
 redis.call('ZADD', drainers, now, drainer)
-for i = 10, #ARGV do redis.call('ZADD', leases, 'XX', lease_until, ARGV[i]) end
+for _, rid in ipairs(renew) do redis.call('ZADD', leases, 'XX', lease_until, rid) end
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P .. 'retry', rid)
   requeue(rid)
 end
 local claimed = {}
-for class, n in string.gmatch(ARGV[2], '([%w_]+)=(%d+)') do
+-- wanted: "class=n,class=n"
+for class, n in string.gmatch(wanted, '([%w_]+)=(%d+)') do
   local taken = 0
   while taken < tonumber(n) do
     local rid = redis.call('LPOP', outbox(class))
@@ -29,18 +35,18 @@ for class, n in string.gmatch(ARGV[2], '([%w_]+)=(%d+)') do
     end
   end
 end
-if #claimed == 0 and ARGV[8] == '1' then
+if #claimed == 0 and may_leave then
   redis.call('ZREM', drainers, drainer)
   return {'leave', ''}
 end
-local ring_id = ''
+local rung = ''
 if outbox_length() > 0 then
-  redis.call('ZREMRANGEBYSCORE', drainers, '-inf', ARGV[5])
-  if redis.call('ZCARD', drainers) < tonumber(ARGV[6]) then
-    redis.call('ZADD', drainers, now, ARGV[7])
-    ring_id = ARGV[7]
+  redis.call('ZREMRANGEBYSCORE', drainers, '-inf', stale_before)
+  if redis.call('ZCARD', drainers) < max_drainers then
+    redis.call('ZADD', drainers, now, ring_id)
+    rung = ring_id
   end
 end
-local answer = {'ok', ring_id}
+local answer = {'ok', rung}
 for _, item in ipairs(claimed) do table.insert(answer, item) end
 return answer

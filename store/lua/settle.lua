@@ -5,7 +5,10 @@
 --   unknown    (maybe acted upstream, never resent: pending until the deadline)
 -- Only the claim that holds the request may settle it.
 -- ARGV: rid verdict value now ttl due deadline claim_id
-local rid, verdict, value, now, claim_id = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[8]
+local rid, verdict, value, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local due = ARGV[6]                     -- retry: when to send again (ms)
+local deadline = ARGV[7]                -- unknown: until when its callback may still come (ms)
+local claim_id = ARGV[8]
 local r = load(rid)
 if not r or r.status ~= 'sending' or r.claim_id ~= claim_id then return 0 end
 redis.call('ZREM', P .. 'leases', rid)
@@ -14,18 +17,18 @@ count('sends_' .. verdict)
 if verdict == 'completed' then
   update(rid, {response = value})
   move_status(rid, 'completed')
-  finish(rid, tonumber(now), tonumber(ARGV[5]))
+  finish(rid, now, ttl)
 elseif verdict == 'failed' then
   update(rid, {error = value})
   move_status(rid, 'failed')
-  finish(rid, tonumber(now), tonumber(ARGV[5]))
+  finish(rid, now, ttl)
 elseif verdict == 'retry' then
   update(rid, {error = value})
   move_status(rid, 'queued')
-  redis.call('ZADD', P .. 'retry', ARGV[6], rid)
+  redis.call('ZADD', P .. 'retry', due, rid)
 else
-  update(rid, {error = value, deadline = ARGV[7]})
+  update(rid, {error = value, deadline = deadline})
   move_status(rid, 'pending')
-  redis.call('ZADD', P .. 'deadlines', ARGV[7], rid)
+  redis.call('ZADD', P .. 'deadlines', deadline, rid)
 end
 return 1
