@@ -277,13 +277,51 @@ def cost_line(phase: Phase) -> str:
     """CPU milliseconds per completed request, by process: what a saturated machine divides its cores by."""
     if not phase.ok:
         return ""
-    per = {name: share * phase.seconds / phase.ok * 1000 for name, share in phase.cpu.items()}
+    per = per_request_ms(phase)
     workers = sum(v for k, v in per.items() if k.startswith("worker"))
     own = per.get("web", 0.0) + workers + per.get("redis", 0.0)
     harness = per.get("sandbox", 0.0) + per.get("bench", 0.0)
     return (f"  CPU ms per completed request: web {per.get('web', 0):.2f}  workers {workers:.2f}  "
             f"redis {per.get('redis', 0):.2f}  = Answerback {own:.2f}  | sandbox {per.get('sandbox', 0):.2f}  "
             f"bench client {per.get('bench', 0):.2f}  = harness {harness:.2f}")
+
+
+def per_request_ms(phase: Phase) -> dict[str, float]:
+    """CPU milliseconds per completed (or answered) request, by process group."""
+    return {name: share * phase.seconds / phase.ok * 1000 for name, share in phase.cpu.items()} if phase.ok else {}
+
+
+def ceiling_lines(ab: Phase, base: float, goal: float = 0.6) -> list[str]:
+    """The best ratio this run could show, from the answerback phase's own CPU figures. Every process
+    shares the cores, so completed/s <= free cores x 1000 / (Answerback + harness ms per request),
+    where free cores are those not taken by other work meanwhile; and the sandbox is ONE process
+    (its state is in memory), so it can use at most one core: completed/s <= 1000 / its ms per
+    request, which in this phase include sending every callback (the baseline drops them)."""
+    per = per_request_ms(ab)
+    if not per or not base:
+        return []
+    cores = os.cpu_count() or 1
+    others = max(0.0, ab.machine * cores - sum(ab.cpu.values()))
+    free = cores - others
+    own = per.get("web", 0.0) + per.get("redis", 0.0) + sum(v for k, v in per.items() if k.startswith("worker"))
+    harness = per.get("sandbox", 0.0) + per.get("bench", 0.0)
+    sandbox_cap = 1000 / per["sandbox"] if per.get("sandbox") else float("inf")
+
+    def best(answerback_ms: float) -> float:
+        return min(free * 1000 / (answerback_ms + harness), sandbox_cap) / base
+
+    lines = [f"ratio ceiling on this machine given harness CPU = {best(0.0):.2f}   (Answerback costing nothing: "
+             f"{free:.2f} cores free of other work x 1000 / harness {harness:.2f} ms = "
+             f"{free * 1000 / harness:.0f}/s; the one sandbox process at {per.get('sandbox', 0):.2f} ms per request "
+             f"(answer + callback) on at most one core: {sandbox_cap:.0f}/s)",
+             f"      ratio ceiling at Answerback's {own:.2f} ms = {best(own):.2f}"]
+    if goal * base > sandbox_cap:
+        lines.append(f"      ratio {goal:g}: out of reach here whatever Answerback costs (the sandbox process caps it)")
+    else:
+        need, quiet = (n * 1000 / (goal * base) - harness for n in (free, cores))
+        lines.append(f"      ratio {goal:g} needs Answerback <= {need:.2f} ms per request with {free:.2f} free cores"
+                     f" ({quiet:.2f} ms with all {cores} free)")
+    return lines
 
 
 def report(args: argparse.Namespace, phases: list[Phase]) -> None:
@@ -316,6 +354,8 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     print(f"      submissions/s : baseline/s = {ab.extra['accepted'] / ab.extra['submit_seconds'] / base if ab.extra['submit_seconds'] else 0:.2f}")
     print(f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s"
           f" -> {base / ideal:.2f}")
+    for line in ceiling_lines(ab, base):
+        print(line)
     lat = ab.extra["latency"]
     print("latency ms (from the records' timestamps):  "
           + "   ".join(f"{name} p50 {pct(v, 0.5):.0f} p95 {pct(v, 0.95):.0f}" for name, v in lat.items()))
