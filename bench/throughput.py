@@ -230,7 +230,7 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
 def latencies(redis: Redis, rids: list[str]) -> dict[str, list[float]]:
     """Milliseconds per completed request: submit->completed, submit->sent (queueing), sent->completed."""
     records = Requests(redis, result_ttl=1)
-    rows = [(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
+    rows = [tuple(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
             for r in map(records.get, rids) if r is not None]
     total, queued, upstream, marks = [], [], [], []
     for status, submitted, sent, completed in rows:
