@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from redis import Redis
@@ -23,9 +23,19 @@ from workers.upstream import PlivoClient
 shutdown = threading.Event()
 
 
+@dataclass(frozen=True)
+class SendStore:
+    """What one send thread writes through: a Redis connection of its own, held for the thread's
+    life (a pooled command checks a connection out and back in and polls its socket every time),
+    with the outbox and the rate limiter on it."""
+    outbox: Outbox
+    limiter: RateLimiter
+
+
 @dataclass
 class WorkerContext:
     settings: Settings
+    _threads: threading.local = field(default_factory=threading.local, repr=False)
 
     @cached_property
     def redis(self) -> Redis:
@@ -41,9 +51,20 @@ class WorkerContext:
 
     @cached_property
     def outbox(self) -> Outbox:
+        return self._outbox(self.redis)
+
+    def _outbox(self, redis: Redis) -> Outbox:
         s = self.settings
-        return Outbox(self.redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
+        return Outbox(redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
                       s.drainer_stale_seconds * 1000, s.redis_min_replicas)
+
+    def send_store(self) -> SendStore:
+        """The calling thread's own SendStore, made on its first send."""
+        store = getattr(self._threads, "store", None)
+        if store is None:
+            redis = Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
+            store = self._threads.store = SendStore(self._outbox(redis), self._limiter(redis))
+        return store
 
     @cached_property
     def notifications(self) -> Notifications:
@@ -56,9 +77,12 @@ class WorkerContext:
 
     @cached_property
     def limiter(self) -> RateLimiter:
+        return self._limiter(self.redis)
+
+    def _limiter(self, redis: Redis) -> RateLimiter:
         limits = {keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
                   keys.API: Limit.parse(self.settings.rate_limit_api)}
-        return RateLimiter(self.redis, self.settings.plivo_auth_id, limits)
+        return RateLimiter(redis, self.settings.plivo_auth_id, limits)
 
     @cached_property
     def client(self) -> PlivoClient:

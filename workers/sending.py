@@ -10,7 +10,7 @@ from store.metrics import observe
 from store.connection import within
 from store.outbox import Claimed
 from workers.backoff import parse_retry_after, retry_delay
-from workers.context import WorkerContext
+from workers.context import SendStore, WorkerContext
 from workers.upstream import Verdict
 
 log = logging.getLogger(__name__)
@@ -27,21 +27,21 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
 
 
 def _send(ctx: WorkerContext, item: Claimed) -> None:
-    outbox = ctx.outbox
-    mark_sending = partial(outbox.mark_sending, item)
-    if within(REDIS_BUDGET_S, lambda: ctx.limiter.acquire(item.api_class, mark_sending)) is None:
+    store = ctx.send_store()
+    mark_sending = partial(store.outbox.mark_sending, item)
+    if within(REDIS_BUDGET_S, lambda: store.limiter.acquire(item.api_class, mark_sending)) is None:
         return
     start = perf_counter()
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")
     observe(ctx.redis, "upstream", verdict.kind, perf_counter() - start)
-    within(REDIS_BUDGET_S, lambda: record(ctx, item, verdict))
+    within(REDIS_BUDGET_S, lambda: record(store, item, verdict, ctx.settings.max_attempts))
 
 
-def record(ctx: WorkerContext, item: Claimed, verdict: Verdict) -> None:
+def record(store: SendStore, item: Claimed, verdict: Verdict, max_attempts: int) -> None:
     """Write down what one attempt's answer means; safe to repeat."""
-    outbox = ctx.outbox
+    outbox = store.outbox
     if verdict.error.get("status") == 429:
-        ctx.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
+        store.limiter.pause(item.api_class, parse_retry_after(verdict.retry_after) or PAUSE_AFTER_429_S)
     attempts = item.attempts + 1
     logs.bind(api_id=verdict.api_id.lower() if verdict.api_id else "")
     if verdict.kind == "accepted":
@@ -50,7 +50,7 @@ def record(ctx: WorkerContext, item: Claimed, verdict: Verdict) -> None:
         outbox.completed(item, verdict.body)
     elif verdict.kind == "unknown":
         outbox.unknown_outcome(item, verdict.error)
-    elif verdict.kind == "retry" and attempts < ctx.settings.max_attempts:
+    elif verdict.kind == "retry" and attempts < max_attempts:
         outbox.retry(item, verdict.error | {"attempts": attempts}, retry_delay(attempts, verdict.retry_after))
     else:
         outbox.failed(item, verdict.error | {"attempts": attempts})
