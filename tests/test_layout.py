@@ -42,8 +42,8 @@ def test_the_web_process_imports_no_worker_code():
 
 
 # TODO(issue 12): every script, once the other engineers' conversions have landed.
-NAMED_ARGUMENT_SCRIPTS = ["hand_over", "notify_again", "notify_claim", "notify_settle", "page", "read",
-                          "register_api_id", "sweep"]
+NAMED_ARGUMENT_SCRIPTS = ["claim", "hand_over", "mark_sending", "notify_again", "notify_claim", "notify_settle",
+                          "page", "rate_limit", "read", "register_api_id", "settle", "sweep"]
 POSITIONAL = re.compile(r"\b(ARGV|KEYS)\[")
 
 

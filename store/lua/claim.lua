@@ -2,8 +2,8 @@
 -- for of each API class, and renews the leases of those it still has in flight.
 -- Each request taken is marked with this claim's id: only the holder of that claim
 -- may send or settle it (a request taken back and claimed again has a new one).
--- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave claim_id renew...
-local drainer, wanted, now, lease_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- ARGV: drainer_id wanted now lease_until stale_before max_drainers ring_id may_leave claim_id [renew...]
+local drainer_id, wanted, now, lease_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local stale_before = ARGV[5]            -- heartbeats older than this are dead drain jobs
 local max_drainers = tonumber(ARGV[6])
 local ring_id = ARGV[7]                 -- the drain job to register if more are wanted
@@ -11,7 +11,7 @@ local may_leave = ARGV[8] == '1'        -- nothing in flight: an empty claim end
 local claim_id = ARGV[9]
 local renew = {select(10, unpack(ARGV))}  -- request ids still in flight, whose leases to renew
 local drainers, leases = P .. 'drainers', P .. 'leases'
-redis.call('ZADD', drainers, now, drainer)
+redis.call('ZADD', drainers, now, drainer_id)
 for _, rid in ipairs(renew) do redis.call('ZADD', leases, 'XX', lease_until, rid) end
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'retry', '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', P .. 'retry', rid)
@@ -27,7 +27,7 @@ for class, n in string.gmatch(wanted, '([%w_]+)=(%d+)') do
     local r = load(rid)
     if r and r.status == 'queued' then
       redis.call('ZADD', leases, lease_until, rid)
-      update(rid, {drainer = drainer, claim_id = claim_id})
+      update(rid, {drainer = drainer_id, claim_id = claim_id})
       table.insert(claimed, cjson.encode({rid = rid, method = r.method, path = r.path, params = r.params,
         callback_method = r.callback_method, attempts = tonumber(r.attempts) or 0, timeout = tonumber(r.timeout),
         api_class = class}))
@@ -36,7 +36,7 @@ for class, n in string.gmatch(wanted, '([%w_]+)=(%d+)') do
   end
 end
 if #claimed == 0 and may_leave then
-  redis.call('ZREM', drainers, drainer)
+  redis.call('ZREM', drainers, drainer_id)
   return {'leave', ''}
 end
 local rung = ''

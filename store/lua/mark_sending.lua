@@ -3,7 +3,7 @@
 -- not). Once `sending`, a crash means the request may have left: the sweep never
 -- resends a POST. Before it, the request provably never left and is sent again.
 -- With a rate-limit turn's arguments, the turn is taken here too (one round trip per send).
--- ARGV: rid claim_id now [key limit window_ms member waited_ms]
+-- ARGV: rid claim_id now key limit window_ms member waited_ms (the last five only with a rate-limit turn)
 -- Answers 1 (marked sending; again for the same claim, after an outage cut the first
 -- answer off: 1, nothing changed), 0 (not queued for this claim: nothing to send) or
 -- -N (the turn comes in N ms; nothing changed).
