@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import resource
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from store.connection import RedisTarget
+if TYPE_CHECKING:   # not imported at run time: gunicorn's master reads this module, and must not import store/ or redis
+    from store.connection import RedisTarget
 
 CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
 
@@ -247,6 +248,7 @@ class Settings:
 
     @property
     def redis(self) -> RedisTarget:
+        from store.connection import RedisTarget
         return RedisTarget(self.redis_url, self.redis_sentinels, self.redis_sentinel_master,
                            self.redis_tls_ca_file, self.redis_tls_insecure)
 

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import logging
-
-from flask import Flask
+from typing import TYPE_CHECKING
 
 import logs
 from config import Settings
+
+if TYPE_CHECKING:   # Flask is imported by create_app: gunicorn's master imports this package for its logger only
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    from flask import Flask
+
     from receiver import callbacks, dashboard, errors, metrics, openapi, ops, requests
     from receiver.json_provider import FastJSONProvider
     from receiver.services import Services

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from local.processes import ROOT
+from store.scripts import NAMES
 
 # Spelled in pieces so that this file does not name them itself.
 MACHINE_PATHS = ["/" + "work/", "/" + "root/", "/" + "home/"]
@@ -41,9 +42,7 @@ def test_the_web_process_imports_no_worker_code():
     assert out.stdout.strip() == "[]"
 
 
-# TODO(issue 12): every script, once the other engineers' conversions have landed.
-NAMED_ARGUMENT_SCRIPTS = ["claim", "hand_over", "mark_sending", "notify_again", "notify_claim", "notify_settle",
-                          "page", "rate_limit", "read", "register_api_id", "settle", "sweep"]
+NAMED_ARGUMENT_SCRIPTS = sorted(NAMES)   # every script (issue 12)
 POSITIONAL = re.compile(r"\b(ARGV|KEYS)\[")
 
 
@@ -81,3 +80,15 @@ def test_the_process_stack_is_built_in_one_place():
              if path.relative_to(ROOT).as_posix() not in ("local/stack.py", "local/processes.py")
              for line in path.read_text().splitlines() if builders.search(line)]
     assert found == []
+
+
+def test_gunicorns_master_imports_neither_store_nor_redis():
+    """gunicorn's master reads gunicorn.conf.py and imports its logger class before a worker
+    monkey-patches threading: a lock made at import there stays a real OS lock in every
+    worker, and one such lock hung a whole gevent worker (see store/metrics.py)."""
+    probe = ("import importlib, runpy, sys\n"
+             "cfg = runpy.run_path('gunicorn.conf.py')\n"
+             "importlib.import_module(cfg['logger_class'].rpartition('.')[0])\n"
+             "print(sorted({n.split('.')[0] for n in sys.modules} & {'store', 'redis', 'rq', 'flask', 'workers'}))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,8 +3,18 @@
 -- A signed delivery whose nonce was seen within the replay window is a replay:
 -- answered as a duplicate, nothing changed.
 -- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms method
-local rid, api_id, digest, now = ARGV[1], ARGV[2], ARGV[5], tonumber(ARGV[6])
-if ARGV[9] ~= '' and not redis.call('SET', ARGV[9], '1', 'NX', 'PX', ARGV[10]) then
+local rid = ARGV[1]                    -- from the signed callback URL; '' when absent or not a UUID
+local api_id = ARGV[2]
+local delivery = ARGV[3]               -- JSON: received_at, method, api_id, body
+local body = ARGV[4]                   -- the canonical body (sorted keys): kept as the response
+local digest = ARGV[5]                 -- of api_id and body: tells a repeated delivery
+local now = tonumber(ARGV[6])
+local ttl = tonumber(ARGV[7])          -- seconds a finished request is kept
+local orphan_ttl = ARGV[8]             -- seconds an unmatched delivery waits for its api_id
+local nonce_key = ARGV[9]              -- the signature nonce's key; '' when unsigned
+local replay_window_ms = ARGV[10]
+local method = ARGV[11]
+if nonce_key ~= '' and not redis.call('SET', nonce_key, '1', 'NX', 'PX', replay_window_ms) then
   count('callbacks_replayed')
   return 'duplicate'
 end
@@ -17,14 +27,14 @@ end
 local function keep_orphan()
   local okey = P .. 'orphan:' .. api_id
   if listed(okey, digest) then return 'duplicate' end
-  redis.call('RPUSH', okey, digest .. ' ' .. cjson.encode({delivery = ARGV[3], body = ARGV[4], now = now,
-    method = ARGV[11]}))
-  redis.call('EXPIRE', okey, ARGV[8])
+  redis.call('RPUSH', okey, digest .. ' ' .. cjson.encode({delivery = delivery, body = body, now = now,
+    method = method}))
+  redis.call('EXPIRE', okey, orphan_ttl)
   return 'early'
 end
 local outcome
 if target ~= '' then
-  outcome = apply_delivery(target, api_id, ARGV[11], ARGV[3], ARGV[4], digest, now, tonumber(ARGV[7]))
+  outcome = apply_delivery(target, api_id, method, delivery, body, digest, now, ttl)
 else
   outcome = keep_orphan()
 end

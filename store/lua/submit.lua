@@ -1,18 +1,27 @@
 -- A new request: the record, its indexes and its place in the outbox, all at once.
--- ARGV: rid tenant method path params callback_method now timeout
---       idem_key idem_value idem_ttl ring_id stale_before api_class notify_url notify_host
-local rid, tenant, now = ARGV[1], ARGV[2], ARGV[7]
-local idem_key = ARGV[9]
+-- ARGV: rid tenant method path params callback_method now timeout idem_key idem_value idem_ttl ring_id stale_before api_class notify_url notify_host
+local rid, tenant, method, path = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local params = ARGV[5]                 -- JSON, sorted keys
+local callback_method = ARGV[6]
+local now = ARGV[7]                    -- ms with three decimals: the listing indexes order by it
+local timeout = ARGV[8]                -- seconds to wait for the callback once sent
+local idem_key = ARGV[9]               -- the Idempotency-Key's key; '' without one
+local idem_value = ARGV[10]            -- 'rid body_digest': what a repeat is answered and checked with
+local idem_ttl = ARGV[11]
+local ring_id = ARGV[12]               -- a drain job to register if none is alive
+local stale_before = ARGV[13]          -- drainers without a heartbeat since then are dead
+local api_class = ARGV[14]
+local notify_url, notify_host = ARGV[15], ARGV[16]   -- '' without notifications
 if idem_key ~= '' then
   local prev = redis.call('GET', idem_key)
   if prev then return {'existing', prev} end
 end
-update(rid, {tenant = tenant, status = 'queued', method = ARGV[3], path = ARGV[4], params = ARGV[5],
-  callback_method = ARGV[6], submitted_at = now, timeout = ARGV[8], api_class = ARGV[14]})
-if ARGV[15] ~= '' then update(rid, {notify_url = ARGV[15], notify_host = ARGV[16], notify_status = 'pending'}) end
+update(rid, {tenant = tenant, status = 'queued', method = method, path = path, params = params,
+  callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class})
+if notify_url ~= '' then update(rid, {notify_url = notify_url, notify_host = notify_host, notify_status = 'pending'}) end
 redis.call('ZADD', tkey(tenant), now, rid)
 redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
-if idem_key ~= '' then redis.call('SET', idem_key, ARGV[10], 'EX', ARGV[11]) end
+if idem_key ~= '' then redis.call('SET', idem_key, idem_value, 'EX', idem_ttl) end
 requeue(rid)
 count('submitted')
-return {'created', ring(ARGV[12], now, ARGV[13])}
+return {'created', ring(ring_id, now, stale_before)}
