@@ -104,6 +104,9 @@ def _discard_body() -> bool:
     when more is left: the connection must then be closed (gunicorn 27 ignores an app's
     `Connection: close`; its gevent worker drains the rest of the body before the next
     request, see test_keep_alive_survives_an_unread_large_body in tests/test_fuzz_regressions.py)."""
+    read = request.__dict__.get("stream")   # werkzeug's stream, if the view read the body
+    if read is not None and request.content_length is not None and read.is_exhausted:
+        return True   # read to its Content-Length (the usual case): nothing left to drain
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
     if stream is None or not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
         return True
