@@ -16,6 +16,7 @@ BENCHES = {
     "notifications": "bench.notifications",
     "memory": "bench.memory",
     "waiting": "bench.waiting",
+    "redis_client": "bench.redis_client",
 }
 
 
