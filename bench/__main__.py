@@ -17,6 +17,7 @@ BENCHES = {
     "memory": "bench.memory",
     "waiting": "bench.waiting",
     "redis_client": "bench.redis_client",
+    "http_parser": "bench.http_parser",
 }
 
 
