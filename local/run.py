@@ -18,10 +18,10 @@ from honcho.printer import Printer
 
 from local import stack as local_stack
 from local.redis_server import RedisServer
+from sandbox.config import DEFAULT_AUTH_TOKEN as SANDBOX_AUTH_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local"
-SANDBOX_AUTH_TOKEN = "sandbox-auth-token"
 
 
 def dev_api_key() -> str:

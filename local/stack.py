@@ -16,8 +16,7 @@ from redis import Redis
 
 from local.processes import Service, gunicorn, python, wait_for
 from local.redis_server import RedisServer
-
-SANDBOX_AUTH_ID = "MASANDBOX00000000000"
+from sandbox.config import DEFAULT_AUTH_ID as SANDBOX_AUTH_ID
 
 
 def local_url(port: int) -> str:
