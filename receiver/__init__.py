@@ -33,4 +33,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (callbacks, requests, ops, metrics, openapi, dashboard):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.docs_bp)
+    app.wsgi_app = callbacks.Webhook(app, app.wsgi_app)   # the webhook, served before Flask's dispatch
     return app

@@ -1,18 +1,26 @@
-"""The webhook Plivo calls: verify, store durably, match, answer fast."""
+"""The webhook Plivo calls: verify, store durably, match, answer fast.
+
+It is served by `Webhook`, a WSGI callable in front of the Flask app (create_app makes it
+`app.wsgi_app`), not through Flask's dispatch: a callback needs none of what Flask does for
+every request (contexts, the URL map, hooks, signals, error handler lookup), and that was about
+as much CPU as the webhook's own work (bench/README.md, waiting). Its errors are the same JSON
+answers as every view's (receiver/errors.py), and every other request goes on to Flask.
+"""
 from __future__ import annotations
 
 import json
 import logging
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from flask import Blueprint, Request, Response, g, request
+from flask import Blueprint
 from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.wrappers import Request
 
 import logs
-from receiver.errors import BadRequest, InvalidSignature
+from receiver.errors import BadRequest, InvalidSignature, body_finished, error_answer
 from receiver.metrics import timed_webhook
-from receiver.services import services
+from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
 from store.callbacks import SPOOLED
@@ -20,20 +28,63 @@ from store.connection import OUTAGE, now_ms, within
 from store.metrics import count
 from store.scripts import NotReplicated
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from flask import Flask
+
 log = logging.getLogger(__name__)
 
 bp = Blueprint("callbacks", __name__)
 
+PATH = "/callbacks/plivo"
+METHODS = ("GET", "POST")
 RID_PARAM = "rid"
 
 
-@bp.route("/callbacks/plivo", methods=["GET", "POST"])
-@timed_webhook
+@bp.route(PATH, methods=list(METHODS))
 def plivo():
-    if request.method == "HEAD":  # Flask answers HEAD with the GET view; a HEAD must change nothing
-        raise MethodNotAllowed(valid_methods=["GET", "POST"])
+    """Flask's rule for the webhook's URL, so that Flask answers the methods the webhook does
+    not serve as on any route (OPTIONS; 405 with Allow). GET, POST and HEAD never get here:
+    Webhook takes them before Flask."""
+    raise MethodNotAllowed(valid_methods=list(METHODS))
+
+
+class Webhook:
+    """The WSGI application web serves: GET, POST and HEAD on the webhook's URL here, every
+    other request to `flask_app` (Flask's own wsgi_app)."""
+
+    def __init__(self, app: Flask, flask_app: WSGIApplication) -> None:
+        self.services: Services = app.extensions["answerback"]
+        self.max_body_bytes: int | None = app.config["MAX_CONTENT_LENGTH"]
+        self.flask_app = flask_app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") not in ("GET", "POST", "HEAD") or \
+                (path != PATH and "/" + path.lstrip("/") != PATH):   # as Flask's URL map reads a path
+            return self.flask_app(environ, start_response)
+        logs.clear()   # a greenlet serves every request of its connection
+        request = Request(environ)
+        request.max_content_length = self.max_body_bytes
+        try:
+            body, headers = _answer(receive(self.services, request))
+        except Exception as exc:
+            response = error_answer(exc, self.max_body_bytes)
+            if not body_finished(request):
+                response.headers["Connection"] = "close"
+            return response(environ, start_response)
+        headers = [*headers] if body_finished(request) else [*headers, ("Connection", "close")]
+        start_response("200 OK", headers)
+        return [body]
+
+
+@timed_webhook
+def receive(svc: Services, request: Request) -> str:
+    """Keep one delivery; answers its outcome."""
+    if request.method == "HEAD":   # a HEAD must change nothing
+        raise MethodNotAllowed(valid_methods=list(METHODS))
     body, signed_params = _read_delivery(request)
-    nonce = _check_signature(request, signed_params)
+    nonce = _check_signature(svc, request, signed_params)
     rid = request.args.get(RID_PARAM, "")
     rid = rid if is_uuid(rid) else ""
     logs.bind(request_id=rid)
@@ -42,22 +93,20 @@ def plivo():
     api_id = _api_id(body)
     logs.bind(api_id=api_id)
     delivery = dict(rid=rid, api_id=api_id, body=body, method=request.method, nonce=nonce, received_at=now_ms())
-    outcome = keep(delivery)
-    g.callback_outcome = outcome   # for timed_webhook
-    return Response(_answer_body(outcome), mimetype="application/json")
+    return keep(svc, delivery)
 
 
 @cache
-def _answer_body(outcome: str) -> bytes:
-    """The answer to a stored delivery, built once per outcome (the webhook's hot path)."""
-    return json.dumps({"outcome": outcome}).encode()
+def _answer(outcome: str) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The answer to a stored delivery (body, headers), built once per outcome (the hot path)."""
+    body = json.dumps({"outcome": outcome}).encode()
+    return body, (("Content-Type", "application/json"), ("Content-Length", str(len(body))))
 
 
-def keep(delivery: dict[str, Any]) -> str:
+def keep(svc: Services, delivery: dict[str, Any]) -> str:
     """Store a delivery in Redis, holding on through an outage or a failover for up to
     CALLBACK_HOLD (Plivo never retries after a 503); past that, keep it in the spool.
     Raises the Redis error (503) when neither could keep it."""
-    svc = services()
     written: list[str] = []
 
     def attempt() -> str:
@@ -113,9 +162,9 @@ def _api_id(body: dict[str, Any]) -> str:
     return value.lower()
 
 
-def _check_signature(req: Request, params: dict[str, Any]) -> str:
+def _check_signature(svc: Services, req: Request, params: dict[str, Any]) -> str:
     """Refuse what Plivo did not sign; answer the nonce of what it did ("" when unchecked)."""
-    settings = services().settings
+    settings = svc.settings
     if not settings.verify_signatures:
         return ""
     url = settings.public_url + req.path
@@ -131,7 +180,7 @@ def _check_signature(req: Request, params: dict[str, Any]) -> str:
     if settings.accept_v2_signatures and _v2_signed(req, settings.plivo_auth_token, main_token,
                                                     settings.public_url + req.path):
         return "v2:" + req.headers.get("X-Plivo-Signature-V2-Nonce", "")
-    count(services().redis, "rejected_signature")
+    count(svc.redis, "rejected_signature")
     raise InvalidSignature("callback signature is missing or invalid")
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, request
 from redis.exceptions import RedisError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
+
+from receiver.json_provider import compact_json
 
 log = logging.getLogger(__name__)
 
@@ -51,54 +54,53 @@ class Unprocessable(ApiError):
     status = 422
 
 
-def error_response(status: int, message: str, **details: Any):
-    body = {"error": message, **details}
-    response = jsonify(body)
-    response.status_code = status
+def error_response(status: int, message: str, **details: Any) -> Response:
+    """A JSON error answer. Needs no app context: the webhook answers outside Flask's dispatch."""
+    response = Response(compact_json({"error": message, **details}) + "\n", status=status,
+                        mimetype="application/json")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="answerback"'
     return response
 
 
-def init_app(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
+def error_answer(exc: Exception, max_body_bytes: int | None) -> Response:
+    """The answer to what a view raised: the one mapping of exceptions to JSON errors, for
+    Flask's views (init_app) and the webhook (receiver/callbacks.py) alike. Call it from the
+    `except` block that caught `exc` (an unexpected error is logged with its traceback)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, **exc.details)
-
-    @app.errorhandler(413)
-    def too_large(exc: HTTPException):
-        return error_response(413, f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes")
-
-    @app.after_request
-    def finish_body(response):
-        if not _discard_body():
-            response.headers["Connection"] = "close"
-        return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
+    if isinstance(exc, RequestEntityTooLarge):
+        return error_response(413, f"request body is larger than {max_body_bytes} bytes")
+    if isinstance(exc, HTTPException):
         response = error_response(exc.code or 500, exc.description)
         if getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-
-    @app.errorhandler(RedisError)
-    def redis_down(exc: RedisError):
+    if isinstance(exc, RedisError):
         log.error("Redis unavailable: %s", type(exc).__name__)
         response = error_response(503, "storage unavailable; retry later")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
+    log.exception("unexpected error")
+    return error_response(500, "internal error")
 
+
+def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
-    def unexpected(exc: Exception):
-        log.exception("unexpected error")
-        return error_response(500, "internal error")
+    def api_error(exc: Exception) -> Response:
+        return error_answer(exc, app.config["MAX_CONTENT_LENGTH"])
+
+    @app.after_request
+    def finish_body(response: Response) -> Response:
+        if not body_finished(request):
+            response.headers["Connection"] = "close"
+        return response
 
 
 DISCARD_LIMIT = 1 << 20
 
 
-def _discard_body() -> bool:
+def body_finished(request: Request) -> bool:
     """Read (and drop) what is left of a body the view did not read, up to 1 MiB, so the
     client gets to read our answer and the connection can be kept alive. Answers False
     when more is left: the connection must then be closed (gunicorn 27 ignores an app's

@@ -2,6 +2,7 @@
 records and outcomes every request answers with (bench/README.md, profiling)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -23,3 +24,13 @@ class FastJSONProvider(DefaultJSONProvider):
             except TypeError:
                 pass
         return super().dumps(obj, **kwargs)
+
+
+def compact_json(obj: Any) -> str:
+    """What jsonify writes (FastJSONProvider, compact), for an answer made without an app
+    context (receiver/errors.py)."""
+    try:
+        return orjson.dumps(obj, option=PASSTHROUGH).decode()
+    except TypeError:
+        return json.dumps(obj, default=DefaultJSONProvider.default, ensure_ascii=DefaultJSONProvider.ensure_ascii,
+                          sort_keys=FastJSONProvider.sort_keys, separators=(",", ":"))

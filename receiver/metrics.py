@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import wraps
 from time import perf_counter
-from typing import Callable, Iterator
+from typing import Callable, Concatenate, Iterator, ParamSpec
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from receiver.errors import ApiError, InvalidSignature
-from receiver.services import services
+from receiver.services import Services, services
 from store.metrics import HISTOGRAM_BUCKETS, Histogram, observe, snapshot
 
 bp = Blueprint("metrics", __name__)
@@ -40,18 +40,20 @@ HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
                  "verdict"),
 }
 
-def timed_webhook(view: Callable[..., Response]) -> Callable[..., Response]:
-    """Observe the webhook's time from receipt to answer under its outcome (which the view
-    puts in flask.g.callback_outcome), or under its refusal: rejected (bad signature), invalid (any other
-    4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes)."""
-    @wraps(view)
-    def timed(*args, **kwargs) -> Response:
+P = ParamSpec("P")
+
+
+def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[Concatenate[Services, P], str]:
+    """Observe the webhook's time from receipt to answer under the outcome `receive` answers
+    (it takes the web's Services first), or under its refusal: rejected (bad signature),
+    invalid (any other 4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes)."""
+    @wraps(receive)
+    def timed(svc: Services, *args: P.args, **kwargs: P.kwargs) -> str:
         start = perf_counter()
         outcome = "error"
         try:
-            response = view(*args, **kwargs)
-            outcome = g.get("callback_outcome", "error")
-            return response
+            outcome = receive(svc, *args, **kwargs)
+            return outcome
         except InvalidSignature:
             outcome = "rejected"
             raise
@@ -60,7 +62,7 @@ def timed_webhook(view: Callable[..., Response]) -> Callable[..., Response]:
             outcome = "invalid" if status < 500 else "error"
             raise
         finally:
-            observe(services().redis, "webhook", outcome, perf_counter() - start)
+            observe(svc.redis, "webhook", outcome, perf_counter() - start)
     return timed
 
 

@@ -32,16 +32,19 @@ class Deliveries:
         """Keep one delivery and answer its outcome: matched, early, duplicate or late.
         `nonce`: the signature nonce of a signed delivery, remembered against replays.
         `received_at` (ms): when it arrived, for one replayed from the spool.
-        With `min_replicas`, raises NotReplicated until that many replicas have it."""
+        With `min_replicas`, raises NotReplicated until that many replicas have it. One attempt,
+        no retries: the webhook holds on through an outage itself (receiver/callbacks.py)."""
         now = received_at or now_ms()
         canonical = json.dumps(body, separators=(",", ":"), sort_keys=True)
         digest = short_digest(f"{api_id}\n{canonical}")
         delivery = json.dumps({"received_at": now, "method": method, "api_id": api_id, "body": body},
                               separators=(",", ":"))
         nonce_key = keys.nonce(short_digest(nonce)) if nonce else ""
-        return self.scripts.replicated(
-            self.min_replicas, "match_callback", rid, api_id, delivery, canonical, digest, now,
-            self.result_ttl, self.orphan_ttl, nonce_key, self.replay_window_ms, method)
+        args = (rid, api_id, delivery, canonical, digest, now, self.result_ttl, self.orphan_ttl, nonce_key,
+                self.replay_window_ms, method)
+        if self.min_replicas:
+            return self.scripts.replicated(self.min_replicas, "match_callback", *args)
+        return self.scripts.once("match_callback", *args)   # the webhook's hot path
 
 
 def short_digest(text: str) -> str:

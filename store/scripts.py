@@ -8,9 +8,10 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+import hiredis
 from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 from store.keys import API_CLASSES, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
@@ -56,6 +57,29 @@ class Scripts:
 
     def __call__(self, name: str, *args: object) -> object:
         return self._scripts[name](keys=[], args=list(args))
+
+    def once(self, name: str, *args: object) -> object:
+        """Run a script once, on a connection of the client's pool, without redis-py's command
+        machinery around it (its retry wrapper, and the telemetry hooks it calls for every
+        command), which cost about as much CPU as the call itself: for callers that budget
+        their own retries in time (the webhook: store/connection.within). As redis-py does, a
+        connection that fails mid-command is closed, and the error raised; a script Redis has
+        forgotten (a restart, a failover) is loaded again the usual way."""
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([hiredis.pack_command(("EVALSHA", self._scripts[name].sha, 0, *args))])
+            return connection.read_response()
+        except NoScriptError:
+            pass
+        except ResponseError:   # the script's own error: the connection has read its answer
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        return self(name, *args)
 
     def replicated(self, min_replicas: int, name: str, *args: object) -> object:
         """Run a script, then Redis WAIT for `min_replicas` on the same connection (WAIT counts
