@@ -3,6 +3,7 @@ with the official plivo SDK's own signer, so the check is independent."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from urllib.parse import urlencode
 
@@ -10,6 +11,7 @@ import pytest
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
 from tests.conftest import AUTH_TOKEN, submit, wait_status, written_keys
+from tests.raw_http import exchange
 
 
 def sdk_signature(method: str, url: str, params: dict, nonce: str, token: str = AUTH_TOKEN) -> str:
@@ -162,3 +164,49 @@ def test_behind_a_proxy_only_a_signature_over_the_public_url_passes(make_stack):
             headers = {"Content-Type": "application/json", **signed_headers("POST", signed_url, body)}
             answer = client.post("/callbacks/plivo?rid=x", content=json.dumps(body), headers=headers)
             assert answer.status_code == expected, (signed_url, answer.text)
+
+
+def test_the_webhooks_refusals_are_json_errors_as_every_views_are(web, redis):
+    """The webhook is served in front of Flask (receiver/callbacks.Webhook): its errors still
+    come from receiver/errors.py, with the status, the JSON shape and the headers of any view's."""
+    with web.client(key=None) as client:
+        answers = {
+            "forged": client.post("/callbacks/plivo", json={"api_id": str(uuid.uuid4())},
+                                  headers={"X-Plivo-Signature-V3": "x", "X-Plivo-Signature-V3-Nonce": "n"}),
+            "text": client.post("/callbacks/plivo", content=b"hello", headers={"Content-Type": "text/plain"}),
+            "huge form": client.post("/callbacks/plivo", content=b"a=" + b"x" * 70_000,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            "put": client.put("/callbacks/plivo"),
+        }
+        head = client.head("/callbacks/plivo")
+        options = client.options("/callbacks/plivo")
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {"forged": 403, "text": 400, "huge form": 413, "put": 405}
+    for answer in answers.values():
+        assert answer.headers["Content-Type"] == "application/json"
+        assert list(answer.json()) == ["error"] and answer.json()["error"]
+    assert answers["huge form"].json() == {"error": "request body is larger than 65536 bytes"}
+    assert head.status_code == 405 and head.headers["Allow"] == "GET, POST" and head.content == b""
+    assert {"GET", "POST"} <= set(answers["put"].headers["Allow"].split(", "))
+    assert options.status_code == 200 and {"GET", "POST"} <= set(options.headers["Allow"].split(", "))
+    assert written_keys(redis) == []
+
+
+def test_other_paths_still_reach_flask_and_the_webhooks_path_is_read_as_flask_reads_it(web, redis):
+    body = {"api_id": str(uuid.uuid4())}
+    with web.client(key=None) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        trailing = client.post("/callbacks/plivo/", json=body,
+                               headers=signed_headers("POST", web.url + "/callbacks/plivo/", body))
+        assert trailing.status_code == 404 and "error" in trailing.json()
+        assert client.get("/v1/requests").status_code == 401
+    # Flask's URL map reads //callbacks/plivo as /callbacks/plivo, and so does the webhook (httpx
+    # would send it to a host named "callbacks": raw HTTP here)
+    host, port = web.url.removeprefix("http://").split(":")
+    content = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **signed_headers("POST", web.url + "/callbacks/plivo", body)}
+    request = (b"POST //callbacks/plivo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(content)
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n" + content)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        assert exchange(sock, request).startswith(b"HTTP/1.1 200 ")
+    assert redis.exists(f"ab:orphan:{body['api_id']}")

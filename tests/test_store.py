@@ -11,8 +11,10 @@ import uuid
 
 import pytest
 
+from local.redis_server import RedisServer
 from store import connect, keys
 from store.callbacks import Deliveries
+from store.connection import OUTAGE
 from store.outbox import Outbox
 from store.records import Requests, Submission
 from store.scripts import NotReplicated
@@ -216,3 +218,37 @@ def test_a_write_not_confirmed_by_enough_replicas_is_not_taken_as_kept(redis):
     with pytest.raises(NotReplicated) as raised:
         deliveries.store("", api_id, {"api_id": api_id}, "POST")
     assert raised.value.result == "early"   # written on the primary, yet not acknowledged
+
+
+def test_a_delivery_is_stored_after_redis_forgot_the_scripts(redis):
+    """The webhook runs its script without redis-py's command wrapper (Scripts.once): a Redis
+    that lost its scripts (a restart, a failover) gets it loaded again, as redis-py would."""
+    deliveries = Deliveries(redis, TTL, TTL)
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert deliveries.store("", first, {"api_id": first}, "POST") == "early"
+    redis.script_flush()
+    assert deliveries.store("", second, {"api_id": second}, "POST") == "early"
+    assert deliveries.store("", first, {"api_id": first}, "POST") == "duplicate"
+
+
+def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(workdir):
+    """A call that times out raises an outage (the webhook holds on and tries again) and closes
+    its connection, so that its late answer is never read as the next call's. On a Redis of its
+    own: it is stopped (SIGSTOP) for a moment."""
+    server = RedisServer(workdir / f"redis-once-{uuid.uuid4().hex[:6]}").start()
+    client = connect(server.url, socket_timeout=0.5, retries=0, max_connections=1)   # one connection, reused
+    try:
+        deliveries = Deliveries(client, TTL, TTL)
+        kept, cut_off = str(uuid.uuid4()), str(uuid.uuid4())
+        assert deliveries.store("", kept, {"api_id": kept}, "POST") == "early"
+        server.pause()
+        try:
+            with pytest.raises(OUTAGE):
+                deliveries.store("", cut_off, {"api_id": cut_off}, "POST")
+        finally:
+            server.resume()
+        assert deliveries.store("", kept, {"api_id": kept}, "POST") == "duplicate"   # not the late "early"
+        assert deliveries.store("", cut_off, {"api_id": cut_off}, "POST") in ("early", "duplicate")
+    finally:
+        client.close()
+        server.stop()
