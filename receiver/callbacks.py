@@ -3,7 +3,7 @@
 It is served by `Webhook`, a WSGI callable in front of the Flask app (create_app makes it
 `app.wsgi_app`), not through Flask's dispatch: a callback needs none of what Flask does for
 every request (contexts, the URL map, hooks, signals, error handler lookup), and that was about
-as much CPU as the webhook's own work (bench/README.md, waiting). Its errors are the same JSON
+as much CPU as the webhook's own work (README, "How it works"). Its errors are the same JSON
 answers as every view's (receiver/errors.py), and every other request goes on to Flask.
 """
 from __future__ import annotations
@@ -38,6 +38,7 @@ bp = Blueprint("callbacks", __name__)
 
 PATH = "/callbacks/plivo"
 METHODS = ("GET", "POST")
+SERVED = (*METHODS, "HEAD")   # HEAD is refused here (405), and timed as the webhook's like any refusal
 RID_PARAM = "rid"
 
 
@@ -60,7 +61,7 @@ class Webhook:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") not in ("GET", "POST", "HEAD") or \
+        if environ.get("REQUEST_METHOD") not in SERVED or \
                 (path != PATH and "/" + path.lstrip("/") != PATH):   # as Flask's URL map reads a path
             return self.flask_app(environ, start_response)
         logs.clear()   # a greenlet serves every request of its connection
