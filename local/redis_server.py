@@ -1,6 +1,8 @@
 """An embedded redis-server for local runs and tests, with its data and AOF in a local folder."""
 from __future__ import annotations
 
+import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +29,34 @@ def redis_binary() -> str:
     return found
 
 
+PORTS = range(20000, 32768)   # below Linux's ephemeral range (32768-60999), where bind(0) and outgoing connections draw
+_handed_out: set[int] = set()
+_random = random.SystemRandom()   # not the global one: Hypothesis seeds that, and two runs would draw alike
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on now, for a child process to bind next.
+
+    Drawn at random from PORTS, not from the kernel's ephemeral range, so no outgoing
+    connection takes it between this call and the child's bind. Under pytest-xdist each test
+    process draws from its own slice of PORTS, so two of them never hand out the same port;
+    one process never hands out a port twice."""
+    share = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    mine = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % share
+    width = len(PORTS) // share
+    ports = PORTS[mine * width:(mine + 1) * width]
+    for _ in range(1000):
+        port = _random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 class RedisServer:

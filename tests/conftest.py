@@ -68,16 +68,40 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
-    """The memory high-water mark of the run, so that growth shows before it kills a run."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
-    peaks: dict[str, int] = {}
+def memory_peaks() -> dict[str, int]:
+    """This test process's resident high-water mark and its children's, by kind, in MB."""
+    peaks = {"pytest": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10}
     for service in SERVICES:
         kind = service.name.split("-")[0]
         peaks[kind] = max(peaks.get(kind, 0), service.peak_rss_kb >> 10)
+    return peaks
+
+
+WORKER_PEAKS: list[dict[str, int]] = []   # under pytest-xdist: what each test process reported
+
+
+def pytest_sessionfinish(session) -> None:
+    if hasattr(session.config, "workeroutput"):   # an xdist test process: report to the controller
+        session.config.workeroutput["memory_peaks"] = memory_peaks()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    WORKER_PEAKS.append(getattr(node, "workeroutput", {}).get("memory_peaks", {}))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The memory high-water mark of the run, so that growth shows before it kills a run
+    (under pytest-xdist: the largest of any test process and of any child by kind)."""
+    peaks: dict[str, int] = {}
+    for reported in WORKER_PEAKS or [memory_peaks()]:
+        for kind, mb in reported.items():
+            peaks[kind] = max(peaks.get(kind, 0), mb)
+    own = peaks.pop("pytest", 0)
     children = ", ".join(f"{kind} {mb} MB" for kind, mb in sorted(peaks.items()))
+    processes = f" (largest of {len(WORKER_PEAKS)} test processes)" if WORKER_PEAKS else ""
     terminalreporter.write_sep("-", "memory high-water mark (resident)")
-    terminalreporter.write_line(f"pytest {own} MB; largest child process by kind: {children or 'none'}")
+    terminalreporter.write_line(f"pytest {own} MB{processes}; largest child process by kind: {children or 'none'}")
 
 
 class Sandbox:
@@ -300,3 +324,4 @@ def make_stack(base_env, workdir, redis_server) -> Iterator[Any]:
     yield make
     for stack in stacks:
         stack.stop()
+

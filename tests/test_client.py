@@ -200,7 +200,7 @@ def test_connection_errors_are_retried_then_raised_as_unavailable():
         client.submit("POST", "Call/", CALL)
 
 
-def test_paging_over_more_than_20_requests_gives_each_exactly_once(ab):
+def test_paging_over_more_than_20_requests_gives_each_exactly_once(ab, sandbox):
     outcomes = ab.submit_many([message(n) for n in range(45)], concurrency=8)
     submitted = {r.request_id for r in outcomes}
     assert len(submitted) == 45
@@ -208,7 +208,9 @@ def test_paging_over_more_than_20_requests_gives_each_exactly_once(ab):
     assert len(listed) == 45 and set(listed) == submitted
     newest = [r.request_id for r in ab.requests(limit=25)]
     assert newest == listed[:25]
-    assert all(r.finished for r in ab.wait_many(outcomes, timeout=60))
+    unfinished = [(r.request_id, r.status, r.raw.get("api_id")) for r in ab.wait_many(outcomes, timeout=60)
+                  if not r.finished]
+    assert not unfinished, (unfinished, sandbox.stats()["callbacks"])
     assert {r.request_id for r in ab.requests(status="completed")} == submitted
     assert list(ab.requests(status="queued")) == []
 
