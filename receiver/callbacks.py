@@ -181,7 +181,10 @@ def _check_signature(svc: Services, req: Request, params: dict[str, Any]) -> str
     if settings.accept_v2_signatures and _v2_signed(req, settings.plivo_auth_token, main_token,
                                                     settings.public_url + req.path):
         return "v2:" + req.headers.get("X-Plivo-Signature-V2-Nonce", "")
-    count(svc.redis, "rejected_signature")
+    try:
+        count(svc.redis, "rejected_signature")
+    except OUTAGE:   # Redis down: still a 403, not a 503 that would tell a forger it was the outage
+        log.warning("rejected_signature not counted: Redis unavailable")
     raise InvalidSignature("callback signature is missing or invalid")
 
 

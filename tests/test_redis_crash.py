@@ -90,3 +90,16 @@ def test_redis_killed_during_a_stream_of_callbacks(crash_stack, sandbox):
         fresh = wait_status(api, submit(api)["request_id"], "completed", timeout=30)
         assert fresh["response"]["api_id"] == fresh["api_id"]
     wait_for(lambda: server.process.poll() is None, message="redis still up")
+
+
+def test_a_forged_callback_is_refused_403_while_redis_is_down(crash_stack):
+    """The signature is checked before Redis is needed: an outage must not turn a refusal
+    into a 503 (nor hold a forged delivery for CALLBACK_HOLD)."""
+    server, stack = crash_stack
+    server.kill()
+    with stack.web.client(key=None) as client:
+        path = f"/callbacks/plivo?rid={uuid.uuid4()}"
+        answer = client.post(path, json={"api_id": str(uuid.uuid4())}, headers={
+            "X-Plivo-Signature-V3-Nonce": "12345", "X-Plivo-Signature-V3": "forged"})
+    assert answer.status_code == 403, (answer.status_code, answer.text)
+    assert answer.json()["error"]
