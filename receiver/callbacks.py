@@ -65,7 +65,7 @@ class Webhook:
                 (path != PATH and "/" + path.lstrip("/") != PATH):   # as Flask's URL map reads a path
             return self.flask_app(environ, start_response)
         logs.clear()   # a greenlet serves every request of its connection
-        request = Request(environ)
+        request = Request(environ, populate_request=False)   # no environ <-> request cycle for the GC to find
         request.max_content_length = self.max_body_bytes
         try:
             body, headers = _answer(receive(self.services, request))
