@@ -16,19 +16,16 @@ class FastJSONProvider(DefaultJSONProvider):
     sort_keys = False
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        """orjson for compact answers; Flask's own for indented ones and for what orjson
-        cannot write (integers past 64 bits, other types)."""
-        if "indent" not in kwargs:
-            try:
-                return orjson.dumps(obj, option=PASSTHROUGH).decode()
-            except TypeError:
-                pass
-        return super().dumps(obj, **kwargs)
+        """compact_json for compact answers (jsonify asks for compact separators); Flask's own
+        for indented ones (debug mode)."""
+        if "indent" in kwargs:
+            return super().dumps(obj, **kwargs)
+        return compact_json(obj)
 
 
 def compact_json(obj: Any) -> str:
-    """What jsonify writes (FastJSONProvider, compact), for an answer made without an app
-    context (receiver/errors.py)."""
+    """What jsonify writes, also for an answer made without an app context (receiver/errors.py):
+    orjson, or Flask's own encoding for what orjson cannot write (integers past 64 bits, other types)."""
     try:
         return orjson.dumps(obj, option=PASSTHROUGH).decode()
     except TypeError:

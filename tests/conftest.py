@@ -324,4 +324,3 @@ def make_stack(base_env, workdir, redis_server) -> Iterator[Any]:
     yield make
     for stack in stacks:
         stack.stop()
-
