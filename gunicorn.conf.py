@@ -35,7 +35,11 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = web_capacity(Settings.from_env().max_waiters, raise_fd_limit())[0]
 timeout = 90            # the hub must not be blocked this long
 graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
-keepalive = 5
+# Seconds an idle keep-alive connection is kept open. Well above the idle expiry of the
+# clients' pools (httpx 5 s, aiohttp 15 s, load balancers 60 s, Go 90 s), so that the
+# client always closes first: at equal values a request sent on a connection just as we
+# time it out is lost with the connection, and a sender (Plivo) does not resend it.
+keepalive = int(os.environ.get("WEB_KEEPALIVE", "120"))
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")

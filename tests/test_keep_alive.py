@@ -1,0 +1,45 @@
+"""Idle keep-alive connections: web keeps them open longer than the clients' pools do.
+
+Was: web closed a connection idle for 5 s, and httpx (the sandbox's courier, like many
+senders) reuses a pooled connection idle up to 5 s. Under load a request sent on such a
+connection just as web timed it out was never read: the sender saw the connection close,
+and, like Plivo, did not resend the callback (it retries on timeouts only). Two callbacks
+of the paging test were lost that way.
+"""
+import socket
+import time
+
+import httpx
+
+from tests.conftest import start_web
+from tests.raw_http import exchange
+
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def test_an_idle_connection_outlives_the_pool_expiry_of_an_httpx_sender(web):
+    idle = httpx.Limits().keepalive_expiry + 1.5   # what the sandbox's courier keeps a pooled connection for
+    with connect(web.url) as sock:
+        assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
+        time.sleep(idle)   # the idle time under test, not a wait for something to happen
+        second = exchange(sock, HEALTH)
+    assert second.startswith(b"HTTP/1.1 200"), second
+
+
+def test_web_closes_a_connection_idle_for_WEB_KEEPALIVE_seconds(base_env, workdir):
+    server = start_web(base_env, workdir, "web-keepalive", WEB_KEEPALIVE="1")
+    try:
+        with connect(server.url) as sock:
+            assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            sock.settimeout(15)
+            assert sock.recv(1) == b""   # the server's close, once the connection has idled its second
+            closed_after = time.monotonic() - started
+    finally:
+        server.service.stop()
+    assert 0.5 <= closed_after < 10, closed_after
