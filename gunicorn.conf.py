@@ -7,6 +7,7 @@ and the workers inherit it; the connection and waiter caps follow from it.
 """
 import os
 import sys
+from contextlib import contextmanager
 
 import gevent
 from gunicorn.workers.ggevent import GeventWorker
@@ -17,11 +18,35 @@ from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
 
 class WebWorker(GeventWorker):
     """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at
-    once (with its record as it stands) while requests in progress run to their end."""
+    once (with its record as it stands) and closes every idle keep-alive connection,
+    while requests in progress run to their end. (gunicorn's own worker waits for idle
+    connections to time out: with a long `keepalive` that is the whole graceful_timeout.)"""
+
+    def init_process(self):
+        self.idle: dict[gevent.Greenlet, gevent.Timeout] = {}   # connection -> its wait for a next request
+        super().init_process()
+
+    @contextmanager
+    def timeout_ctx(self):
+        """Around every wait for a connection's next request (the first one too)."""
+        current = gevent.getcurrent()
+        timeout = gevent.Timeout(self.cfg.keepalive if self.alive else 0.1, False)
+        self.idle[current] = timeout
+        try:
+            with timeout:
+                yield
+        finally:
+            self.idle.pop(current, None)
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
         gevent.spawn(self.release_waiters)
+        gevent.spawn(self.close_idle_connections)
+
+    def close_idle_connections(self):
+        """End every wait for a next request as if it had timed out: the connection closes."""
+        for greenlet, timeout in list(self.idle.items()):
+            greenlet.kill(timeout, block=False)
 
     def release_waiters(self):
         services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("answerback")  # none before the app loaded

@@ -89,9 +89,9 @@ def _out(kind: str) -> Path:
 
 
 def stack_options(folder: str, clock: str, extra_env: dict[str, str]) -> tuple[dict[str, str], dict[str, object]]:
-    """(environment, Stack keyword arguments) that run web and workers under the profiler."""
+    """(environment, Stack keyword arguments) that run web, workers and the sandbox under the profiler."""
     env = {**extra_env, "BENCH_PROFILE_DIR": str(Path(folder).resolve()), "BENCH_PROFILE_CLOCK": clock}
-    return env, {"web_conf": "bench/gunicorn_profiled.py",
+    return env, {"web_conf": "bench/gunicorn_profiled.py", "sandbox_conf": "bench/sandbox_profiled.py",
                  "worker_argv": [sys.executable, "-m", "bench.profiling", "worker"]}
 
 

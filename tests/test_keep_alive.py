@@ -6,6 +6,7 @@ connection just as web timed it out was never read: the sender saw the connectio
 and, like Plivo, did not resend the callback (it retries on timeouts only). Two callbacks
 of the paging test were lost that way.
 """
+import signal
 import socket
 import time
 
@@ -43,3 +44,21 @@ def test_web_closes_a_connection_idle_for_WEB_KEEPALIVE_seconds(base_env, workdi
     finally:
         server.service.stop()
     assert 0.5 <= closed_after < 10, closed_after
+
+
+def test_sigterm_closes_idle_connections_at_once(base_env, workdir):
+    """Was: gunicorn's worker stops only when its connections are gone, so an idle
+    keep-alive connection held a stopping web for the whole graceful_timeout (65 s)."""
+    server = start_web(base_env, workdir, "web-stopping")
+    try:
+        with connect(server.url) as one, connect(server.url) as other:
+            for sock in (one, other):   # answered: each connection now waits for its next request
+                assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            server.service.signal(signal.SIGTERM)
+            server.service.process.wait(timeout=30)
+            stopped_after = time.monotonic() - started
+            assert one.recv(1) == b"" and other.recv(1) == b""
+    finally:
+        server.service.stop()
+    assert stopped_after < 10, stopped_after
