@@ -7,10 +7,13 @@ a test there would race with it."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import uuid
 
+import psutil
 import pytest
 
+from local.processes import wait_for
 from local.redis_server import RedisServer
 from store import connect, keys
 from store.callbacks import Deliveries
@@ -249,6 +252,41 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
             server.resume()
         assert deliveries.store("", kept, {"api_id": kept}, "POST") == "duplicate"   # not the late "early"
         assert deliveries.store("", cut_off, {"api_id": cut_off}, "POST") in ("early", "duplicate")
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir):
+    """redis-py sends a command again when its answer does not come in time, and Redis may
+    then run the submit script twice. Was: the second run wrote the record afresh and put
+    the request in the outbox a second time (a second send, had a worker taken the first).
+    On a Redis of its own, stopped (SIGSTOP) until the second attempt is on its way."""
+    server = RedisServer(workdir / f"redis-resubmit-{uuid.uuid4().hex[:6]}").start()
+    client = connect(server.url, socket_timeout=0.3, retries=2)
+    me = psutil.Process()
+
+    def connections() -> set[int]:
+        return {c.laddr.port for c in me.net_connections("tcp")
+                if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED}
+
+    try:
+        requests = Requests(client, TTL)
+        earlier = submit(requests)   # the script is loaded: the attempts below run it at once
+        first = connections()
+        server.pause()
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                submitting = pool.submit(submit, requests)
+                wait_for(lambda: connections() - first, 10, message="redis-py's second attempt")
+                server.resume()
+                rid = submitting.result(timeout=30)
+        finally:
+            server.resume()
+        outbox = [r for key in client.scan_iter(keys.PREFIX + "outbox:*") for r in client.lrange(key, 0, -1)]
+        assert outbox == [earlier, rid]
+        assert client.hget(keys.PREFIX + "metrics", "submitted") == "2"
+        assert requests.get(rid).status == "queued"
     finally:
         client.close()
         server.stop()
