@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
     from receiver import callbacks, dashboard, errors, metrics, openapi, ops, requests
+    from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
     from receiver.services import Services
 
@@ -33,5 +34,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     for module in (callbacks, requests, ops, metrics, openapi, dashboard):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.docs_bp)
-    app.wsgi_app = callbacks.Webhook(app, app.wsgi_app)   # the webhook, served before Flask's dispatch
+    app.wsgi_app = Front(app, app.wsgi_app)   # callbacks and submissions, served before Flask's dispatch
     return app

@@ -11,7 +11,7 @@ from typing import Callable
 from flask import g, request
 
 from receiver.errors import Unauthorized
-from receiver.services import services
+from receiver.services import Services, services
 
 
 def _digest(text: str) -> str:
@@ -30,21 +30,17 @@ def key_table(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(table)
 
 
-def _table() -> tuple[tuple[str, str], ...]:
-    svc = services()
-    if svc.key_table is None:
-        svc.key_table = key_table(svc.settings.api_keys)
-    return svc.key_table
-
-
-def authenticate() -> str:
-    """The tenant whose key is presented; compared in constant time against every key."""
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+def tenant_of(svc: Services, authorization: str) -> str:
+    """The tenant whose key an Authorization header presents; compared in constant time
+    against every key."""
+    scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing bearer API key")
+    if svc.key_table is None:
+        svc.key_table = key_table(svc.settings.api_keys)
     presented = _digest(key.strip())
     tenant = ""
-    for key_hash, owner in _table():
+    for key_hash, owner in svc.key_table:
         if hmac.compare_digest(presented, key_hash):
             tenant = owner
     if not tenant:
@@ -55,6 +51,6 @@ def authenticate() -> str:
 def require_key(view: Callable) -> Callable:
     @wraps(view)
     def wrapper(*args, **kwargs):
-        g.tenant = authenticate()
+        g.tenant = tenant_of(services(), request.headers.get("Authorization", ""))
         return view(*args, **kwargs)
     return wrapper

@@ -1,24 +1,21 @@
 """The webhook Plivo calls: verify, store durably, match, answer fast.
 
-It is served by `Webhook`, a WSGI callable in front of the Flask app (create_app makes it
-`app.wsgi_app`), not through Flask's dispatch: a callback needs none of what Flask does for
-every request (contexts, the URL map, hooks, signals, error handler lookup), and that was about
-as much CPU as the webhook's own work (README, "How it works"). Its errors are the same JSON
-answers as every view's (receiver/errors.py), and every other request goes on to Flask.
+It is served by receiver/front.py before Flask's dispatch (`serve`); its errors are the
+same JSON answers as every view's.
 """
 from __future__ import annotations
 
 import json
 import logging
 from functools import cache
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any
 
 from flask import Blueprint
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Request
 
 import logs
-from receiver.errors import BadRequest, InvalidSignature, body_finished, error_answer
+from receiver.errors import BadRequest, InvalidSignature
 from receiver.metrics import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
@@ -27,10 +24,6 @@ from store.callbacks import SPOOLED
 from store.connection import OUTAGE, now_ms, within
 from store.metrics import count
 from store.scripts import NotReplicated
-
-if TYPE_CHECKING:
-    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
-    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +39,13 @@ RID_PARAM = "rid"
 def plivo():
     """Flask's rule for the webhook's URL, so that Flask answers the methods the webhook does
     not serve as on any route (OPTIONS; 405 with Allow). GET, POST and HEAD never get here:
-    Webhook takes them before Flask."""
+    receiver/front.py takes them before Flask."""
     raise MethodNotAllowed(valid_methods=list(METHODS))
 
 
-class Webhook:
-    """The WSGI application web serves: GET, POST and HEAD on the webhook's URL here, every
-    other request to `flask_app` (Flask's own wsgi_app)."""
-
-    def __init__(self, app: Flask, flask_app: WSGIApplication) -> None:
-        self.services: Services = app.extensions["answerback"]
-        self.max_body_bytes: int | None = app.config["MAX_CONTENT_LENGTH"]
-        self.flask_app = flask_app
-
-    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") not in SERVED or \
-                (path != PATH and "/" + path.lstrip("/") != PATH):   # as Flask's URL map reads a path
-            return self.flask_app(environ, start_response)
-        logs.clear()   # a greenlet serves every request of its connection
-        request = Request(environ, populate_request=False)   # no environ <-> request cycle for the GC to find
-        request.max_content_length = self.max_body_bytes
-        try:
-            body, headers = _answer(receive(self.services, request))
-        except Exception as exc:
-            response = error_answer(exc, self.max_body_bytes)
-            if not body_finished(request):
-                response.headers["Connection"] = "close"
-            return response(environ, start_response)
-        headers = [*headers] if body_finished(request) else [*headers, ("Connection", "close")]
-        start_response("200 OK", headers)
-        return [body]
+def serve(svc: Services, request: Request) -> tuple[str, bytes, tuple[tuple[str, str], ...]]:
+    """The webhook's answer (receiver/front.py serves it before Flask): 200 and the outcome."""
+    return ("200 OK", *_answer(receive(svc, request)))
 
 
 @timed_webhook

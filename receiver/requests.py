@@ -4,51 +4,63 @@ from __future__ import annotations
 import time
 from urllib.parse import urlencode
 
-from flask import Blueprint, g, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from redis.exceptions import RedisError
+from werkzeug.wrappers import Request
 
 import logs
 from notify_hosts import NotAllowed
-from receiver.auth import require_key
+from receiver.auth import require_key, tenant_of
 from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
-from receiver.services import services
+from receiver.json_provider import compact_json
+from receiver.services import Services, services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, PAGE_SIZE, int_arg, is_uuid, json_body, parse_submission,
                                  status_arg, wait_arg)
 from store.metrics import count
 from store.records import RequestRecord, Requests, Submission
 
-bp = Blueprint("requests", __name__, url_prefix="/v1")
+PREFIX = "/v1"
+SUBMIT_PATH = PREFIX + "/requests"
+bp = Blueprint("requests", __name__, url_prefix=PREFIX)
 
 
 @bp.post("/requests")
-@require_key
 def submit():
-    if not request.is_json:
+    """Served by receiver/front.py before Flask's dispatch; Flask gets a submission only at a
+    variant of the URL its map takes as the same (e.g. a doubled slash)."""
+    status, body, headers = serve_submission(services(), request)
+    return Response(body, status=int(status[:3]), headers=headers)
+
+
+def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tuple[str, str]]]:
+    """A submission's answer: 202 and the new (or, with a known Idempotency-Key, the first) record."""
+    tenant = tenant_of(svc, req.headers.get("Authorization", ""))
+    if not req.is_json:
         raise UnsupportedMediaType("request body must be application/json")
-    form = parse_submission(json_body(request))
-    svc = services()
+    form = parse_submission(json_body(req))
     timeout = form.callback_timeout or svc.settings.callback_timeout
     if timeout > svc.settings.max_callback_timeout:
         raise BadRequest(f"callback_timeout must be at most {svc.settings.max_callback_timeout}")
-    idem = request.headers.get("Idempotency-Key")
+    idem = req.headers.get("Idempotency-Key")
     if idem is not None and not 1 <= len(idem) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
-    notify_host = _notify_host(form.notify_url)
+    notify_host = _notify_host(svc, form.notify_url)
     submitted = svc.requests.submit(Submission(
-        tenant=g.tenant, method=form.method, path=form.path, params=form.params,
+        tenant=tenant, method=form.method, path=form.path, params=form.params,
         callback_method=form.callback_method or svc.settings.callback_method,
         callback_timeout=timeout, idempotency_key=idem,
         notify_url=form.notify_url or "", notify_host=notify_host))
-    logs.bind(request_id=submitted.record.fields["request_id"])
+    rid = submitted.record.fields["request_id"]
+    logs.bind(request_id=rid)
     if submitted.conflict:
         raise Unprocessable("Idempotency-Key was already used with a different request")
     svc.ring(submitted.ring_id)
-    response = jsonify(submitted.record.to_json())
-    response.status_code = 202
-    response.headers["Location"] = url_for("requests.get_request", request_id=submitted.record.fields["request_id"])
+    body = (compact_json(submitted.record.to_json()) + "\n").encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+               ("Location", f"{req.script_root}{SUBMIT_PATH}/{rid}")]
     if not submitted.created:
-        response.headers["Idempotent-Replayed"] = "true"
-    return response
+        headers.append(("Idempotent-Replayed", "true"))
+    return "202 ACCEPTED", body, headers
 
 
 @bp.get("/requests/<request_id>")
@@ -99,12 +111,12 @@ def notify_again(request_id: str):
     return response
 
 
-def _notify_host(url: str | None) -> str:
+def _notify_host(svc: Services, url: str | None) -> str:
     """The host:port a notify_url goes to, if NOTIFY_HOSTS allows it (else 422: never contacted)."""
     if url is None:
         return ""
     try:
-        return services().notify_hosts.check_url(url).authority
+        return svc.notify_hosts.check_url(url).authority
     except NotAllowed as exc:
         raise Unprocessable(str(exc), fields={"notify_url": str(exc)}) from None
 

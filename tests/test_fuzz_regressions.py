@@ -105,7 +105,7 @@ def test_callback_api_id_must_be_a_canonical_uuid(seeded, api_id):
     # past the 1 MiB the app discards: gthread workers then left the connection dead while the
     # answer said keep-alive; gunicorn's gevent worker drains the rest of the body itself
     (b"POST /v1/requests", b"Authorization: Bearer wrong\r\n", 2_000_000),
-    # the webhook, answered before Flask's dispatch (receiver/callbacks.Webhook): 413 as any view
+    # the webhook, answered before Flask's dispatch (receiver/front.py): 413 as any view
     (b"POST /callbacks/plivo", b"Content-Type: text/plain\r\n", 100_000),
     (b"POST /callbacks/plivo", b"Content-Type: text/plain\r\n", 2_000_000),
     (b"GET /callbacks/plivo?api_id=x", b"", 2_000_000),                # 400, the body never read
