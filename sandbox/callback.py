@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 from plivo.utils.signature_v3 import string_format
+from urllib3.util import parse_url
 
 from sandbox.errors import BadRequest
 from sandbox.signature import signature_headers
@@ -118,10 +118,12 @@ def as_sent(url: str) -> str:
     """The URL as it goes on the wire (escaped, no fragment), under the caller's own spelling of the host.
 
     What gets signed must be what the receiver sees in its request line; the host
-    part it takes from its configured public URL, which is what it gave us.
+    part it takes from its configured public URL, which is what it gave us. The
+    courier sends with urllib3, so urllib3 escapes the path and query (it writes
+    `%2f` as `%2F`; sending the result again leaves it as it is).
     """
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{httpx.URL(url).raw_path.decode('ascii')}"
+    return f"{parts.scheme}://{parts.netloc}{parse_url(url).request_uri}"
 
 
 def with_query(url: str, fields: Fields) -> str:

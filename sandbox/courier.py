@@ -3,6 +3,14 @@
 Connect timeout 2 s, read timeout 40 s, one retry on a connect or read timeout
 only; any answer, whatever its status, ends the delivery. A small pool of
 threads shares one pooled HTTP client; delayed deliveries wait in one Timer.
+
+urllib3 rather than httpx, as workers/upstream.py: the sandbox shares the bench's
+cores with Answerback, and with httpx a callback cost it about 1.3 ms of CPU, most
+of it httpx's (its pool scans every connection per request, its URL and header
+checks), CPU that real Plivo spends on its own machines. urllib3 neither retries nor follows redirects
+here: the retry rule above is the only one. A pooled connection is kept until the
+receiver closes it (urllib3 checks it is still open before reusing it), not
+expired after 5 s idle as httpx did.
 """
 from __future__ import annotations
 
@@ -11,7 +19,8 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from sandbox.callback import Callback, Outgoing
 from sandbox.config import Config
@@ -22,23 +31,19 @@ from sandbox.visit import rid_of
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = httpx.Timeout(connect=2.0, read=40.0, write=10.0, pool=10.0)
-RETRIED = (httpx.ConnectTimeout, httpx.ReadTimeout)
+TIMEOUT = urllib3.Timeout(connect=2.0, read=40.0)
 THREADS = 16
 USER_AGENT = "PlivoSandbox/1.0 (Answerback)"
 
 
 class Courier:
-    def __init__(self, config: Config, stats: Stats, threads: int = THREADS,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(self, config: Config, stats: Stats, threads: int = THREADS, timeout: urllib3.Timeout = TIMEOUT):
+        """`timeout` is Plivo's unless a test needs its timeouts short."""
         self._config = config
         self._stats = stats
-        self._client = httpx.Client(
-            timeout=TIMEOUT,
-            limits=httpx.Limits(max_connections=2 * threads, max_keepalive_connections=threads),
-            headers={"User-Agent": USER_AGENT},
-            transport=transport,
-        )
+        # Early callbacks are sent from the API's own threads too: beyond `maxsize`
+        # a connection is opened anyway (block=False) and closed after use.
+        self._client = urllib3.PoolManager(maxsize=threads, block=False, retries=False, timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox-courier")
         self._timer = Timer(lambda callback: self._pool.submit(self.deliver, callback))
 
@@ -64,7 +69,7 @@ class Courier:
         status, error = None, None
         try:
             status = self._send(callback)
-        except httpx.HTTPError as failure:
+        except HTTPError as failure:
             error = type(failure).__name__
         except Exception as failure:
             log.exception("callback to %s could not be sent", callback.target.url)
@@ -75,13 +80,18 @@ class Courier:
         request = callback.outgoing(self._config.auth_token, self._config.callback_format)
         try:
             return self._attempt(request)
-        except RETRIED:
+        except (ConnectTimeoutError, ReadTimeoutError) as failure:
+            if isinstance(failure, NewConnectionError):   # refused or unresolved: urllib3 files it under timeouts
+                raise
             self._stats.callback_retried()
             return self._attempt(request)
 
     def _attempt(self, request: Outgoing) -> int:
-        response = self._client.request(request.method, request.url, headers=request.headers, content=request.content)
-        return response.status_code
+        """The answer's status; its body is read (the connection goes back to the pool only then), not decoded."""
+        response = self._client.urlopen(request.method, request.url, body=request.content,
+                                        headers={"User-Agent": USER_AGENT, **request.headers},
+                                        redirect=False, decode_content=False)
+        return response.status
 
 
 @dataclass(frozen=True)

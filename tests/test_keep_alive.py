@@ -1,6 +1,6 @@
 """Idle keep-alive connections: web keeps them open longer than the clients' pools do.
 
-Was: web closed a connection idle for 5 s, and httpx (the sandbox's courier, like many
+Was: web closed a connection idle for 5 s, and httpx (the sandbox's courier then, like many
 senders) reuses a pooled connection idle up to 5 s. Under load a request sent on such a
 connection just as web timed it out was never read: the sender saw the connection close,
 and, like Plivo, did not resend the callback (it retries on timeouts only). Two callbacks
@@ -24,7 +24,7 @@ def connect(url: str) -> socket.socket:
 
 
 def test_an_idle_connection_outlives_the_pool_expiry_of_an_httpx_sender(web):
-    idle = httpx.Limits().keepalive_expiry + 1.5   # what the sandbox's courier keeps a pooled connection for
+    idle = httpx.Limits().keepalive_expiry + 1.5   # how long httpx, a common sender, keeps a pooled connection
     with connect(web.url) as sock:
         assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
         time.sleep(idle)   # the idle time under test, not a wait for something to happen

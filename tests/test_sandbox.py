@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import httpx
 import pytest
+import urllib3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from plivo.utils import validate_v3_signature
@@ -45,16 +46,25 @@ def free_port() -> int:
 # --- the callback receiver -------------------------------------------------------------
 
 
-class CallbackSink:
-    """A tiny real HTTP server that keeps every callback it gets, keyed by its rid."""
+HOLD, CLOSE = "hold", "close"
 
-    def __init__(self) -> None:
+
+class CallbackSink:
+    """A tiny real HTTP server that keeps every callback it gets, keyed by its rid.
+
+    It answers 200, or the statuses of `answers` in turn, where HOLD keeps the request
+    unanswered until the sink closes (the sender's read timeout) and CLOSE closes the
+    connection with no answer; a 3xx sends it back to the same URL."""
+
+    def __init__(self, answers: list[int | str] | None = None) -> None:
         self.received: list[dict[str, Any]] = []
+        self._answers = list(answers) if answers is not None else None
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 
     def url(self, rid: str, extra: str = "") -> str:
         return f"{self.base}/callbacks/plivo?rid={rid}{extra}"
@@ -68,8 +78,13 @@ class CallbackSink:
                         timeout, message=f"{count} callback(s) for {rid}")
 
     def close(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()
+
+    def _answer(self) -> int | str:
+        with self._lock:
+            return self._answers.pop(0) if self._answers else 200
 
     def _keep(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -81,6 +96,7 @@ class CallbackSink:
             "headers": {key.lower(): value for key, value in handler.headers.items()},
             "body": body,
             "rid": parse_qs(urlsplit(handler.path).query).get("rid", [None])[0],
+            "connection": handler.client_address,
         }
         with self._lock:
             self.received.append(entry)
@@ -93,7 +109,15 @@ class CallbackSink:
 
             def do_GET(self) -> None:
                 sink._keep(self)
-                self.send_response(200)
+                status = sink._answer()
+                if status in (HOLD, CLOSE):
+                    if status == HOLD:
+                        sink._released.wait(30)
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", self.path)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -586,33 +610,79 @@ def test_flatten_names_nested_fields() -> None:
                              ("objects.0.id", "x"), ("ok", "true")]
 
 
-def courier_with(handler: Callable[[httpx.Request], httpx.Response]) -> tuple[Courier, Stats]:
+SHORT = urllib3.Timeout(connect=0.5, read=0.5)   # Plivo's 2 s and 40 s, shortened for the tests
+
+
+def delivered_to(url: str) -> dict[str, Any]:
+    """One callback through a real courier; its callback counters once the delivery is over."""
     stats = Stats()
-    return Courier(Config(auth_id=AUTH_ID, auth_token=AUTH_TOKEN), stats, 2, httpx.MockTransport(handler)), stats
+    courier = Courier(Config(auth_id=AUTH_ID, auth_token=AUTH_TOKEN), stats, 2, SHORT)
+    courier.deliver_now(Callback(CallbackTarget(url), {"api_id": "a"}))
+    return stats.to_json()["callbacks"]
 
 
-def delivery_counts(failure: Exception | None, answers: int = 200) -> tuple[int, dict[str, Any]]:
-    attempts = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        attempts.append(request)
-        if failure is not None and len(attempts) == 1:
-            raise failure
-        return httpx.Response(answers)
-
-    courier, stats = courier_with(handler)
-    courier.deliver_now(Callback(CallbackTarget("http://example.com/cb"), {"api_id": "a"}))
-    return len(attempts), stats.to_json()["callbacks"]
+def sent_to_sink(answers: list[int | str]) -> tuple[int, dict[str, Any]]:
+    """How many requests a sink answering `answers` got for one callback, and the counters."""
+    receiver = CallbackSink(answers)
+    try:
+        callbacks = delivered_to(receiver.url("r"))
+        return len(receiver.for_rid("r")), callbacks
+    finally:
+        receiver.close()
 
 
-def test_courier_retries_once_on_connect_or_read_timeout_only() -> None:
-    for timeout in (httpx.ConnectTimeout("slow"), httpx.ReadTimeout("slow")):
-        attempts, callbacks = delivery_counts(timeout)
-        assert attempts == 2 and callbacks["retries"] == 1 and callbacks["delivered"] == 1
-    attempts, callbacks = delivery_counts(httpx.ConnectError("refused"))
-    assert attempts == 1 and callbacks["failed"] == 1 and callbacks["errors"] == {"ConnectError": 1}
-    attempts, callbacks = delivery_counts(None, answers=500)
-    assert attempts == 1 and callbacks["failed"] == 1 and callbacks["by_status"] == {"500": 1}
+@pytest.mark.parametrize("status, outcome", [(200, "delivered"), (500, "failed"), (302, "failed")])
+def test_courier_takes_any_answer_as_the_end_of_a_delivery(status: int, outcome: str) -> None:
+    attempts, callbacks = sent_to_sink([status])
+    assert attempts == 1 and callbacks["retries"] == 0 and callbacks[outcome] == 1
+    assert callbacks["by_status"] == {str(status): 1} and callbacks["errors"] == {}
+
+
+def test_courier_retries_once_after_a_read_timeout() -> None:
+    attempts, callbacks = sent_to_sink([HOLD, 200])
+    assert attempts == 2 and callbacks["retries"] == 1 and callbacks["delivered"] == 1
+    attempts, callbacks = sent_to_sink([HOLD, HOLD, 200])
+    assert attempts == 2 and callbacks["retries"] == 1 and callbacks["failed"] == 1
+    assert callbacks["errors"] == {"ReadTimeoutError": 1}
+
+
+def test_courier_does_not_retry_a_connection_closed_without_an_answer() -> None:
+    attempts, callbacks = sent_to_sink([CLOSE, 200])
+    assert attempts == 1 and callbacks["retries"] == 0 and callbacks["failed"] == 1
+    assert callbacks["errors"] == {"ProtocolError": 1}
+
+
+def test_courier_does_not_retry_a_refused_connection() -> None:
+    callbacks = delivered_to(f"http://127.0.0.1:{free_port()}/cb")
+    assert callbacks["retries"] == 0 and callbacks["failed"] == 1
+    assert callbacks["errors"] == {"NewConnectionError": 1}
+
+
+def test_courier_retries_once_after_a_connect_timeout() -> None:
+    """A listener whose accept queue is full: Linux drops the SYNs, so connecting times out."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued: list[socket.socket] = []
+        while True:   # until the queue is full: a connection that does not get through
+            queued.append(socket.socket())
+            queued[-1].settimeout(0.2)
+            if queued[-1].connect_ex(listener.getsockname()) != 0:
+                break
+        try:
+            callbacks = delivered_to(f"http://127.0.0.1:{listener.getsockname()[1]}/cb")
+        finally:
+            for sock in queued:
+                sock.close()
+    assert callbacks["retries"] == 1 and callbacks["failed"] == 1
+    assert callbacks["errors"] == {"ConnectTimeoutError": 1}
+
+
+def test_courier_keeps_its_connection_alive_between_callbacks(sink: CallbackSink) -> None:
+    courier = Courier(Config(auth_id=AUTH_ID, auth_token=AUTH_TOKEN), Stats(), 2)
+    for _ in range(3):
+        courier.deliver_now(Callback(CallbackTarget(sink.url("kept")), {"api_id": "a"}))
+    assert len({entry["connection"] for entry in sink.for_rid("kept")}) == 1
 
 
 def test_delivery_plan_follows_the_faults() -> None:
