@@ -45,6 +45,10 @@ from store.records import Requests
 GOAL_PER_S = 250
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "bench"}
 FINAL = ("finished_completed", "finished_failed", "finished_expired")
+# Commands Redis counts when a script runs them: part of the script's own time, not sent by clients.
+SCRIPTED = ("get", "set", "zadd", "zrem", "zcard", "rpush", "lpop", "llen", "hincrby", "hincrbyfloat", "del",
+            "lrange", "expire", "zrangebyscore", "zremrangebyscore", "zscore", "exists", "incr", "hset", "sadd",
+            "srem", "pexpire", "publish", "zcount", "zrange")
 
 
 @dataclass
@@ -196,7 +200,7 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
             wait_for(lambda: sandbox_stats(stack)["callbacks"]["pending"] == 0, 30, message="warm-up callbacks")
             httpx.delete(stack.sandbox_url + "/_sandbox/stats", timeout=10).raise_for_status()
 
-        before = counters.finished()
+        before, commands_before = counters.finished(), redis.info("commandstats")
         measure = Measure(stack).start()
         started = time.perf_counter()
         submitting = ThreadPoolExecutor(1, thread_name_prefix="submit").submit(run_pool, n, submitters, one, stop)
@@ -213,7 +217,7 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
             time.sleep(0.01)
         rids = submitting.result()
         seconds = (done_at or time.perf_counter()) - started
-        after = counters.finished()
+        after, commands_after = counters.finished(), redis.info("commandstats")
     phase = measure.stop(Phase("answerback", n, seconds, after["finished_completed"] - before["finished_completed"]))
     accepted = [t for t, rid in zip(accepted_at, rids) if isinstance(rid, str)]
     phase.extra["accepted"] = len(accepted)
@@ -223,8 +227,37 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
     phase.extra["timed_out"] = done_at is None
     phase.extra["latency"], phase.extra["marks"] = latencies(redis, [r for r in rids if isinstance(r, str)])
     phase.extra["sandbox"] = sandbox_stats(stack)
+    phase.extra["commands"] = command_costs(commands_before, commands_after)
     redis.close()
     return phase
+
+
+def command_costs(before: dict, after: dict) -> dict[str, tuple[int, int]]:
+    """Redis commands run between two INFO commandstats: name -> (calls, microseconds inside Redis)."""
+    costs = {}
+    for key, stats in after.items():
+        old = before.get(key, {})
+        calls, usec = stats["calls"] - old.get("calls", 0), stats["usec"] - old.get("usec", 0)
+        if calls:
+            costs[key.removeprefix("cmdstat_")] = (calls, usec)
+    return costs
+
+
+def commands_line(phase: Phase) -> str:
+    """Redis's work per completed request: the commands clients sent (a script counts once; INFO
+    commandstats also counts what a script runs under those commands' names, left out here) and
+    the time Redis measured inside them. On a busy machine that time includes waits for a core,
+    so it can exceed Redis's CPU: read the proportions (which scripts cost most), not the sum."""
+    costs, n = phase.extra["commands"], phase.ok
+    if not n or not costs:
+        return ""
+    top = sorted(costs.items(), key=lambda kv: -kv[1][1])[:5]
+    calls = sum(c for name, (c, _) in costs.items() if name not in SCRIPTED)
+    inside = sum(u for name, (_, u) in costs.items() if name not in SCRIPTED)
+    return (f"  Redis per completed request: {calls / n:.1f} commands from clients (the bench's polling included),"
+            f" {inside / n:.0f} µs inside them by Redis's clock (which runs on while Redis waits for a core); "
+            "most time in: "
+            + ", ".join(f"{name} {c / n:.1f}x {u / c:.0f} µs" for name, (c, u) in top))
 
 
 @contextmanager
@@ -368,6 +401,7 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
         print(cpu_line(p))
         if p is ab:
             print(cost_line(p))
+            print(commands_line(p))
     base = statistics.mean(p.rate for p in bases)
     spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
     ideal = in_flight / (args.upstream_ms / 1000)
