@@ -219,6 +219,9 @@ class Settings:
     # Clients one web process holds waiting on ?wait at once; past it a wait answers at
     # once with X-Wait-Capped. Each costs one socket (file descriptor) and a greenlet.
     max_waiters: int = 10000
+    # Seconds web keeps an idle keep-alive connection (gunicorn.conf.py): longer than the
+    # senders' own pools keep theirs, so that they, not web, close it (see WebWorker there).
+    web_keepalive: int = 120
     # Token of the main account, for X-Plivo-Signature-Ma-V3 when PLIVO_AUTH_ID is a
     # sub-account (empty: PLIVO_AUTH_TOKEN).
     plivo_main_auth_token: str = field(default="", repr=False)
@@ -307,6 +310,7 @@ class Settings:
             max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
             drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
             max_waiters=_int(env, "MAX_WAITERS", 10000),
+            web_keepalive=_int(env, "WEB_KEEPALIVE", 120, low=1),
             plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", ""),
             replay_window=_int(env, "REPLAY_WINDOW", 3600, low=1),
             accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),

@@ -6,31 +6,71 @@ its speed. The open-files limit is raised to the hard limit here, in the master,
 and the workers inherit it; the connection and waiter caps follow from it.
 """
 import os
+import socket
 import sys
 from contextlib import contextmanager
 
 import gevent
+import gevent.monkey
 from gunicorn.workers.ggevent import GeventWorker
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
 
+BUSY_KEEPALIVE = 5       # seconds an idle connection is kept while the worker's connections run short
+STOPPING_KEEPALIVE = 1   # seconds a connection waits for a request once the worker is stopping
+
+
+def _readable(client: socket.socket) -> bool:
+    """Whether bytes (or the client's close) wait on a socket, without waiting: the original
+    select, since this runs in the hub, where gevent's would have to switch away."""
+    readable, _, _ = gevent.monkey.get_original("select", "select")([client.fileno()], [], [], 0)
+    return bool(readable)
+
 
 class WebWorker(GeventWorker):
-    """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at
-    once (with its record as it stands) and closes every idle keep-alive connection,
-    while requests in progress run to their end. (gunicorn's own worker waits for idle
-    connections to time out: with a long `keepalive` that is the whole graceful_timeout.)"""
+    """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at once
+    (with its record as it stands) while requests in progress run to their end, and which
+    keeps idle keep-alive connections `keepalive` seconds without letting them hold it up:
+
+    - on SIGTERM, every answer not yet begun says `Connection: close`, and every connection
+      waiting for its next request with nothing arrived is closed at once (gunicorn's own
+      worker waits for them to time out: with a long keepalive, the whole graceful_timeout);
+    - when fewer than a twentieth of its connections are free, a connection waits only
+      BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool."""
 
     def init_process(self):
-        self.idle: dict[gevent.Greenlet, gevent.Timeout] = {}   # connection -> its wait for a next request
+        self.clients: dict[gevent.Greenlet, socket.socket] = {}   # connection -> its socket
+        self.idle: dict[gevent.Greenlet, gevent.Timeout] = {}      # connection -> its wait for a next request
+        self.serving: set = set()                                  # requests being answered
         super().init_process()
+
+    def handle(self, listener, client, addr):
+        current = gevent.getcurrent()
+        self.clients[current] = client
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.clients.pop(current, None)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self.serving.add(req)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        finally:
+            self.serving.discard(req)
 
     @contextmanager
     def timeout_ctx(self):
         """Around every wait for a connection's next request (the first one too)."""
+        if not self.alive:
+            seconds = STOPPING_KEEPALIVE
+        elif self.worker_connections - len(self.clients) < self.worker_connections // 20:
+            seconds = min(self.cfg.keepalive, BUSY_KEEPALIVE)
+        else:
+            seconds = self.cfg.keepalive
         current = gevent.getcurrent()
-        timeout = gevent.Timeout(self.cfg.keepalive if self.alive else 0.1, False)
+        timeout = gevent.Timeout(seconds, False)
         self.idle[current] = timeout
         try:
             with timeout:
@@ -40,13 +80,23 @@ class WebWorker(GeventWorker):
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
+        for req in list(self.serving):
+            req.must_close = True   # its answer says Connection: close, so no client sends on it again
         gevent.spawn(self.release_waiters)
         gevent.spawn(self.close_idle_connections)
 
     def close_idle_connections(self):
-        """End every wait for a next request as if it had timed out: the connection closes."""
+        """End every wait for a next request as if it had timed out (the connection closes),
+        checked when the hub gets to it: a request may have arrived meanwhile."""
+        loop = gevent.get_hub().loop
         for greenlet, timeout in list(self.idle.items()):
-            greenlet.kill(timeout, block=False)
+            loop.run_callback(self._end_idle_wait, greenlet, timeout)
+
+    def _end_idle_wait(self, greenlet, timeout):
+        client = self.clients.get(greenlet)
+        if self.idle.get(greenlet) is not timeout or client is None or _readable(client):
+            return   # being served now, or its next request (or the client's close) is there to read
+        greenlet.throw(timeout)
 
     def release_waiters(self):
         services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("answerback")  # none before the app loaded
@@ -54,17 +104,18 @@ class WebWorker(GeventWorker):
             services.release_waiters()
 
 
+_settings = Settings.from_env()
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 worker_class = WebWorker
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_connections = web_capacity(Settings.from_env().max_waiters, raise_fd_limit())[0]
+worker_connections = web_capacity(_settings.max_waiters, raise_fd_limit())[0]
 timeout = 90            # the hub must not be blocked this long
 graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
-# Seconds an idle keep-alive connection is kept open. Well above the idle expiry of the
-# clients' pools (httpx 5 s, aiohttp 15 s, load balancers 60 s, Go 90 s), so that the
-# client always closes first: at equal values a request sent on a connection just as we
-# time it out is lost with the connection, and a sender (Plivo) does not resend it.
-keepalive = int(os.environ.get("WEB_KEEPALIVE", "120"))
+# Seconds an idle keep-alive connection is kept open (WEB_KEEPALIVE). Well above the idle
+# expiry of the clients' pools (httpx 5 s, aiohttp 15 s, load balancers 60 s, Go 90 s), so
+# that the client always closes first: at equal values a request sent on a connection just
+# as we time it out is lost with the connection, and a sender (Plivo) does not resend it.
+keepalive = _settings.web_keepalive
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")

@@ -254,7 +254,8 @@ def commands_line(phase: Phase) -> str:
     top = sorted(costs.items(), key=lambda kv: -kv[1][1])[:5]
     calls = sum(c for name, (c, _) in costs.items() if name not in SCRIPTED)
     inside = sum(u for name, (_, u) in costs.items() if name not in SCRIPTED)
-    return (f"  Redis per completed request: {calls / n:.1f} commands from clients (the bench's polling included),"
+    return (f"  Redis per completed request: about {calls / n:.1f} commands from clients (the bench's polling"
+            " included; commands a script also runs, e.g. RQ's ZADD, are left out),"
             f" {inside / n:.0f} µs inside them by Redis's clock (which runs on while Redis waits for a core); "
             "most time in: "
             + ", ".join(f"{name} {c / n:.1f}x {u / c:.0f} µs" for name, (c, u) in top))
@@ -401,7 +402,8 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
         print(cpu_line(p))
         if p is ab:
             print(cost_line(p))
-            print(commands_line(p))
+            if line := commands_line(p):
+                print(line)
     base = statistics.mean(p.rate for p in bases)
     spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
     ideal = in_flight / (args.upstream_ms / 1000)

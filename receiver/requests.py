@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from redis.exceptions import RedisError
@@ -57,7 +57,7 @@ def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tupl
     svc.ring(submitted.ring_id)
     body = (compact_json(submitted.record.to_json()) + "\n").encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-               ("Location", f"{req.script_root}{SUBMIT_PATH}/{rid}")]
+               ("Location", f"{quote(req.script_root)}{SUBMIT_PATH}/{rid}")]   # as url_for writes it
     if not submitted.created:
         headers.append(("Idempotent-Replayed", "true"))
     return "202 ACCEPTED", body, headers

@@ -56,7 +56,8 @@ def test_a_submission_is_answered_before_flask_as_flasks_own_view_answers_it(app
         assert replay[0] == status and replay[1]["Idempotent-Replayed"] == "true"
         assert json.loads(replay[2])["request_id"] == record["request_id"]
     (front_first, _), (flask_first, _) = answers["front"], answers["flask"]
-    assert sorted(front_first[1]) == sorted(flask_first[1])
+    without_location = [{k: v for k, v in headers.items() if k != "Location"} for headers in (front_first[1], flask_first[1])]
+    assert without_location[0] == without_location[1]
     front_record, flask_record = json.loads(front_first[2]), json.loads(flask_first[2])
     assert list(front_record) == list(flask_record)
     different = {"request_id", "submitted_at"}

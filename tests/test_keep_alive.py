@@ -11,7 +11,9 @@ import socket
 import time
 
 import httpx
+import psutil
 
+from local.processes import wait_for
 from tests.conftest import start_web
 from tests.raw_http import exchange
 
@@ -62,3 +64,27 @@ def test_sigterm_closes_idle_connections_at_once(base_env, workdir):
     finally:
         server.service.stop()
     assert stopped_after < 10, stopped_after
+
+
+def test_idle_connections_are_kept_only_briefly_while_the_worker_runs_short_of_connections(base_env, workdir):
+    """With 120 s of keep-alive, idle connections could fill a worker's pool (gevent then stops
+    accepting, and Plivo's connection attempts fail). Past 95 % of its connections, a
+    connection waits only BUSY_KEEPALIVE (5 s) for its next request."""
+    server = start_web(base_env, workdir, "web-crowded", WEB_CONCURRENCY="1", MAX_WAITERS="0")  # 1,000 connections
+    worker = psutil.Process(server.service.pid).children()[0]
+    crowd: list[socket.socket] = []
+    try:
+        for _ in range(960):
+            crowd.append(connect(server.url))
+        wait_for(lambda: len(worker.net_connections("tcp")) >= 960, 30, message="web to take the crowd")
+        with connect(server.url) as sock:
+            assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            sock.settimeout(60)
+            assert sock.recv(1) == b""
+            closed_after = time.monotonic() - started
+    finally:
+        for sock in crowd:
+            sock.close()
+        server.service.stop()
+    assert 3 < closed_after < 20, closed_after

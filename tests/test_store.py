@@ -257,10 +257,12 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
         server.stop()
 
 
-def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir):
+@pytest.mark.parametrize("idempotency_key", [None, "key-1"])
+def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, idempotency_key):
     """redis-py sends a command again when its answer does not come in time, and Redis may
     then run the submit script twice. Was: the second run wrote the record afresh and put
-    the request in the outbox a second time (a second send, had a worker taken the first).
+    the request in the outbox a second time (a second send, had a worker taken the first);
+    with an Idempotency-Key the first submission was answered as a replay of itself.
     On a Redis of its own, stopped (SIGSTOP) until the second attempt is on its way."""
     server = RedisServer(workdir / f"redis-resubmit-{uuid.uuid4().hex[:6]}").start()
     client = connect(server.url, socket_timeout=0.3, retries=2)
@@ -270,19 +272,26 @@ def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir):
         return {c.laddr.port for c in me.net_connections("tcp")
                 if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED}
 
+    def scripts_run() -> int:
+        return client.info("commandstats")["cmdstat_evalsha"]["calls"]
+
     try:
         requests = Requests(client, TTL)
         earlier = submit(requests)   # the script is loaded: the attempts below run it at once
-        first = connections()
+        first, runs = connections(), scripts_run()
         server.pause()
         try:
             with ThreadPoolExecutor(1) as pool:
-                submitting = pool.submit(submit, requests)
+                submitting = pool.submit(requests.submit, Submission(
+                    "t1", "POST", "Call/", {"to": "1"}, "POST", 60, idempotency_key=idempotency_key))
                 wait_for(lambda: connections() - first, 10, message="redis-py's second attempt")
                 server.resume()
-                rid = submitting.result(timeout=30)
+                submitted = submitting.result(timeout=30)
         finally:
             server.resume()
+        assert scripts_run() - runs >= 2   # the script did run again
+        rid = submitted.record.fields["request_id"]
+        assert submitted.created and not submitted.conflict
         outbox = [r for key in client.scan_iter(keys.PREFIX + "outbox:*") for r in client.lrange(key, 0, -1)]
         assert outbox == [earlier, rid]
         assert client.hget(keys.PREFIX + "metrics", "submitted") == "2"

@@ -116,6 +116,7 @@ def test_sigterm_answers_every_waiter_at_once_and_finishes_a_callback_in_progres
         with stack.web.client() as client:
             started = time.monotonic()
             answer = client.get(f"/v1/requests/{rid}", params={"wait": 60})
+            assert answer.headers["Connection"] == "close"   # begun before SIGTERM, answered after: not kept
             return answer.status_code, answer.json()["status"], time.monotonic() - started
 
     with ThreadPoolExecutor(len(rids)) as pool:
@@ -138,6 +139,7 @@ def test_sigterm_answers_every_waiter_at_once_and_finishes_a_callback_in_progres
     reply = HTTPResponse(sending)
     reply.begin()
     assert (reply.status, json.loads(reply.read())) == (200, {"outcome": "matched"})
+    assert reply.getheader("Connection") == "close"
     sending.close()
     stack.web.service.process.wait(timeout=30)
     assert Requests(stack.redis, 3600).get(target).status == "completed"

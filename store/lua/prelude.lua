@@ -223,6 +223,13 @@ local function ring(ring_id, now, stale_before)
   return ring_id
 end
 
+-- `ring_id` if `ring` registered it and it is still a drainer ('' otherwise): a repeated
+-- call answers the drain job the first one did (enqueueing it twice is harmless).
+local function rung(ring_id)
+  if redis.call('ZSCORE', P .. 'drainers', ring_id) then return ring_id end
+  return ''
+end
+
 -- One upstream send asks for its turn. A sliding log per (account, API class):
 -- at most `limit` sends in any `window_ms`, over every worker on every machine,
 -- timed by Redis's own clock; and turns spaced `window_ms / limit` apart, so

@@ -12,13 +12,14 @@ local ring_id = ARGV[12]               -- a drain job to register if none is ali
 local stale_before = ARGV[13]          -- drainers without a heartbeat since then are dead
 local api_class = ARGV[14]
 local notify_url, notify_host = ARGV[15], ARGV[16]   -- '' without notifications
+-- The same call again (redis-py sends a command again when its answer was lost): it was
+-- stored then, and may be on its way already; resetting it would send it twice. Answered
+-- as the first run was: created, with its drain job if that still waits to be started.
+if load(rid) then return {'created', rung(ring_id)} end
 if idem_key ~= '' then
   local prev = redis.call('GET', idem_key)
   if prev then return {'existing', prev} end
 end
--- The same call again (redis-py sends a command again when its answer was lost): it was
--- stored then, and may be on its way already; resetting it would send it twice.
-if load(rid) then return {'created', ''} end
 update(rid, {tenant = tenant, status = 'queued', method = method, path = path, params = params,
   callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class})
 if notify_url ~= '' then update(rid, {notify_url = notify_url, notify_host = notify_host, notify_status = 'pending'}) end
