@@ -6,6 +6,7 @@ its speed. The open-files limit is raised to the hard limit here, in the master,
 and the workers inherit it; the connection and waiter caps follow from it.
 """
 import os
+import select
 import socket
 import sys
 from contextlib import contextmanager
@@ -23,9 +24,14 @@ STOPPING_KEEPALIVE = 1   # seconds a connection waits for a request once the wor
 
 def _readable(client: socket.socket) -> bool:
     """Whether bytes (or the client's close) wait on a socket, without waiting: the original
-    select, since this runs in the hub, where gevent's would have to switch away."""
-    readable, _, _ = gevent.monkey.get_original("select", "select")([client.fileno()], [], [], 0)
-    return bool(readable)
+    poll (select stops at descriptor 1024; gevent's would switch away from the hub, where
+    this runs)."""
+    fd = client.fileno()
+    if fd < 0:
+        return True   # closed already: nothing to end
+    poller = gevent.monkey.get_original("select", "poll")()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class WebWorker(GeventWorker):

@@ -50,18 +50,26 @@ def test_web_closes_a_connection_idle_for_WEB_KEEPALIVE_seconds(base_env, workdi
 
 def test_sigterm_closes_idle_connections_at_once(base_env, workdir):
     """Was: gunicorn's worker stops only when its connections are gone, so an idle
-    keep-alive connection held a stopping web for the whole graceful_timeout (65 s)."""
-    server = start_web(base_env, workdir, "web-stopping")
+    keep-alive connection held a stopping web for the whole graceful_timeout (65 s).
+    1,100 of them, so that their descriptors in web pass 1,024 (where select() stops)."""
+    server = start_web(base_env, workdir, "web-stopping", WEB_CONCURRENCY="1")
+    worker = psutil.Process(server.service.pid).children()[0]
+    crowd: list[socket.socket] = []
     try:
         with connect(server.url) as one, connect(server.url) as other:
             for sock in (one, other):   # answered: each connection now waits for its next request
                 assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
+            for _ in range(1100):   # never asked anything: each waits for its first request
+                crowd.append(connect(server.url))
+            wait_for(lambda: len(worker.net_connections("tcp")) >= 1100, 30, message="web to take the crowd")
             started = time.monotonic()
             server.service.signal(signal.SIGTERM)
             server.service.process.wait(timeout=30)
             stopped_after = time.monotonic() - started
             assert one.recv(1) == b"" and other.recv(1) == b""
     finally:
+        for sock in crowd:
+            sock.close()
         server.service.stop()
     assert stopped_after < 10, stopped_after
 
