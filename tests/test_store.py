@@ -278,6 +278,7 @@ def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, 
     try:
         requests = Requests(client, TTL)
         earlier = submit(requests)   # the script is loaded: the attempts below run it at once
+        client.delete(keys.DRAINERS)   # no drain job alive: the submission registers one to start
         first, runs = connections(), scripts_run()
         server.pause()
         try:
@@ -292,6 +293,8 @@ def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, 
         assert scripts_run() - runs >= 2   # the script did run again
         rid = submitted.record.fields["request_id"]
         assert submitted.created and not submitted.conflict
+        # the drain job the first run registered is still answered, so that it gets started
+        assert submitted.ring_id and client.zscore(keys.DRAINERS, submitted.ring_id) is not None
         outbox = [r for key in client.scan_iter(keys.PREFIX + "outbox:*") for r in client.lrange(key, 0, -1)]
         assert outbox == [earlier, rid]
         assert client.hget(keys.PREFIX + "metrics", "submitted") == "2"
