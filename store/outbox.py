@@ -39,14 +39,16 @@ class Outbox:
 
     def __init__(self, redis: Redis, result_ttl: int, max_drainers: int,
                  lease_ms: int = LEASE_MS, drainer_stale_ms: int = DRAINER_STALE_MS,
-                 min_replicas: int = 0) -> None:
+                 min_replicas: int = 0, direct: bool = False) -> None:
+        """`direct`: scripts run without redis-py's retries, for callers that retry in time
+        themselves (store/scripts.Scripts)."""
         self.redis = redis
         self.min_replicas = min_replicas
         self.lease_ms = lease_ms
         self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
         self.max_drainers = max_drainers
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, direct)
 
     def claim(self, drainer_id: str, wanted: dict[str, int], in_flight: list[str], may_leave: bool) -> Claim:
         """Up to `wanted[class]` requests of each API class."""

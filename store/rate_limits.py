@@ -37,12 +37,13 @@ class RateLimiter:
     """At most `limit.count` sends in any `limit.window_s` per account and API class;
     a 429 pauses every worker on that class."""
 
-    def __init__(self, redis: Redis, account: str, limits: dict[str, Limit], margin_s: float = 0.1) -> None:
+    def __init__(self, redis: Redis, account: str, limits: dict[str, Limit], margin_s: float = 0.1,
+                 direct: bool = False) -> None:
         self.redis = redis
         self.account = account
         self.limits = limits
         self.margin_ms = int(margin_s * 1000)
-        self.scripts = Scripts(redis)
+        self.scripts = Scripts(redis, direct)
 
     def acquire(self, api_class: str, mark_sending: Callable[..., int] | None = None) -> float | None:
         """Block until this send may go; answers the seconds it waited. The window is

@@ -49,24 +49,30 @@ class NotReplicated(ConnectionError):
 
 
 class Scripts:
-    """The scripts registered on one Redis connection; call them by name."""
+    """The scripts registered on one Redis connection; call them by name. `direct`: every
+    call goes the way `once` does, for callers that budget their own retries in time."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, direct: bool = False) -> None:
         self._redis = redis
+        self._direct = direct
         self._scripts: dict[str, Script] = {n: redis.register_script(source(n)) for n in NAMES}
 
     def __call__(self, name: str, *args: object) -> object:
+        if self._direct:
+            return self.once(name, *args)
         return self._scripts[name](keys=[], args=list(args))
 
     def once(self, name: str, *args: object) -> object:
-        """Run a script once, on a connection of the client's pool, without redis-py's command
+        """Run a script once, on the client's own connection (a single-connection client's,
+        as a worker's send thread holds) or one of its pool's, without redis-py's command
         machinery around it (its retry wrapper, and the telemetry hooks it calls for every
         command), which cost about as much CPU as the call itself: for callers that budget
-        their own retries in time (the webhook: store/connection.within). As redis-py does, a
-        connection that fails mid-command is closed, and the error raised; a script Redis has
-        forgotten (a restart, a failover) is loaded again the usual way."""
+        their own retries in time (store/connection.within: the webhook, the send threads).
+        As redis-py does, a connection that fails mid-command is closed, and the error raised;
+        a script Redis has forgotten (a restart, a failover) is loaded again the usual way."""
+        own = self._redis.connection   # set only for a single-connection client
         pool = self._redis.connection_pool
-        connection = pool.get_connection()
+        connection = own or pool.get_connection()
         try:
             connection.send_packed_command([hiredis.pack_command(("EVALSHA", self._scripts[name].sha, 0, *args))])
             return connection.read_response()
@@ -78,8 +84,9 @@ class Scripts:
             connection.disconnect()
             raise
         finally:
-            pool.release(connection)
-        return self(name, *args)
+            if own is None:
+                pool.release(connection)
+        return self._scripts[name](keys=[], args=list(args))
 
     def replicated(self, min_replicas: int, name: str, *args: object) -> object:
         """Run a script, then Redis WAIT for `min_replicas` on the same connection (WAIT counts

@@ -302,3 +302,29 @@ def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, 
     finally:
         client.close()
         server.stop()
+
+
+def test_a_send_threads_scripts_run_on_its_own_connection_and_survive_a_flush(workdir):
+    """A worker's send thread holds a Redis connection of its own; its outbox runs scripts on
+    it directly (Scripts `direct`), not on a pooled one, and a Redis that lost its scripts gets
+    them loaded again. On a Redis of its own, so that CLIENT LIST shows only this test's clients."""
+    from redis import Redis
+    server = RedisServer(workdir / f"redis-direct-{uuid.uuid4().hex[:6]}").start()
+    client = connect(server.url)
+    try:
+        rid = submit(Requests(client, TTL))
+        claim = Outbox(client, TTL, 4).claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
+        thread = Redis(connection_pool=client.connection_pool, single_connection_client=True)
+        thread.client_setname("send-thread")
+        outbox = Outbox(thread, TTL, 4, direct=True)
+
+        def last_command() -> str:
+            return next(c["cmd"] for c in client.client_list() if c["name"] == "send-thread")
+
+        assert outbox.mark_sending(claim.items[0]) == 1 and last_command() == "evalsha"
+        client.script_flush()
+        assert outbox.register_api_id(rid, "api-1", 60) and last_command() == "evalsha"
+        assert Requests(client, TTL).get(rid).fields["api_id"] == "api-1"
+    finally:
+        client.close()
+        server.stop()

@@ -1,7 +1,12 @@
 """The worker's upstream client: proxies from the environment, for real."""
 from __future__ import annotations
 
+import json
+import socket
+import struct
 import threading
+import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -79,3 +84,126 @@ def test_no_proxy_covers_the_upstream_host(monkeypatch):
     assert environment_proxy("https://api.plivo.com/v1/") == "http://proxy.local:3128"
     monkeypatch.setenv("NO_PROXY", ".plivo.com")
     assert environment_proxy("https://api.plivo.com/v1/") is None
+
+
+class Upstream:
+    """A raw HTTP/1.1 server that notes each request as (connection number, request line) and
+    answers `{"api_id": ...}` as Plivo does, except that the requests numbered in `reset`
+    (1, 2, ... over all connections) are read whole and then answered with a TCP reset."""
+
+    def __init__(self, reset: set[int] = frozenset()) -> None:
+        self.reset, self.seen, self.connections = set(reset), [], 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                self.seen.append((number, head.split(b"\r\n")[0].decode()))
+                if len(self.seen) in self.reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                body = json.dumps({"message": "async api spawned", "api_id": str(uuid.uuid4())}).encode()
+                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def client_for(upstream: Upstream, **settings):
+    from config import Settings
+    from workers.upstream import PlivoClient
+    return PlivoClient(Settings(plivo_api_url=upstream.url, plivo_auth_id="MA1", plivo_auth_token="token",
+                                plivo_timeout=5, **settings))
+
+
+def claimed(method: str = "POST", path: str = "Call/"):
+    from store.outbox import Claimed
+    return Claimed(str(uuid.uuid4()), method, path, {"to": "1555"}, "POST", 1, 60, "api")
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_a_reused_connection_reset_after_the_request_left_never_sends_a_post_twice(method):
+    """libcurl sends a request again by itself when a reused connection dies before any answer:
+    for a POST that may have acted upstream, that must not happen (it stays `unknown`); an
+    idempotent DELETE may go again, on a fresh connection."""
+    upstream = Upstream(reset={2})
+    client = client_for(upstream)
+    try:
+        first = client.send(claimed(method), "http://127.0.0.1:1/cb")
+        second = client.send(claimed(method), "http://127.0.0.1:1/cb")
+    finally:
+        client.close()
+        upstream.close()
+    assert first.kind == "accepted"
+    if method == "POST":
+        assert second.kind == "unknown" and second.error["exception"] == "SEND_FAIL_REWIND"
+        assert [number for number, _ in upstream.seen] == [1, 1]   # sent once, on the reused connection
+    else:
+        assert second.kind == "accepted"
+        assert [number for number, _ in upstream.seen] == [1, 1, 2]
+        assert all(line.startswith("DELETE /v1/Account/MA1/Call/?") for _, line in upstream.seen)
+
+
+def test_an_idle_connection_is_retired_before_the_upstream_would_close_it(monkeypatch):
+    """A connection idle IDLE_CONNECTION_S is not used again, so a send cannot cross an
+    upstream closing it as idle; a busy connection is kept."""
+    import workers.upstream
+    monkeypatch.setattr(workers.upstream, "IDLE_CONNECTION_S", 1)
+    upstream = Upstream()
+    client = client_for(upstream)
+    try:
+        for pause in (0, 0, 1.5, 0):
+            time.sleep(pause)   # the idle time is what is tested
+            assert client.send(claimed(), "http://127.0.0.1:1/cb").kind == "accepted"
+    finally:
+        client.close()
+        upstream.close()
+    assert [number for number, _ in upstream.seen] == [1, 1, 2, 2]
+
+
+def test_a_refused_connection_is_safe_to_retry_and_a_silent_upstream_is_not():
+    from workers.upstream import PlivoClient
+    from config import Settings
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))   # bound, never listening: connections to it are refused
+    refused = PlivoClient(Settings(plivo_api_url=f"http://127.0.0.1:{closed.getsockname()[1]}/v1/",
+                                   plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
+    silent = PlivoClient(Settings(plivo_api_url=f"http://127.0.0.1:{port}/v1/", plivo_auth_id="MA1",
+                                  plivo_auth_token="t", plivo_timeout=0.5))
+    try:
+        verdict = refused.send(claimed(), "http://127.0.0.1:1/cb")
+        assert verdict.kind == "retry" and verdict.error["exception"] == "COULDNT_CONNECT"
+        verdict = silent.send(claimed(), "http://127.0.0.1:1/cb")   # accepted by the kernel, never answered
+        assert verdict.kind == "unknown" and verdict.error["exception"] == "OPERATION_TIMEDOUT"
+        assert silent.send(claimed("GET"), "http://127.0.0.1:1/cb").kind == "retry"
+    finally:
+        refused.close()
+        silent.close()
+        listener.close()
+        closed.close()

@@ -27,7 +27,8 @@ shutdown = threading.Event()
 class SendStore:
     """What one send thread writes through: a Redis connection of its own, held for the thread's
     life (a pooled command checks a connection out and back in and polls its socket every time),
-    with the outbox and the rate limiter on it."""
+    with the outbox and the rate limiter on it. Their scripts go straight to that connection
+    (Scripts `direct`): a send thread retries Redis outages itself (workers/sending.py, `within`)."""
     outbox: Outbox
     limiter: RateLimiter
 
@@ -53,17 +54,17 @@ class WorkerContext:
     def outbox(self) -> Outbox:
         return self._outbox(self.redis)
 
-    def _outbox(self, redis: Redis) -> Outbox:
+    def _outbox(self, redis: Redis, direct: bool = False) -> Outbox:
         s = self.settings
         return Outbox(redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
-                      s.drainer_stale_seconds * 1000, s.redis_min_replicas)
+                      s.drainer_stale_seconds * 1000, s.redis_min_replicas, direct)
 
     def send_store(self) -> SendStore:
         """The calling thread's own SendStore, made on its first send."""
         store = getattr(self._threads, "store", None)
         if store is None:
             redis = Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
-            store = self._threads.store = SendStore(self._outbox(redis), self._limiter(redis))
+            store = self._threads.store = SendStore(self._outbox(redis, direct=True), self._limiter(redis, direct=True))
         return store
 
     @cached_property
@@ -79,10 +80,10 @@ class WorkerContext:
     def limiter(self) -> RateLimiter:
         return self._limiter(self.redis)
 
-    def _limiter(self, redis: Redis) -> RateLimiter:
+    def _limiter(self, redis: Redis, direct: bool = False) -> RateLimiter:
         limits = {keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
                   keys.API: Limit.parse(self.settings.rate_limit_api)}
-        return RateLimiter(redis, self.settings.plivo_auth_id, limits)
+        return RateLimiter(redis, self.settings.plivo_auth_id, limits, direct=direct)
 
     @cached_property
     def client(self) -> PlivoClient:

@@ -1,30 +1,41 @@
-"""The upstream API client: one connection pool per worker process, and what each answer means.
+"""The upstream API client: one libcurl handle per send thread, and what each answer means.
 
-urllib3 rather than httpx: per send it costs about a third of the CPU (bench/README.md,
-"Profiling"), and everything a send needs that httpx worked out per request (the proxy
+pycurl (libcurl) rather than urllib3: the HTTP exchange, its parsing and the connection's
+keep-alive happen in C with the GIL released, about a fifth of urllib3's CPU per send
+(bench/README.md, "Profiling"). Everything a send needs that does not change (the proxy
 from the environment, the Authorization header, the account's URL) is worked out once here.
-Without a proxy, sends go straight to the one connection pool of the upstream's host
-(PoolManager's per-request routing cost about an eighth of a send).
+
+Two libcurl behaviours are chosen on purpose, since a POST that may have acted upstream
+must never be sent twice (DESIGN.md, "Safe retries"):
+
+- libcurl sends a request again, by itself, when a reused connection dies before any answer
+  came. It can do that only by rewinding the body, and a body given by a read function
+  without a seek function cannot be rewound: such a POST fails instead (CURLE_SEND_FAIL_REWIND),
+  and is `unknown`. (A body given whole, POSTFIELDS, would be sent again silently.) A request
+  whose body had not left yet, and a GET or DELETE, may go again on a fresh connection: the
+  upstream cannot have acted on it.
+- A connection idle for IDLE_CONNECTION_S is not used again (CURLOPT_MAXAGE_CONN): servers
+  close idle keep-alive connections (commonly after 5 s or more), and a request going out
+  on one just as the server closes it would be lost on the wire.
 """
 from __future__ import annotations
 
+import io
 import json
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
 import certifi
-import urllib3
-from urllib3.exceptions import (ConnectTimeoutError, EmptyPoolError, HTTPError, NewConnectionError, ProxyError,
-                                SSLError)
+import pycurl
 
 from config import Settings
 from store.outbox import Claimed
 
 ASYNC_SPAWNED = "async api spawned"
-# Failures before the request left: safe to send again, whatever the method.
-SAFE_TO_RETRY = (NewConnectionError, ConnectTimeoutError, EmptyPoolError, ProxyError, SSLError)
+IDLE_CONNECTION_S = 4
 
 
 @dataclass(frozen=True)
@@ -39,48 +50,98 @@ class Verdict:
 
 
 class PlivoClient:
-    """Keep-alive connections shared by the process's send threads (urllib3's pool is a
-    lock-free LIFO queue). The proxy comes from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY unless
-    NO_PROXY names the upstream's host, as curl and httpx read them."""
+    """A libcurl handle per send thread, made on the thread's first send and kept (with its
+    keep-alive connection) for the thread's life. The proxy comes from HTTPS_PROXY /
+    HTTP_PROXY / ALL_PROXY unless NO_PROXY names the upstream's host, as Python reads them
+    (libcurl's own reading of the environment is turned off: it ignores HTTP_PROXY)."""
 
     def __init__(self, settings: Settings) -> None:
         self.account_url = f"{settings.plivo_api_url}Account/{settings.plivo_auth_id}/"
-        self.headers = {**urllib3.make_headers(basic_auth=f"{settings.plivo_auth_id}:{settings.plivo_auth_token}"),
-                        "User-Agent": "answerback/1"}
-        threads = settings.send_concurrency + settings.calls_in_flight
-        options: dict[str, Any] = {
-            "maxsize": threads, "retries": False, "ca_certs": certifi.where(),
-            "timeout": urllib3.Timeout(connect=settings.plivo_timeout, read=settings.plivo_timeout)}
-        self.json_headers = {**self.headers, "Content-Type": "application/json"}
-        proxy = environment_proxy(settings.plivo_api_url)
-        if proxy:
-            auth = urllib3.util.parse_url(proxy).auth
-            headers = urllib3.make_headers(proxy_basic_auth=auth) if auth else None
-            self.pool: urllib3.PoolManager = urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
-            self.opener, self.base = self.pool, self.account_url
-        else:
-            self.pool = urllib3.PoolManager(**options)
-            self.opener = self.pool.connection_from_url(self.account_url)
-            self.base = urlsplit(self.account_url).path
+        self.credentials = f"{settings.plivo_auth_id}:{settings.plivo_auth_token}"
+        self.timeout_ms = max(1, int(settings.plivo_timeout * 1000))
+        self.proxy = environment_proxy(settings.plivo_api_url) or ""
+        self._threads = threading.local()
+        self._handles: list[pycurl.Curl] = []
+        self._lock = threading.Lock()
+
+    def _handle(self) -> pycurl.Curl:
+        handle = getattr(self._threads, "handle", None)
+        if handle is None:
+            handle = self._threads.handle = pycurl.Curl()
+            with self._lock:
+                self._handles.append(handle)
+        return handle
 
     def send(self, item: Claimed, callback_url: str) -> Verdict:
         args = {**item.params, "callback_url": callback_url, "callback_method": item.callback_method}
-        url = self.base + item.path
+        url = self.account_url + item.path
+        curl = self._handle()
+        curl.reset()   # options only: the handle keeps its connection
+        self._options(curl)
+        if item.method == "POST":
+            body = json.dumps(args, separators=(",", ":")).encode()
+            curl.setopt(pycurl.URL, url)
+            curl.setopt(pycurl.POST, 1)
+            curl.setopt(pycurl.POSTFIELDSIZE, len(body))
+            curl.setopt(pycurl.READFUNCTION, io.BytesIO(body).read)   # no seek function: never resent
+            curl.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json", "Expect:"])
+        else:
+            curl.setopt(pycurl.URL, f"{url}?{query(args)}")
+            if item.method != "GET":
+                curl.setopt(pycurl.CUSTOMREQUEST, item.method)
+        content: list[bytes] = []
+        head: list[bytes] = []
+        curl.setopt(pycurl.WRITEFUNCTION, content.append)
+        curl.setopt(pycurl.HEADERFUNCTION, head.append)
         try:
-            if item.method == "POST":
-                body = json.dumps(args, separators=(",", ":")).encode()
-                answer = self.opener.urlopen("POST", url, body=body, headers=self.json_headers)
-            else:
-                answer = self.opener.urlopen(item.method, f"{url}?{query(args)}", headers=self.headers)
-        except SAFE_TO_RETRY as exc:
-            return Verdict("retry", error=_transport_error("could not reach the upstream", exc))
-        except HTTPError as exc:
-            error = _transport_error("no answer from the upstream after sending", exc)
+            curl.perform()
+        except pycurl.error as exc:
+            code = exc.args[0]
+            if nothing_left(curl):
+                return Verdict("retry", error=_transport_error("could not reach the upstream", code))
+            error = _transport_error("no answer from the upstream after sending", code)
             return Verdict("unknown" if item.method == "POST" else "retry", error=error)
-        return classify(answer.status, answer.data, answer.headers.get("Retry-After"))
+        status = curl.getinfo(pycurl.RESPONSE_CODE)
+        retry_after = header(head, b"retry-after") if status == 429 or status >= 500 else None
+        return classify(status, b"".join(content), retry_after)
+
+    def _options(self, curl: pycurl.Curl) -> None:
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.USERPWD, self.credentials)
+        curl.setopt(pycurl.USERAGENT, "answerback/1")
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, self.timeout_ms)
+        curl.setopt(pycurl.TIMEOUT_MS, self.timeout_ms)
+        curl.setopt(pycurl.MAXAGE_CONN, IDLE_CONNECTION_S)
+        curl.setopt(pycurl.CAINFO, certifi.where())
+        curl.setopt(pycurl.PROXY, self.proxy)   # "" is no proxy, whatever libcurl would read
+        curl.setopt(pycurl.NOPROXY, "")
 
     def close(self) -> None:
-        self.pool.clear()
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
+
+
+def nothing_left(curl: pycurl.Curl) -> bool:
+    """Whether a failed exchange sent none of the request to the upstream: it failed while
+    connecting (TCP, TLS, or a proxy that refused the tunnel) or before the request was written."""
+    tunnel = curl.getinfo(pycurl.HTTP_CONNECTCODE)
+    return curl.getinfo(pycurl.REQUEST_SIZE) == 0 or (tunnel != 0 and not 200 <= tunnel < 300)
+
+
+def header(lines: list[bytes], name: bytes) -> str | None:
+    """A header of the last answer among `lines` (libcurl hands over a proxy's and a 100's too)."""
+    value = None
+    for line in lines:
+        if line.startswith(b"HTTP/"):
+            value = None
+        else:
+            key, sep, rest = line.partition(b":")
+            if sep and key.strip().lower() == name:
+                value = rest.strip().decode("latin-1")
+    return value
 
 
 def environment_proxy(url: str) -> str | None:
@@ -124,5 +185,11 @@ def _body(content: bytes) -> Any:
         return content.decode("utf-8", "replace")[:4096]
 
 
-def _transport_error(reason: str, exc: Exception) -> dict[str, Any]:
-    return {"reason": reason, "exception": type(exc).__name__}
+# libcurl's error codes by name (pycurl.E_OPERATION_TIMEDOUT is 28): a record names the error,
+# not libcurl's message, which may quote the proxy's address.
+_CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
+                if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)}
+
+
+def _transport_error(reason: str, code: int) -> dict[str, Any]:
+    return {"reason": reason, "exception": _CURL_ERRORS.get(code, f"curl error {code}")}
