@@ -119,7 +119,7 @@ def as_sent(url: str) -> str:
 
     What gets signed must be what the receiver sees in its request line; the host
     part it takes from its configured public URL, which is what it gave us. The
-    courier sends with urllib3, so urllib3 escapes the path and query (it writes
+    courier sends it as given, escaped here by urllib3 (which writes
     `%2f` as `%2F`; sending the result again leaves it as it is).
     """
     parts = urlsplit(url)

@@ -2,26 +2,32 @@
 
 Connect timeout 2 s, read timeout 40 s, one retry on a connect or read timeout
 only; any answer, whatever its status, ends the delivery. A small pool of
-threads shares one pooled HTTP client; delayed deliveries wait in one Timer.
+threads sends them, each on a libcurl handle of its own (pycurl) that keeps its
+keep-alive connection; delayed deliveries wait in one Timer.
 
-urllib3 rather than httpx, as workers/upstream.py: the sandbox shares the bench's
-cores with Answerback, and with httpx a callback cost it about 1.2 ms of CPU, half
-of it httpx's own (its pool scans every connection per request, its URL and header
-checks): CPU that real Plivo spends on its own machines. The rest is mostly the
-SDK's signing and http.client's parsing of the answer's headers. urllib3 neither retries nor follows redirects
-here: the retry rule above is the only one. A pooled connection is kept until the
-receiver closes it (urllib3 checks it is still open before reusing it), not
-expired after 5 s idle as httpx did.
+pycurl rather than httpx or urllib3, as workers/upstream.py: the sandbox shares the
+bench's cores with Answerback, and a callback cost it about 1.2 ms of CPU with httpx,
+about 0.6 with urllib3 (mostly the pool and http.client's parsing of the answer's
+headers): CPU that real Plivo spends on its own machines. The rest is mostly the SDK's
+signing. libcurl neither follows redirects here nor retries, except in one case it
+does by itself: a request on a reused connection that died before any answer goes
+again on a fresh one. A POST's body is handed over by a read function that cannot
+rewind, so a POST is never sent twice that way (that delivery fails); a GET callback,
+which has no body, may be. A connection is reused while it has been idle less than
+libcurl's 118 s (CURLOPT_MAXAGE_CONN's default), below web's 120 s keep-alive.
+The URL goes out as `callback.as_sent` wrote it (and signed it): libcurl sends it as
+given (dot segments too, CURLOPT_PATH_AS_IS).
 """
 from __future__ import annotations
 
+import io
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ReadTimeoutError
+import pycurl
 
 from sandbox.callback import Callback, Outgoing
 from sandbox.config import Config
@@ -32,19 +38,44 @@ from sandbox.visit import rid_of
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = urllib3.Timeout(connect=2.0, read=40.0)
 THREADS = 16
 USER_AGENT = "PlivoSandbox/1.0 (Answerback)"
+# libcurl's error codes by name, for the stats (pycurl.E_COULDNT_CONNECT is 7)
+CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
+               if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect, and to wait for the answer once connected."""
+    connect: float
+    read: float
+
+
+PLIVO = Timeouts(connect=2.0, read=40.0)
+
+
+class DeliveryError(Exception):
+    """A delivery attempt that got no answer; `name` is what the stats count it under:
+    CONNECT_TIMEOUT, READ_TIMEOUT, or libcurl's name of the error (COULDNT_CONNECT, GOT_NOTHING...)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    @property
+    def timed_out(self) -> bool:
+        return self.name in ("CONNECT_TIMEOUT", "READ_TIMEOUT")
 
 
 class Courier:
-    def __init__(self, config: Config, stats: Stats, threads: int = THREADS, timeout: urllib3.Timeout = TIMEOUT):
-        """`timeout` is Plivo's unless a test needs its timeouts short."""
+    def __init__(self, config: Config, stats: Stats, threads: int = THREADS, timeouts: Timeouts = PLIVO):
+        """`timeouts` are Plivo's unless a test needs them short."""
         self._config = config
         self._stats = stats
-        # Early callbacks are sent from the API's own threads too: beyond `maxsize`
-        # a connection is opened anyway (block=False) and closed after use.
-        self._client = urllib3.PoolManager(maxsize=threads, block=False, retries=False, timeout=timeout)
+        self._timeouts = timeouts
+        # Early callbacks are sent from the API's own threads too: each thread has a handle.
+        self._handles = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox-courier")
         self._timer = Timer(lambda callback: self._pool.submit(self.deliver, callback))
 
@@ -70,8 +101,8 @@ class Courier:
         status, error = None, None
         try:
             status = self._send(callback)
-        except HTTPError as failure:
-            error = type(failure).__name__
+        except DeliveryError as failure:
+            error = failure.name
         except Exception as failure:
             log.exception("callback to %s could not be sent", callback.target.url)
             error = type(failure).__name__
@@ -81,18 +112,41 @@ class Courier:
         request = callback.outgoing(self._config.auth_token, self._config.callback_format)
         try:
             return self._attempt(request)
-        except (ConnectTimeoutError, ReadTimeoutError) as failure:
-            if isinstance(failure, NewConnectionError):   # refused or unresolved: urllib3 files it under timeouts
+        except DeliveryError as failure:
+            if not failure.timed_out:
                 raise
             self._stats.callback_retried()
             return self._attempt(request)
 
     def _attempt(self, request: Outgoing) -> int:
-        """The answer's status; its body is read (the connection goes back to the pool only then), not decoded."""
-        response = self._client.urlopen(request.method, request.url, body=request.content,
-                                        headers={"User-Agent": USER_AGENT, **request.headers},
-                                        redirect=False, decode_content=False)
-        return response.status
+        """The answer's status; its body is read and dropped."""
+        curl = getattr(self._handles, "curl", None)
+        if curl is None:
+            curl = self._handles.curl = pycurl.Curl()
+        curl.reset()   # options only: the handle keeps its connection
+        curl.setopt(pycurl.URL, request.url)
+        curl.setopt(pycurl.PATH_AS_IS, 1)
+        curl.setopt(pycurl.NOSIGNAL, 1)
+        curl.setopt(pycurl.PROXY, "")
+        curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(self._timeouts.connect * 1000))
+        curl.setopt(pycurl.TIMEOUT_MS, int((self._timeouts.connect + self._timeouts.read) * 1000))
+        headers = {"User-Agent": USER_AGENT, "Expect": "", **request.headers}
+        curl.setopt(pycurl.HTTPHEADER, [f"{name}: {value}" if value else f"{name}:" for name, value in headers.items()])
+        if request.method == "POST":
+            content = request.content or b""
+            curl.setopt(pycurl.POST, 1)
+            curl.setopt(pycurl.POSTFIELDSIZE, len(content))
+            curl.setopt(pycurl.READFUNCTION, io.BytesIO(content).read)   # no seek function: never resent
+        curl.setopt(pycurl.WRITEFUNCTION, len)   # the body is not kept
+        try:
+            curl.perform()
+        except pycurl.error as exc:
+            code = exc.args[0]
+            if code == pycurl.E_OPERATION_TIMEDOUT:
+                raise DeliveryError("READ_TIMEOUT" if curl.getinfo(pycurl.REQUEST_SIZE) else "CONNECT_TIMEOUT") from None
+            raise DeliveryError(CURL_ERRORS.get(code, f"curl error {code}")) from None
+        return curl.getinfo(pycurl.RESPONSE_CODE)
 
 
 @dataclass(frozen=True)
