@@ -207,3 +207,38 @@ def test_a_refused_connection_is_safe_to_retry_and_a_silent_upstream_is_not():
         silent.close()
         listener.close()
         closed.close()
+
+
+def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_to_retry():
+    """TLS is verified (against certifi's authorities): a certificate of an unknown authority
+    ends the send before anything of the request left, so it may be sent again."""
+    import ssl
+    import trustme
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with context.wrap_socket(conn, server_side=True) as tls:
+                received.append(tls.recv(65536))
+        except (OSError, ssl.SSLError):
+            pass   # the client gives up during the handshake
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    from config import Settings
+    from workers.upstream import PlivoClient
+    client = PlivoClient(Settings(plivo_api_url=f"https://127.0.0.1:{listener.getsockname()[1]}/v1/",
+                                  plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
+    try:
+        verdict = client.send(claimed(), "http://127.0.0.1:1/cb")
+    finally:
+        client.close()
+        thread.join(10)
+        listener.close()
+    assert verdict.kind == "retry" and verdict.error["exception"] == "PEER_FAILED_VERIFICATION"
+    assert b"".join(received) == b""   # no byte of the request (TLS 1.3: the server may finish its handshake first)
