@@ -137,11 +137,13 @@ class Requests:
             idem_value = f"{rid} {body_digest}"
         # With min_replicas an accepted submission survives a failover; NotReplicated is an
         # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
-        answer = self.scripts.replicated(
-            self.min_replicas, "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method,
-            submitted_at,
-            sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-            now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
+        args = (rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, submitted_at,
+                sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
+                now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
+        if self.min_replicas:
+            answer = self.scripts.replicated(self.min_replicas, "submit", *args)
+        else:
+            answer = self.scripts.retried("submit", *args)   # web's hot path
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
