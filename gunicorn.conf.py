@@ -9,7 +9,6 @@ import os
 import select
 import socket
 import sys
-from contextlib import contextmanager
 
 import gevent
 import gevent.monkey
@@ -68,6 +67,52 @@ class OneWrite:
         return getattr(self.sock, name)
 
 
+class SettledConfig:
+    """gunicorn's Config as one worker reads it: each setting read once, then kept as a plain
+    attribute. gunicorn reads about 23 settings for every request (its parser, its WSGI
+    environ, its answer, its worker) through Config.__getattr__, a dictionary lookup and a
+    method call each. A worker's settings are fixed once it runs (gunicorn changes them only
+    in its master, on a reload, which starts new workers); a `set` here still reaches
+    gunicorn's Config and is seen from then on. tests/test_web_worker.py checks both."""
+
+    def __init__(self, config) -> None:
+        object.__setattr__(self, "_config", config)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._config, name)   # AttributeError as gunicorn's own, for getattr(cfg, x, default)
+        self.__dict__[name] = value
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._config, name, value)
+        self.__dict__.pop(name, None)
+
+    def set(self, name: str, value) -> None:
+        self._config.set(name, value)
+        self.__dict__.pop(name, None)
+
+
+class IdleWait:
+    """A connection's wait for its next request: up to `seconds`, then the connection closes
+    (gevent.Timeout without an exception), listed in `idle` while it lasts so that SIGTERM
+    can end it. A class, not a generator-based context manager: one is made for every request."""
+
+    __slots__ = ("idle", "greenlet", "timeout")
+
+    def __init__(self, idle: dict, seconds: float) -> None:
+        self.idle = idle
+        self.greenlet = gevent.getcurrent()
+        self.timeout = gevent.Timeout(seconds, False)
+
+    def __enter__(self) -> None:
+        self.idle[self.greenlet] = self.timeout
+        self.timeout.__enter__()
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        self.idle.pop(self.greenlet, None)
+        return self.timeout.__exit__(kind, value, traceback)
+
+
 class WebWorker(GeventWorker):
     """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at once
     (with its record as it stands) while requests in progress run to their end, and which
@@ -78,7 +123,12 @@ class WebWorker(GeventWorker):
       worker waits for them to time out: with a long keepalive, the whole graceful_timeout);
     - when fewer than a twentieth of its connections are free, a connection waits only
       BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool;
-    - a small answer goes out in one write, not two (OneWrite)."""
+    - a small answer goes out in one write, not two (OneWrite), and settings are read
+      once (SettledConfig)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg = SettledConfig(self.cfg)
 
     def init_process(self):
         self.clients: dict[gevent.Greenlet, socket.socket] = {}   # connection -> its socket
@@ -103,8 +153,7 @@ class WebWorker(GeventWorker):
             self.serving.discard(req)
             out.flush()   # a header block still waiting (an answer without a body)
 
-    @contextmanager
-    def timeout_ctx(self):
+    def timeout_ctx(self) -> "IdleWait":
         """Around every wait for a connection's next request (the first one too)."""
         if not self.alive:
             seconds = STOPPING_KEEPALIVE
@@ -112,14 +161,7 @@ class WebWorker(GeventWorker):
             seconds = min(self.cfg.keepalive, BUSY_KEEPALIVE)
         else:
             seconds = self.cfg.keepalive
-        current = gevent.getcurrent()
-        timeout = gevent.Timeout(seconds, False)
-        self.idle[current] = timeout
-        try:
-            with timeout:
-                yield
-        finally:
-            self.idle.pop(current, None)
+        return IdleWait(self.idle, seconds)
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)

@@ -103,3 +103,49 @@ def test_an_interim_answer_is_not_held(pair):
     out = OneWrite(ours)
     out.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
     assert messages(theirs) == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
+
+
+SettledConfig = CONF["SettledConfig"]
+
+
+def configured(**settings) -> Config:
+    cfg = Config()
+    for name, value in settings.items():
+        cfg.set(name, value)
+    return cfg
+
+
+def test_a_settled_config_reads_every_setting_as_gunicorns_config_does():
+    cfg = configured(keepalive=75, forwarded_allow_ips="10.0.0.0/8", limit_request_fields=50)
+    settled = SettledConfig(cfg)
+    for _ in range(2):   # the first read, then the kept one
+        for name in cfg.settings:
+            assert getattr(settled, name) == getattr(cfg, name), name
+        assert settled.is_ssl == cfg.is_ssl and settled.sendfile == cfg.sendfile
+        assert settled.forwarded_allow_networks() == cfg.forwarded_allow_networks()
+    assert getattr(settled, "no_such_setting", "default") == "default"
+    with pytest.raises(AttributeError):
+        settled.no_such_setting
+
+
+def test_a_setting_changed_later_is_seen():
+    cfg = configured(keepalive=75)
+    settled = SettledConfig(cfg)
+    assert settled.keepalive == 75
+    settled.set("keepalive", 3)
+    assert settled.keepalive == 3 and cfg.keepalive == 3
+
+
+@pytest.mark.parametrize("peer, scheme", [("10.1.2.3", "https"), ("192.0.2.7", "http")])
+def test_only_a_trusted_proxy_sets_the_scheme_through_a_settled_config(peer, scheme):
+    """The webhook's signature covers the URL's scheme: X-Forwarded-Proto counts only from an
+    address in forwarded_allow_ips, read through the settled config as through gunicorn's."""
+    settled = SettledConfig(configured(forwarded_allow_ips="10.0.0.0/8"))
+    raw = b"POST /callbacks/plivo HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n"
+    for _ in range(2):
+        client, server = socket.socketpair()
+        with client, server:
+            client.sendall(raw)
+            client.shutdown(socket.SHUT_WR)
+            req = next(RequestParser(settled, server, (peer, 40000)))
+        assert req.scheme == scheme
