@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -23,11 +22,13 @@ DRAINER_STALE_MS = 15_000
 
 
 def new_id() -> str:
-    """A UUIDv7: unique, and ordered by creation time."""
+    """A UUIDv7: unique, and ordered by creation time. Written as uuid.UUID writes one, without
+    making the object (two per submission: half of what this costs)."""
     value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def iso(ms: str | None) -> str | None:

@@ -7,6 +7,7 @@ a test there would race with it."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 import uuid
 
@@ -19,7 +20,7 @@ from store import connect, keys
 from store.callbacks import Deliveries
 from store.connection import OUTAGE
 from store.outbox import Outbox
-from store.records import Requests, Submission
+from store.records import Requests, Submission, new_id
 from store.scripts import NotReplicated
 from store.sweep import Sweeper
 
@@ -50,6 +51,17 @@ def claim_and_send(outbox, rid, drainer="drainer-1"):
     item = next(c for c in claim.items if c.rid == rid)
     assert outbox.mark_sending(item) == 1
     return item
+
+
+def test_new_ids_are_uuid7_as_uuid_writes_them_and_ordered_by_time():
+    ids = []
+    for _ in range(50):
+        ids.append(new_id())
+        time.sleep(0.002)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
 def test_callback_by_api_id_before_registration_is_kept_then_matched(stores):
