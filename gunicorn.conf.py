@@ -9,7 +9,6 @@ import os
 import select
 import socket
 import sys
-from contextlib import contextmanager
 
 import gevent
 import gevent.monkey
@@ -34,6 +33,86 @@ def _readable(client: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+class OneWrite:
+    """The client's socket as gunicorn's writer of one answer sees it, sending a small answer
+    in one write: gunicorn's Response sends the status line and headers in one `sendall` and
+    the body in the next, two system calls (and two TCP segments) for every answer, about a
+    twentieth of web's CPU per request. Here the header block waits for the body's first bytes
+    and both go out together. Anything else done with the socket sends a waiting header block
+    first, and so does `flush` at the end of each request, so nothing goes out of order or
+    stays behind. This leans on how gunicorn 27's Response writes (a final answer's header
+    block in one call, starting with "HTTP/"): tests/test_web_worker.py fails if that changes."""
+
+    __slots__ = ("sock", "held")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.held = b""
+
+    def sendall(self, data: bytes) -> None:
+        if self.held:
+            data, self.held = self.held + data, b""
+        elif data[:5] == b"HTTP/" and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n":
+            self.held = data   # a final answer's header block (a 1xx one goes at once): wait for the body
+            return
+        self.sock.sendall(data)
+
+    def flush(self) -> None:
+        if self.held:
+            data, self.held = self.held, b""
+            self.sock.sendall(data)
+
+    def __getattr__(self, name: str):
+        self.flush()   # send, sendfile, shutdown, close...: the waiting header block goes first
+        return getattr(self.sock, name)
+
+
+class SettledConfig:
+    """gunicorn's Config as one worker reads it: each setting read once, then kept as a plain
+    attribute. gunicorn reads about 23 settings for every request (its parser, its WSGI
+    environ, its answer, its worker) through Config.__getattr__, a dictionary lookup and a
+    method call each. A worker's settings are fixed once it runs (gunicorn changes them only
+    in its master, on a reload, which starts new workers); a `set` here still reaches
+    gunicorn's Config and is seen from then on. tests/test_web_worker.py checks both."""
+
+    def __init__(self, config) -> None:
+        object.__setattr__(self, "_config", config)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._config, name)   # AttributeError as gunicorn's own, for getattr(cfg, x, default)
+        self.__dict__[name] = value
+        return value
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._config, name, value)
+        self.__dict__.pop(name, None)
+
+    def set(self, name: str, value) -> None:
+        self._config.set(name, value)
+        self.__dict__.pop(name, None)
+
+
+class IdleWait:
+    """A connection's wait for its next request: up to `seconds`, then the connection closes
+    (gevent.Timeout without an exception), listed in `idle` while it lasts so that SIGTERM
+    can end it. A class, not a generator-based context manager: one is made for every request."""
+
+    __slots__ = ("idle", "greenlet", "timeout")
+
+    def __init__(self, idle: dict, seconds: float) -> None:
+        self.idle = idle
+        self.greenlet = gevent.getcurrent()
+        self.timeout = gevent.Timeout(seconds, False)
+
+    def __enter__(self) -> None:
+        self.idle[self.greenlet] = self.timeout
+        self.timeout.__enter__()
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        self.idle.pop(self.greenlet, None)
+        return self.timeout.__exit__(kind, value, traceback)
+
+
 class WebWorker(GeventWorker):
     """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at once
     (with its record as it stands) while requests in progress run to their end, and which
@@ -43,7 +122,13 @@ class WebWorker(GeventWorker):
       waiting for its next request with nothing arrived is closed at once (gunicorn's own
       worker waits for them to time out: with a long keepalive, the whole graceful_timeout);
     - when fewer than a twentieth of its connections are free, a connection waits only
-      BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool."""
+      BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool;
+    - a small answer goes out in one write, not two (OneWrite), and settings are read
+      once (SettledConfig)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cfg = SettledConfig(self.cfg)
 
     def init_process(self):
         self.clients: dict[gevent.Greenlet, socket.socket] = {}   # connection -> its socket
@@ -61,13 +146,14 @@ class WebWorker(GeventWorker):
 
     def handle_request(self, listener_name, req, sock, addr):
         self.serving.add(req)
+        out = OneWrite(sock)
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            return super().handle_request(listener_name, req, out, addr)
         finally:
             self.serving.discard(req)
+            out.flush()   # a header block still waiting (an answer without a body)
 
-    @contextmanager
-    def timeout_ctx(self):
+    def timeout_ctx(self) -> "IdleWait":
         """Around every wait for a connection's next request (the first one too)."""
         if not self.alive:
             seconds = STOPPING_KEEPALIVE
@@ -75,14 +161,7 @@ class WebWorker(GeventWorker):
             seconds = min(self.cfg.keepalive, BUSY_KEEPALIVE)
         else:
             seconds = self.cfg.keepalive
-        current = gevent.getcurrent()
-        timeout = gevent.Timeout(seconds, False)
-        self.idle[current] = timeout
-        try:
-            with timeout:
-                yield
-        finally:
-            self.idle.pop(current, None)
+        return IdleWait(self.idle, seconds)
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)

@@ -170,6 +170,8 @@ def _groups(params: Mapping[Any, Any], nested: bool) -> Iterator[tuple[Any, list
 
 def _plain(value: Any) -> Any:
     """A value as the SDK renders it: numbers and bools like str(), bytes read as Latin-1."""
+    if type(value) is str:   # nearly every key and value: no further checks
+        return value
     if isinstance(value, bytes):
         return value.decode(_SDK_READING)
     if isinstance(value, (int, float, bool)):

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -23,11 +22,13 @@ DRAINER_STALE_MS = 15_000
 
 
 def new_id() -> str:
-    """A UUIDv7: unique, and ordered by creation time."""
+    """A UUIDv7: unique, and ordered by creation time. Written as uuid.UUID writes one, without
+    making the object (two per submission: half of what this costs)."""
     value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def iso(ms: str | None) -> str | None:
@@ -137,11 +138,13 @@ class Requests:
             idem_value = f"{rid} {body_digest}"
         # With min_replicas an accepted submission survives a failover; NotReplicated is an
         # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
-        answer = self.scripts.replicated(
-            self.min_replicas, "submit", rid, sub.tenant, sub.method, sub.path, params, sub.callback_method,
-            submitted_at,
-            sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-            now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
+        args = (rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, submitted_at,
+                sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
+                now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
+        if self.min_replicas:
+            answer = self.scripts.replicated(self.min_replicas, "submit", *args)
+        else:
+            answer = self.scripts.retried("submit", *args)   # web's hot path
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)

@@ -7,6 +7,7 @@ a test there would race with it."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 import uuid
 
@@ -19,7 +20,7 @@ from store import connect, keys
 from store.callbacks import Deliveries
 from store.connection import OUTAGE
 from store.outbox import Outbox
-from store.records import Requests, Submission
+from store.records import Requests, Submission, new_id
 from store.scripts import NotReplicated
 from store.sweep import Sweeper
 
@@ -50,6 +51,17 @@ def claim_and_send(outbox, rid, drainer="drainer-1"):
     item = next(c for c in claim.items if c.rid == rid)
     assert outbox.mark_sending(item) == 1
     return item
+
+
+def test_new_ids_are_uuid7_as_uuid_writes_them_and_ordered_by_time():
+    ids = []
+    for _ in range(50):
+        ids.append(new_id())
+        time.sleep(0.002)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
 def test_callback_by_api_id_before_registration_is_kept_then_matched(stores):
@@ -234,6 +246,15 @@ def test_a_delivery_is_stored_after_redis_forgot_the_scripts(redis):
     assert deliveries.store("", first, {"api_id": first}, "POST") == "duplicate"
 
 
+def test_a_submission_is_stored_after_redis_forgot_the_scripts(redis):
+    """Submissions run their script without redis-py's command wrapper too (Scripts.retried)."""
+    requests = Requests(redis, TTL)
+    submit(requests)
+    redis.script_flush()
+    rid = submit(requests)
+    assert requests.get(rid).status == "queued"
+
+
 def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(workdir):
     """A call that times out raises an outage (the webhook holds on and tries again) and closes
     its connection, so that its late answer is never read as the next call's. On a Redis of its
@@ -259,8 +280,8 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
 
 @pytest.mark.parametrize("idempotency_key", [None, "key-1"])
 def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, idempotency_key):
-    """redis-py sends a command again when its answer does not come in time, and Redis may
-    then run the submit script twice. Was: the second run wrote the record afresh and put
+    """A submission's script is sent again (as redis-py's Retry says: Scripts.retried) when its
+    answer does not come in time, and Redis may then run the submit script twice. Was: the second run wrote the record afresh and put
     the request in the outbox a second time (a second send, had a worker taken the first);
     with an Idempotency-Key the first submission was answered as a replay of itself.
     On a Redis of its own, stopped (SIGSTOP) until the second attempt is on its way."""
