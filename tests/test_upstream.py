@@ -7,6 +7,7 @@ import struct
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -242,3 +243,36 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
         listener.close()
     assert verdict.kind == "retry" and verdict.error["exception"] == "PEER_FAILED_VERIFICATION"
     assert b"".join(received) == b""   # no byte of the request (TLS 1.3: the server may finish its handshake first)
+
+
+def test_sends_from_one_thread_after_another_reuse_the_warmest_connection():
+    """A send takes the handle used last, whichever send thread runs it: the process's send
+    threads take turns (oldest waiter first), so with a handle per thread a moderate rate
+    spread over them left every connection idle past IDLE_CONNECTION_S, and each send paid
+    a new TCP and TLS handshake."""
+    upstream = Upstream()
+    client = client_for(upstream)
+    verdicts: list = []
+    try:
+        for _ in range(4):
+            thread = threading.Thread(target=lambda: verdicts.append(client.send(claimed(), "http://127.0.0.1:1/cb")))
+            thread.start()
+            thread.join(10)
+    finally:
+        client.close()
+        upstream.close()
+    assert [verdict.kind for verdict in verdicts] == ["accepted"] * 4
+    assert [number for number, _ in upstream.seen] == [1, 1, 1, 1]
+
+
+def test_concurrent_sends_never_share_a_handle():
+    upstream = Upstream()
+    client = client_for(upstream)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            verdicts = list(pool.map(lambda _: client.send(claimed(), "http://127.0.0.1:1/cb"), range(64)))
+    finally:
+        client.close()
+        upstream.close()
+    assert [verdict.kind for verdict in verdicts] == ["accepted"] * 64
+    assert len(upstream.seen) == 64 and upstream.connections <= 8
