@@ -1,6 +1,7 @@
 """The worker's upstream client: proxies from the environment, for real."""
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import struct
@@ -276,3 +277,41 @@ def test_concurrent_sends_never_share_a_handle():
         upstream.close()
     assert [verdict.kind for verdict in verdicts] == ["accepted"] * 64
     assert len(upstream.seen) == 64 and upstream.connections <= 8
+
+
+def test_a_proxy_that_refuses_the_tunnel_leaves_the_send_safe_to_retry(monkeypatch):
+    """An HTTPS upstream goes through the proxy's CONNECT tunnel; a refused tunnel (502) sent
+    nothing of the request upstream, whatever libcurl counted for the CONNECT itself. The
+    proxy's credentials are used, and not written into the verdict's error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            seen.append(data)
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://agent:proxy-secret@127.0.0.1:{listener.getsockname()[1]}")
+    from config import Settings
+    from workers.upstream import PlivoClient
+    client = PlivoClient(Settings(plivo_api_url="https://api.plivo.example/v1/", plivo_auth_id="MA1",
+                                  plivo_auth_token="t", plivo_timeout=5))
+    try:
+        verdict = client.send(claimed(), "http://127.0.0.1:1/cb")
+    finally:
+        client.close()
+        thread.join(10)
+        listener.close()
+    [connect] = seen
+    assert connect.startswith(b"CONNECT api.plivo.example:443 HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(b"agent:proxy-secret") in connect
+    assert "proxy-secret" not in json.dumps(verdict.error)
+    assert verdict.kind == "retry" and verdict.error["exception"] == "COULDNT_CONNECT"
