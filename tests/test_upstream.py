@@ -232,16 +232,7 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    from config import Settings
-    from workers.upstream import PlivoClient
-    client = PlivoClient(Settings(plivo_api_url=f"https://127.0.0.1:{listener.getsockname()[1]}/v1/",
-                                  plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
-    try:
-        verdict = client.send(claimed(), "http://127.0.0.1:1/cb")
-    finally:
-        client.close()
-        thread.join(10)
-        listener.close()
+    verdict = sent_once(f"https://127.0.0.1:{listener.getsockname()[1]}/v1/", thread, listener)
     assert verdict.kind == "retry" and verdict.error["exception"] == "PEER_FAILED_VERIFICATION"
     assert b"".join(received) == b""   # no byte of the request (TLS 1.3: the server may finish its handshake first)
 
@@ -300,18 +291,22 @@ def test_a_proxy_that_refuses_the_tunnel_leaves_the_send_safe_to_retry(monkeypat
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", f"http://agent:proxy-secret@127.0.0.1:{listener.getsockname()[1]}")
-    from config import Settings
-    from workers.upstream import PlivoClient
-    client = PlivoClient(Settings(plivo_api_url="https://api.plivo.example/v1/", plivo_auth_id="MA1",
-                                  plivo_auth_token="t", plivo_timeout=5))
-    try:
-        verdict = client.send(claimed(), "http://127.0.0.1:1/cb")
-    finally:
-        client.close()
-        thread.join(10)
-        listener.close()
+    verdict = sent_once("https://api.plivo.example/v1/", thread, listener)
     [connect] = seen
     assert connect.startswith(b"CONNECT api.plivo.example:443 HTTP/1.1\r\n")
     assert b"Proxy-Authorization: Basic " + base64.b64encode(b"agent:proxy-secret") in connect
     assert "proxy-secret" not in json.dumps(verdict.error)
     assert verdict.kind == "retry" and verdict.error["exception"] == "COULDNT_CONNECT"
+
+
+def sent_once(api_url: str, server: threading.Thread, listener: socket.socket):
+    """One POST from a client of its own to `api_url`; then `server` is joined, `listener` closed."""
+    from config import Settings
+    from workers.upstream import PlivoClient
+    client = PlivoClient(Settings(plivo_api_url=api_url, plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
+    try:
+        return client.send(claimed(), "http://127.0.0.1:1/cb")
+    finally:
+        client.close()
+        server.join(10)
+        listener.close()
