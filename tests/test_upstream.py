@@ -1,12 +1,14 @@
 """The worker's upstream client: proxies from the environment, for real."""
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import struct
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -230,15 +232,81 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    from config import Settings
-    from workers.upstream import PlivoClient
-    client = PlivoClient(Settings(plivo_api_url=f"https://127.0.0.1:{listener.getsockname()[1]}/v1/",
-                                  plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
-    try:
-        verdict = client.send(claimed(), "http://127.0.0.1:1/cb")
-    finally:
-        client.close()
-        thread.join(10)
-        listener.close()
+    verdict = sent_once(f"https://127.0.0.1:{listener.getsockname()[1]}/v1/", thread, listener)
     assert verdict.kind == "retry" and verdict.error["exception"] == "PEER_FAILED_VERIFICATION"
     assert b"".join(received) == b""   # no byte of the request (TLS 1.3: the server may finish its handshake first)
+
+
+def test_sends_from_one_thread_after_another_reuse_the_warmest_connection():
+    """A send takes the handle used last, whichever send thread runs it: the process's send
+    threads take turns (oldest waiter first), so with a handle per thread a moderate rate
+    spread over them left every connection idle past IDLE_CONNECTION_S, and each send paid
+    a new TCP and TLS handshake."""
+    upstream = Upstream()
+    client = client_for(upstream)
+    verdicts: list = []
+    try:
+        for _ in range(4):
+            thread = threading.Thread(target=lambda: verdicts.append(client.send(claimed(), "http://127.0.0.1:1/cb")))
+            thread.start()
+            thread.join(10)
+    finally:
+        client.close()
+        upstream.close()
+    assert [verdict.kind for verdict in verdicts] == ["accepted"] * 4
+    assert [number for number, _ in upstream.seen] == [1, 1, 1, 1]
+
+
+def test_concurrent_sends_never_share_a_handle():
+    upstream = Upstream()
+    client = client_for(upstream)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            verdicts = list(pool.map(lambda _: client.send(claimed(), "http://127.0.0.1:1/cb"), range(64)))
+    finally:
+        client.close()
+        upstream.close()
+    assert [verdict.kind for verdict in verdicts] == ["accepted"] * 64
+    assert len(upstream.seen) == 64 and upstream.connections <= 8
+
+
+def test_a_proxy_that_refuses_the_tunnel_leaves_the_send_safe_to_retry(monkeypatch):
+    """An HTTPS upstream goes through the proxy's CONNECT tunnel; a refused tunnel (502) sent
+    nothing of the request upstream, whatever libcurl counted for the CONNECT itself. The
+    proxy's credentials are used, and not written into the verdict's error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            seen.append(data)
+            conn.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=refuse, daemon=True)
+    thread.start()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://agent:proxy-secret@127.0.0.1:{listener.getsockname()[1]}")
+    verdict = sent_once("https://api.plivo.example/v1/", thread, listener)
+    [connect] = seen
+    assert connect.startswith(b"CONNECT api.plivo.example:443 HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(b"agent:proxy-secret") in connect
+    assert "proxy-secret" not in json.dumps(verdict.error)
+    assert verdict.kind == "retry" and verdict.error["exception"] == "COULDNT_CONNECT"
+
+
+def sent_once(api_url: str, server: threading.Thread, listener: socket.socket):
+    """One POST from a client of its own to `api_url`; then `server` is joined, `listener` closed."""
+    from config import Settings
+    from workers.upstream import PlivoClient
+    client = PlivoClient(Settings(plivo_api_url=api_url, plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
+    try:
+        return client.send(claimed(), "http://127.0.0.1:1/cb")
+    finally:
+        client.close()
+        server.join(10)
+        listener.close()

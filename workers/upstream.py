@@ -1,4 +1,4 @@
-"""The upstream API client: one libcurl handle per send thread, and what each answer means.
+"""The upstream API client: libcurl handles shared by the send threads, and what each answer means.
 
 pycurl (libcurl) rather than urllib3: the HTTP exchange, its parsing and the connection's
 keep-alive happen in C with the GIL released, about a fifth of urllib3's CPU per send
@@ -50,8 +50,10 @@ class Verdict:
 
 
 class PlivoClient:
-    """A libcurl handle per send thread, made on the thread's first send and kept (with its
-    keep-alive connection) for the thread's life. The proxy comes from HTTPS_PROXY /
+    """libcurl handles, each with its keep-alive connection, as many as sends ever ran at once.
+    A send takes the one used last (a lock-free LIFO stack, as urllib3's pool was), whichever
+    thread runs it: the send threads take turns, and with a handle each, a moderate rate spread
+    over them left every connection idle past IDLE_CONNECTION_S. The proxy comes from HTTPS_PROXY /
     HTTP_PROXY / ALL_PROXY unless NO_PROXY names the upstream's host, as Python reads them
     (libcurl's own reading of the environment is turned off: it ignores HTTP_PROXY)."""
 
@@ -60,22 +62,29 @@ class PlivoClient:
         self.credentials = f"{settings.plivo_auth_id}:{settings.plivo_auth_token}"
         self.timeout_ms = max(1, int(settings.plivo_timeout * 1000))
         self.proxy = environment_proxy(settings.plivo_api_url) or ""
-        self._threads = threading.local()
-        self._handles: list[pycurl.Curl] = []
+        self._idle: list[pycurl.Curl] = []      # not in use, the one used last at the end
+        self._handles: list[pycurl.Curl] = []   # all of them, for close
         self._lock = threading.Lock()
 
-    def _handle(self) -> pycurl.Curl:
-        handle = getattr(self._threads, "handle", None)
-        if handle is None:
-            handle = self._threads.handle = pycurl.Curl()
+    def _take(self) -> pycurl.Curl:
+        try:
+            return self._idle.pop()   # atomic: no two sends get the same handle
+        except IndexError:
+            handle = pycurl.Curl()
             with self._lock:
                 self._handles.append(handle)
-        return handle
+            return handle
 
     def send(self, item: Claimed, callback_url: str) -> Verdict:
+        curl = self._take()
+        try:
+            return self._exchange(curl, item, callback_url)
+        finally:
+            self._idle.append(curl)
+
+    def _exchange(self, curl: pycurl.Curl, item: Claimed, callback_url: str) -> Verdict:
         args = {**item.params, "callback_url": callback_url, "callback_method": item.callback_method}
         url = self.account_url + item.path
-        curl = self._handle()
         curl.reset()   # options only: the handle keeps its connection
         self._options(curl)
         if item.method == "POST":
@@ -119,7 +128,7 @@ class PlivoClient:
 
     def close(self) -> None:
         with self._lock:
-            handles, self._handles = self._handles, []
+            handles, self._handles, self._idle = self._handles, [], []
         for handle in handles:
             handle.close()
 
