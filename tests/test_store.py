@@ -326,9 +326,11 @@ def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, 
 
 
 def test_a_send_threads_scripts_run_on_its_own_connection_and_survive_a_flush(workdir):
-    """A worker's send thread holds a Redis connection of its own; its outbox runs scripts on
-    it directly (Scripts `direct`), not on a pooled one, and a Redis that lost its scripts gets
-    them loaded again. On a Redis of its own, so that CLIENT LIST shows only this test's clients."""
+    """A worker's send thread holds a Redis connection of its own; its outbox's scripts (Scripts
+    `direct`) run on that connection, not on one of the pool's, and a Redis that lost its scripts
+    gets them loaded again. (That they skip redis-py's command wrapper is CPU, which no test
+    measures: bench/throughput.py shows it.) On a Redis of its own, so that CLIENT LIST shows
+    only this test's clients."""
     from redis import Redis
     server = RedisServer(workdir / f"redis-direct-{uuid.uuid4().hex[:6]}").start()
     client = connect(server.url)

@@ -123,6 +123,7 @@ class PlivoClient:
         curl.setopt(pycurl.TIMEOUT_MS, self.timeout_ms)
         curl.setopt(pycurl.MAXAGE_CONN, IDLE_CONNECTION_S)
         curl.setopt(pycurl.CAINFO, certifi.where())
+        curl.setopt(pycurl.PROXY_CAINFO, certifi.where())   # an https:// proxy is verified as the upstream is
         curl.setopt(pycurl.PROXY, self.proxy)   # "" is no proxy, whatever libcurl would read
         curl.setopt(pycurl.NOPROXY, "")
 
