@@ -11,15 +11,16 @@ from gevent.monkey import get_original
 from redis import BlockingConnectionPool, Redis
 from redis._parsers import _HiredisParser
 from redis.backoff import ExponentialBackoff
-from redis.connection import parse_url
-from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+from redis.connection import Connection, SSLConnection, parse_url
+from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 T = TypeVar("T")
 
 # What a failover, a restart or a pause of Redis looks like to a client: worth another try.
-# (A demoted primary's READONLY and Sentinel's MasterNotFoundError are ConnectionErrors too.)
+# (A demoted primary's READONLY and Sentinel's MasterNotFoundError are ConnectionErrors too:
+# see _LeavesADemotedPrimary.)
 OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
 
 SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts): keep asking short
@@ -45,6 +46,47 @@ class Parser(_HiredisParser):
             if not poller.poll(0):
                 return False
         return super().can_read(timeout)
+
+
+def demoted(error: ResponseError) -> bool:
+    """Whether Redis refused a write because it is a replica now (a demoted primary): READONLY,
+    which Redis 6.2 wraps in a script's error ("Error running script ... -READONLY You can't
+    write against a read only replica.")."""
+    return isinstance(error, ReadOnlyError) or "-READONLY " in str(error)
+
+
+class _LeavesADemotedPrimary:
+    """A connection that, answered READONLY, closes itself and raises a ConnectionError (an
+    outage, retried), so that the next attempt connects afresh: through Sentinel to the primary
+    it names now, without Sentinel to whatever the URL's host resolves to now (a managed Redis
+    fails over by moving its DNS name, and a connection left open would go on writing to the old
+    primary, refused, for as long as it stays open). redis-py's Sentinel connection does this for a
+    command's READONLY only, not for a script's."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)   # type: ignore[misc]
+        except ResponseError as error:
+            if not demoted(error):
+                raise
+            self.disconnect()   # type: ignore[attr-defined]
+            raise ConnectionError("Redis refused a write (READONLY): it is a replica now") from error
+
+
+class PrimaryConnection(_LeavesADemotedPrimary, Connection):
+    pass
+
+
+class PrimarySSLConnection(_LeavesADemotedPrimary, SSLConnection):
+    pass
+
+
+class SentinelPrimaryConnection(_LeavesADemotedPrimary, SentinelManagedConnection):
+    pass
+
+
+class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLConnection):
+    pass
 
 
 @dataclass(frozen=True)
@@ -87,6 +129,7 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
                    retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries), parser_class=Parser,
                    **target.tls_options())
     if not target.sentinels:
+        options["connection_class"] = PrimarySSLConnection if target.tls else PrimaryConnection
         if max_connections is None:
             return Redis.from_url(target.url, **options)
         pool = BlockingConnectionPool.from_url(target.url, max_connections=max_connections,
@@ -98,7 +141,8 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
     if target.tls:
         sentinel_options.update(ssl=True, **target.tls_options())
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
-    return sentinel.master_for(target.master, ssl=target.tls, **url_options, **options)
+    return sentinel.master_for(target.master, ssl=target.tls, **url_options, **options,
+                               connection_class=SentinelPrimarySSLConnection if target.tls else SentinelPrimaryConnection)
 
 
 def connect_rq(target: str | RedisTarget) -> Redis:

@@ -87,3 +87,35 @@ def test_unusable_high_availability_settings_are_refused_at_start(env):
 def test_sentinels_are_read_as_host_port_pairs():
     settings = Settings.from_env({"REDIS_SENTINELS": "s1:26379, s2:26380", "REDIS_URL": "redis://:pw@x/3"})
     assert settings.redis.sentinels == (("s1", 26379), ("s2", 26380)) and settings.redis.master == "mymaster"
+
+
+def test_a_demoted_primary_is_left_so_the_next_attempt_connects_afresh(workdir):
+    """A managed Redis fails over by moving its DNS name: a connection left open to the old
+    primary, now a replica, is refused every write (READONLY; from a script, Redis 6.2 wraps it
+    in the script's error). Each such answer is an outage and closes the connection, so the next
+    attempt opens a new one (which resolves the name again). The old primary is made a replica
+    here; then it is made a primary again, and the next write goes through."""
+    import uuid
+
+    from local.redis_server import RedisServer
+    from store.callbacks import Deliveries
+    from store.connection import OUTAGE
+    primary = RedisServer(workdir / f"redis-primary-{uuid.uuid4().hex[:6]}").start()
+    demoted = RedisServer(workdir / f"redis-demoted-{uuid.uuid4().hex[:6]}").start()
+    client = connect(demoted.url, retries=0)
+    try:
+        deliveries = Deliveries(client, 60, 60)
+        assert deliveries.store("", "before", {"api_id": "before"}, "POST") == "early"
+        client.replicaof("127.0.0.1", primary.port)   # a replica refuses writes at once, synced or not
+        for write in (lambda: deliveries.store("", "during", {"api_id": "during"}, "POST"),   # a script
+                      lambda: client.set("plain", "1")):                                      # a command
+            first = client.client_id()
+            with pytest.raises(OUTAGE):
+                write()
+            assert client.client_id() != first   # the refused connection was closed; this is a new one
+        client.replicaof("NO", "ONE")
+        assert deliveries.store("", "after", {"api_id": "after"}, "POST") == "early"
+    finally:
+        client.close()
+        demoted.stop()
+        primary.stop()
