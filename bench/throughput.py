@@ -21,6 +21,7 @@ absolute figures are printed for the record only (2-core machines are noisy).
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import os
 import json
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import httpx
+import pycurl
 from redis import Redis
 
 from bench.stack import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
@@ -270,13 +272,11 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
     here (its pool, URL and header handling), urllib3 about 0.35, pycurl about 0.1 (see
     bench/README.md). The body is encoded once; at most `connections` threads call it.
     """
-    import io
-    import pycurl
     url = web_url + "/v1/requests"
     headers = [f"Authorization: Bearer {API_KEY}", "Content-Type: application/json", "Expect:"]
     body = json.dumps({"method": "POST", "path": "Message/", "params": PARAMS}, separators=(",", ":")).encode()
     local = threading.local()
-    handles: list = []
+    handles: list[pycurl.Curl] = []
 
     def submit() -> str | None:
         curl = getattr(local, "curl", None)
