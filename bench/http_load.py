@@ -56,7 +56,7 @@ def callback_request(url: str, signed_with: str = "") -> bytes:
     body = callback_body(str(uuid.uuid4()))
     headers = {"Content-Type": "application/json"}
     if signed_with:
-        from sandbox.signature import signature_headers
+        from sandbox.signing import signature_headers
         headers |= signature_headers(signed_with, "POST", url, body)
     return request_bytes("POST", url, json.dumps(body).encode(), headers)
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 import httpx
 from redis import Redis
 
-from bench.stack import API_KEY, Stack, terminate_on_signals, wait_for
+from bench.harness import API_KEY, Stack, terminate_on_signals, wait_for
 from bench.throughput import run_pool, sandbox_stats, set_faults
 
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "Your code is 482913. It expires in 10 minutes."}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.stack import group_cpu_seconds, terminate_on_signals
+from bench.harness import group_cpu_seconds, terminate_on_signals
 from bench.throughput import run_pool
 from local import stack as local_stack
 from local.processes import Service, python, wait_for

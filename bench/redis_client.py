@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent   # not bench.stack's: importing it imports redis before gevent patches
+ROOT = Path(__file__).resolve().parent.parent   # not bench.harness's: importing it imports redis before gevent patches
 
 
 def measure(rounds: int, commands: int) -> int:

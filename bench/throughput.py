@@ -40,7 +40,7 @@ import httpx
 import pycurl
 from redis import Redis
 
-from bench.stack import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
+from bench.harness import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
 from store.records import Requests
 
 GOAL_PER_S = 250

@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from bench.stack import AUTH_ID, AUTH_TOKEN
+from bench.harness import AUTH_ID, AUTH_TOKEN
 
 
 def main(argv: list[str]) -> int:

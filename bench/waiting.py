@@ -35,7 +35,7 @@ import psutil
 from redis import Redis
 
 from bench.http_load import Answer, drive, hold, percentile, request_bytes
-from bench.stack import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals, wait_for
+from bench.harness import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals, wait_for
 from config import raise_fd_limit
 from local import stack as local_stack
 from local.processes import Service

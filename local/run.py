@@ -18,7 +18,7 @@ from honcho.printer import Printer
 
 from local import stack as local_stack
 from local.redis_server import RedisServer
-from sandbox.config import DEFAULT_AUTH_TOKEN as SANDBOX_AUTH_TOKEN
+from sandbox.options import DEFAULT_AUTH_TOKEN as SANDBOX_AUTH_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".local"

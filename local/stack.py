@@ -16,7 +16,7 @@ from redis import Redis
 
 from local.processes import Service, gunicorn, python, wait_for
 from local.redis_server import RedisServer
-from sandbox.config import DEFAULT_AUTH_ID as SANDBOX_AUTH_ID
+from sandbox.options import DEFAULT_AUTH_ID as SANDBOX_AUTH_ID
 
 
 def local_url(port: int) -> str:

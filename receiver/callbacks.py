@@ -16,11 +16,11 @@ from werkzeug.wrappers import Request
 
 import logs
 from receiver.errors import BadRequest, InvalidSignature
-from receiver.metrics import timed_webhook
+from receiver.prometheus import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
-from store.callbacks import SPOOLED
+from store.deliveries import SPOOLED
 from store.connection import OUTAGE, now_ms, within
 from store.metrics import count
 from store.scripts import NotReplicated

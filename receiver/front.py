@@ -1,5 +1,5 @@
 """The WSGI application web serves: its two hot paths, a callback (receiver/callbacks.py)
-and a submission (receiver/requests.py), are answered here, before Flask's dispatch; every
+and a submission (receiver/requests_api.py), are answered here, before Flask's dispatch; every
 other request goes on to Flask.
 
 Why: neither needs what Flask does for every request (contexts, the URL map, hooks, signals,
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from werkzeug.wrappers import Request
 
 import logs
-from receiver import callbacks, requests
+from receiver import callbacks, requests_api
 from receiver.errors import body_finished, error_answer
 from receiver.services import Services
 
@@ -38,7 +38,7 @@ class Front:
         self.flask_app = flask_app
         self.routes: dict[tuple[str, str], Serve] = {
             **{(method, callbacks.PATH): callbacks.serve for method in callbacks.SERVED},
-            ("POST", requests.SUBMIT_PATH): requests.serve_submission}
+            ("POST", requests_api.SUBMIT_PATH): requests_api.serve_submission}
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         serve = self.route(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))

@@ -17,7 +17,7 @@ from receiver.dashboard import CARDS
 from receiver.services import services
 from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
                                  submission_schema)
-from store.callbacks import OUTCOMES, SPOOLED
+from store.deliveries import OUTCOMES, SPOOLED
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
 

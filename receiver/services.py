@@ -17,7 +17,7 @@ from config import Settings, web_capacity
 from notify_hosts import HostPolicy
 from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
-from store.callbacks import Deliveries
+from store.deliveries import Deliveries
 from store.connection import connect, connect_rq
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count

@@ -10,9 +10,9 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from sandbox.callback import Callback, CallbackTarget
-from sandbox.connection import reset_connection
+from sandbox.tcp_reset import reset_connection
 from sandbox.courier import DeliveryPlan
-from sandbox.errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, reply_response
+from sandbox.api_errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, reply_response
 from sandbox.faults import AFTERMATH, CALLBACK_FAULTS, REFUSALS, Fault, refusal
 from sandbox.reply import Reply, new_api_id
 from sandbox.resource import ResourcePath

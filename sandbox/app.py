@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from sandbox import api, control, errors
-from sandbox.config import Config
+from sandbox import api, api_errors, control
+from sandbox.options import Config
 from sandbox.simulator import EXTENSION, Simulator
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -16,7 +16,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False
     app.extensions[EXTENSION] = Simulator.build(config)
-    errors.init_app(app)
+    api_errors.init_app(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(control.bp)
     return app

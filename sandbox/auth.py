@@ -5,7 +5,7 @@ from hmac import compare_digest
 
 from werkzeug.datastructures import Authorization
 
-from sandbox.config import Config
+from sandbox.options import Config
 
 
 def has_valid_credentials(authorization: Authorization | None, config: Config) -> bool:

@@ -17,8 +17,8 @@ from urllib.parse import urlencode, urlsplit
 from plivo.utils.signature_v3 import string_format
 from urllib3.util import parse_url
 
-from sandbox.errors import BadRequest
-from sandbox.signature import signature_headers
+from sandbox.api_errors import BadRequest
+from sandbox.signing import signature_headers
 
 CALLBACK_ARGS = ("callback_url", "callback_method")
 Fields = list[tuple[str, str]]

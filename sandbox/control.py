@@ -5,7 +5,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from sandbox.errors import BadRequest
+from sandbox.api_errors import BadRequest
 from sandbox.simulator import current_simulator
 from sandbox.stats import DELIVERY_LOG_SIZE, LOG_SIZE
 

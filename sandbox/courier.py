@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import pycurl
 
 from sandbox.callback import Callback, Outgoing
-from sandbox.config import Config
+from sandbox.options import Config
 from sandbox.faults import Fault
 from sandbox.stats import Stats
 from sandbox.timer import Timer

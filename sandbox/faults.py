@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from http.client import responses
 from typing import Any
 
-from sandbox.errors import ApiError, BadRequest
+from sandbox.api_errors import ApiError, BadRequest
 
 FAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "callback_delay": {"seconds": 1.0},

@@ -10,7 +10,7 @@ _PROJECT = str(Path(__file__).resolve().parent.parent)
 if _PROJECT not in sys.path:
     sys.path.insert(0, _PROJECT)
 
-from sandbox.config import Config  # noqa: E402
+from sandbox.options import Config  # noqa: E402
 
 wsgi_app = "sandbox.app:create_app()"
 bind = Config.from_env().bind

@@ -10,7 +10,7 @@ import uuid
 from itertools import islice
 from typing import Any
 
-from sandbox.errors import NotFound
+from sandbox.api_errors import NotFound
 from sandbox.resource import ResourcePath
 
 Object = dict[str, Any]

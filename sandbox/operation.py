@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sandbox.errors import MethodNotAllowed, NotFound
+from sandbox.api_errors import MethodNotAllowed, NotFound
 from sandbox.objects import ObjectStore
 from sandbox.pagination import Window
 from sandbox.reply import Reply

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.errors import BadRequest
+from sandbox.api_errors import BadRequest
 
 MAX_LIMIT = 20
 _DIGITS = re.compile(r"[0-9]+")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from sandbox.config import Config
+from sandbox.options import Config
 from sandbox.courier import Courier
 from sandbox.faults import FaultBoard
 from sandbox.objects import ObjectStore

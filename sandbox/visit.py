@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 from flask import Request
 
 from sandbox.auth import has_valid_credentials
-from sandbox.config import Config
+from sandbox.options import Config
 
 RID_PARAM = "rid"
 

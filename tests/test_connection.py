@@ -98,7 +98,7 @@ def test_a_demoted_primary_is_left_so_the_next_attempt_connects_afresh(workdir):
     import uuid
 
     from local.redis_server import RedisServer
-    from store.callbacks import Deliveries
+    from store.deliveries import Deliveries
     from store.connection import OUTAGE
     primary = RedisServer(workdir / f"redis-primary-{uuid.uuid4().hex[:6]}").start()
     demoted = RedisServer(workdir / f"redis-demoted-{uuid.uuid4().hex[:6]}").start()

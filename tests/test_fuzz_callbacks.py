@@ -14,7 +14,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from receiver.signature import sign_v3
-from store.callbacks import OUTCOMES
+from store.deliveries import OUTCOMES
 from tests.fuzz_state import FUZZ, PUBLIC_URL, TOKEN, CallbackEnv, callback_env  # noqa: F401  (a fixture)
 from tests.fuzz_strategies import FIELD_NAMES, FORM_VALUES, KEY, RICH_JSON, bearer
 

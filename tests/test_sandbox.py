@@ -24,7 +24,7 @@ from plivo.utils import validate_v3_signature
 
 from local.processes import wait_for
 from sandbox.callback import Callback, CallbackTarget, as_params, flatten, signable
-from sandbox.config import Config, ConfigError
+from sandbox.options import Config, ConfigError
 from sandbox.courier import Courier, DeliveryPlan, Timeouts
 from sandbox.faults import Fault
 from sandbox.stats import Stats

@@ -17,7 +17,7 @@ import pytest
 from local.processes import wait_for
 from local.redis_server import RedisServer
 from store import connect, keys
-from store.callbacks import Deliveries
+from store.deliveries import Deliveries
 from store.connection import OUTAGE
 from store.outbox import Outbox
 from store.records import Requests, Submission, new_id
