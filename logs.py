@@ -31,7 +31,7 @@ def bind(**ids: str) -> None:
 
 
 def clear() -> None:
-    """Forget the ids of the previous request served by this thread."""
+    """Forget the ids of the previous request served by this thread or greenlet."""
     _ids.set({})
 
 

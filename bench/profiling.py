@@ -1,9 +1,10 @@
 """cProfile for the bench's web and worker processes, every thread of them, without touching their code.
 
 cProfile profiles only the thread that enables it; here `threading.setprofile`
-hands every new thread a Profile of its own (the send threads of a worker, the
-request threads of a gunicorn gthread worker) and all of them are merged into
-one pstats file per process when it exits (after SIGTERM, as Stack.stop sends).
+hands every new thread a Profile of its own (the send threads of a worker; web's
+gevent worker runs its request greenlets in the thread that installs the profiler)
+and all of them are merged into one pstats file per process when it exits (after
+SIGTERM, as Stack.stop sends).
 
   clock "cpu": time.thread_time, the CPU each thread spent (where the cores go);
   clock "wall": perf_counter, including waits on sockets and locks.

@@ -268,9 +268,9 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
 
     pycurl, one handle (and keep-alive connection) per submitting thread, rather than httpx
     or urllib3: the bench runs on the cores it measures, and every millisecond of CPU it
-    spends per submission is taken from Answerback. httpx cost about 0.8 ms per submission
-    here (its pool, URL and header handling), urllib3 about 0.35, pycurl about 0.1 (see
-    bench/README.md). The body is encoded once; at most `connections` threads call it.
+    spends per submission is taken from Answerback; httpx's pool, URL and header handling
+    cost most (bench/README.md, "The harness's clients"). The body is encoded once; at most
+    `connections` threads call it.
     """
     url = web_url + "/v1/requests"
     headers = [f"Authorization: Bearer {API_KEY}", "Content-Type: application/json", "Expect:"]

@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
-    app.before_request(logs.clear)   # a gthread thread serves many requests in turn
+    app.before_request(logs.clear)   # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, ops, prometheus, openapi, dashboard):
         app.register_blueprint(module.bp)

@@ -3,8 +3,8 @@ and a submission (receiver/requests_api.py), are answered here, before Flask's d
 other request goes on to Flask.
 
 Why: neither needs what Flask does for every request (contexts, the URL map, hooks, signals,
-error handler lookup), and that was about as much CPU as their own work (README, "How it
-works"). Both URLs stay rules of Flask's URL map, so Flask answers their other methods as on
+error handler lookup), and that costs about as much CPU as their own work (bench/README.md,
+"Web's serving, in one process"). Both URLs stay rules of Flask's URL map, so Flask answers their other methods as on
 any route (OPTIONS; 405 with Allow), and their errors are the same JSON answers as every
 view's (receiver/errors.py).
 """

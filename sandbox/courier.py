@@ -6,10 +6,10 @@ threads sends them, each on a libcurl handle of its own (pycurl) that keeps its
 keep-alive connection; delayed deliveries wait in one Timer.
 
 pycurl rather than httpx or urllib3, as workers/upstream.py: the sandbox shares the
-bench's cores with Answerback, and a callback cost it about 1.2 ms of CPU with httpx,
-about 0.6 with urllib3 (mostly the pool and http.client's parsing of the answer's
-headers): CPU that real Plivo spends on its own machines. The rest is mostly the SDK's
-signing. libcurl neither follows redirects here nor retries, except in one case it
+bench's cores with Answerback, and with those clients most of a callback's CPU went to
+the pool and http.client's parsing of the answer's headers (bench/README.md, "The
+harness's clients"): CPU that real Plivo spends on its own machines. What is left is
+mostly the SDK's signing. libcurl neither follows redirects here nor retries, except in one case it
 does by itself: a request on a reused connection that died before any answer goes
 again on a fresh one. A POST's body is handed over by a read function that cannot
 rewind, so a POST is never sent twice that way (that delivery fails); a GET callback,

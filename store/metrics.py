@@ -168,7 +168,7 @@ def observe(redis: Redis, name: str, label: str, seconds: float) -> None:
     global _observations, _pid
     if _observations is None or _pid != os.getpid():
         fresh = None
-        # Nothing that can yield happens under _lock. gunicorn's master no longer imports this
+        # Nothing that can yield happens under _lock. gunicorn's master does not import this
         # module (tests/test_layout.py keeps it so), but were it imported before a worker patches
         # threading, _lock would be a real lock, and a greenlet blocking on it while its holder
         # waits for the hub would hang the whole process.

@@ -23,7 +23,7 @@ DRAINER_STALE_MS = 15_000
 
 def new_id() -> str:
     """A UUIDv7: unique, and ordered by creation time. Written as uuid.UUID writes one, without
-    making the object (two per submission: half of what this costs)."""
+    making the object, which would be most of what this costs (and a submission makes two)."""
     value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)

@@ -1,13 +1,13 @@
 """The upstream API client: libcurl handles shared by the send threads, and what each answer means.
 
 pycurl (libcurl) rather than urllib3: the HTTP exchange, its parsing and the connection's
-keep-alive happen in C with the GIL released. Measured: 38-74 µs of the client's CPU per POST
-against 289-360 µs with urllib3 (32 threads against a local server); in `bench throughput`
-the workers went from about 0.6 to 0.33-0.49 ms per completed request. Everything a send needs that does not change (the proxy
-from the environment, the Authorization header, the account's URL) is worked out once here.
+keep-alive happen in C with the GIL released, at a fraction of urllib3's CPU per send
+(bench/README.md, "The workers' upstream client"). Everything a send needs that does not
+change (the proxy from the environment, the Authorization header, the account's URL) is
+worked out once here.
 
 Two libcurl behaviours are chosen on purpose, since a POST that may have acted upstream
-must never be sent twice (DESIGN.md, "Safe retries"):
+must never be sent twice (docs/architecture.md, "Safe retries"):
 
 - libcurl sends a request again, by itself, when a reused connection dies before any answer
   came. It can do that only by rewinding the body, and a body given by a read function
@@ -52,7 +52,7 @@ class Verdict:
 
 class PlivoClient:
     """libcurl handles, each with its keep-alive connection, as many as sends ever ran at once.
-    A send takes the one used last (a lock-free LIFO stack, as urllib3's pool was), whichever
+    A send takes the one used last (a lock-free LIFO stack, as urllib3's pool does), whichever
     thread runs it: the send threads take turns, and with a handle each, a moderate rate spread
     over them left every connection idle past IDLE_CONNECTION_S. The proxy comes from HTTPS_PROXY /
     HTTP_PROXY / ALL_PROXY unless NO_PROXY names the upstream's host, as Python reads them
