@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 from receiver.json_provider import compact_json
+from store.connection import OUTAGE, WriteRefused
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ def error_answer(exc: Exception, max_body_bytes: int | None) -> Response:
         if getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-    if isinstance(exc, RedisError):
-        log.error("Redis unavailable: %s", type(exc).__name__)
+    if isinstance(exc, OUTAGE):
+        log.error("Redis unavailable: %s", exc if isinstance(exc, WriteRefused) else type(exc).__name__)
         response = error_response(503, "storage unavailable; retry later")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
+    if isinstance(exc, RedisError):   # answered, and not an outage: a bug or bad data, no retry mends it
+        log.error("Redis refused the command: %s: %s", type(exc).__name__, exc)
+        return error_response(500, "internal error")
     log.exception("unexpected error")
     return error_response(500, "internal error")
 

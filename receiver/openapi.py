@@ -119,12 +119,12 @@ PATHS: dict[str, Any] = {
                 "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
                                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
                                _param("status", "query", {"enum": list(STATUSES)})],
-                "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status"), **AUTH_ERRORS}},
+                "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status, or an unknown query parameter"), **AUTH_ERRORS}},
     },
     "/v1/requests/{request_id}": {
         "get": {"summary": "Read (or wait for) a request", "security": SECURED,
                 "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait, or an unknown query parameter"),
                               "404": _error("unknown id"), **AUTH_ERRORS}},
     },
     "/v1/requests/{request_id}/deliveries": {
@@ -148,7 +148,7 @@ PATHS: dict[str, Any] = {
     "/v1/results/{api_id}": {
         "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
                 "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait"),
+                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait, or an unknown query parameter"),
                               "404": _error("unknown api_id"), **AUTH_ERRORS}},
     },
     "/callbacks/plivo": {

@@ -14,8 +14,8 @@ from receiver.auth import require_key, tenant_of
 from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.json_provider import compact_json
 from receiver.services import Services, services
-from receiver.validation import (MAX_IDEMPOTENCY_KEY, PAGE_SIZE, int_arg, is_uuid, json_body, parse_submission,
-                                 status_arg, wait_arg)
+from receiver.validation import (LIST_ARGS, MAX_IDEMPOTENCY_KEY, PAGE_SIZE, WAIT_ARGS, int_arg, is_uuid, json_body,
+                                 known_args, parse_submission, status_arg, wait_arg)
 from store.metrics import count
 from store.records import RequestRecord, Requests, Submission
 
@@ -66,6 +66,7 @@ def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tupl
 @bp.get("/requests/<request_id>")
 @require_key
 def get_request(request_id: str):
+    known_args(request.args, WAIT_ARGS)
     wait = wait_arg(request.args)
     return _answer(request_id, wait)
 
@@ -73,6 +74,7 @@ def get_request(request_id: str):
 @bp.get("/results/<api_id>")
 @require_key
 def get_result(api_id: str):
+    known_args(request.args, WAIT_ARGS)
     wait = wait_arg(request.args)
     logs.bind(api_id=api_id if is_uuid(api_id) else "")
     svc = services()
@@ -124,6 +126,7 @@ def _notify_host(svc: Services, url: str | None) -> str:
 @bp.get("/requests")
 @require_key
 def list_requests():
+    known_args(request.args, LIST_ARGS)
     limit = int_arg(request.args, "limit", PAGE_SIZE, 1, PAGE_SIZE)
     offset = int_arg(request.args, "offset", 0, 0)
     status = status_arg(request.args)

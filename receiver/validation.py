@@ -23,6 +23,8 @@ RESERVED_PARAMS = ("callback_url", "callback_method")
 MAX_WAIT = 60                              # seconds ?wait may hold an answer
 PAGE_SIZE = 20                             # the largest (and default) page of a list
 MAX_QUERY_INT = 999_999_999                # the largest integer a query argument may carry
+LIST_ARGS = ("limit", "offset", "status")   # the query parameters of GET /v1/requests
+WAIT_ARGS = ("wait",)                      # ... of reading one request or result
 MAX_IDEMPOTENCY_KEY = 255                  # characters
 
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~]+$")
@@ -59,7 +61,8 @@ class SubmissionIn(BaseModel):
         "propertyNames": {"not": {"enum": list(RESERVED_PARAMS)}},
         "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"})
     callback_method: Annotated[Literal[CALLBACK_METHODS] | None, WithJsonSchema({
-        "type": "string", "pattern": any_case(CALLBACK_METHODS)})] = None
+        "anyOf": [{"type": "string", "pattern": any_case(CALLBACK_METHODS)}, {"type": "null"}],
+        "description": "POST or GET, any letter case; null or absent: CALLBACK_METHOD"})] = None
     callback_timeout: int | None = Field(default=None, ge=1, description="seconds; at most MAX_CALLBACK_TIMEOUT")
     notify_url: str | None = Field(default=None, min_length=1, max_length=MAX_URL, description=(
         "http(s) URL on a host in NOTIFY_HOSTS; the record is POSTed there, signed per Standard Webhooks, "
@@ -181,6 +184,15 @@ def int_arg(args: Any, name: str, default: int, low: int, high: int | None = Non
 
 def _range_text(low: int, high: int | None) -> str:
     return f" from {low} to {high}" if high is not None else f" of at least {low}"
+
+
+def known_args(args: Any, allowed: tuple[str, ...]) -> None:
+    """Refuse a query parameter this endpoint does not take: a misspelt filter would otherwise
+    be ignored silently and answer more than was asked for."""
+    unknown = sorted(name for name in args if name not in allowed)
+    if unknown:
+        shown = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise BadRequest(f"unknown query parameter {shown}; this endpoint takes " + (", ".join(allowed) or "none"))
 
 
 def status_arg(args: Any) -> str | None:

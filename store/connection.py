@@ -2,6 +2,7 @@
 without TLS, with timeouts and retries set for a service."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -48,29 +49,54 @@ class Parser(_HiredisParser):
         return super().can_read(timeout)
 
 
-def demoted(error: ResponseError) -> bool:
-    """Whether Redis refused a write because it is a replica now (a demoted primary): READONLY,
-    which Redis 6.2 wraps in a script's error ("Error running script ... -READONLY You can't
-    write against a read only replica.")."""
-    return isinstance(error, ReadOnlyError) or "-READONLY " in str(error)
+# What Redis answers when it is up but cannot take a write now: a replica (READONLY), out of
+# memory (OOM), a failed RDB/AOF write (MISCONF), too few replicas (NOREPLICAS, MASTERDOWN), a
+# long script (BUSY), still loading its data (LOADING), a cluster slot moving (TRYAGAIN). Each
+# passes, like a lost connection, and a delivery answered 503 for it would be lost.
+REFUSALS = frozenset({"READONLY", "OOM", "MISCONF", "NOREPLICAS", "MASTERDOWN", "BUSY", "LOADING", "TRYAGAIN"})
+# Redis 6.2 wraps a script's refused call in the script's error: "Error running script (call to
+# f_...): @user_script:12: -OOM command not allowed ..."; Redis 7 passes the code on first.
+_WRAPPED = re.compile(r": -([A-Z]+) ")
+
+
+def refusal(error: ResponseError) -> str | None:
+    """The refusal code of an error that says Redis cannot take writes now, else None (a bug or
+    bad data, which no retry mends). redis-py strips the codes it has a class for (OOM,
+    READONLY, LOADING, TRYAGAIN) from the text and keeps them as `status_code`."""
+    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
+    if code in REFUSALS:
+        return code
+    wrapped = _WRAPPED.search(str(error))
+    return wrapped[1] if wrapped and wrapped[1] in REFUSALS else None
+
+
+class WriteRefused(ConnectionError):
+    """Redis answered but refused a command with one of REFUSALS: an outage, retried as one."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"Redis refused the command ({code})")
+        self.code = code
 
 
 class _LeavesADemotedPrimary:
-    """A connection that, answered READONLY, closes itself and raises a ConnectionError (an
-    outage, retried), so that the next attempt connects afresh: through Sentinel to the primary
-    it names now, without Sentinel to whatever the URL's host resolves to now (a managed Redis
-    fails over by moving its DNS name, and a connection left open would go on writing to the old
-    primary, refused, for as long as it stays open). redis-py's Sentinel connection does this for a
-    command's READONLY only, not for a script's."""
+    """A connection that turns Redis's refusals (REFUSALS) into a ConnectionError (an outage,
+    retried). Answered READONLY it also closes itself, so that the next attempt connects
+    afresh: through Sentinel to the primary it names now, without Sentinel to whatever the
+    URL's host resolves to now (a managed Redis fails over by moving its DNS name, and a
+    connection left open would go on writing to the old primary, refused, for as long as it
+    stays open). redis-py's Sentinel connection does this for a command's READONLY only, not
+    for a script's."""
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)   # type: ignore[misc]
         except ResponseError as error:
-            if not demoted(error):
+            code = refusal(error)
+            if code is None:
                 raise
-            self.disconnect()   # type: ignore[attr-defined]
-            raise ConnectionError("Redis refused a write (READONLY): it is a replica now") from error
+            if code == "READONLY":
+                self.disconnect()   # type: ignore[attr-defined]
+            raise WriteRefused(code) from error
 
 
 class PrimaryConnection(_LeavesADemotedPrimary, Connection):
