@@ -208,6 +208,13 @@ accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout
 # No %(u)s: a key sent as a Basic user name must not reach the log; no headers either.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line one JSON object
+# A GET callback carries its fields in the request line (a bulk message's uuid list is easily
+# 40 KB): no limit of gunicorn's own (its parser's is then 1 MiB); the webhook refuses a query
+# string past MAX_BODY_BYTES itself, with a JSON 414. Header limits fit what proxies in front
+# add (a load balancer takes 16 KiB per header line).
+limit_request_line = 0
+limit_request_field_size = 16384
+limit_request_fields = 200
 control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances
 
 

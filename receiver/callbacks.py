@@ -15,7 +15,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Request
 
 import logs
-from receiver.errors import BadRequest, InvalidSignature
+from receiver.errors import BadRequest, InvalidSignature, UriTooLong
 from receiver.prometheus import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
@@ -33,6 +33,9 @@ PATH = "/callbacks/plivo"
 METHODS = ("GET", "POST")
 SERVED = (*METHODS, "HEAD")   # HEAD is refused here (405), and timed as the webhook's like any refusal
 RID_PARAM = "rid"
+# A GET callback carries its fields in the query string: up to MAX_BODY_BYTES of them, besides
+# what the callback URL Answerback handed out carries itself (rid=...).
+URL_ALLOWANCE = 1024
 
 
 @bp.route(PATH, methods=list(METHODS))
@@ -53,6 +56,10 @@ def receive(svc: Services, request: Request) -> str:
     """Keep one delivery; answers its outcome."""
     if request.method == "HEAD":   # a HEAD must change nothing
         raise MethodNotAllowed(valid_methods=list(METHODS))
+    if len(request.query_string) > svc.settings.max_body_bytes + URL_ALLOWANCE:
+        log.warning("callback query string of %d bytes refused: MAX_BODY_BYTES is %d",
+                    len(request.query_string), svc.settings.max_body_bytes)
+        raise UriTooLong(f"callback query string is larger than {svc.settings.max_body_bytes} bytes")
     body, signed_params = _read_delivery(request)
     nonce = _check_signature(svc, request, signed_params)
     rid = request.args.get(RID_PARAM, "")

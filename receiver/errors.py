@@ -47,6 +47,10 @@ class Conflict(ApiError):
     status = 409
 
 
+class UriTooLong(ApiError):
+    status = 414
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
 
@@ -64,13 +68,15 @@ def error_response(status: int, message: str, **details: Any) -> Response:
     return response
 
 
-def error_answer(exc: Exception, max_body_bytes: int | None) -> Response:
+def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int | None = None) -> Response:
     """The answer to what a view raised: the one mapping of exceptions to JSON errors, for
     Flask's views (init_app) and the webhook (receiver/callbacks.py) alike. Call it from the
     `except` block that caught `exc` (an unexpected error is logged with its traceback)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, **exc.details)
     if isinstance(exc, RequestEntityTooLarge):
+        log.warning("request body of %s bytes refused: MAX_BODY_BYTES is %s",
+                    content_length if content_length is not None else "more than MAX_BODY_BYTES", max_body_bytes)
         return error_response(413, f"request body is larger than {max_body_bytes} bytes")
     if isinstance(exc, HTTPException):
         response = error_response(exc.code or 500, exc.description)
@@ -92,7 +98,7 @@ def error_answer(exc: Exception, max_body_bytes: int | None) -> Response:
 def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def api_error(exc: Exception) -> Response:
-        return error_answer(exc, app.config["MAX_CONTENT_LENGTH"])
+        return error_answer(exc, app.config["MAX_CONTENT_LENGTH"], request.content_length)
 
     @app.after_request
     def finish_body(response: Response) -> Response:

@@ -50,7 +50,7 @@ class Front:
         try:
             status, body, headers = serve(self.services, request)
         except Exception as exc:
-            response = error_answer(exc, self.max_body_bytes)
+            response = error_answer(exc, self.max_body_bytes, request.content_length)
             if not body_finished(request):
                 response.headers["Connection"] = "close"
             return response(environ, start_response)

@@ -1,0 +1,113 @@
+"""Callbacks of every size the contract allows arrive: a GET callback's fields ride in its
+request line (a bulk message's uuid list is easily 40 KB), a POST's in its body, each up to
+MAX_BODY_BYTES; anything larger is a JSON 413 or 414 from Answerback, with a log line naming
+the size. Real gunicorn, the session's web, worker and sandbox."""
+from __future__ import annotations
+
+import http.client
+import json
+import uuid
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from local.processes import wait_for
+from tests.conftest import submit, wait_status
+from tests.test_callbacks import signed_headers
+
+MAX_BODY_BYTES = 64 * 1024   # web's default
+
+
+def uuids(total_bytes: int, each: int = len("&message_uuid=") + 36) -> list[str]:
+    """Enough message uuids to fill about `total_bytes` of a query string or form body (or of a
+    JSON body, `each` = JSON_EACH)."""
+    return [str(uuid.uuid4()) for _ in range(total_bytes // each)]
+
+
+JSON_EACH = len('"", ') + 36
+
+
+@pytest.fixture
+def pending(api, worker, sandbox):
+    sandbox.faults(drop_callback={"rate": 1.0})   # each test delivers the callback itself
+    yield lambda: wait_status(api, submit(api, "POST", "Message/", {"src": "1", "dst": "2"})["request_id"], "pending")
+    sandbox.faults(drop_callback={"rate": 0.0})
+
+
+def in_log(web, text: str) -> None:
+    wait_for(lambda: text in web.service.log_path.read_text(), 5, 0.05, f"{text!r} in web's log")
+
+
+@pytest.mark.parametrize("size", [5_000, 40_000, MAX_BODY_BYTES - 512])
+def test_a_get_callback_with_a_long_query_string_is_stored(api, web, pending, size):
+    record = pending()
+    fields = {"api_id": record["api_id"], "message_uuid": uuids(size)}
+    path = f"/callbacks/plivo?rid={record['request_id']}"
+    with web.client(key=None) as client:
+        answer = client.get(path + "&" + urlencode(fields, doseq=True),
+                            headers=signed_headers("GET", web.url + path, fields))
+    assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
+    done = api.get(f"/v1/requests/{record['request_id']}").json()
+    assert done["status"] == "completed" and done["response"]["message_uuid"] == fields["message_uuid"]
+
+
+def test_a_get_callback_past_max_body_bytes_is_a_json_414_logged_with_its_size(web):
+    fields = {"api_id": str(uuid.uuid4()), "message_uuid": uuids(MAX_BODY_BYTES + 4096)}
+    query = urlencode(fields, doseq=True)
+    status, kind, answer = raw_get(web.url, "/callbacks/plivo?" + query)   # httpx sends no URL this long
+    assert status == 414 and kind == "application/json" and str(MAX_BODY_BYTES) in answer["error"]
+    in_log(web, f"callback query string of {len(query)} bytes refused")
+
+
+def raw_get(base_url: str, target: str) -> tuple[int, str, dict]:
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("form", [False, True])
+def test_a_post_callback_up_to_max_body_bytes_is_stored_as_json_or_form(api, web, pending, form):
+    record = pending()
+    fields = {"api_id": record["api_id"], "message_uuid": uuids(MAX_BODY_BYTES - 2048, 50 if form else JSON_EACH)}
+    path = f"/callbacks/plivo?rid={record['request_id']}"
+    if form:
+        body = urlencode(fields, doseq=True)
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   **signed_headers("POST", web.url + path, {k: v if isinstance(v, list) else [v]
+                                                            for k, v in fields.items()})}
+    else:
+        body = json.dumps(fields)
+        headers = {"Content-Type": "application/json", **signed_headers("POST", web.url + path, fields)}
+    assert MAX_BODY_BYTES - 4096 < len(body) <= MAX_BODY_BYTES
+    with web.client(key=None) as client:
+        answer = client.post(path, content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
+    done = api.get(f"/v1/requests/{record['request_id']}").json()
+    assert done["response"]["message_uuid"] == fields["message_uuid"]
+
+
+def test_a_post_callback_past_max_body_bytes_is_a_json_413_logged_with_its_size(web):
+    body = json.dumps({"api_id": str(uuid.uuid4()), "message_uuid": uuids(MAX_BODY_BYTES + 4096, JSON_EACH)})
+    with web.client(key=None) as client:
+        answer = client.post("/callbacks/plivo", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413 and str(MAX_BODY_BYTES) in answer.json()["error"]
+    in_log(web, f"request body of {len(body)} bytes refused")
+
+
+def test_headers_a_proxy_adds_fit(api, web, pending):
+    """Load balancers pass header lines up to 16 KiB (a long cookie, a trace context, a chain
+    of X-Forwarded-For): gunicorn's default 8190 would refuse the callback."""
+    record = pending()
+    body = {"api_id": record["api_id"], "status": "delivered"}
+    path = f"/callbacks/plivo?rid={record['request_id']}"
+    extra = {"Cookie": "lb=" + "x" * 12_000, "X-Forwarded-For": ", ".join(["10.0.0.1"] * 600),
+             **{f"X-Trace-{n}": "t" * 100 for n in range(120)}}
+    with web.client(key=None) as client:
+        answer = client.post(path, content=json.dumps(body), headers={
+            "Content-Type": "application/json", **extra, **signed_headers("POST", web.url + path, body)})
+    assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
