@@ -1,21 +1,18 @@
-"""What gunicorn.conf.py's worker does to gunicorn's own serving to spend less CPU per request,
-checked against the gunicorn that requirements.txt installs: these tests fail if gunicorn
-changes what the worker leans on.
+"""What receiver/web_worker.py does to gunicorn's own serving to spend less CPU per request,
+through gunicorn's own parser and Response (what it relies on in gunicorn is checked in
+tests/contracts/test_gunicorn_contract.py).
 
 Answers are written to one end of a SOCK_SEQPACKET socket pair, where every write arrives as
 one message of its own: the number of messages is the number of writes.
 """
-import runpy
 import socket
-from pathlib import Path
 
 import pytest
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 from gunicorn.http.wsgi import Response
 
-CONF = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
-OneWrite = CONF["OneWrite"]
+from receiver.web_worker import OneWrite, SettledConfig
 
 
 def parsed(raw: bytes, cfg: Config | None = None):
@@ -103,9 +100,6 @@ def test_an_interim_answer_is_not_held(pair):
     out = OneWrite(ours)
     out.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
     assert messages(theirs) == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
-
-
-SettledConfig = CONF["SettledConfig"]
 
 
 def configured(**settings) -> Config:
