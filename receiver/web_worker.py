@@ -196,6 +196,7 @@ class WebWorker(GeventWorker):
         greenlet.throw(timeout)
 
     def release_waiters(self):
-        services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("answerback")  # none before the app loaded
+        app = getattr(self, "wsgi", None)   # none before the app loaded
+        services = getattr(app, "extensions", {}).get("answerback")
         if services is not None:
             services.release_waiters()

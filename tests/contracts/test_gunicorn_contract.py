@@ -2,9 +2,7 @@
 against the installed gunicorn with its own parser, Response, Config and worker. A failure here
 after an upgrade means gunicorn changed something web's worker reaches into: re-read the module
 the message names (its docstring lists what it relies on).
-
-Answers are written to one end of a SOCK_SEQPACKET socket pair, where every write arrives as one
-message of its own: the number of messages is the number of writes."""
+Answers are written to a socket pair that counts writes (tests/gunicorn_io.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -18,42 +16,21 @@ from typing import Iterator
 import pytest
 from gunicorn import glogging
 from gunicorn.config import Config
-from gunicorn.http.parser import RequestParser
 from gunicorn.http.wsgi import Response, create
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 from receiver.gunicorn_logger import GUNICORN_LOGGERS
 from receiver.web_worker import WebWorker
+from tests.gunicorn_io import message_pair, messages, parsed
 
 RE_READ = "re-read receiver/web_worker.py"
 
 
-def parsed(raw: bytes, cfg: Config):
-    """gunicorn's own request object for `raw`, read by its parser from a real socket."""
-    client, server = socket.socketpair()
-    with client, server:
-        client.sendall(raw)
-        client.shutdown(socket.SHUT_WR)
-        return next(RequestParser(cfg, server, ("127.0.0.1", 40000)))
-
-
-def messages(sock: socket.socket) -> list[bytes]:
-    sock.setblocking(False)
-    found = []
-    while True:
-        try:
-            found.append(sock.recv(1 << 16))
-        except BlockingIOError:
-            return found
-
-
 @pytest.fixture
 def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    yield ours, theirs
-    ours.close()
-    theirs.close()
+    with message_pair() as both:
+        yield both
 
 
 def test_the_master_loads_the_worker_class_by_its_dotted_path():
@@ -65,8 +42,7 @@ def test_the_master_loads_the_worker_class_by_its_dotted_path():
 @pytest.mark.parametrize("method, body", [("POST", b'{"outcome":"early"}\n'), ("HEAD", b"")])
 def test_an_answers_head_goes_out_in_one_sendall_of_its_own(pair, method, body):
     ours, theirs = pair
-    cfg = Config()
-    req = parsed(f"{method} /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode(), cfg)
+    req, cfg = parsed(f"{method} /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode())
     resp = Response(req, ours, cfg)
     resp.start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "20")])
     resp.write(body)
@@ -80,8 +56,8 @@ def test_an_answers_head_goes_out_in_one_sendall_of_its_own(pair, method, body):
 
 def test_a_chunked_answer_writes_its_head_first_then_each_chunk(pair):
     ours, theirs = pair
-    cfg = Config()
-    resp = Response(parsed(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", cfg), ours, cfg)
+    req, cfg = parsed(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = Response(req, ours, cfg)
     resp.start_response("200 OK", [])
     resp.write(b"one")
     resp.close()
@@ -93,8 +69,7 @@ def test_a_chunked_answer_writes_its_head_first_then_each_chunk(pair):
 
 def test_an_interim_answer_is_a_head_whose_status_starts_with_1(pair):
     ours, theirs = pair
-    cfg = Config()
-    req = parsed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", cfg)
+    req, cfg = parsed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     _, environ = create(req, ours, ("127.0.0.1", 40000), "127.0.0.1:8000", cfg)
     environ["wsgi.early_hints"]([("Link", "</a.css>")])
     [hints] = messages(theirs)
@@ -104,8 +79,7 @@ def test_an_interim_answer_is_a_head_whose_status_starts_with_1(pair):
 
 def test_a_request_that_must_close_is_answered_connection_close(pair):
     ours, theirs = pair
-    cfg = Config()
-    req = parsed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", cfg)
+    req, cfg = parsed(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     req.must_close = True
     resp = Response(req, ours, cfg)
     resp.start_response("200 OK", [("Content-Length", "0")])

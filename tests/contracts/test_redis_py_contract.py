@@ -30,6 +30,7 @@ from tests.tls_terminator import tls_in_front_of
 RE_READ = "re-read store/redis_internals.py"
 ECHO = "return {ARGV[1], tonumber(ARGV[2]) + 1, ARGV[3], ARGV[4]}"
 FAILS = "return redis.error_reply('ERR the script refused')"
+READONLY = "return redis.error_reply('READONLY You can not write against a read only replica.')"
 
 
 def can_read(parser: Parser) -> tuple[object, object]:
@@ -213,7 +214,7 @@ def test_a_readonly_answer_is_told_apart(redis_server):
     script's error, which redis-py reads as a plain ResponseError (store/redis_internals.demoted)."""
     plain = Connection(port=redis_server.port)
     try:
-        plain.send_command("EVAL", "return redis.error_reply('READONLY You can not write against a read only replica.')", 0)
+        plain.send_command("EVAL", READONLY, 0)
         with pytest.raises(ReadOnlyError):
             plain.read_response()
         plain.send_command("EVAL", "return redis.error_reply('ERR Error running script: -READONLY x')", 0)
@@ -229,7 +230,7 @@ def test_a_connection_answered_readonly_closes_itself(redis_server):
     try:
         first = client.client_id()
         with pytest.raises(ConnectionError):
-            client.eval("return redis.error_reply('READONLY You can not write against a read only replica.')", 0)
+            client.eval(READONLY, 0)
         assert client.client_id() != first, \
             f"redis-py's Connection.read_response or disconnect changed: {RE_READ}"
     finally:
