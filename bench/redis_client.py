@@ -29,7 +29,7 @@ def measure(rounds: int, commands: int) -> int:
     from redis._parsers import _HiredisParser
 
     from local.redis_server import RedisServer, free_port
-    from store.connection import Parser
+    from store.redis_internals import Parser
 
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), port=free_port()).start()

@@ -1,11 +1,20 @@
 """gunicorn's logger for the web process (gunicorn.conf.py names it): gunicorn's error and
-access lines and the app's own, all in LOG_FORMAT and tagged with the request's ids."""
+access lines and the app's own, all in LOG_FORMAT and tagged with the request's ids.
+
+It uses gunicorn's documented way in only (the logger_class setting: a subclass of
+gunicorn.glogging.Logger, its `setup(cfg)` and `access(resp, req, environ, request_time)`,
+and the loggers named "gunicorn.error" and "gunicorn.access");
+tests/contracts/test_gunicorn_contract.py checks them against the installed gunicorn."""
 from __future__ import annotations
+
+import logging
 
 from gunicorn import glogging
 
 import logs
 from config import Settings
+
+GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 
 class Logger(glogging.Logger):
@@ -15,8 +24,8 @@ class Logger(glogging.Logger):
         logs.configure(log_format, cfg.loglevel)
         if log_format == "text":
             return   # gunicorn's own lines keep gunicorn's own format
-        for log in (self.error_log, self.access_log):
-            for handler in log.handlers:
+        for name in GUNICORN_LOGGERS:
+            for handler in logging.getLogger(name).handlers:
                 logs.use_format(handler, log_format)
 
     def access(self, resp, req, environ, request_time) -> None:

@@ -1,118 +1,32 @@
 """Every Redis client of every process is built here: plain or through Sentinel, with or
-without TLS, with timeouts and retries set for a service."""
+without TLS, with timeouts and retries set for a service. The parser and connection classes
+it gives redis-py are in store/redis_internals.py, with everything else that relies on
+redis-py's internals."""
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from gevent.monkey import get_original
 from redis import BlockingConnectionPool, Redis
-from redis._parsers import _HiredisParser
 from redis.backoff import ExponentialBackoff
-from redis.connection import Connection, SSLConnection, parse_url
-from redis.exceptions import ConnectionError, ReadOnlyError, ResponseError, TimeoutError
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.sentinel import Sentinel
+
+from store.redis_internals import (Parser, PrimaryConnection, PrimarySSLConnection, SentinelPrimaryConnection,
+                                   SentinelPrimarySSLConnection, WriteRefused, refusal)
 
 T = TypeVar("T")
 
 # What a failover, a restart or a pause of Redis looks like to a client: worth another try.
-# (A demoted primary's READONLY and Sentinel's MasterNotFoundError are ConnectionErrors too:
-# see _LeavesADemotedPrimary.)
+# (Redis's refusals of writes, a demoted primary's READONLY among them, are WriteRefused, and
+# Sentinel's MasterNotFoundError is a ConnectionError too: see store/redis_internals.py.)
 OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
 
 SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts): keep asking short
-
-_poll = get_original("select", "poll")   # the system's poll, also where gevent has patched select
-_POLLIN = get_original("select", "POLLIN")
-
-
-class Parser(_HiredisParser):
-    """redis-py's hiredis parser, with a cheap answer to the check it makes before every
-    command (`can_read(0)`: is anything left unread on a pooled connection?). redis-py asks
-    through select.poll, which under gevent (the web process) is a trip through the hub and
-    a Timeout each time, about a fifth of a command's CPU. The usual answer, nothing to
-    read, comes here from one real poll(0), which never blocks; anything else (data, EOF,
-    TLS bytes, a wait) takes redis-py's own path."""
-
-    def can_read(self, timeout: float = 0) -> bool:
-        sock, reader = self._sock, self._reader
-        if timeout == 0 and sock is not None and reader is not None and not reader.has_data() \
-                and not (hasattr(sock, "pending") and sock.pending()):
-            poller = _poll()
-            poller.register(sock, _POLLIN)
-            if not poller.poll(0):
-                return False
-        return super().can_read(timeout)
-
-
-# What Redis answers when it is up but cannot take a write now: a replica (READONLY), out of
-# memory (OOM), a failed RDB/AOF write (MISCONF), too few replicas (NOREPLICAS, MASTERDOWN), a
-# long script (BUSY), still loading its data (LOADING), a cluster slot moving (TRYAGAIN). Each
-# passes, like a lost connection, and a delivery answered 503 for it would be lost.
-REFUSALS = frozenset({"READONLY", "OOM", "MISCONF", "NOREPLICAS", "MASTERDOWN", "BUSY", "LOADING", "TRYAGAIN"})
-# Redis 6.2 wraps a script's refused call in the script's error: "Error running script (call to
-# f_...): @user_script:12: -OOM command not allowed ..."; Redis 7 passes the code on first.
-_WRAPPED = re.compile(r": -([A-Z]+) ")
-
-
-def refusal(error: ResponseError) -> str | None:
-    """The refusal code of an error that says Redis cannot take writes now, else None (a bug or
-    bad data, which no retry mends). redis-py strips the codes it has a class for (OOM,
-    READONLY, LOADING, TRYAGAIN) from the text and keeps them as `status_code`."""
-    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
-    if code in REFUSALS:
-        return code
-    wrapped = _WRAPPED.search(str(error))
-    return wrapped[1] if wrapped and wrapped[1] in REFUSALS else None
-
-
-class WriteRefused(ConnectionError):
-    """Redis answered but refused a command with one of REFUSALS: an outage, retried as one."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(f"Redis refused the command ({code})")
-        self.code = code
-
-
-class _LeavesADemotedPrimary:
-    """A connection that turns Redis's refusals (REFUSALS) into a ConnectionError (an outage,
-    retried). Answered READONLY it also closes itself, so that the next attempt connects
-    afresh: through Sentinel to the primary it names now, without Sentinel to whatever the
-    URL's host resolves to now (a managed Redis fails over by moving its DNS name, and a
-    connection left open would go on writing to the old primary, refused, for as long as it
-    stays open). redis-py's Sentinel connection does this for a command's READONLY only, not
-    for a script's."""
-
-    def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().read_response(*args, **kwargs)   # type: ignore[misc]
-        except ResponseError as error:
-            code = refusal(error)
-            if code is None:
-                raise
-            if code == "READONLY":
-                self.disconnect()   # type: ignore[attr-defined]
-            raise WriteRefused(code) from error
-
-
-class PrimaryConnection(_LeavesADemotedPrimary, Connection):
-    pass
-
-
-class PrimarySSLConnection(_LeavesADemotedPrimary, SSLConnection):
-    pass
-
-
-class SentinelPrimaryConnection(_LeavesADemotedPrimary, SentinelManagedConnection):
-    pass
-
-
-class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLConnection):
-    pass
 
 
 @dataclass(frozen=True)
@@ -193,3 +107,6 @@ def within(seconds: float, attempt: Callable[[], T], pause_s: float = 0.25) -> T
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+__all__ = ["OUTAGE", "RedisTarget", "WriteRefused", "connect", "connect_rq", "now_ms", "refusal", "within"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-import hiredis
 from redis import Redis
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError, NoScriptError
 
 from store.keys import API_CLASSES, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
+from store.redis_internals import evalsha
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
@@ -65,45 +65,24 @@ class Scripts:
     def once(self, name: str, *args: object) -> object:
         """Run a script once, on the client's own connection (a single-connection client's,
         as a worker's send thread holds) or one of its pool's, without redis-py's command
-        machinery around it (its retry wrapper, and the telemetry hooks it calls for every
-        command), which cost about as much CPU as the call itself: for callers that budget
-        their own retries in time (store/connection.within: the webhook, the send threads).
-        As redis-py does, a connection that fails mid-command is closed, and the error raised;
-        a script Redis has forgotten (a restart, a failover) is loaded again the usual way."""
+        machinery around it (store/redis_internals.evalsha): for callers that budget their
+        own retries in time (store/connection.within: the webhook, the send threads). A script
+        Redis has forgotten (a restart, a failover) is loaded again the usual way."""
         return self._run(name, args, retried=False)
 
     def retried(self, name: str, *args: object) -> object:
         """Run a script as `__call__` does, retrying an outage (a failover, a restart) as the
         client's Retry says, on the same connection closed and opened again (with Sentinel:
-        to the new primary), as redis-py does; otherwise as `once` (without redis-py's
-        per-command wrapper and its telemetry hooks, about a tenth of a submission's CPU in web)."""
+        to the new primary), as redis-py does; otherwise as `once`, without redis-py's
+        per-command machinery (web's submissions)."""
         return self._run(name, args, retried=True)
 
     def _run(self, name: str, args: tuple[object, ...], retried: bool) -> object:
-        own = self._redis.connection   # set only for a single-connection client
-        pool = self._redis.connection_pool
-        connection = own or pool.get_connection()
-        packed = [hiredis.pack_command(("EVALSHA", self._scripts[name].sha, 0, *args))]
-
-        def attempt() -> object:
-            connection.send_packed_command(packed)
-            return connection.read_response()
-
+        script = self._scripts[name]
         try:
-            if retried:
-                return connection.retry.call_with_retry(attempt, lambda error: connection.disconnect())
-            return attempt()
-        except NoScriptError:
-            pass
-        except ResponseError:   # the script's own error: the connection has read its answer
-            raise
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            if own is None:
-                pool.release(connection)
-        return self._scripts[name](keys=[], args=list(args))
+            return evalsha(self._redis, script.sha, args, retried)
+        except NoScriptError:   # Redis forgot it (a restart, a failover): redis-py's Script loads it again
+            return script(keys=[], args=list(args))
 
     def replicated(self, min_replicas: int, name: str, *args: object) -> object:
         """Run a script, then Redis WAIT for `min_replicas` on the same connection (WAIT counts

@@ -1,62 +1,23 @@
 """store/connection.py: TLS to a Redis whose certificate no public CA signed (as managed
 providers hand out), trusted through REDIS_TLS_CA_FILE or, by explicit opt-in,
 REDIS_TLS_INSECURE; refused otherwise. A TLS terminator in front of the real Redis
-plays the provider (the bundled redis-server is built without TLS)."""
+plays the provider (tests/tls_terminator.py)."""
 from __future__ import annotations
 
-import socket
-import socketserver
-import ssl
-import threading
 from typing import Iterator
 
 import pytest
-import trustme
 from redis.exceptions import ConnectionError
 
 from config import ConfigError, Settings
 from store.connection import connect
-
-
-class TlsTerminator(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-
-    def __init__(self, context: ssl.SSLContext, redis_port: int) -> None:
-        self.context, self.redis_port = context, redis_port
-        super().__init__(("127.0.0.1", 0), _Pipe)
-
-
-class _Pipe(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        try:
-            tls = self.server.context.wrap_socket(self.request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return   # the client refused our certificate
-        with tls, socket.create_connection(("127.0.0.1", self.server.redis_port)) as plain:
-            threading.Thread(target=_copy, args=(plain, tls), daemon=True).start()
-            _copy(tls, plain)
-
-
-def _copy(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
+from tests.tls_terminator import tls_in_front_of
 
 
 @pytest.fixture(scope="module")
 def self_signed(tmp_path_factory, redis_server) -> Iterator[tuple[str, str]]:
-    ca = trustme.CA()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server = TlsTerminator(context, redis_server.port)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"rediss://127.0.0.1:{server.server_address[1]}/0", str(ca_file)
-    server.shutdown()
-    server.server_close()
+    with tls_in_front_of(redis_server.port, tmp_path_factory.mktemp("tls")) as url_and_ca:
+        yield url_and_ca
 
 
 def client_for(env: dict[str, str]):

@@ -1,10 +1,10 @@
-"""Idle keep-alive connections: web keeps them open longer than the clients' pools do.
+"""Idle keep-alive connections (receiver/web_worker.py): web keeps them open longer than the
+clients' pools do.
 
-Was: web closed a connection idle for 5 s, and httpx (the sandbox's courier then, like many
-senders) reuses a pooled connection idle up to 5 s. Under load a request sent on such a
-connection just as web timed it out was never read: the sender saw the connection close,
-and, like Plivo, did not resend the callback (it retries on timeouts only). Two callbacks
-of the paging test were lost that way.
+A sender such as httpx reuses a pooled connection idle up to its pool's expiry. Were web to
+close an idle connection first, a request sent on it just as web timed it out would never be
+read: the sender sees the connection close and, like Plivo, does not resend the callback (it
+retries on timeouts only).
 """
 import signal
 import socket
@@ -49,9 +49,9 @@ def test_web_closes_a_connection_idle_for_WEB_KEEPALIVE_seconds(base_env, workdi
 
 
 def test_sigterm_closes_idle_connections_at_once(base_env, workdir):
-    """Was: gunicorn's worker stops only when its connections are gone, so an idle
-    keep-alive connection held a stopping web for the whole graceful_timeout (65 s).
-    1,100 of them, so that their descriptors in web pass 1,024 (where select() stops)."""
+    """gunicorn's own worker stops only when its connections are gone, so an idle keep-alive
+    connection would hold a stopping web for the whole graceful_timeout. 1,100 of them, so
+    that their descriptors in web pass 1,024 (where select() stops)."""
     server = start_web(base_env, workdir, "web-stopping", WEB_CONCURRENCY="1")
     worker = psutil.Process(server.service.pid).children()[0]
     crowd: list[socket.socket] = []

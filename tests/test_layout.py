@@ -83,12 +83,17 @@ def test_the_process_stack_is_built_in_one_place():
 
 
 def test_gunicorns_master_imports_neither_store_nor_redis():
-    """gunicorn's master reads gunicorn.conf.py and imports its logger class before a worker
-    monkey-patches threading: a lock made at import there stays a real OS lock in every
-    worker, and one such lock hung a whole gevent worker (see store/metrics.py)."""
-    probe = ("import importlib, runpy, sys\n"
-             "cfg = runpy.run_path('gunicorn.conf.py')\n"
-             "importlib.import_module(cfg['logger_class'].rpartition('.')[0])\n"
+    """gunicorn's master reads gunicorn.conf.py, imports the worker class and the logger class
+    it names (receiver/web_worker.py, receiver/gunicorn_logger.py) and starts its logger, all
+    before a worker monkey-patches threading: a lock made at import there stays a real OS lock
+    in every worker, and one such lock hung a whole gevent worker (see store/metrics.py). The
+    probe loads the configuration through gunicorn's own application, as the master does."""
+    probe = ("import sys\n"
+             "from gunicorn.app.wsgiapp import WSGIApplication\n"
+             "sys.argv = ['gunicorn', '-c', 'gunicorn.conf.py', 'receiver:create_app()']\n"
+             "cfg = WSGIApplication().cfg\n"
+             "assert cfg.worker_class.__module__ == 'receiver.web_worker', cfg.worker_class\n"
+             "cfg.logger_class(cfg)\n"
              "print(sorted({n.split('.')[0] for n in sys.modules} & {'store', 'redis', 'rq', 'flask', 'workers'}))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,49 +1,21 @@
-"""What gunicorn.conf.py's worker does to gunicorn's own serving to spend less CPU per request,
-checked against the gunicorn that requirements.txt installs: these tests fail if gunicorn
-changes what the worker leans on.
+"""What receiver/web_worker.py does to gunicorn's own serving to spend less CPU per request,
+through gunicorn's own parser and Response (what it relies on in gunicorn is checked in
+tests/contracts/test_gunicorn_contract.py).
 
-Answers are written to one end of a SOCK_SEQPACKET socket pair, where every write arrives as
-one message of its own: the number of messages is the number of writes.
+Answers are written to a socket pair that counts writes (tests/gunicorn_io.py).
 """
-import runpy
-import socket
-from pathlib import Path
-
 import pytest
 from gunicorn.config import Config
-from gunicorn.http.parser import RequestParser
 from gunicorn.http.wsgi import Response
 
-CONF = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
-OneWrite = CONF["OneWrite"]
-
-
-def parsed(raw: bytes, cfg: Config | None = None):
-    """gunicorn's own request object for `raw`, read by its parser from a real socket."""
-    cfg = cfg or Config()
-    client, server = socket.socketpair()
-    with client, server:
-        client.sendall(raw)
-        client.shutdown(socket.SHUT_WR)
-        return next(RequestParser(cfg, server, ("127.0.0.1", 40000))), cfg
-
-
-def messages(sock: socket.socket) -> list[bytes]:
-    sock.setblocking(False)
-    found = []
-    while True:
-        try:
-            found.append(sock.recv(1 << 16))
-        except BlockingIOError:
-            return found
+from receiver.web_worker import OneWrite, SettledConfig
+from tests.gunicorn_io import message_pair, messages, parsed
 
 
 @pytest.fixture
 def pair():
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    yield ours, theirs
-    ours.close()
-    theirs.close()
+    with message_pair() as both:
+        yield both
 
 
 def test_an_answer_goes_out_in_one_write_with_its_headers(pair):
@@ -105,9 +77,6 @@ def test_an_interim_answer_is_not_held(pair):
     assert messages(theirs) == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
 
 
-SettledConfig = CONF["SettledConfig"]
-
-
 def configured(**settings) -> Config:
     cfg = Config()
     for name, value in settings.items():
@@ -143,9 +112,5 @@ def test_only_a_trusted_proxy_sets_the_scheme_through_a_settled_config(peer, sch
     settled = SettledConfig(configured(forwarded_allow_ips="10.0.0.0/8"))
     raw = b"POST /callbacks/plivo HTTP/1.1\r\nHost: x\r\nX-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n"
     for _ in range(2):
-        client, server = socket.socketpair()
-        with client, server:
-            client.sendall(raw)
-            client.shutdown(socket.SHUT_WR)
-            req = next(RequestParser(settled, server, (peer, 40000)))
+        req, _ = parsed(raw, settled, peer)
         assert req.scheme == scheme

@@ -1,0 +1,157 @@
+"""What the store does below redis-py's client API, each for a measured gain or a behaviour
+redis-py lacks: a cheaper parser check, a script call without the per-command machinery,
+and connections that leave a demoted primary.
+
+This is the one module that reaches into redis-py's internals. It was checked against
+redis-py 8.1.0 with hiredis 3.5.0, and relies on:
+
+- `redis._parsers._HiredisParser` (private), its attributes `_sock` and `_reader` (set by
+  `on_connect`, both None after `on_disconnect`), `_reader.has_data()`, and
+  `can_read(timeout)` answering False when idle, True when a reply or decrypted TLS bytes
+  (`sock.pending()`) wait, and raising ConnectionError at EOF or once disconnected; a
+  Connection builds its parser from the `parser_class` it is given (Parser);
+- `Connection.read_response()` raising the ResponseError of an error reply, with the code
+  redis-py has a class for (OOM, READONLY, TRYAGAIN) kept as `status_code` and cut from the
+  text, other codes (MISCONF, NOREPLICAS, ...) left first in the text, and a script's error,
+  which Redis 6.2 words "... -READONLY ...", as a plain ResponseError; and `disconnect()`
+  closing the socket (the *PrimaryConnection classes);
+- a single-connection client's `connection` attribute (None otherwise), its pool's
+  `get_connection()` and `release(connection)`, a connection's `send_packed_command(list of
+  bytes)`, `read_response()` (NoScriptError for an unknown script, the connection still
+  usable), `disconnect()` and `retry.call_with_retry(do, fail)` (evalsha);
+- redis-py's `Script` keeping its digest in `sha` and answering as `EVALSHA sha 0 *args`
+  does, on the same encoding (store/scripts.py calls both).
+
+tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import hiredis
+from gevent.monkey import get_original
+from redis import Redis
+from redis._parsers import _HiredisParser
+from redis.connection import Connection, SSLConnection
+from redis.exceptions import ConnectionError, ResponseError
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+
+_poll = get_original("select", "poll")   # the system's poll, also where gevent has patched select
+_POLLIN = get_original("select", "POLLIN")
+
+
+class Parser(_HiredisParser):
+    """redis-py's hiredis parser, with a cheap answer to the check it makes before every
+    command (`can_read(0)`: is anything left unread on a pooled connection?). redis-py asks
+    through select.poll, which under gevent (the web process) is a trip through the hub and
+    a Timeout each time. The usual answer, nothing to read, comes here from one real
+    poll(0), which never blocks; anything else (data, EOF, TLS bytes, a wait) takes
+    redis-py's own path."""
+
+    def can_read(self, timeout: float = 0) -> bool:
+        sock, reader = self._sock, self._reader
+        if timeout == 0 and sock is not None and reader is not None and not reader.has_data() \
+                and not (hasattr(sock, "pending") and sock.pending()):
+            poller = _poll()
+            poller.register(sock, _POLLIN)
+            if not poller.poll(0):
+                return False
+        return super().can_read(timeout)
+
+
+# What Redis answers when it is up but cannot take a write now: a replica (READONLY), out of
+# memory (OOM), a failed RDB/AOF write (MISCONF), too few replicas (NOREPLICAS, MASTERDOWN), a
+# long script (BUSY), still loading its data (LOADING), a cluster slot moving (TRYAGAIN). Each
+# passes, like a lost connection, and a delivery answered 503 for it would be lost.
+REFUSALS = frozenset({"READONLY", "OOM", "MISCONF", "NOREPLICAS", "MASTERDOWN", "BUSY", "LOADING", "TRYAGAIN"})
+# Redis 6.2 wraps a script's refused call in the script's error: "Error running script (call to
+# f_...): @user_script:12: -OOM command not allowed ..."; Redis 7 passes the code on first.
+_WRAPPED = re.compile(r": -([A-Z]+) ")
+
+
+def refusal(error: ResponseError) -> str | None:
+    """The refusal code of an error that says Redis cannot take writes now, else None (a bug or
+    bad data, which no retry mends). redis-py strips the codes it has a class for (OOM,
+    READONLY, LOADING, TRYAGAIN) from the text and keeps them as `status_code`."""
+    code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
+    if code in REFUSALS:
+        return code
+    wrapped = _WRAPPED.search(str(error))
+    return wrapped[1] if wrapped and wrapped[1] in REFUSALS else None
+
+
+class WriteRefused(ConnectionError):
+    """Redis answered but refused a command with one of REFUSALS: an outage, retried as one."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(f"Redis refused the command ({code})")
+        self.code = code
+
+
+class _LeavesADemotedPrimary:
+    """A connection that turns Redis's refusals (REFUSALS) into WriteRefused, a ConnectionError
+    (an outage, retried). Answered READONLY it also closes itself, so that the next attempt
+    connects afresh: through Sentinel to the primary it names now, without Sentinel to whatever
+    the URL's host resolves to now (a managed Redis fails over by moving its DNS name, and a
+    connection left open would go on writing to the old primary, refused, for as long as it
+    stays open). redis-py's Sentinel connection does this for a command's READONLY only, not
+    for a script's."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)   # type: ignore[misc]
+        except ResponseError as error:
+            code = refusal(error)
+            if code is None:
+                raise
+            if code == "READONLY":
+                self.disconnect()   # type: ignore[attr-defined]
+            raise WriteRefused(code) from error
+
+
+class PrimaryConnection(_LeavesADemotedPrimary, Connection):
+    pass
+
+
+class PrimarySSLConnection(_LeavesADemotedPrimary, SSLConnection):
+    pass
+
+
+class SentinelPrimaryConnection(_LeavesADemotedPrimary, SentinelManagedConnection):
+    pass
+
+
+class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLConnection):
+    pass
+
+
+def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) -> object:
+    """EVALSHA `sha` (no keys) on the client's own connection (a single-connection client's)
+    or one of its pool's, without redis-py's command machinery around it (its retry wrapper,
+    and the telemetry hooks it calls for every command), which cost about as much CPU as the
+    call itself. `retried`: an outage is retried as the connection's Retry says, on the same
+    connection closed and opened again (with Sentinel: to the new primary), as redis-py does.
+    As redis-py does, a connection that fails mid-command is closed, and the error raised; a
+    ResponseError (the script's own, or NoScriptError) leaves it open, its answer read."""
+    own = client.connection   # set only for a single-connection client
+    pool = client.connection_pool
+    connection = own or pool.get_connection()
+    packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]
+
+    def attempt() -> object:
+        connection.send_packed_command(packed)
+        return connection.read_response()
+
+    try:
+        if retried:
+            return connection.retry.call_with_retry(attempt, lambda error: connection.disconnect())
+        return attempt()
+    except ResponseError:
+        raise
+    except BaseException:
+        connection.disconnect()
+        raise
+    finally:
+        if own is None:
+            pool.release(connection)
