@@ -17,6 +17,9 @@ against gunicorn 27.0.1, and relies on:
   with later calls on the same socket (OneWrite);
 - `Config` answering every setting through `__getattr__`, raising AttributeError for an unknown
   name, and changing one only through `set` (SettledConfig);
+- `Worker.handle_error` answering a request it could not parse or serve through the module
+  function `gunicorn.util.write_error(sock, status_int, reason, mesg)`, which
+  `json_error_pages` replaces in a worker so that those answers are JSON like every other;
 - gunicorn's master loading the worker class by its dotted path (so this module, and what it
   imports, is imported in the master: nothing here may import store/, redis, rq or Flask).
 
@@ -24,11 +27,13 @@ tests/contracts/test_gunicorn_contract.py checks each of these against the insta
 """
 from __future__ import annotations
 
+import json
 import select
 import socket
 
 import gevent
 import gevent.monkey
+from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
 BUSY_KEEPALIVE = 5       # seconds an idle connection is kept while the worker's connections run short
@@ -125,6 +130,21 @@ class IdleWait:
         return self.timeout.__exit__(kind, value, traceback)
 
 
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it refuses before the app sees it (a request line or
+    header past its limit, a malformed request), as JSON like every answer of Answerback's
+    (`{"error": ...}`) instead of gunicorn's HTML page."""
+    body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def json_error_pages() -> None:
+    """Make gunicorn's error answers in this process JSON (write_json_error)."""
+    util.write_error = write_json_error
+
+
 class WebWorker(GeventWorker):
     """gunicorn's gevent worker, which on SIGTERM also answers every waiting client at once
     (with its record as it stands) while requests in progress run to their end, and which
@@ -136,7 +156,9 @@ class WebWorker(GeventWorker):
     - when fewer than a twentieth of its connections are free, a connection waits only
       BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool;
     - a small answer goes out in one write, not two (OneWrite), and settings are read
-      once (SettledConfig)."""
+      once (SettledConfig);
+    - what gunicorn refuses itself (a request line past 1 MiB, too many headers) is answered
+      in JSON (write_json_error)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,6 +168,7 @@ class WebWorker(GeventWorker):
         self.clients: dict[gevent.Greenlet, socket.socket] = {}   # connection -> its socket
         self.idle: dict[gevent.Greenlet, gevent.Timeout] = {}      # connection -> its wait for a next request
         self.serving: set = set()                                  # requests being answered
+        json_error_pages()
         super().init_process()
 
     def handle(self, listener, client, addr):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import uuid
 from urllib.parse import urlencode, urlsplit
 
@@ -111,3 +112,34 @@ def test_headers_a_proxy_adds_fit(api, web, pending):
         answer = client.post(path, content=json.dumps(body), headers={
             "Content-Type": "application/json", **extra, **signed_headers("POST", web.url + path, body)})
     assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
+
+
+def raw_answer(base_url: str, request: bytes) -> tuple[int, str, dict]:
+    """Send `request` as it is (the server may answer and close before it has all of it) and
+    read the whole answer."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        try:
+            sock.sendall(request)
+        except OSError:   # refused before the end: the answer is there to read
+            pass
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers.get("Content-Type", ""), json.loads(body)
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GET /callbacks/plivo?" + b"x=1&" * 300_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20_000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(300)) + b"\r\n", 400),
+    (b"BAD REQUEST\r\n\r\n", 400),
+])
+def test_what_gunicorn_refuses_before_the_app_is_answered_in_json(web, request_bytes, status):
+    """A request line past gunicorn's parser's 1 MiB, a header line or header count past the
+    limits, a malformed request line: JSON like every other answer, not gunicorn's HTML page."""
+    got, kind, answer = raw_answer(web.url, request_bytes)
+    assert (got, kind) == (status, "application/json") and answer["error"]

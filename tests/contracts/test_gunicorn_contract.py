@@ -174,3 +174,31 @@ def test_the_loggers_named_are_the_ones_gunicorn_writes_to():
 def test_the_async_worker_still_calls_timeout_ctx():
     """The one undocumented method overridden: AsyncWorker declares it for its subclasses."""
     assert "timeout_ctx" in vars(AsyncWorker), f"gunicorn's AsyncWorker no longer has timeout_ctx: {RE_READ}"
+
+
+def test_a_refused_request_is_answered_through_util_write_error():
+    """json_error_pages replaces gunicorn.util.write_error; Worker.handle_error must still write
+    its answer to a request it refuses through it, or the HTML page comes back."""
+    from types import SimpleNamespace
+
+    from gunicorn import util
+    from gunicorn.http.errors import LimitRequestLine
+    from gunicorn.workers.base import Worker
+
+    from receiver.web_worker import json_error_pages
+
+    original = util.write_error
+    ours, theirs = socket.socketpair()
+    try:
+        json_error_pages()
+        Worker.handle_error(SimpleNamespace(log=logging.getLogger("contract")), None, ours, ("127.0.0.1", 1),
+                            LimitRequestLine(20, 10))
+        ours.close()
+        answer = b"".join(iter(lambda: theirs.recv(65536), b""))
+    finally:
+        util.write_error = original
+        theirs.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 414 ") and b"Content-Type: application/json" in head, \
+        f"gunicorn's Worker.handle_error no longer answers through util.write_error: {RE_READ}"
+    assert body.startswith(b'{"error": ')
