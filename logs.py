@@ -61,6 +61,11 @@ def formatter(log_format: str) -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT)
 
 
+# Libraries that log every URL they request (httpx at INFO, httpcore at DEBUG): a notify_url
+# may carry its endpoint's token in its path or query, so they log warnings and above only.
+URL_LOGGERS = ("httpx", "httpcore", "urllib3", "hpack")
+
+
 def use_format(handler: logging.Handler, log_format: str) -> None:
     """Give a handler someone else made (gunicorn's) our format and the request ids."""
     handler.setFormatter(formatter(log_format))
@@ -79,4 +84,6 @@ def configure(log_format: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in URL_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     logging.captureWarnings(True)   # a warning is a log line too, not a raw stderr print

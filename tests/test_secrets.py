@@ -32,9 +32,13 @@ pytestmark = pytest.mark.slow
 
 DB, DB_BASIC, DB_JSON = 12, 13, 14
 BASIC = base64.b64encode(f"{AUTH_ID}:{AUTH_TOKEN}".encode()).decode()
-SECRETS = {"the Plivo auth token": AUTH_TOKEN, "API key A": KEY_A, "API key B": KEY_B,
+NOTIFY_TOKEN, NOTIFY_QUERY_TOKEN = "hook-path-token-5e1f", "hook-query-token-9c2a"   # in a notify_url
+REDIS_PASSWORD = "redis-password-7b3d"   # of a Redis user the stack connects as
+SECRETS = {"the Plivo auth token": AUTH_TOKEN, "the Redis password": REDIS_PASSWORD, "API key A": KEY_A, "API key B": KEY_B,
            "the Basic credentials sent to Plivo": BASIC, "an Authorization header": "Authorization: Bearer",
            "the webhook secret": NEW_SECRET, "the webhook secret's key": NEW_SECRET.removeprefix("whsec_")}
+# Kept in the record (its owner reads its notify_url back), never logged.
+URL_TOKENS = {"a notify_url's path token": NOTIFY_TOKEN, "a notify_url's query token": NOTIFY_QUERY_TOKEN}
 
 
 def needles(secrets: dict[str, str]) -> list[tuple[str, bytes]]:
@@ -114,9 +118,15 @@ def log_lines(log: bytes, log_format: str) -> list[str]:
 
 
 @pytest.mark.parametrize("log_format, db", [("text", DB), ("json", DB_JSON)])
-def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandbox, log_format, db):
+def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, base_env, sandbox, log_format, db):
+    admin = redis_lib.Redis.from_url(base_env["REDIS_URL"])
+    admin.acl_setuser("answerback", enabled=True, passwords=[f"+{REDIS_PASSWORD}"], keys=["*"], channels=["*"],
+                      commands=["+@all"])
+    admin.close()
+    password_url = base_env["REDIS_URL"].replace("redis://", f"redis://answerback:{REDIS_PASSWORD}@").rsplit("/", 1)[0]
     stack = make_stack(db=db, LOG_LEVEL="debug", ACCESS_LOG="-", LOG_FORMAT=log_format,
-                       NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_SCHEDULE="0.2")
+                       NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_SCHEDULE="0.2",
+                       REDIS_URL=f"{password_url}/{db}")
     web = stack.web
     record = Recorder()
     callback_url = web.url + "/callbacks/plivo"
@@ -125,7 +135,7 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
     with web.client(KEY_A) as api, web.client(KEY_B) as api_b, web.client(key=None) as anon:
         # Successes, one of them read with ?wait, one by api_id with ?wait, one notified.
         first = submit(api, "POST", "Call/", {"from": "14155550100", "to": "14155550101"},
-                       notify_url=receiver.url)
+                       notify_url=f"http://127.0.0.1:{receiver.port}/hooks/{NOTIFY_TOKEN}?token={NOTIFY_QUERY_TOKEN}")
         done = record("wait", api.get(f"/v1/requests/{first['request_id']}", params={"wait": 20}), 200).json()
         assert done["status"] == "completed", done
         wait_for(lambda: len(receiver.received) == 2, 20, message="the notification, sent twice")
@@ -210,7 +220,7 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, sandb
     services = [web.service, *stack.workers]
     logs = {service.name: service.log_path.read_bytes() for service in services}
     for name, text in logs.items():
-        problems += leaks(f"the log of {name}", text, secrets)
+        problems += leaks(f"the log of {name}", text, secrets | URL_TOKENS)
 
     # The logs are there, and hold what they should, so that a leak would show.
     web_log = "\n".join(log_lines(logs[web.service.name], log_format))
