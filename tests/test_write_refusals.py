@@ -5,6 +5,7 @@ spool is replayed. An error that no retry mends (a bug, bad data) is a 500 with 
 logged. Real redis-servers, web, worker and sandbox."""
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from redis import Redis
 from redis.exceptions import ResponseError
 
 from local.processes import wait_for
-from local.redis_server import RedisServer
+from local.redis_server import RedisServer, redis_binary
 from store.connection import OUTAGE, WriteRefused, connect, refusal
 from tests.conftest import Stack, submit, wait_status
 from tests.test_redis_crash import delivery
@@ -55,9 +56,18 @@ def misconf(admin: Redis) -> Callable[[], None]:
 REFUSALS = {"OOM": oom, "NOREPLICAS": noreplicas, "MISCONF": misconf}
 
 
+class MovableRedis(RedisServer):
+    """A redis-server whose `dir` may be changed at run time (Redis 7 protects it by default)."""
+
+    def config(self) -> str:
+        version = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True).stdout
+        major = int(version.split("v=", 1)[1].split(".", 1)[0])
+        return super().config() + ("enable-protected-configs yes\n" if major >= 7 else "")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[RedisServer]:
-    started = RedisServer(tmp_path_factory.mktemp("refusing")).start()
+    started = MovableRedis(tmp_path_factory.mktemp("refusing")).start()
     yield started
     started.stop()
 
