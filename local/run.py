@@ -16,6 +16,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from config import Settings
 from local import stack as local_stack
 from local.redis_server import RedisServer
 from sandbox.options import DEFAULT_AUTH_TOKEN as SANDBOX_AUTH_TOKEN
@@ -44,7 +45,7 @@ def environment(base: dict[str, str], redis_url: str) -> dict[str, str]:
     sandbox_port = None if "PLIVO_AUTH_ID" in base else int(base.get("SANDBOX_PORT", "8010"))
     env = local_stack.app_env(base, redis_url, base.get("API_KEYS") or dev_api_key(), sandbox_port,
                               SANDBOX_AUTH_TOKEN)
-    return local_stack.web_env(env, int(base.get("PORT", "8000")))
+    return local_stack.web_env(env, Settings.from_env(base).port)
 
 
 def start_sandbox(env: dict[str, str], started: local_stack.Processes) -> str:
