@@ -59,7 +59,7 @@ def start_sandbox(env: dict[str, str], started: local_stack.Processes) -> str:
 
 
 def banner(env: dict[str, str], sandbox_log: str) -> str:
-    base, key = f"http://127.0.0.1:{env['PORT']}", env["API_KEYS"].split(",")[0]
+    base, key = f"http://127.0.0.1:{env['PORT']}", Settings.from_env(env).api_keys[0]
     sandbox = f" (the sandbox; its log: {sandbox_log})" if sandbox_log else ""
     return f"""
 Answerback is starting at {base}  (dashboard: {base}/ , health: {base}/readyz)
