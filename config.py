@@ -1,55 +1,95 @@
-"""Every setting of Answerback, read once from the environment.
+"""Every setting of Answerback, declared once and read once from the environment.
 
-Both processes (web and worker) build one `Settings` with `Settings.from_env()`;
-each default below is the one that is safe in production.
+A setting is one field of `Settings`, declared with its environment variable, its default (the
+one that is safe in production), the values it accepts and its meaning. Web, workers and
+gunicorn.conf.py each build one `Settings` with `Settings.from_env()`; no other module reads a
+setting from the environment (tests/test_config.py checks). The configuration reference,
+docs/configuration.md, is generated from the declarations: `python3 -m config` writes it.
+
+gunicorn's master reads this module, so it imports nothing of store/ or redis.
 """
 from __future__ import annotations
 
 import os
 import resource
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
-
-if TYPE_CHECKING:   # not imported at run time: gunicorn's master reads this module, and must not import store/ or redis
-    from store.connection import RedisTarget
+from dataclasses import dataclass, field, fields
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
+LOG_LEVELS = ("info", "debug", "warning", "error", "critical")   # gunicorn's names; the first is the default
+TRUE = ("1", "true", "yes", "on")    # a flag is on for these (any letter case), off for anything else
+CALLBACK_HOLD_MAX = 35   # seconds: Plivo waits 40 s for the webhook's answer
+NOTIFY_DELAY_MAX = 7 * 86400
+
+REFERENCE = Path(__file__).resolve().parent / "docs" / "configuration.md"
+REFERENCE_COMMAND = "python3 -m config"
 
 
 class ConfigError(ValueError):
     """A setting in the environment cannot be used."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+# Readers: (variable, its value: stripped, never empty) -> the setting's value, or ConfigError
+# with a message that names the variable. An unset or empty variable is never read: it takes
+# the setting's default.
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _int(name: str, raw: str, low: int = 0, high: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
     if value < low:
         raise ConfigError(f"{name} must be at least {low}")
+    if high is not None and value > high:
+        raise ConfigError(f"{name} must be at most {high}")
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
+def _number(name: str, raw: str) -> float:
     try:
-        return float(raw) if raw else default
+        return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {raw!r}") from None
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    return raw in ("1", "true", "yes", "on")
+def _positive(name: str, raw: str) -> float:
+    value = _number(name, raw)
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than 0")
+    return value
 
 
-def _rate(env: Mapping[str, str], name: str, default: str) -> str:
-    raw = env.get(name, "").strip() or default
+def _hold(name: str, raw: str) -> float:
+    value = _number(name, raw)
+    if not 0 <= value <= CALLBACK_HOLD_MAX:
+        raise ConfigError(f"{name} must be 0 to {CALLBACK_HOLD_MAX} seconds (Plivo waits 40 s for an answer)")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    return raw.lower() in TRUE
+
+
+def _either(words: tuple[str, ...] | list[str]) -> str:
+    """The words joined as in "a, b or c"."""
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else list(words))
+
+
+def _choice(choices: tuple[str, ...], name: str, raw: str) -> str:
+    """One of `choices`, in any letter case."""
+    value = next((c for c in choices if c.lower() == raw.lower()), None)
+    if value is None:
+        raise ConfigError(f"{name} must be {_either(choices)}, not {raw!r}")
+    return value
+
+
+def _rate(name: str, raw: str) -> str:
     count, _, window = raw.partition("/")
     try:
         if int(count) >= 1 and float(window) > 0:
@@ -59,73 +99,369 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     raise ConfigError(f"{name} must be COUNT/SECONDS, like 300/5, not {raw!r}")
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+def _list(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _schedule(env: Mapping[str, str]) -> tuple[float, ...]:
-    raw = env.get("NOTIFY_SCHEDULE", "").strip() or DEFAULT_NOTIFY_SCHEDULE
+def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    found = []
+    for entry in _list(name, raw):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"{name} must be host:port,host:port; not {entry!r}")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
+def _schedule(name: str, raw: str) -> tuple[float, ...]:
     try:
         delays = tuple(float(item) for item in raw.split(","))
     except ValueError:
-        raise ConfigError(f"NOTIFY_SCHEDULE must be comma-separated seconds, not {raw!r}") from None
-    if any(not 0 <= d <= 7 * 86400 for d in delays):
-        raise ConfigError("NOTIFY_SCHEDULE delays must be from 0 to 604800 seconds")
+        raise ConfigError(f"{name} must be comma-separated seconds, not {raw!r}") from None
+    if any(not 0 <= d <= NOTIFY_DELAY_MAX for d in delays):
+        raise ConfigError(f"{name} delays must be from 0 to {NOTIFY_DELAY_MAX} seconds")
     return delays
 
 
-def _notify_settings(hosts: tuple[str, ...], secrets: tuple[str, ...], timeout: float) -> None:
-    """Fail at start-up, not at the first notification: hosts must parse, secrets must be whsec_ keys."""
-    from standardwebhooks import Webhook
+def _api_url(name: str, raw: str) -> str:
+    return raw if raw.endswith("/") else raw + "/"
 
+
+def _base_url(name: str, raw: str) -> str:
+    return raw.rstrip("/")
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    """Checked at start-up, not at the first notification."""
     from notify_hosts import HostPolicy
 
+    hosts = _list(name, raw)
     try:
         HostPolicy.parse(hosts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if timeout <= 0:
-        raise ConfigError("NOTIFY_TIMEOUT must be more than 0")
-    if hosts and not secrets:
-        raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
+    return hosts
+
+
+def _webhook_secrets(name: str, raw: str) -> tuple[str, ...]:
+    """Checked at start-up, not at the first notification: each must be a whsec_ key."""
+    from standardwebhooks import Webhook
+
+    secrets = _list(name, raw)
     for secret in secrets:
         try:
             if not secret.startswith("whsec_"):
                 raise ValueError
             Webhook(secret)
         except Exception:
-            raise ConfigError("WEBHOOK_SECRET must be whsec_ followed by base64 (comma-separate several)") from None
+            raise ConfigError(f"{name} must be whsec_ followed by base64 (comma-separate several)") from None
+    return secrets
 
 
-def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
-    found = []
-    for entry in env.get("REDIS_SENTINELS", "").split(","):
-        if not entry.strip():
-            continue
-        host, _, port = entry.strip().rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port; not {entry.strip()!r}")
-        found.append((host.strip("[]"), int(port)))
-    return tuple(found)
+@dataclass(frozen=True)
+class Section:
+    """A group of settings in docs/configuration.md."""
+    title: str
+    about: str
 
 
-def _hold(env: Mapping[str, str]) -> float:
-    value = _float(env, "CALLBACK_HOLD", 30.0)
-    if not 0 <= value <= 35:
-        raise ConfigError("CALLBACK_HOLD must be 0 to 35 seconds (Plivo waits 40 s for an answer)")
-    return value
+@dataclass(frozen=True)
+class Declaration:
+    """How one setting is read from the environment and described in docs/configuration.md."""
+    variable: str
+    section: Section
+    meaning: str
+    accepts: str                      # the values it takes, as the reference says them
+    read: Callable[[str, str], Any]
+    shown_default: str = ""           # the default as the reference says it, when not the field's own
 
 
-def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
-    """One of `choices` (the first is the default), in any letter case."""
-    raw = env.get(name, "").strip()
-    value = next((c for c in choices if c.lower() == raw.lower()), None) if raw else choices[0]
-    if value is None:
-        raise ConfigError(f"{name} must be {' or '.join(choices)}, not {raw!r}")
-    return value
+def setting(section: Section, variable: str, default: Any, meaning: str, *, read: Callable[[str, str], Any] = _text,
+            accepts: str = "text", shown_default: str = "", secret: bool = False) -> Any:
+    """A field of `Settings` set by the environment variable `variable`. A secret stays out of
+    the settings' repr (and so out of logs and tracebacks)."""
+    declaration = Declaration(variable, section, meaning, accepts, read, shown_default)
+    return field(default=default, repr=not secret, metadata={"declaration": declaration})
 
 
-DEFAULT_NOTIFY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
+def integer(section: Section, variable: str, default: int, meaning: str, *, low: int = 0,
+            high: int | None = None) -> Any:
+    accepts = f"integer ≥ {low}" if high is None else f"integer, {low} to {high}"
+    return setting(section, variable, default, meaning, read=partial(_int, low=low, high=high), accepts=accepts)
+
+
+def flag(section: Section, variable: str, meaning: str) -> Any:
+    """Off unless set to one of TRUE."""
+    return setting(section, variable, False, meaning, read=_flag, accepts="`true` or `false`")
+
+
+def choice(section: Section, variable: str, choices: tuple[str, ...], meaning: str) -> Any:
+    """One of `choices` in any letter case; the first is the default."""
+    return setting(section, variable, choices[0], meaning, read=partial(_choice, choices),
+                   accepts=_either([f"`{c}`" for c in choices]))
+
+
+REDIS = Section("Redis", "Where the one Redis that web, workers and RQ share is, and how many replicas "
+                "must have a write before it counts.")
+UPSTREAM = Section("Upstream", "The Plivo API (or one that answers like it) that workers send requests to, and "
+                   "how fast they may send. Proxies come from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and "
+                   "`NO_PROXY`, as Python reads them.")
+REQUESTS = Section("Requests API", "Who may submit requests on `/v1/*`, what a submission may ask for, and how "
+                   "long its record is kept.")
+CALLBACKS = Section("Callbacks (the webhook)", "Where the upstream sends its callbacks, which signatures web "
+                    "accepts on them, and what web does with a callback while Redis is away.")
+WORKERS = Section("Workers", "How worker processes drain the outbox: how much they keep in flight, how many "
+                  "drain jobs run, and when a silent one counts as dead. `manage.py run` starts `WORKERS` "
+                  "worker processes (2 unless set); in production, scale the Procfile's `worker`.")
+NOTIFICATIONS = Section("Notifications", "Signed notifications to the `notify_url` a submission names; they are "
+                        "off unless `NOTIFY_HOSTS` is set.")
+WEB = Section("Web server", "gunicorn (gevent workers) serving the API, the webhook and the dashboard; "
+              "gunicorn.conf.py takes these from `Settings` too.")
+LOGGING = Section("Logging", "What web and workers write to stderr (and web's access log, where `ACCESS_LOG` says).")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = setting(
+        REDIS, "REDIS_URL", "redis://127.0.0.1:6379/0",
+        "The Redis that holds everything (`redis://`, `rediss://` for TLS, `unix://`). With `REDIS_SENTINELS` "
+        "only its database number, user, password and scheme count. `manage.py run` starts a Redis of its own "
+        "when this is unset.", accepts="URL")
+    redis_sentinels: tuple[tuple[str, int], ...] = setting(
+        REDIS, "REDIS_SENTINELS", (),
+        "Redis Sentinels that name the primary: web, workers and RQ ask them for it and follow a failover "
+        "by themselves. Empty: `REDIS_URL` names the Redis itself.",
+        read=_sentinels, accepts="`host:port`, comma-separated")
+    redis_sentinel_master: str = setting(
+        REDIS, "REDIS_SENTINEL_MASTER", "mymaster", "The primary's name at the Sentinels.")
+    redis_tls_ca_file: str = setting(
+        REDIS, "REDIS_TLS_CA_FILE", "",
+        "With `rediss://`: a CA certificate file to trust, e.g. a provider's own CA for its self-signed "
+        "certificates (the hostname is still checked). Empty: the system's CAs.", accepts="file path")
+    redis_tls_insecure: bool = flag(
+        REDIS, "REDIS_TLS_INSECURE",
+        "With `rediss://`: accept any certificate (encrypted, but open to a man in the middle). An explicit "
+        "opt-in for providers that give no CA file.")
+    redis_min_replicas: int = integer(
+        REDIS, "REDIS_MIN_REPLICAS", 0,
+        "Replicas that must confirm a write (Redis `WAIT`) before a callback is answered 200, a submission "
+        "202, and before a worker sends a request.")
+
+    plivo_auth_id: str = setting(
+        UPSTREAM, "PLIVO_AUTH_ID", "", "The upstream account's id. `manage.py run` uses the sandbox's when unset.")
+    plivo_auth_token: str = setting(
+        UPSTREAM, "PLIVO_AUTH_TOKEN", "",
+        "The upstream account's token; it also verifies callback signatures. Empty: callbacks are accepted "
+        "unsigned and a warning is logged (for local use only).", secret=True)
+    plivo_api_url: str = setting(
+        UPSTREAM, "PLIVO_API_URL", "https://api.plivo.com/v1/",
+        "The upstream's base URL, ending in `/v1/` (a missing final `/` is added). `manage.py run` points it "
+        "at the sandbox when no credentials are set.", read=_api_url, accepts="URL")
+    plivo_timeout: float = setting(
+        UPSTREAM, "PLIVO_TIMEOUT", 10.0,
+        "Seconds an upstream send may take: connecting (TCP, proxy, TLS) within it, and the whole exchange, "
+        "answer included, within it too.", read=_number, accepts="seconds")
+    max_attempts: int = integer(
+        UPSTREAM, "MAX_ATTEMPTS", 5, "Sends per request (on connection errors, 429 and 5xx) before it fails.", low=1)
+    rate_limit_calls: str = setting(
+        UPSTREAM, "RATE_LIMIT_CALLS", "2/1", "The upstream's rate limit per account on call creation (`POST Call/`).",
+        read=_rate, accepts="`COUNT/SECONDS`")
+    rate_limit_api: str = setting(
+        UPSTREAM, "RATE_LIMIT_API", "300/5", "The upstream's rate limit per account on every other API.",
+        read=_rate, accepts="`COUNT/SECONDS`")
+
+    api_keys: tuple[str, ...] = setting(
+        REQUESTS, "API_KEYS", (),
+        "Bearer keys accepted on `/v1/*`. Each is a tenant of its own, or `name:key` names its tenant, so that "
+        "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests). `manage.py run` "
+        "makes one when unset.", read=_list, accepts="keys, comma-separated", secret=True)
+    callback_method: str = choice(
+        REQUESTS, "CALLBACK_METHOD", CALLBACK_METHODS,
+        "The callback method asked of the upstream when a submission names none.")
+    callback_timeout: int = integer(
+        REQUESTS, "CALLBACK_TIMEOUT", 3600,
+        "Seconds a pending request waits for its callback before it is expired, when a submission does not say.",
+        low=1)
+    max_callback_timeout: int = integer(
+        REQUESTS, "MAX_CALLBACK_TIMEOUT", 86400, "The largest `callback_timeout` a submission may ask for.", low=1)
+    result_ttl: int = integer(
+        REQUESTS, "RESULT_TTL", 604800, "Seconds a finished request (and its deliveries) is kept.", low=1)
+    max_body_bytes: int = integer(
+        REQUESTS, "MAX_BODY_BYTES", 64 * 1024, "The largest request body web accepts, in bytes.", low=1024)
+
+    public_url: str = setting(
+        CALLBACKS, "PUBLIC_URL", "http://127.0.0.1:8000",
+        "The externally reachable base URL of web: callback URLs and signature checks use it.",
+        read=_base_url, accepts="URL", shown_default="`http://127.0.0.1:$PORT`")
+    plivo_main_auth_token: str = setting(
+        CALLBACKS, "PLIVO_MAIN_AUTH_TOKEN", "",
+        "The main account's token, for `X-Plivo-Signature-Ma-V3` when `PLIVO_AUTH_ID` is a sub-account. "
+        "Empty: `PLIVO_AUTH_TOKEN`.", secret=True)
+    accept_v2_signatures: bool = flag(
+        CALLBACKS, "ACCEPT_V2_SIGNATURES", "Accept the deprecated V2 signature too.")
+    replay_window: int = integer(
+        CALLBACKS, "REPLAY_WINDOW", 3600,
+        "Seconds a signed delivery's nonce is remembered; a replay within it changes nothing.", low=1)
+    orphan_ttl: int = integer(
+        CALLBACKS, "ORPHAN_TTL", 86400, "Seconds an unmatched (early) callback is kept waiting for its `api_id`.",
+        low=1)
+    callback_hold: float = setting(
+        CALLBACKS, "CALLBACK_HOLD", 30.0,
+        "Seconds the webhook keeps trying to store a callback while Redis is unreachable or failing over, "
+        "before it spools the callback or answers 503; below the 40 s Plivo waits for an answer.",
+        read=_hold, accepts=f"seconds, 0 to {CALLBACK_HOLD_MAX}")
+    spool_dir: str = setting(
+        CALLBACKS, "SPOOL_DIR", "",
+        "A local directory for callbacks Redis could not take within `CALLBACK_HOLD`, shared by all web "
+        "processes of a machine; it must survive a restart (a volume, not tmpfs). Empty: no spool, and 503 "
+        "after the hold.", accepts="directory")
+
+    send_concurrency: int = integer(
+        WORKERS, "SEND_CONCURRENCY", 32, "Requests one worker process keeps in flight to the upstream at once.", low=1)
+    calls_in_flight: int = integer(
+        WORKERS, "CALLS_IN_FLIGHT", 2,
+        "Call creations one drain job holds at once (each waits for its rate-limit turn), so that a backlog "
+        "of calls never takes the threads other APIs need.", low=1)
+    max_drainers: int = integer(
+        WORKERS, "MAX_DRAINERS", 4, "Drain jobs that may run at once across all workers.", low=1)
+    drain_seconds: int = integer(
+        WORKERS, "DRAIN_SECONDS", 30, "Seconds one drain job runs before it hands over to a fresh one.", low=1)
+    lease_seconds: int = integer(
+        WORKERS, "LEASE_SECONDS", 60,
+        "Seconds a claimed request stays with its drain job without a heartbeat; after that the sweep takes "
+        "it back. A backstop: a dead drain job's requests come back after `DRAINER_STALE_SECONDS`.", low=2)
+    drainer_stale_seconds: int = integer(
+        WORKERS, "DRAINER_STALE_SECONDS", 15,
+        "Seconds without a heartbeat after which a drain job counts as dead: the next sweep takes its "
+        "requests back and starts another drain job.", low=2)
+    sweep_interval: int = integer(
+        WORKERS, "SWEEP_INTERVAL", 1, "Seconds between sweeps (expiry, recovery, purge).", low=1)
+    queue_name: str = setting(
+        WORKERS, "QUEUE_NAME", "answerback", "The RQ queue web and the sweep enqueue drain jobs on, and workers "
+        "listen on.")
+
+    notify_hosts: tuple[str, ...] = setting(
+        NOTIFICATIONS, "NOTIFY_HOSTS", (),
+        "Hosts a submission's `notify_url` may point at: `host`, `host:port`, `*.example.com`, an IP address "
+        "or a network. Empty: notifications are off.", read=_hosts, accepts="hosts, comma-separated")
+    webhook_secrets: tuple[str, ...] = setting(
+        NOTIFICATIONS, "WEBHOOK_SECRET", (),
+        "The `whsec_` secrets that sign notifications (Standard Webhooks); every one signs each, so that a "
+        "secret can be rotated (add the new one, move receivers to it, remove the old). Required with "
+        "`NOTIFY_HOSTS`.", read=_webhook_secrets, accepts="`whsec_` + Base64, comma-separated", secret=True)
+    notify_schedule: tuple[float, ...] = setting(
+        NOTIFICATIONS, "NOTIFY_SCHEDULE", (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
+        "Seconds between notification attempts; after the last one the notification is failed.",
+        read=_schedule, accepts=f"seconds, comma-separated, each 0 to {NOTIFY_DELAY_MAX}")
+    notify_timeout: float = setting(
+        NOTIFICATIONS, "NOTIFY_TIMEOUT", 10.0,
+        "Seconds one notification attempt may take to connect, send and get its answer.",
+        read=_positive, accepts="seconds, more than 0")
+    notify_concurrency: int = integer(
+        NOTIFICATIONS, "NOTIFY_CONCURRENCY", 32, "Notifications one worker process sends at once.", low=1)
+    notify_host_concurrency: int = integer(
+        NOTIFICATIONS, "NOTIFY_HOST_CONCURRENCY", 8,
+        "Notifications one worker process sends at once to one host, so that a slow or dead endpoint holds "
+        "only its own.", low=1)
+
+    port: int = integer(WEB, "PORT", 8000, "The port web listens on, on every interface.", low=1, high=65535)
+    web_concurrency: int = integer(WEB, "WEB_CONCURRENCY", 2, "gunicorn processes of web.", low=1)
+    web_keepalive: int = integer(
+        WEB, "WEB_KEEPALIVE", 120,
+        "Seconds web keeps an idle keep-alive connection open. Keep it above the idle expiry of every client "
+        "and proxy in front of web, so that they, not web, close it: at equal values a callback sent on a "
+        "connection just as web closes it is lost, and Plivo does not send it again.", low=1)
+    max_waiters: int = integer(
+        WEB, "MAX_WAITERS", 10000,
+        "Clients one web process holds waiting on `?wait` at once; past it a wait answers at once, with "
+        "`X-Wait-Capped`. Each costs a socket (a file descriptor) and a greenlet.")
+
+    log_level: str = choice(LOGGING, "LOG_LEVEL", LOG_LEVELS, "The log level of web (gunicorn) and workers.")
+    log_format: str = choice(
+        LOGGING, "LOG_FORMAT", ("text", "json"),
+        "How lines are written. With `json` every line of web (gunicorn's error and access lines included) "
+        "and of workers (RQ's included) is one JSON object with `time`, `level`, `logger`, `message`, and "
+        "`request_id` / `api_id` on the lines about one request, for a log pipeline.")
+    access_log: str = setting(
+        LOGGING, "ACCESS_LOG", "",
+        "Where web logs each request it answers (request line and status, never headers or user names): `-` "
+        "for stdout, or a file. Empty: no access log.", accepts="`-` or a file path")
+
+    @property
+    def verify_signatures(self) -> bool:
+        return bool(self.plivo_auth_token)
+
+    @property
+    def callback_url(self) -> str:
+        return self.public_url.rstrip("/") + "/callbacks/plivo"
+
+    @property
+    def notify_lease_ms(self) -> int:
+        """A claimed notification is due again after this: longer than one attempt can take."""
+        return int((3 * self.notify_timeout + 5) * 1000)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings `env` (the process's environment unless given) sets; an unset or empty
+        variable takes its default. Raises ConfigError naming the first variable that cannot be used."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, declaration in declarations().items():
+            raw = env.get(declaration.variable, "").strip()
+            if raw:
+                values[name] = declaration.read(declaration.variable, raw)
+        values.setdefault("public_url", f"http://127.0.0.1:{values.get('port', cls.port)}")
+        if values.get("notify_hosts") and not values.get("webhook_secrets"):
+            raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
+        return cls(**values)
+
+
+def declarations() -> dict[str, Declaration]:
+    """Every setting's declaration, by its field name, in the order of `Settings`."""
+    return {f.name: f.metadata["declaration"] for f in fields(Settings)}
+
+
+def _shown(value: Any) -> str:
+    """A default as the reference writes it."""
+    def plain(item: Any) -> str:
+        if isinstance(item, float) and item.is_integer():
+            return str(int(item))
+        return str(item)
+
+    if value in ("", ()):
+        return "empty"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, tuple):
+        return "`" + ",".join(plain(item) for item in value) + "`"
+    return f"`{plain(value)}`"
+
+
+def reference() -> str:
+    """docs/configuration.md: every setting, grouped by section, as the declarations say it."""
+    sections: dict[Section, list[tuple[str, Declaration]]] = {}
+    for name, declaration in declarations().items():
+        sections.setdefault(declaration.section, []).append((name, declaration))
+    lines = [
+        "# Configuration",
+        "",
+        f"Generated from the declarations in `config.py` by `{REFERENCE_COMMAND}`: change a setting there,",
+        "then run that command; tests/test_config.py fails while this page differs from what it writes.",
+        "",
+        "Web and workers read every setting from the environment when they start. An unset or empty",
+        "variable takes its default; a value that cannot be used stops the process at start, with a message",
+        "that names the variable. A flag is on for `1`, `true`, `yes` or `on` in any letter case, and off for",
+        "anything else. `manage.py run` reads a `.env` file over the environment, and three variables of its",
+        "own: `WORKERS`, `REDIS_PORT` and `SANDBOX_PORT` (local/run.py).",
+    ]
+    for section, members in sections.items():
+        lines += ["", f"## {section.title}", "", section.about, "",
+                  "| variable | default | values | meaning |", "|---|---|---|---|"]
+        for name, d in members:
+            default = d.shown_default or _shown(getattr(Settings, name))
+            lines.append(f"| `{d.variable}` | {default} | {d.accepts} | {d.meaning} |")
+    return "\n".join(lines) + "\n"
+
 
 # Client connections one web process keeps for callbacks and other requests beside its waiters.
 OTHER_CONNECTIONS = 1000
@@ -154,173 +490,7 @@ def raise_fd_limit() -> int:
     return soft
 
 
-@dataclass(frozen=True)
-class Settings:
-    # The Redis that holds everything (redis://, rediss://, unix://). With Sentinels only
-    # its database number, credentials and scheme (rediss: TLS) count.
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    # Redis Sentinels (host, port) that name the primary, and the primary's name there.
-    redis_sentinels: tuple[tuple[str, int], ...] = ()
-    redis_sentinel_master: str = "mymaster"
-    # TLS (rediss://): a CA file to trust (e.g. a provider's self-signed CA), or, as an
-    # explicit opt-in, no certificate check at all (encrypted, but open to a man in the middle).
-    redis_tls_ca_file: str = ""
-    redis_tls_insecure: bool = False
-    # Replicas that must confirm a callback (Redis WAIT) before it is acknowledged.
-    redis_min_replicas: int = 0
-    # Seconds the webhook keeps trying to store a callback while Redis is away
-    # (below Plivo's 40 s read timeout), before spooling it or answering 503.
-    callback_hold: float = 30.0
-    # Directory of the durable local spool for callbacks Redis could not take in time ("": none).
-    spool_dir: str = ""
-    # Upstream credentials; the token also verifies callback signatures.
-    # Empty token: callbacks are accepted unsigned (local use only; a warning is logged).
-    plivo_auth_id: str = ""
-    plivo_auth_token: str = field(default="", repr=False)
-    # Upstream base URL, ending in /v1/.
-    plivo_api_url: str = "https://api.plivo.com/v1/"
-    # Seconds for upstream connect and read.
-    plivo_timeout: float = 10.0
-    # Externally reachable base URL of web; callback URLs and signatures use it.
-    public_url: str = "http://127.0.0.1:8000"
-    # Accepted bearer keys on /v1/*; each is its own tenant.
-    api_keys: tuple[str, ...] = field(default=(), repr=False)
-    # Callback method asked of the upstream when a submission names none.
-    callback_method: str = "POST"
-    # Seconds a pending request waits for its callback before it is expired.
-    callback_timeout: int = 3600
-    # Largest callback_timeout a submission may ask for.
-    max_callback_timeout: int = 86400
-    # Seconds a finished request (and its deliveries) is kept.
-    result_ttl: int = 604800
-    # Seconds an unmatched (early) callback is kept waiting for its api_id.
-    orphan_ttl: int = 86400
-    # Largest request body accepted by web, in bytes.
-    max_body_bytes: int = 64 * 1024
-    # Attempts per request before it fails (connection errors, 429, 5xx).
-    max_attempts: int = 5
-    # Upstream rate limits, COUNT/SECONDS, per account: call creation (POST Call/) and the rest.
-    rate_limit_calls: str = "2/1"
-    rate_limit_api: str = "300/5"
-    # Call creations one drain job holds at once (each waits for its rate-limit turn),
-    # so that a backlog of calls never takes the threads other APIs need.
-    calls_in_flight: int = 2
-    # Requests one worker process keeps in flight to the upstream at once.
-    send_concurrency: int = 32
-    # Seconds a claimed request stays leased to its drain job without a heartbeat;
-    # after that the sweep takes it back (see README, "Sending").
-    lease_seconds: int = 60
-    # Seconds without a heartbeat after which a drain job counts as dead.
-    drainer_stale_seconds: int = 15
-    # Drain jobs that may run at once across all workers.
-    max_drainers: int = 4
-    # Seconds one drain job runs before it hands over to a fresh one.
-    drain_seconds: int = 30
-    # Clients one web process holds waiting on ?wait at once; past it a wait answers at
-    # once with X-Wait-Capped. Each costs one socket (file descriptor) and a greenlet.
-    max_waiters: int = 10000
-    # Seconds web keeps an idle keep-alive connection (gunicorn.conf.py): longer than the
-    # senders' own pools keep theirs, so that they, not web, close it (see WebWorker there).
-    web_keepalive: int = 120
-    # Token of the main account, for X-Plivo-Signature-Ma-V3 when PLIVO_AUTH_ID is a
-    # sub-account (empty: PLIVO_AUTH_TOKEN).
-    plivo_main_auth_token: str = field(default="", repr=False)
-    # Seconds a signed delivery's nonce is remembered; a replay within it changes nothing.
-    replay_window: int = 3600
-    # Accept the deprecated V2 signature too.
-    accept_v2_signatures: bool = False
-    # Seconds between expiry sweeps.
-    sweep_interval: int = 1
-    # RQ queue the worker listens on.
-    queue_name: str = "answerback"
-    # Log lines of web and workers: "text", or "json" (one JSON object a line, for log pipelines).
-    log_format: str = "text"
-    # Hosts a submission's notify_url may point at (host, host:port, *.example.com, an IP
-    # address or network); empty: notifications are off. See notify_hosts.py.
-    notify_hosts: tuple[str, ...] = ()
-    # whsec_ secrets that sign notifications (Standard Webhooks); every one signs each.
-    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
-    # Seconds between notification attempts; after the last one the notification is failed.
-    notify_schedule: tuple[float, ...] = tuple(float(d) for d in DEFAULT_NOTIFY_SCHEDULE.split(","))
-    # Seconds one notification attempt may take to connect, send and get its answer.
-    notify_timeout: float = 10.0
-    # Notifications one worker process sends at once, and at most to one host (so a slow
-    # or dead endpoint holds only its own notifications).
-    notify_concurrency: int = 32
-    notify_host_concurrency: int = 8
-
-    @property
-    def redis(self) -> RedisTarget:
-        from store.connection import RedisTarget
-        return RedisTarget(self.redis_url, self.redis_sentinels, self.redis_sentinel_master,
-                           self.redis_tls_ca_file, self.redis_tls_insecure)
-
-    @property
-    def verify_signatures(self) -> bool:
-        return bool(self.plivo_auth_token)
-
-    @property
-    def callback_url(self) -> str:
-        return self.public_url.rstrip("/") + "/callbacks/plivo"
-
-    @property
-    def notify_lease_ms(self) -> int:
-        """A claimed notification is due again after this: longer than one attempt can take."""
-        return int((3 * self.notify_timeout + 5) * 1000)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        settings = cls._read(env)
-        _notify_settings(settings.notify_hosts, settings.webhook_secrets, settings.notify_timeout)
-        return settings
-
-    @classmethod
-    def _read(cls, env: Mapping[str, str]) -> "Settings":
-        port = env.get("PORT", "8000")
-        api_url = env.get("PLIVO_API_URL", cls.plivo_api_url)
-        return cls(
-            redis_url=env.get("REDIS_URL", cls.redis_url),
-            redis_sentinels=_sentinels(env),
-            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip() or "mymaster",
-            redis_tls_ca_file=env.get("REDIS_TLS_CA_FILE", ""),
-            redis_tls_insecure=_bool(env, "REDIS_TLS_INSECURE", False),
-            redis_min_replicas=_int(env, "REDIS_MIN_REPLICAS", 0),
-            callback_hold=_hold(env),
-            spool_dir=env.get("SPOOL_DIR", "").strip(),
-            plivo_auth_id=env.get("PLIVO_AUTH_ID", ""),
-            plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
-            plivo_api_url=api_url if api_url.endswith("/") else api_url + "/",
-            plivo_timeout=_float(env, "PLIVO_TIMEOUT", 10.0),
-            public_url=env.get("PUBLIC_URL", f"http://127.0.0.1:{port}").rstrip("/"),
-            api_keys=tuple(k.strip() for k in env.get("API_KEYS", "").split(",") if k.strip()),
-            callback_method=_choice(env, "CALLBACK_METHOD", CALLBACK_METHODS),
-            callback_timeout=_int(env, "CALLBACK_TIMEOUT", 3600, low=1),
-            max_callback_timeout=_int(env, "MAX_CALLBACK_TIMEOUT", 86400, low=1),
-            result_ttl=_int(env, "RESULT_TTL", 604800, low=1),
-            orphan_ttl=_int(env, "ORPHAN_TTL", 86400, low=1),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 64 * 1024, low=1024),
-            max_attempts=_int(env, "MAX_ATTEMPTS", 5, low=1),
-            rate_limit_calls=_rate(env, "RATE_LIMIT_CALLS", "2/1"),
-            rate_limit_api=_rate(env, "RATE_LIMIT_API", "300/5"),
-            calls_in_flight=_int(env, "CALLS_IN_FLIGHT", 2, low=1),
-            send_concurrency=_int(env, "SEND_CONCURRENCY", 32, low=1),
-            lease_seconds=_int(env, "LEASE_SECONDS", 60, low=2),
-            drainer_stale_seconds=_int(env, "DRAINER_STALE_SECONDS", 15, low=2),
-            max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
-            drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
-            max_waiters=_int(env, "MAX_WAITERS", 10000),
-            web_keepalive=_int(env, "WEB_KEEPALIVE", 120, low=1),
-            plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", ""),
-            replay_window=_int(env, "REPLAY_WINDOW", 3600, low=1),
-            accept_v2_signatures=_bool(env, "ACCEPT_V2_SIGNATURES", False),
-            sweep_interval=_int(env, "SWEEP_INTERVAL", 1, low=1),
-            queue_name=env.get("QUEUE_NAME", "answerback"),
-            log_format=_choice(env, "LOG_FORMAT", ("text", "json")),
-            notify_hosts=_list(env, "NOTIFY_HOSTS"),
-            webhook_secrets=_list(env, "WEBHOOK_SECRET"),
-            notify_schedule=_schedule(env),
-            notify_timeout=_float(env, "NOTIFY_TIMEOUT", 10.0),
-            notify_concurrency=_int(env, "NOTIFY_CONCURRENCY", 32, low=1),
-            notify_host_concurrency=_int(env, "NOTIFY_HOST_CONCURRENCY", 8, low=1),
-        )
+if __name__ == "__main__":
+    REFERENCE.parent.mkdir(exist_ok=True)
+    REFERENCE.write_text(reference())
+    print(f"wrote {REFERENCE}")

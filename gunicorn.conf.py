@@ -13,9 +13,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
 
 _settings = Settings.from_env()
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+bind = f"0.0.0.0:{_settings.port}"
 worker_class = "receiver.web_worker.WebWorker"   # gevent, answering waiters at once on SIGTERM
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _settings.web_concurrency
 worker_connections = web_capacity(_settings.max_waiters, raise_fd_limit())[0]
 timeout = 90            # the hub must not be blocked this long
 graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
@@ -26,8 +26,8 @@ graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in 
 keepalive = _settings.web_keepalive
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
-accesslog = os.environ.get("ACCESS_LOG") or None   # "-" for stdout
+loglevel = _settings.log_level
+accesslog = _settings.access_log or None   # "-" for stdout
 # No %(u)s: a key sent as a Basic user name must not reach the log; no headers either.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line one JSON object

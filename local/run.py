@@ -16,6 +16,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from config import Settings
 from local import stack as local_stack
 from local.redis_server import RedisServer
 from sandbox.options import DEFAULT_AUTH_TOKEN as SANDBOX_AUTH_TOKEN
@@ -44,7 +45,7 @@ def environment(base: dict[str, str], redis_url: str) -> dict[str, str]:
     sandbox_port = None if "PLIVO_AUTH_ID" in base else int(base.get("SANDBOX_PORT", "8010"))
     env = local_stack.app_env(base, redis_url, base.get("API_KEYS") or dev_api_key(), sandbox_port,
                               SANDBOX_AUTH_TOKEN)
-    return local_stack.web_env(env, int(base.get("PORT", "8000")))
+    return local_stack.web_env(env, Settings.from_env(base).port)
 
 
 def start_sandbox(env: dict[str, str], started: local_stack.Processes) -> str:
@@ -58,7 +59,7 @@ def start_sandbox(env: dict[str, str], started: local_stack.Processes) -> str:
 
 
 def banner(env: dict[str, str], sandbox_log: str) -> str:
-    base, key = f"http://127.0.0.1:{env['PORT']}", env["API_KEYS"].split(",")[0]
+    base, key = f"http://127.0.0.1:{env['PORT']}", Settings.from_env(env).api_keys[0]
     sandbox = f" (the sandbox; its log: {sandbox_log})" if sandbox_log else ""
     return f"""
 Answerback is starting at {base}  (dashboard: {base}/ , health: {base}/readyz)

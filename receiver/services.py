@@ -18,7 +18,7 @@ from notify_hosts import HostPolicy
 from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
 from store.deliveries import Deliveries
-from store.connection import connect, connect_rq
+from store.connection import connect, connect_rq, redis_target
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
@@ -55,9 +55,10 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
-        redis = connect(settings.redis, max_connections=REDIS_CONNECTIONS)
+        target = redis_target(settings)
+        redis = connect(target, max_connections=REDIS_CONNECTIONS)
         # Callbacks budget their own retries in time (CALLBACK_HOLD): no hidden retries, short timeouts.
-        callback_redis = connect(settings.redis, socket_timeout=2, retries=0, max_connections=REDIS_CONNECTIONS)
+        callback_redis = connect(target, socket_timeout=2, retries=0, max_connections=REDIS_CONNECTIONS)
         stale_ms = settings.drainer_stale_seconds * 1000
         return cls(
             settings=settings,
@@ -65,12 +66,12 @@ class Services:
             requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
             deliveries=Deliveries(callback_redis, settings.result_ttl, settings.orphan_ttl,
                                   settings.replay_window, settings.redis_min_replicas),
-            listener=DoneListener(connect(settings.redis)),
-            queue=Queue(settings.queue_name, connection=connect_rq(settings.redis)),
+            listener=DoneListener(connect(target)),
+            queue=Queue(settings.queue_name, connection=connect_rq(target)),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
             wait_slots=threading.BoundedSemaphore(wait_cap(settings)),
-            waiter_requests=Requests(connect(settings.redis, max_connections=WAITER_REDIS_CONNECTIONS,
+            waiter_requests=Requests(connect(target, max_connections=WAITER_REDIS_CONNECTIONS,
                                              queue_timeout=WAITER_QUEUE_S),
                                      settings.result_ttl, stale_ms),
             spool=Spool(settings.spool_dir) if settings.spool_dir else None,

@@ -19,6 +19,8 @@ from redis.sentinel import Sentinel
 from store.redis_internals import (Parser, PrimaryConnection, PrimarySSLConnection, SentinelPrimaryConnection,
                                    SentinelPrimarySSLConnection, WriteRefused, refusal)
 
+from config import Settings
+
 T = TypeVar("T")
 
 # What a failover, a restart or a pause of Redis looks like to a client: worth another try.
@@ -52,6 +54,12 @@ class RedisTarget:
         if self.tls_insecure:
             options.update(ssl_cert_reqs="none", ssl_check_hostname=False)
         return options
+
+
+def redis_target(settings: Settings) -> RedisTarget:
+    """Where the settings say Redis is."""
+    return RedisTarget(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
+                       settings.redis_tls_ca_file, settings.redis_tls_insecure)
 
 
 def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_timeout: float = 5,

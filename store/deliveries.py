@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from config import Settings
 from store import keys
 from store.connection import now_ms
 from store.scripts import Scripts
@@ -18,7 +19,7 @@ SPOOLED = "spooled"   # the webhook's answer for a delivery kept in the local sp
 class Deliveries:
     """Callback deliveries, matched to their request in one atomic step."""
 
-    def __init__(self, redis: Redis, result_ttl: int, orphan_ttl: int, replay_window_s: int = 3600,
+    def __init__(self, redis: Redis, result_ttl: int, orphan_ttl: int, replay_window_s: int = Settings.replay_window,
                  min_replicas: int = 0) -> None:
         self.redis = redis
         self.min_replicas = min_replicas

@@ -38,7 +38,7 @@ class DueNotification:
 
 
 class Notifications:
-    def __init__(self, redis: Redis, lease_ms: int = 35_000) -> None:
+    def __init__(self, redis: Redis, lease_ms: int) -> None:
         self.redis = redis
         self.lease_ms = lease_ms
         self.scripts = Scripts(redis)

@@ -7,11 +7,12 @@ from typing import Any
 
 from redis import Redis
 
+from config import Settings
 from store.connection import now_ms
 from store.records import DRAINER_STALE_MS, new_id
 from store.scripts import Scripts
 
-LEASE_MS = 60_000
+LEASE_MS = Settings.lease_seconds * 1000   # the setting's default, for callers that give none
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from redis import Redis
 
+from config import Settings
 from store import keys
 from store.connection import now_ms
 from store.rate_limits import api_class
@@ -18,7 +19,7 @@ from store.scripts import Scripts
 
 STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
 FINAL = frozenset({"completed", "failed", "expired"})
-DRAINER_STALE_MS = 15_000
+DRAINER_STALE_MS = Settings.drainer_stale_seconds * 1000   # the setting's default, for callers that give none
 
 
 def new_id() -> str:

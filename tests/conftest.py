@@ -20,6 +20,7 @@ from local import stack as local_stack
 from local.processes import Service, wait_for
 from local.redis_server import RedisServer, free_port
 from store import connect, keys, metrics
+from store.connection import redis_target
 
 AUTH_ID = local_stack.SANDBOX_AUTH_ID
 AUTH_TOKEN = "sandbox-test-token"
@@ -286,7 +287,7 @@ class Stack:
         self.env, self.workdir, self.db = env, workdir, db
         self.web: Web | None = None
         self.workers: list[Service] = []
-        self.redis = connect(Settings.from_env(env).redis)
+        self.redis = connect(redis_target(Settings.from_env(env)))
 
     def start_web(self) -> Web:
         self.web = start_web(self.env, self.workdir, f"web-db{self.db}")

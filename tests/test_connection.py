@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError
 
 from config import ConfigError, Settings
-from store.connection import connect
+from store.connection import connect, redis_target
 from tests.tls_terminator import tls_in_front_of
 
 
@@ -21,7 +21,7 @@ def self_signed(tmp_path_factory, redis_server) -> Iterator[tuple[str, str]]:
 
 
 def client_for(env: dict[str, str]):
-    return connect(Settings.from_env(env).redis)
+    return connect(redis_target(Settings.from_env(env)))
 
 
 def test_tls_with_the_providers_ca_file(self_signed):
@@ -47,7 +47,8 @@ def test_unusable_high_availability_settings_are_refused_at_start(env):
 
 def test_sentinels_are_read_as_host_port_pairs():
     settings = Settings.from_env({"REDIS_SENTINELS": "s1:26379, s2:26380", "REDIS_URL": "redis://:pw@x/3"})
-    assert settings.redis.sentinels == (("s1", 26379), ("s2", 26380)) and settings.redis.master == "mymaster"
+    target = redis_target(settings)
+    assert target.sentinels == (("s1", 26379), ("s2", 26380)) and target.master == "mymaster"
 
 
 def test_a_demoted_primary_is_left_so_the_next_attempt_connects_afresh(workdir):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from redis.exceptions import RedisError
@@ -29,7 +28,7 @@ class SendWorker(SimpleWorker):
 
 def main() -> None:
     ctx = context()
-    level = os.environ.get("LOG_LEVEL", "info").upper()
+    level = ctx.settings.log_level.upper()
     logs.configure(ctx.settings.log_format, level)   # before RQ's loggers: see logs.configure
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:

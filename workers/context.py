@@ -12,7 +12,7 @@ from rq import Queue
 
 from config import Settings
 from store import keys
-from store.connection import connect, connect_rq
+from store.connection import connect, connect_rq, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.rate_limits import Limit, RateLimiter
@@ -40,11 +40,11 @@ class WorkerContext:
 
     @cached_property
     def redis(self) -> Redis:
-        return connect(self.settings.redis)
+        return connect(redis_target(self.settings))
 
     @cached_property
     def rq_redis(self) -> Redis:
-        return connect_rq(self.settings.redis)
+        return connect_rq(redis_target(self.settings))
 
     @cached_property
     def queue(self) -> Queue:
