@@ -25,7 +25,7 @@ NOTIFY_DUE = PREFIX + "notify:due"    # zset request id -> when its notification
 
 
 def request(rid: str) -> str:
-    """One string: the record's fields packed (see lua/prelude.lua), read through the `read` script."""
+    """One string: the record's fields packed (see record_format.py), read through the `read` script."""
     return f"{PREFIX}req:{rid}"
 
 
