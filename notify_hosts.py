@@ -92,7 +92,7 @@ class HostPolicy:
     rules: tuple[Rule, ...]
 
     @classmethod
-    def parse(cls, entries: tuple[str, ...]) -> "HostPolicy":
+    def parse(cls, entries: tuple[str, ...]) -> HostPolicy:
         return cls(tuple(parse_rule(e) for e in entries))
 
     @property

@@ -15,6 +15,7 @@ globals().update({k: v for k, v in runpy.run_path(str(_ROOT / "gunicorn.conf.py"
 
 def post_worker_init(worker):
     import os
+
     from bench import profiling
     profiling.install(os.environ.get("BENCH_PROFILE_CLOCK", "cpu"))
 

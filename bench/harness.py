@@ -71,7 +71,7 @@ class Stack:
         self.extra_groups: dict[str, list[int]] = {}   # name -> pgids the bench started besides the stack
 
     # -- starting ---------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.redis = self.started.add(RedisServer(self.dir / "redis").start())
         base = {**os.environ, **self.extra_env}
         sandbox_port, port = free_port(), free_port()
@@ -112,7 +112,7 @@ class Stack:
         if not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             return self.start()
         except BaseException:
@@ -128,7 +128,7 @@ class Stack:
         self.stop()
 
 
-def terminate_on_signals(stop: "threading.Event | None" = None) -> None:
+def terminate_on_signals(stop: threading.Event | None = None) -> None:
     """Ctrl-C, SIGTERM and SIGHUP set `stop` (client threads finish their current request and
     quit) and unwind as KeyboardInterrupt, so every `finally` (and Stack.stop) runs."""
     def unwind(signum, frame):

@@ -21,8 +21,8 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from config import raise_fd_limit

@@ -23,24 +23,32 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
 
 import httpx
 import pycurl
 from redis import Redis
 
-from bench.harness import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
+from bench.harness import (
+    API_KEY,
+    AUTH_ID,
+    AUTH_TOKEN,
+    ROOT,
+    Stack,
+    machine_busy_seconds,
+    terminate_on_signals,
+    wait_for,
+)
 from store.records import Requests
 
 GOAL_PER_S = 250
@@ -96,7 +104,7 @@ class Measure:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
-    def start(self) -> "Measure":
+    def start(self) -> Measure:
         self.cpu0, self.machine0, self.t0 = self.stack.cpu(), machine_busy_seconds(), time.perf_counter()
         return self
 
@@ -288,7 +296,8 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
             curl.setopt(pycurl.NOSIGNAL, 1)
             curl.setopt(pycurl.TIMEOUT, 30)
             curl.setopt(pycurl.PROXY, "")
-            curl.setopt(pycurl.POSTFIELDS, body)   # libcurl may resend it on a reused connection that died: harmless here
+            # libcurl may resend it on a reused connection that died: harmless here
+            curl.setopt(pycurl.POSTFIELDS, body)
         answer = io.BytesIO()
         curl.setopt(pycurl.WRITEDATA, answer)
         curl.perform()
@@ -339,7 +348,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def cpu_line(phase: Phase) -> str:
@@ -412,8 +421,9 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     for p in phases:
         if p is ab:
             x = p.extra
+            accepted_per_s = x["accepted"] / x["submit_seconds"] if x["submit_seconds"] else 0
             print(f"{p.name:<18} {p.ok:>6} completed in {p.seconds:6.2f} s = {p.rate:7.1f} completed/s"
-                  f"   submissions accepted {x['accepted']} at {x['accepted'] / x['submit_seconds'] if x['submit_seconds'] else 0:.1f}/s"
+                  f"   submissions accepted {x['accepted']} at {accepted_per_s:.1f}/s"
                   + (f"   failed {x['failed']}" if x["failed"] else "")
                   + (f"   expired {x['expired']}" if x["expired"] else "")
                   + ("   TIMED OUT" if x["timed_out"] else ""))
@@ -429,7 +439,8 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     ideal = in_flight / (args.upstream_ms / 1000)
     print(f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
           f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)")
-    print(f"      submissions/s : baseline/s = {ab.extra['accepted'] / ab.extra['submit_seconds'] / base if ab.extra['submit_seconds'] else 0:.2f}")
+    accepted_ratio = ab.extra["accepted"] / ab.extra["submit_seconds"] / base if ab.extra["submit_seconds"] else 0
+    print(f"      submissions/s : baseline/s = {accepted_ratio:.2f}")
     print(f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s"
           f" -> {base / ideal:.2f}")
     for line in ceiling_lines(ab, base):

@@ -29,13 +29,12 @@ import tempfile
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import psutil
 from redis import Redis
 
-from bench.http_load import Answer, drive, hold, percentile, request_bytes
 from bench.harness import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals, wait_for
+from bench.http_load import Answer, drive, hold, percentile, request_bytes
 from config import raise_fd_limit
 from local import stack as local_stack
 from local.processes import Service
@@ -128,7 +127,8 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate:
     capped = redis.hget(keys.METRICS, "waits_capped")
     redis.close()
     return {"n": n, "opened_s": opened, "held": len(held), "capped": int(capped or 0), "during": during,
-            "finishing": finishing, "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
+            "finishing": finishing,
+            "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
             "memory_per_waiter": (memory1 - memory0) / n, "fds_per_waiter": (fds1 - fds0) / n}
 
 

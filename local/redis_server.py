@@ -80,7 +80,7 @@ class RedisServer:
             *([f"replicaof 127.0.0.1 {self.replica_of}"] if self.replica_of else []),
         ]) + "\n"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
@@ -105,11 +105,11 @@ class RedisServer:
             try:
                 if client.ping():
                     return
-            except RedisError:
+            except RedisError as error:
                 if self.process and self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}") from error
                 if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start in time")
+                    raise RuntimeError("redis-server did not start in time") from error
                 time.sleep(0.05)
             finally:
                 client.close()
@@ -128,7 +128,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

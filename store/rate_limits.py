@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from redis import Redis
 
@@ -24,7 +24,7 @@ class Limit:
     window_s: float
 
     @classmethod
-    def parse(cls, text: str) -> "Limit":
+    def parse(cls, text: str) -> Limit:
         """"300/5" is 300 requests in any 5 seconds."""
         count, _, window = text.partition("/")
         limit = cls(int(count), float(window or 1))

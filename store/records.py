@@ -6,7 +6,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -34,7 +34,7 @@ def new_id() -> str:
 def iso(ms: str | None) -> str | None:
     if not ms:
         return None
-    moment = datetime.fromtimestamp(int(float(ms)) / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -71,7 +71,7 @@ def drain(drainer_id: str) -> int:
         _collect(ctx.settings, in_flight, finished, until, batch if more else 0)
 
 
-def _collect(settings: Settings, in_flight: dict[Future, Claimed], finished: "queue.SimpleQueue[Future]",
+def _collect(settings: Settings, in_flight: dict[Future, Claimed], finished: queue.SimpleQueue[Future],
              until: float, enough: int) -> None:
     """Take finished sends off `in_flight` until `enough` slots are free (0: only wait until `until`)."""
     while in_flight:

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,11 +21,11 @@ from standardwebhooks import Webhook
 
 import logs
 from config import Settings
+from notify_hosts import HostPolicy, IPAddress, NotAllowed, Target
 from store.connection import now_ms
 from store.notifications import DueNotification, Notifications
 from store.records import RequestRecord, iso
 from workers.backoff import parse_retry_after
-from notify_hosts import HostPolicy, IPAddress, NotAllowed, Target
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Signer:
         self._hooks = [Webhook(s) for s in secrets]
 
     def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
         text = body.decode()
         signatures = " ".join(hook.sign(msg_id, moment, text) for hook in self._hooks)
         return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())),

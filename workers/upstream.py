@@ -3,8 +3,9 @@
 pycurl (libcurl) rather than urllib3: the HTTP exchange, its parsing and the connection's
 keep-alive happen in C with the GIL released. Measured: 38-74 µs of the client's CPU per POST
 against 289-360 µs with urllib3 (32 threads against a local server); in `bench throughput`
-the workers went from about 0.6 to 0.33-0.49 ms per completed request. Everything a send needs that does not change (the proxy
-from the environment, the Authorization header, the account's URL) is worked out once here.
+the workers went from about 0.6 to 0.33-0.49 ms per completed request. Everything a send needs
+that does not change (the proxy from the environment, the Authorization header, the account's
+URL) is worked out once here.
 
 Two libcurl behaviours are chosen on purpose, since a POST that may have acted upstream
 must never be sent twice (DESIGN.md, "Safe retries"):
