@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from redis import Redis
 
@@ -59,7 +60,7 @@ class RateLimiter:
             waited_ms = int((time.monotonic() - started) * 1000)
             turn = (key, limit.count, int(limit.window_s * 1000) + self.margin_ms, member, waited_ms)
             if mark_sending is None:
-                wait_ms = self.scripts("rate_limit", *turn)
+                wait_ms = cast(int, self.scripts("rate_limit", *turn))
             else:
                 answer = mark_sending(*turn)
                 if answer == 0:
