@@ -39,7 +39,7 @@ class Service:
                  ready_url: str | None = None) -> None:
         self.name, self.argv, self.env, self.ready_url = name, argv, env, ready_url
         self.log_path = Path(log_dir) / f"{name}.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.peak_rss_kb = 0   # the largest VmHWM seen in its process tree, sampled when signalled
 
     def start(self, timeout: float = 30.0) -> Service:
@@ -51,6 +51,7 @@ class Service:
         return self
 
     def _ready(self) -> bool:
+        assert self.process is not None and self.ready_url is not None   # start() waits only then
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
         try:

@@ -66,7 +66,7 @@ class RedisServer:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.replica_of = replica_of
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -93,9 +93,11 @@ class RedisServer:
 
     def pause(self) -> None:
         """SIGSTOP: a Redis that hangs (connections accepted, nothing answered)."""
+        assert self.process is not None, "not started"
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        assert self.process is not None, "not started"
         self.process.send_signal(signal.SIGCONT)
 
     def wait_ready(self, timeout: float) -> None:
@@ -131,7 +133,7 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

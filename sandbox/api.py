@@ -33,7 +33,7 @@ def account_resource(auth_id: str, resource: str) -> Response:
     try:
         reply, target = _act(simulator, visit, auth_id, path)
     except ApiError as error:
-        simulator.stats.record_request(visit, error.reply.status, error.reply.body["api_id"], acted=False)
+        simulator.stats.record_request(visit, error.reply.status, error.api_id, acted=False)
         return reply_response(error.reply)
     send_callback = None
     if target is not None:

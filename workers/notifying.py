@@ -134,7 +134,7 @@ class Notifier(threading.Thread):
         self.pool = ThreadPoolExecutor(settings.notify_concurrency, thread_name_prefix="notify")
 
     def run(self) -> None:
-        in_flight: dict[Future, str] = {}
+        in_flight: dict[Future[None], str] = {}
         while not self.stopping.is_set():
             try:
                 self.step(in_flight)
@@ -142,7 +142,7 @@ class Notifier(threading.Thread):
                 log.exception("notifier step failed")
                 self.stopping.wait(1.0)
 
-    def step(self, in_flight: dict[Future, str]) -> None:
+    def step(self, in_flight: dict[Future[None], str]) -> None:
         """Claim what there is room for, then wait for a send to finish (or for a poll)."""
         claimed = self._claim(in_flight)
         for due in claimed:
@@ -156,7 +156,7 @@ class Notifier(threading.Thread):
             if future.exception() is not None:
                 log.error("notification failed: %s", type(future.exception()).__name__)
 
-    def _claim(self, in_flight: dict[Future, str]) -> list[DueNotification]:
+    def _claim(self, in_flight: dict[Future[None], str]) -> list[DueNotification]:
         s = self.settings
         wanted = s.notify_concurrency - len(in_flight)
         if wanted <= 0:

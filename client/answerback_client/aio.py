@@ -36,6 +36,7 @@ class AsyncRequest(Record):
     client: AsyncClient | None = field(default=None, repr=False, compare=False)
 
     async def wait(self, timeout: float | None = 60.0) -> AsyncRequest:
+        assert self.client is not None, "only a Request an AsyncClient made can wait"
         return await self.client.wait(self.request_id, timeout)
 
 

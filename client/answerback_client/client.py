@@ -39,6 +39,7 @@ class Request(Record):
     def wait(self, timeout: float | None = 60.0) -> Request:
         """Long-poll until the request is final or `timeout` seconds pass (None: no limit);
         answers the record as it then stands (check `.finished`)."""
+        assert self.client is not None, "only a Request a Client made can wait"
         return self.client.wait(self.request_id, timeout)
 
 

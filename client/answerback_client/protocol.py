@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -98,7 +98,7 @@ class Operations:
         attempt = 0
         while True:
             try:
-                response = yield call
+                response = cast(httpx.Response, (yield call))   # a Call is answered with its response
             except httpx.TransportError as exc:
                 error = unreachable(exc)
                 if not isinstance(error, Unavailable) or attempt >= self.backoff.retries:
