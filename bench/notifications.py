@@ -112,6 +112,7 @@ def answerback(workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, th
     worker = local_stack.start_worker(env, workdir)
     try:
         wait_for(lambda: delivered(redis.url) >= n, timeout, 0.05, f"{n} notifications delivered")
+        assert worker.pid is not None   # started
         cpu = group_cpu_seconds(worker.pid)
     finally:
         worker.stop()
