@@ -16,6 +16,7 @@ import ipaddress
 import re
 import socket
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -92,7 +93,7 @@ class HostPolicy:
     rules: tuple[Rule, ...]
 
     @classmethod
-    def parse(cls, entries: tuple[str, ...]) -> "HostPolicy":
+    def parse(cls, entries: tuple[str, ...]) -> HostPolicy:
         return cls(tuple(parse_rule(e) for e in entries))
 
     @property
@@ -120,7 +121,8 @@ class HostPolicy:
             candidates = [target.ip]
         else:
             infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-            candidates = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+            # an IPv4 or IPv6 address is a string (an IPv6 one may end in a %zone)
+            candidates = [ipaddress.ip_address(cast(str, info[4][0]).split("%")[0]) for info in infos]
         for ip in candidates:
             if self.address_allowed(ip, target.port):
                 return target, ip

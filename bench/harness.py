@@ -13,13 +13,16 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import FrameType, TracebackType
+from typing import NoReturn
 
 from local import stack as local_stack
-from local.processes import Service, wait_for  # noqa: F401  (the benches take wait_for from here)
+from local.processes import Service
 from local.redis_server import RedisServer, free_port
+from sandbox.options import DEFAULT_AUTH_ID as SANDBOX_AUTH_ID
 
 ROOT = Path(__file__).resolve().parent.parent
-AUTH_ID = local_stack.SANDBOX_AUTH_ID
+AUTH_ID = SANDBOX_AUTH_ID
 AUTH_TOKEN = "bench-sandbox-token"
 API_KEY = "bench-key"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -67,12 +70,13 @@ class Stack:
         self.sandbox: Service | None = None
         self.web: Service | None = None
         self.workers: list[Service] = []
-        self.sandbox_url = self.web_url = ""
+        self.sandbox_url = self.web_url = self.redis_url = ""
         self.extra_groups: dict[str, list[int]] = {}   # name -> pgids the bench started besides the stack
 
     # -- starting ---------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.redis = self.started.add(RedisServer(self.dir / "redis").start())
+        self.redis_url = self.redis.url
         base = {**os.environ, **self.extra_env}
         sandbox_port, port = free_port(), free_port()
         self.sandbox_url, self.web_url = local_stack.local_url(sandbox_port), local_stack.local_url(port)
@@ -80,14 +84,14 @@ class Stack:
             local_stack.sandbox_env(base, sandbox_port, AUTH_TOKEN, callback_delay=self.callback_delay),
             self.dir, sandbox_port, self.sandbox_conf))
         self.env = local_stack.web_env(local_stack.app_env(
-            base, self.redis.url, API_KEY, sandbox_port, AUTH_TOKEN,
+            base, self.redis_url, API_KEY, sandbox_port, AUTH_TOKEN,
             RATE_LIMIT_API="100000/1", RATE_LIMIT_CALLS="100000/1", SEND_CONCURRENCY=str(self.send_concurrency),
             WEB_CONCURRENCY=str(self.web_processes), **self.extra_env), port)
         self.web = self.started.add(local_stack.start_web(self.env, self.dir, conf=self.web_conf))
         for i in range(self.n_workers):
             self.workers.append(self.started.add(
                 local_stack.start_worker(self.env, self.dir, f"worker-{i}", self.worker_argv)))
-        local_stack.wait_registered(self.redis.url, self.workers)
+        local_stack.wait_registered(self.redis_url, self.workers)
         return self
 
     # -- observing --------------------------------------------------------------------------
@@ -112,7 +116,7 @@ class Stack:
         if not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         try:
             return self.start()
         except BaseException:
@@ -121,17 +125,18 @@ class Stack:
             self.stop()
             raise
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is not None and exc_type is not KeyboardInterrupt:
             self.keep_dir = True
             print(f"bench: logs kept in {self.dir}", file=sys.stderr)
         self.stop()
 
 
-def terminate_on_signals(stop: "threading.Event | None" = None) -> None:
+def terminate_on_signals(stop: threading.Event | None = None) -> None:
     """Ctrl-C, SIGTERM and SIGHUP set `stop` (client threads finish their current request and
     quit) and unwind as KeyboardInterrupt, so every `finally` (and Stack.stop) runs."""
-    def unwind(signum, frame):
+    def unwind(signum: int, frame: FrameType | None) -> NoReturn:
         if stop is not None:
             stop.set()
         raise KeyboardInterrupt(f"signal {signum}")

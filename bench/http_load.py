@@ -21,8 +21,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from config import raise_fd_limit
@@ -70,15 +71,16 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     return Answer(int(head[9:12]), head, await reader.readexactly(length) if length else b"")
 
 
-async def _connection(host: str, port: int, next_request: Callable[[], tuple[bytes, float] | None],
+async def _connection(host: str | None, port: int | None, next_request: Callable[[], tuple[bytes, float] | None],
                       latencies: list[float], statuses: dict[int, int], bodies: list[bytes] | None) -> None:
-    reader = writer = None
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
     try:
         while (turn := next_request()) is not None:
             request, due = turn
             if (early := due - time.perf_counter()) > 0:
                 await asyncio.sleep(early)
-            if writer is None:
+            if reader is None or writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
             started = time.perf_counter()
             writer.write(request)
@@ -96,7 +98,7 @@ async def _connection(host: str, port: int, next_request: Callable[[], tuple[byt
 
 
 async def drive(url: str, requests: Iterator[bytes], connections: int, seconds: float | None = None,
-                bodies: list[bytes] | None = None, rate: float = 0.0) -> dict:
+                bodies: list[bytes] | None = None, rate: float = 0.0) -> dict[str, Any]:
     """Send `requests` over `connections` keep-alive connections, each waiting for its answer
     before the next; stop when they run out or after `seconds`. Answer bodies go to `bodies`.
     `rate` > 0: no faster than that many per second, evenly spaced (a steady stream of
@@ -125,7 +127,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-def figures(latencies: list[float], statuses: dict[int, int], seconds: float) -> dict:
+def figures(latencies: list[float], statuses: dict[int, int], seconds: float) -> dict[str, Any]:
     ms = [v * 1000 for v in latencies]
     return {"n": len(ms), "seconds": seconds, "statuses": statuses,
             "latencies_ms": [percentile(ms, 0.5), percentile(ms, 0.99), max(ms, default=0.0)]}

@@ -25,12 +25,14 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from typing import cast
 
 import httpx
 from redis import Redis
 
-from bench.harness import API_KEY, Stack, terminate_on_signals, wait_for
+from bench.harness import API_KEY, Stack, terminate_on_signals
 from bench.throughput import run_pool, sandbox_stats, set_faults
+from local.processes import wait_for
 
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "Your code is 482913. It expires in 10 minutes."}
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-zA-Z_-]{20,}|\b[0-9]{6,}\b")
@@ -48,9 +50,10 @@ def key_type(name: str) -> str:
 
 TRANSIENT = ("ab:nonce:{id}", "rq:* (drain jobs, not per request)")   # gone after REPLAY_WINDOW / 60 s
 BUFFERS = ("clients.normal", "clients.slaves", "aof.buffer", "replication.backlog")
+Snapshot = tuple[int, dict[str, int], dict[str, int]]   # data bytes; MEMORY USAGE and count by key type
 
 
-def snapshot(redis: Redis) -> tuple[int, dict[str, int], dict[str, int]]:
+def snapshot(redis: Redis) -> Snapshot:
     """Memory kept for data (allocated less client, AOF and replication buffers, which come
     and go with traffic: the key scan below grows this client's own), and MEMORY USAGE and
     key count per key type."""
@@ -79,7 +82,7 @@ def encodings(redis: Redis) -> dict[str, str]:
     for name in redis.scan_iter(count=1000):
         kind = key_type(name)
         if kind not in seen:
-            seen[kind] = f"{redis.type(name)}/{redis.object('encoding', name)}"
+            seen[kind] = f"{cast(str, redis.type(name))}/{redis.object('encoding', name)}"
     return seen
 
 
@@ -125,7 +128,7 @@ def human(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def report(n: int, before: tuple, after: tuple, kinds: dict[str, str], own: tuple[float, float]) -> None:
+def report(n: int, before: Snapshot, after: Snapshot, kinds: dict[str, str], own: tuple[float, float]) -> None:
     used = (after[0] - before[0]) / n
     transient = sum(after[1].get(k, 0) - before[1].get(k, 0) for k in TRANSIENT) / n
     params, response = own
@@ -168,15 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Stack(args.workers, 32, keep_dir=args.keep_logs) as stack:
             set_faults(stack)
-            redis = Redis.from_url(stack.redis.url, decode_responses=True)
+            redis = Redis.from_url(stack.redis_url, decode_responses=True)
             with httpx.Client(base_url=stack.web_url, headers={"Authorization": f"Bearer {API_KEY}"},
                               timeout=30) as client:
                 submit_all(stack, client, redis, args.warmup, stop)
                 settle(redis)
-                before = snapshot(Redis.from_url(stack.redis.url, decode_responses=True))
+                before = snapshot(Redis.from_url(stack.redis_url, decode_responses=True))
                 rids = submit_all(stack, client, redis, args.requests, stop)
                 settle(redis)
-                after = snapshot(Redis.from_url(stack.redis.url, decode_responses=True))
+                after = snapshot(Redis.from_url(stack.redis_url, decode_responses=True))
                 kinds = encodings(redis)
                 own = own_bytes(client, rids[:200])
             redis.close()

@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -37,10 +36,10 @@ from bench.throughput import run_pool
 from local import stack as local_stack
 from local.processes import Service, python, wait_for
 from local.redis_server import RedisServer, free_port
+from notify_hosts import HostPolicy
 from store import connect
 from store.outbox import Outbox
 from store.records import Requests, Submission
-from notify_hosts import HostPolicy
 
 SECRET = "whsec_YmVuY2gtbm90aWZpY2F0aW9uLXNlY3JldA=="
 BODY = json.dumps({"type": "request.completed", "timestamp": "2026-11-27T09:00:00.000Z",
@@ -113,6 +112,7 @@ def answerback(workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, th
     worker = local_stack.start_worker(env, workdir)
     try:
         wait_for(lambda: delivered(redis.url) >= n, timeout, 0.05, f"{n} notifications delivered")
+        assert worker.pid is not None   # started
         cpu = group_cpu_seconds(worker.pid)
     finally:
         worker.stop()

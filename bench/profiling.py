@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 _profiles: list[cProfile.Profile] = []
 _lock = threading.Lock()
@@ -39,7 +41,7 @@ def _new_profile() -> cProfile.Profile:
     return profile
 
 
-def _start_in_thread(frame, event, arg) -> None:
+def _start_in_thread(frame: FrameType, event: str, arg: object) -> None:
     """The first profile event of a new thread: replace this hook by a Profile of the thread's own."""
     sys.setprofile(None)
     _new_profile().enable()
@@ -56,14 +58,19 @@ def install(clock: str = "cpu") -> None:
 class _Snapshot:
     """What pstats.Stats takes: an object with create_stats() and .stats."""
 
-    def __init__(self, stats: dict) -> None:
+    def __init__(self, stats: dict[Any, Any]) -> None:
         self.stats = stats
 
     def create_stats(self) -> None:
         pass
 
 
-def dump(path: str | os.PathLike) -> None:
+def _stats(profile: cProfile.Profile) -> pstats.Stats:
+    # pstats takes any object with create_stats() and .stats; typeshed lists only Profile and a path
+    return pstats.Stats(_Snapshot(profile.stats))  # type: ignore[arg-type]
+
+
+def dump(path: str | os.PathLike[str]) -> None:
     """Merge every thread's profile (read without stopping the others) into one pstats file."""
     with _lock:
         profiles = list(_profiles)
@@ -76,9 +83,9 @@ def dump(path: str | os.PathLike) -> None:
         if not profile.stats:
             continue
         if merged is None:
-            merged = pstats.Stats(_Snapshot(profile.stats))
+            merged = _stats(profile)
         else:
-            merged.add(pstats.Stats(_Snapshot(profile.stats)))
+            merged.add(_stats(profile))
     if merged is not None:
         merged.dump_stats(str(path))
 
@@ -89,7 +96,7 @@ def _out(kind: str) -> Path:
     return folder / f"{kind}-{os.getpid()}.prof"
 
 
-def stack_options(folder: str, clock: str, extra_env: dict[str, str]) -> tuple[dict[str, str], dict[str, object]]:
+def stack_options(folder: str, clock: str, extra_env: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
     """(environment, Stack keyword arguments) that run web, workers and the sandbox under the profiler."""
     env = {**extra_env, "BENCH_PROFILE_DIR": str(Path(folder).resolve()), "BENCH_PROFILE_CLOCK": clock}
     return env, {"web_conf": "bench/gunicorn_profiled.py", "sandbox_conf": "bench/sandbox_profiled.py",

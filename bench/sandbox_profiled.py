@@ -13,12 +13,13 @@ globals().update({k: v for k, v in runpy.run_path(str(_ROOT / "sandbox" / "gunic
                   if not k.startswith("_")})
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: object) -> None:
     import os
+
     from bench import profiling
     profiling.install(os.environ.get("BENCH_PROFILE_CLOCK", "cpu"))
 
 
-def worker_exit(server, worker):
+def worker_exit(server: object, worker: object) -> None:
     from bench import profiling
     profiling.dump(profiling._out("sandbox"))

@@ -23,24 +23,33 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import os
 import json
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import IO, Any
 
 import httpx
 import pycurl
 from redis import Redis
 
-from bench.harness import ROOT, API_KEY, AUTH_ID, AUTH_TOKEN, Stack, machine_busy_seconds, terminate_on_signals, wait_for
+from bench.harness import (
+    API_KEY,
+    AUTH_ID,
+    AUTH_TOKEN,
+    ROOT,
+    Stack,
+    machine_busy_seconds,
+    terminate_on_signals,
+)
+from local.processes import wait_for
 from store.records import Requests
 
 GOAL_PER_S = 250
@@ -60,7 +69,7 @@ class Phase:
     ok: int
     cpu: dict[str, float] = field(default_factory=dict)      # process -> CPU seconds during the phase
     machine: float = 0.0                                      # busy share of all cores during the phase
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -96,7 +105,7 @@ class Measure:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
 
-    def start(self) -> "Measure":
+    def start(self) -> Measure:
         self.cpu0, self.machine0, self.t0 = self.stack.cpu(), machine_busy_seconds(), time.perf_counter()
         return self
 
@@ -116,7 +125,7 @@ def set_faults(stack: Stack, **faults: object) -> None:
         box.delete("/_sandbox/objects").raise_for_status()
 
 
-def sandbox_stats(stack: Stack) -> dict:
+def sandbox_stats(stack: Stack) -> dict[str, Any]:
     return httpx.get(stack.sandbox_url + "/_sandbox/stats", timeout=10).json()
 
 
@@ -142,7 +151,18 @@ def baseline(stack: Stack, n: int, concurrency: int, upstream_s: float, name: st
     return measure.stop(Phase(name, n, seconds, sum(1 for r in results if r is True)))
 
 
-def _split_baseline(stack: Stack, n: int, concurrency: int, url: str, body: dict, name: str, procs: int) -> Phase:
+def _stdin(driver: subprocess.Popen[str]) -> IO[str]:
+    assert driver.stdin is not None   # every driver is started with pipes
+    return driver.stdin
+
+
+def _stdout(driver: subprocess.Popen[str]) -> IO[str]:
+    assert driver.stdout is not None
+    return driver.stdout
+
+
+def _split_baseline(stack: Stack, n: int, concurrency: int, url: str, body: dict[str, Any], name: str,
+                    procs: int) -> Phase:
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     threads = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
     drivers = [subprocess.Popen([sys.executable, "-m", "bench.upstream_driver", url, str(share), str(t),
@@ -152,14 +172,14 @@ def _split_baseline(stack: Stack, n: int, concurrency: int, url: str, body: dict
     stack.extra_groups["drivers"] = [d.pid for d in drivers]
     try:
         for d in drivers:
-            if d.stdout.readline().strip() != "ready":
+            if _stdout(d).readline().strip() != "ready":
                 raise RuntimeError("a baseline driver did not start")
         measure = Measure(stack).start()
         started = time.perf_counter()
         for d in drivers:
-            d.stdin.write("go\n")
-            d.stdin.flush()
-        answers = [json.loads(d.stdout.readline()) for d in drivers]
+            _stdin(d).write("go\n")
+            _stdin(d).flush()
+        answers = [json.loads(_stdout(d).readline()) for d in drivers]
         seconds = time.perf_counter() - started
         phase = measure.stop(Phase(name, n, seconds, sum(a["ok"] for a in answers)))
     finally:
@@ -182,7 +202,7 @@ class Counters:
 def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup: int, timeout: float,
                stop: threading.Event) -> Phase:
     set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s})
-    redis = Redis.from_url(stack.redis.url, decode_responses=True)
+    redis = Redis.from_url(stack.redis_url, decode_responses=True)
     counters = Counters(redis)
     with submitter(stack.web_url, submitters) as submit:
         accepted_at: list[float] = [0.0] * n
@@ -213,8 +233,8 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
             if finished >= n:
                 done_at = time.perf_counter()
                 break
-            if submitting.done() and submitting.exception():
-                raise submitting.exception()
+            if submitting.done() and (error := submitting.exception()):
+                raise error
             time.sleep(0.01)
         rids = submitting.result()
         seconds = (done_at or time.perf_counter()) - started
@@ -233,7 +253,7 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
     return phase
 
 
-def command_costs(before: dict, after: dict) -> dict[str, tuple[int, int]]:
+def command_costs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Redis commands run between two INFO commandstats: name -> (calls, microseconds inside Redis)."""
     costs = {}
     for key, stats in after.items():
@@ -288,7 +308,8 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
             curl.setopt(pycurl.NOSIGNAL, 1)
             curl.setopt(pycurl.TIMEOUT, 30)
             curl.setopt(pycurl.PROXY, "")
-            curl.setopt(pycurl.POSTFIELDS, body)   # libcurl may resend it on a reused connection that died: harmless here
+            # libcurl may resend it on a reused connection that died: harmless here
+            curl.setopt(pycurl.POSTFIELDS, body)
         answer = io.BytesIO()
         curl.setopt(pycurl.WRITEDATA, answer)
         curl.perform()
@@ -303,16 +324,19 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
             curl.close()
 
 
-def latencies(redis: Redis, rids: list[str]) -> dict[str, list[float]]:
+def latencies(redis: Redis, rids: list[str]) -> tuple[dict[str, list[int]], list[tuple[int, int, int]]]:
     """Milliseconds per completed request: submit->completed, submit->sent (queueing), sent->completed."""
     records = Requests(redis, result_ttl=1)
     rows = [tuple(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
             for r in map(records.get, rids) if r is not None]
-    total, queued, upstream, marks = [], [], [], []
-    for status, submitted, sent, completed in rows:
-        if status != "completed" or not (submitted and sent and completed):
+    total: list[int] = []
+    queued: list[int] = []
+    upstream: list[int] = []
+    marks: list[tuple[int, int, int]] = []
+    for status, submitted_at, sent_at, completed_at in rows:
+        if status != "completed" or not (submitted_at and sent_at and completed_at):
             continue
-        submitted, sent, completed = int(float(submitted)), int(sent), int(completed)
+        submitted, sent, completed = int(float(submitted_at)), int(sent_at), int(completed_at)
         total.append(completed - submitted)
         queued.append(sent - submitted)
         upstream.append(completed - sent)
@@ -339,7 +363,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def cpu_line(phase: Phase) -> str:
@@ -412,8 +436,9 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     for p in phases:
         if p is ab:
             x = p.extra
+            accepted_per_s = x["accepted"] / x["submit_seconds"] if x["submit_seconds"] else 0
             print(f"{p.name:<18} {p.ok:>6} completed in {p.seconds:6.2f} s = {p.rate:7.1f} completed/s"
-                  f"   submissions accepted {x['accepted']} at {x['accepted'] / x['submit_seconds'] if x['submit_seconds'] else 0:.1f}/s"
+                  f"   submissions accepted {x['accepted']} at {accepted_per_s:.1f}/s"
                   + (f"   failed {x['failed']}" if x["failed"] else "")
                   + (f"   expired {x['expired']}" if x["expired"] else "")
                   + ("   TIMED OUT" if x["timed_out"] else ""))
@@ -429,7 +454,8 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     ideal = in_flight / (args.upstream_ms / 1000)
     print(f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
           f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)")
-    print(f"      submissions/s : baseline/s = {ab.extra['accepted'] / ab.extra['submit_seconds'] / base if ab.extra['submit_seconds'] else 0:.2f}")
+    accepted_ratio = ab.extra["accepted"] / ab.extra["submit_seconds"] / base if ab.extra["submit_seconds"] else 0
+    print(f"      submissions/s : baseline/s = {accepted_ratio:.2f}")
     print(f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s"
           f" -> {base / ideal:.2f}")
     for line in ceiling_lines(ab, base):
@@ -478,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     terminate_on_signals(stop)
     extra = dict(item.split("=", 1) for item in args.env)
-    stack_kwargs: dict[str, object] = {}
+    stack_kwargs: dict[str, Any] = {}
     if args.profile:
         from bench.profiling import stack_options
         extra, stack_kwargs = stack_options(args.profile, args.profile_clock, extra)

@@ -29,16 +29,16 @@ import tempfile
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 
 import psutil
 from redis import Redis
 
+from bench.harness import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals
 from bench.http_load import Answer, drive, hold, percentile, request_bytes
-from bench.harness import API_KEY, AUTH_TOKEN, ROOT, Stack, terminate_on_signals, wait_for
 from config import raise_fd_limit
 from local import stack as local_stack
-from local.processes import Service
+from local.processes import Service, wait_for
 from local.redis_server import free_port
 from store import keys
 
@@ -52,7 +52,7 @@ class Load:
         self.stack, self.url, self.groups = stack, url, groups
         self.connections, self.signed = connections, signed
 
-    def run(self, mode: str, what: str, seconds: float = 0.0, rate: float = 0.0) -> dict:
+    def run(self, mode: str, what: str, seconds: float = 0.0, rate: float = 0.0) -> dict[str, Any]:
         argv = [sys.executable, "-m", "bench.http_load", mode, self.url, what,
                 "--connections", str(self.connections), "--seconds", str(seconds), "--rate", str(rate)]
         if self.signed:
@@ -74,6 +74,7 @@ class Load:
 
 
 def web_workers(stack: Stack) -> list[psutil.Process]:
+    assert stack.web is not None and stack.web.pid is not None   # a started stack
     return psutil.Process(stack.web.pid).children()
 
 
@@ -96,13 +97,13 @@ def completed_at(answer: Answer) -> float | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
 
 
-def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate: float) -> dict:
-    redis = Redis.from_url(stack.redis.url, decode_responses=True)
+def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate: float) -> dict[str, Any]:
+    redis = Redis.from_url(stack.redis_url, decode_responses=True)
     rids = submit_all(stack, n)
     memory0, fds0 = footprint(stack)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     requests = [request_bytes("GET", f"{stack.web_url}/v1/requests/{rid}?wait=60", headers=headers) for rid in rids]
-    answers: list = []
+    answers: list[tuple[float, Answer | None]] = []
     holder = threading.Thread(target=lambda: answers.extend(asyncio.run(hold(stack.web_url, requests))), daemon=True)
     opened = time.perf_counter()
     holder.start()
@@ -128,23 +129,25 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate:
     capped = redis.hget(keys.METRICS, "waits_capped")
     redis.close()
     return {"n": n, "opened_s": opened, "held": len(held), "capped": int(capped or 0), "during": during,
-            "finishing": finishing, "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
+            "finishing": finishing,
+            "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
             "memory_per_waiter": (memory1 - memory0) / n, "fds_per_waiter": (fds1 - fds0) / n}
 
 
 def start_noop(stack: Stack) -> Service:
     env = {**stack.env, "PORT": str(free_port())}
     noop = local_stack.start_web(env, stack.dir, "noop", app="bench.noop_app:create_app()")
+    assert noop.pid is not None and noop.ready_url is not None   # started, answering there
     stack.extra_groups["noop"] = [noop.pid]
     return noop
 
 
-def measured(load: Load, seconds: float) -> dict:
+def measured(load: Load, seconds: float) -> dict[str, Any]:
     load.run("closed", "/callbacks/plivo", min(2.0, seconds))    # warm-up: connections, scripts, caches
     return load.run("closed", "/callbacks/plivo", seconds)
 
 
-def line(name: str, r: dict) -> str:
+def line(name: str, r: dict[str, Any]) -> str:
     p50, p99, worst = r["latencies_ms"]
     cpu = "  ".join(f"{g} {v:.3f}" for g, v in r["cpu_ms"].items())
     other = {k: v for k, v in r["statuses"].items() if k != "200"}
@@ -152,7 +155,8 @@ def line(name: str, r: dict) -> str:
             f"  | CPU ms/request: {cpu}" + (f"  | non-200: {other}" if other else ""))
 
 
-def report(noop: list[dict], webhook: dict, waiting: dict, args: argparse.Namespace) -> None:
+def report(noop: list[dict[str, Any]], webhook: dict[str, Any], waiting: dict[str, Any],
+           args: argparse.Namespace) -> None:
     noop_rate = sum(r["rate"] for r in noop) / len(noop)
     noop_cpu = sum(r["server_cpu_ms"] for r in noop) / len(noop)
     drift = abs(noop[0]["rate"] - noop[1]["rate"]) / noop_rate
@@ -202,6 +206,7 @@ def main(argv: list[str]) -> int:
             if args.keep_logs:
                 print(f"logs in {stack.dir}", file=sys.stderr, flush=True)
             noop_server = start_noop(stack)
+            assert noop_server.ready_url is not None
             noop_load = Load(stack, noop_server.ready_url.rsplit("/", 1)[0], ["noop"], args.connections, args.signed)
             web_load = Load(stack, stack.web_url, ["web", "redis"], args.connections, args.signed)
             try:

@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import psutil
@@ -39,19 +39,19 @@ class Service:
                  ready_url: str | None = None) -> None:
         self.name, self.argv, self.env, self.ready_url = name, argv, env, ready_url
         self.log_path = Path(log_dir) / f"{name}.log"
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.peak_rss_kb = 0   # the largest VmHWM seen in its process tree, sampled when signalled
 
-    def start(self, timeout: float = 30.0) -> "Service":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+    def start(self, timeout: float = 30.0) -> Service:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
         if self.ready_url:
             wait_for(self._ready, timeout, 0.05, f"{self.name} to answer at {self.ready_url}")
         return self
 
     def _ready(self) -> bool:
+        assert self.process is not None and self.ready_url is not None   # start() waits only then
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
         try:

@@ -72,7 +72,7 @@ class RedisServer:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.replica_of = replica_of
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -86,7 +86,7 @@ class RedisServer:
             *([f"replicaof 127.0.0.1 {self.replica_of}"] if self.replica_of else []),
         ]) + "\n"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
@@ -99,9 +99,11 @@ class RedisServer:
 
     def pause(self) -> None:
         """SIGSTOP: a Redis that hangs (connections accepted, nothing answered)."""
+        assert self.process is not None, "not started"
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        assert self.process is not None, "not started"
         self.process.send_signal(signal.SIGCONT)
 
     def wait_ready(self, timeout: float) -> None:
@@ -111,11 +113,11 @@ class RedisServer:
             try:
                 if client.ping():
                     return
-            except RedisError:
+            except RedisError as error:
                 if self.process and self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+                    raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}") from error
                 if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start in time")
+                    raise RuntimeError("redis-server did not start in time") from error
                 time.sleep(0.05)
             finally:
                 client.close()
@@ -134,10 +136,10 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

@@ -82,7 +82,7 @@ or with the command line (in .venv/bin; `answerback --help`):
   .venv/bin/answerback submit POST Call/ from=14155550100 to=14155550101 answer_url=https://example.com/answer --wait 30
 
 Stop with Ctrl-C.
-"""
+"""  # noqa: E501 (the curl example's line is copied as it is)
 
 
 def main() -> int:

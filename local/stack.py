@@ -9,8 +9,9 @@ callback URLs they hand to the upstream.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, TypeVar
+from typing import TypeVar
 
 from redis import Redis
 
@@ -106,7 +107,7 @@ class Processes:
             except Exception as exc:  # keep stopping the others
                 print(f"could not stop {getattr(process, 'name', 'redis')}: {exc!r}", file=sys.stderr)
 
-    def __enter__(self) -> "Processes":
+    def __enter__(self) -> Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from sandbox.callback import Callback, CallbackTarget
-from sandbox.tcp_reset import reset_connection
-from sandbox.courier import DeliveryPlan
 from sandbox.api_errors import ApiError, BadRequest, Unauthorized, UnsupportedMediaType, reply_response
+from sandbox.callback import Callback, CallbackTarget
+from sandbox.courier import DeliveryPlan
 from sandbox.faults import AFTERMATH, CALLBACK_FAULTS, REFUSALS, Fault, refusal
 from sandbox.reply import Reply, new_api_id
 from sandbox.resource import ResourcePath
 from sandbox.simulator import Simulator, current_simulator
+from sandbox.tcp_reset import reset_connection
 from sandbox.visit import Visit
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def account_resource(auth_id: str, resource: str) -> Response:
     try:
         reply, target = _act(simulator, visit, auth_id, path)
     except ApiError as error:
-        simulator.stats.record_request(visit, error.reply.status, error.reply.body["api_id"], acted=False)
+        simulator.stats.record_request(visit, error.reply.status, error.api_id, acted=False)
         return reply_response(error.reply)
     send_callback = None
     if target is not None:

@@ -15,7 +15,8 @@ class ApiError(Exception):
     def __init__(self, message: str, status: int | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
-        self.reply = Reply(status or self.status, {"api_id": new_api_id(), "error": message}, dict(headers or {}))
+        self.api_id = new_api_id()
+        self.reply = Reply(status or self.status, {"api_id": self.api_id, "error": message}, dict(headers or {}))
 
 
 class BadRequest(ApiError):

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import pycurl
 
 from sandbox.callback import Callback, Outgoing
-from sandbox.options import Config
 from sandbox.faults import Fault
+from sandbox.options import Config
 from sandbox.stats import Stats
 from sandbox.timer import Timer
 from sandbox.visit import rid_of
@@ -144,7 +144,8 @@ class Courier:
         except pycurl.error as exc:
             code = exc.args[0]
             if code == pycurl.E_OPERATION_TIMEDOUT:
-                raise DeliveryError("READ_TIMEOUT" if curl.getinfo(pycurl.REQUEST_SIZE) else "CONNECT_TIMEOUT") from None
+                sent = curl.getinfo(pycurl.REQUEST_SIZE)
+                raise DeliveryError("READ_TIMEOUT" if sent else "CONNECT_TIMEOUT") from None
             raise DeliveryError(CURL_ERRORS.get(code, f"curl error {code}")) from None
         return curl.getinfo(pycurl.RESPONSE_CODE)
 

@@ -65,7 +65,8 @@ class Fault:
         unknown = set(change) - set(COMMON_FIELDS) - set(FAULT_OPTIONS[name])
         if unknown:
             raise BadRequest(f"{name} has no setting {sorted(unknown)[0]!r}")
-        common = {key: _VALIDATORS[key](f"{name}.{key}", change[key]) for key in COMMON_FIELDS if key in change}
+        common: dict[str, Any] = {key: _VALIDATORS[key](f"{name}.{key}", change[key])
+                                  for key in COMMON_FIELDS if key in change}
         options = {key: _VALIDATORS[key](f"{name}.{key}", value)
                    for key, value in change.items() if key not in COMMON_FIELDS}
         return replace(self, **common, options={**self.options, **options})

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from sandbox.options import Config
 from sandbox.courier import Courier
 from sandbox.faults import FaultBoard
 from sandbox.objects import ObjectStore
 from sandbox.operation import Operation
+from sandbox.options import Config
 from sandbox.stats import Stats
 
 EXTENSION = "sandbox"

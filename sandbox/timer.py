@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Timer:
-    def __init__(self, fire: Callable[[Any], None], name: str = "sandbox-timer"):
+    def __init__(self, fire: Callable[[Any], object], name: str = "sandbox-timer"):
         self._fire = fire
         self._name = name
         self._heap: list[tuple[float, int, Any]] = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -44,8 +44,8 @@ class Deliveries:
         args = (rid, api_id, delivery, canonical, digest, now, self.result_ttl, self.orphan_ttl, nonce_key,
                 self.replay_window_ms, method)
         if self.min_replicas:
-            return self.scripts.replicated(self.min_replicas, "match_callback", *args)
-        return self.scripts.once("match_callback", *args)   # the webhook's hot path
+            return cast(str, self.scripts.replicated(self.min_replicas, "match_callback", *args))
+        return cast(str, self.scripts.once("match_callback", *args))   # the webhook's hot path
 
 
 def short_digest(text: str) -> str:

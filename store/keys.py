@@ -21,11 +21,12 @@ DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
 METRICS = PREFIX + "metrics"          # hash of counters every process adds to
-NOTIFY_DUE = PREFIX + "notify:due"    # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
+# zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
+NOTIFY_DUE = PREFIX + "notify:due"
 
 
 def request(rid: str) -> str:
-    """One string: the record's fields packed (see lua/prelude.lua), read through the `read` script."""
+    """One string: the record's fields packed (see record_format.py), read through the `read` script."""
     return f"{PREFIX}req:{rid}"
 
 

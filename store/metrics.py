@@ -143,10 +143,10 @@ class Observations:
         except RedisError as exc:
             log.warning("could not flush latency histograms (kept for the next try): %s", exc)
             with self._lock:
-                for key, n in counts.items():
-                    self._counts[key] = self._counts.get(key, 0) + n
-                for key, total in sums.items():
-                    self._sums[key] = self._sums.get(key, 0.0) + total
+                for count_key, n in counts.items():
+                    self._counts[count_key] = self._counts.get(count_key, 0) + n
+                for sum_key, total in sums.items():
+                    self._sums[sum_key] = self._sums.get(sum_key, 0.0) + total
 
     def close(self) -> None:
         self._stop.set()

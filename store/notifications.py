@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -47,7 +47,8 @@ class Notifications:
         """Up to `wanted` due notifications; per host at most `room[host]` (else `host_room`)."""
         now = now_ms()
         pairs = [v for host, n in room.items() for v in (host, n)]
-        rows = self.scripts("notify_claim", now, now + self.lease_ms, wanted, CLAIM_SCAN, host_room, *pairs)
+        rows = cast("list[list[Any]]", self.scripts("notify_claim", now, now + self.lease_ms, wanted, CLAIM_SCAN,
+                                                    host_room, *pairs))
         return [DueNotification(rid, event, int(attempts or 0), host,
                                 RequestRecord(dict(zip(fields[::2], fields[1::2], strict=True))))
                 for rid, event, attempts, host, *fields in rows]
@@ -62,7 +63,7 @@ class Notifications:
 
     def again(self, rid: str) -> str:
         """Queue a finished request's notification as a new event: queued, not_finished or no_url."""
-        return self.scripts("notify_again", rid, now_ms())
+        return cast(str, self.scripts("notify_again", rid, now_ms()))
 
     def attempts(self, rid: str) -> list[dict[str, Any]]:
         return [json.loads(a) for a in self.redis.lrange(keys.notifications(rid), 0, -1)]

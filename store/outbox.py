@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -55,9 +55,9 @@ class Outbox:
         """Up to `wanted[class]` requests of each API class."""
         now, claim_id = now_ms(), new_id()
         asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
-        answer = self.scripts(
+        answer = cast("list[str]", self.scripts(
             "claim", drainer_id, asked, now, now + self.lease_ms, now - self.drainer_stale_ms,
-            self.max_drainers, new_id(), "1" if may_leave else "0", claim_id, *in_flight)
+            self.max_drainers, new_id(), "1" if may_leave else "0", claim_id, *in_flight))
         if answer[0] == "leave":
             return Claim([], "", leave=True)
         items = [_claimed(json.loads(raw), claim_id) for raw in answer[2:]]
@@ -66,7 +66,7 @@ class Outbox:
     def hand_over(self, drainer_id: str) -> str:
         """Leave; answer the ring id of the drain job to enqueue in its place, or ""."""
         now = now_ms()
-        return self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms)
+        return cast(str, self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms))
 
     def mark_sending(self, item: Claimed, *turn: object) -> int:
         """The send marker: written (and with min_replicas replicated) before the request leaves,
@@ -75,11 +75,12 @@ class Outbox:
         1: marked sending (again for the same claim: still 1, so a retry after an outage is safe);
         0: no longer queued for this claim, nothing to send. With a rate-limit turn's arguments
         (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
-        return self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
+        answer = self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
+        return cast(int, answer)
 
     def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
         now = now_ms()
-        return self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl)
+        return cast(str, self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl))
 
     def completed(self, item: Claimed, body: Any) -> None:
         self._settle(item, "completed", body)

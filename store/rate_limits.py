@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import cast
 
 from redis import Redis
 
@@ -24,7 +25,7 @@ class Limit:
     window_s: float
 
     @classmethod
-    def parse(cls, text: str) -> "Limit":
+    def parse(cls, text: str) -> Limit:
         """"300/5" is 300 requests in any 5 seconds."""
         count, _, window = text.partition("/")
         limit = cls(int(count), float(window or 1))
@@ -59,7 +60,7 @@ class RateLimiter:
             waited_ms = int((time.monotonic() - started) * 1000)
             turn = (key, limit.count, int(limit.window_s * 1000) + self.margin_ms, member, waited_ms)
             if mark_sending is None:
-                wait_ms = self.scripts("rate_limit", *turn)
+                wait_ms = cast(int, self.scripts("rate_limit", *turn))
             else:
                 answer = mark_sending(*turn)
                 if answer == 0:

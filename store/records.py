@@ -6,8 +6,8 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from redis import Redis
 
@@ -35,7 +35,7 @@ def new_id() -> str:
 def iso(ms: str | None) -> str | None:
     if not ms:
         return None
-    moment = datetime.fromtimestamp(int(float(ms)) / 1000, tz=timezone.utc)
+    moment = datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -143,12 +143,13 @@ class Requests:
                 sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
                 now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
         if self.min_replicas:
-            answer = self.scripts.replicated(self.min_replicas, "submit", *args)
+            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
         else:
-            answer = self.scripts.retried("submit", *args)   # web's hot path
+            answer = cast("list[str]", self.scripts.retried("submit", *args))   # web's hot path
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
+            assert record is not None   # it outlives its Idempotency-Key, kept result_ttl from submission
             conflict = first_digest != body_digest
             return Submitted(record, created=False, ring_id="", conflict=conflict)
         fields = {"request_id": rid, "tenant": sub.tenant, "status": "queued", "method": sub.method,
@@ -159,7 +160,7 @@ class Requests:
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
-        fields = _pairs(self.scripts("read", rid))
+        fields = _pairs(cast("list[str]", self.scripts("read", rid)))
         return RequestRecord(fields) if fields.get("tenant") else None
 
     def get_for(self, tenant: str, rid: str) -> RequestRecord | None:
@@ -167,11 +168,11 @@ class Requests:
         return record if record and record.tenant == tenant else None
 
     def rid_for_api_id(self, api_id: str) -> str | None:
-        return self.redis.get(keys.api_id(api_id))
+        return cast("str | None", self.redis.get(keys.api_id(api_id)))
 
     def page(self, tenant: str, status: str | None, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do."""
-        total, *rows = self.scripts("page", tenant, status or "", offset, limit)
+        total, *rows = cast("list[Any]", self.scripts("page", tenant, status or "", offset, limit))
         records = [_pairs(row) for row in rows]
         return total, [RequestRecord(r) for r in records if r.get("tenant")]
 
@@ -185,7 +186,7 @@ class Requests:
         if f.get("delivery_at"):
             first = [{"received_at": int(f["delivery_at"]), "method": f["delivery_method"],
                       "api_id": f["api_id"], "body": json.loads(f["response"])}]
-        listed = self.redis.lrange(keys.deliveries(rid), 0, -1)
+        listed = cast("list[str]", self.redis.lrange(keys.deliveries(rid), 0, -1))
         return first + [json.loads(entry.partition(" ")[2]) for entry in listed]
 
 

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError, NoScriptError
 from store.keys import API_CLASSES, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 from store.redis_internals import evalsha
+from store.record_format import lua_definitions
 
 LUA = Path(__file__).with_name("lua")
 NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
@@ -30,6 +31,7 @@ def source(name: str) -> str:
     buckets = ", ".join(repr(b) for b in HISTOGRAM_BUCKETS["request"])
     return (f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
             f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
+            f"{lua_definitions()}"
             f"{prelude}\n"
             f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
             "local answer = script()\nflush()\nreturn answer\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 from redis import Redis
 
@@ -35,6 +36,6 @@ class Sweeper:
     def sweep(self, now: int | None = None) -> SweepResult:
         """One pass over every timer, as of `now` (ms; default: the clock)."""
         now = now_ms() if now is None else now
-        expired, recovered, purged, ring_id = self.scripts(
-            "sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
+        expired, recovered, purged, ring_id = cast("list[Any]", self.scripts(
+            "sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms))
         return SweepResult(expired, recovered, purged, ring_id)

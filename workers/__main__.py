@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from types import FrameType
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker
@@ -21,7 +22,7 @@ class SendWorker(SimpleWorker):
     """Runs jobs in-process so the HTTP pool and send threads live across jobs;
     a stop request also tells the running drain job to stop claiming."""
 
-    def request_stop(self, signum, frame):
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
         shutdown.set()
         super().request_stop(signum, frame)
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 
 BASE_S = 0.5
 CAP_S = 30.0
@@ -28,5 +28,5 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return min(max(0.0, (moment - datetime.now(timezone.utc)).total_seconds()), 3600.0)
+        moment = moment.replace(tzinfo=UTC)
+    return min(max(0.0, (moment - datetime.now(UTC)).total_seconds()), 3600.0)

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -15,6 +16,9 @@ from config import Settings
 from store import keys
 from store.drain_jobs import enqueue_drain_job
 from store.outbox import Claim, Claimed
+
+if TYPE_CHECKING:   # imported by the job when it runs (see drain)
+    from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,8 @@ def drain(drainer_id: str) -> int:
     batch = max(1, ctx.settings.send_concurrency // CLAIM_BATCH_SHARE)
     started, sent = time.monotonic(), 0
     renewed = started
-    in_flight: dict[Future, Claimed] = {}
-    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    in_flight: dict[Future[None], Claimed] = {}
+    finished: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
     while True:
         stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
         if stopping and not in_flight:
@@ -71,7 +75,7 @@ def drain(drainer_id: str) -> int:
         _collect(ctx.settings, in_flight, finished, until, batch if more else 0)
 
 
-def _collect(settings: Settings, in_flight: dict[Future, Claimed], finished: "queue.SimpleQueue[Future]",
+def _collect(settings: Settings, in_flight: dict[Future[None], Claimed], finished: queue.SimpleQueue[Future[None]],
              until: float, enough: int) -> None:
     """Take finished sends off `in_flight` until `enough` slots are free (0: only wait until `until`)."""
     while in_flight:
@@ -101,6 +105,6 @@ def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:
             keys.CALLS: max(0, settings.calls_in_flight - held[keys.CALLS])}
 
 
-def _ring(ctx, ring_id: str) -> None:
+def _ring(ctx: WorkerContext, ring_id: str) -> None:
     if ring_id:
         enqueue_drain_job(ctx.queue, ring_id, ctx.settings)

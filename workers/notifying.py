@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -21,11 +21,11 @@ from standardwebhooks import Webhook
 
 import logs
 from config import Settings
+from notify_hosts import HostPolicy, IPAddress, NotAllowed, Target
 from store.connection import now_ms
 from store.notifications import DueNotification, Notifications
 from store.records import RequestRecord, iso
 from workers.backoff import parse_retry_after
-from notify_hosts import HostPolicy, IPAddress, NotAllowed, Target
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Signer:
         self._hooks = [Webhook(s) for s in secrets]
 
     def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
-        moment = datetime.now(timezone.utc)
+        moment = datetime.now(UTC)
         text = body.decode()
         signatures = " ".join(hook.sign(msg_id, moment, text) for hook in self._hooks)
         return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())),
@@ -134,7 +134,7 @@ class Notifier(threading.Thread):
         self.pool = ThreadPoolExecutor(settings.notify_concurrency, thread_name_prefix="notify")
 
     def run(self) -> None:
-        in_flight: dict[Future, str] = {}
+        in_flight: dict[Future[None], str] = {}
         while not self.stopping.is_set():
             try:
                 self.step(in_flight)
@@ -142,7 +142,7 @@ class Notifier(threading.Thread):
                 log.exception("notifier step failed")
                 self.stopping.wait(1.0)
 
-    def step(self, in_flight: dict[Future, str]) -> None:
+    def step(self, in_flight: dict[Future[None], str]) -> None:
         """Claim what there is room for, then wait for a send to finish (or for a poll)."""
         claimed = self._claim(in_flight)
         for due in claimed:
@@ -156,7 +156,7 @@ class Notifier(threading.Thread):
             if future.exception() is not None:
                 log.error("notification failed: %s", type(future.exception()).__name__)
 
-    def _claim(self, in_flight: dict[Future, str]) -> list[DueNotification]:
+    def _claim(self, in_flight: dict[Future[None], str]) -> list[DueNotification]:
         s = self.settings
         wanted = s.notify_concurrency - len(in_flight)
         if wanted <= 0:

@@ -6,8 +6,8 @@ from functools import partial
 from time import perf_counter
 
 import logs
-from store.metrics import observe
 from store.connection import within
+from store.metrics import observe
 from store.outbox import Claimed
 from workers.backoff import parse_retry_after, retry_delay
 from workers.context import SendStore, WorkerContext

@@ -8,8 +8,8 @@ import threading
 
 from redis.exceptions import RedisError
 
-from workers.context import WorkerContext
 from store.drain_jobs import enqueue_drain_job
+from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
 

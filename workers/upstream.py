@@ -158,7 +158,7 @@ def header(lines: list[bytes], name: bytes) -> str | None:
 def environment_proxy(url: str) -> str | None:
     """The proxy the environment names for `url`, or None (none set, or NO_PROXY covers its host)."""
     parts = urlsplit(url)
-    if urllib.request.proxy_bypass_environment(parts.hostname or ""):
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):   # type: ignore[attr-defined]  # undocumented, not in typeshed
         return None
     proxies = urllib.request.getproxies_environment()
     return proxies.get(parts.scheme) or proxies.get("all")

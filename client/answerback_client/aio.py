@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from answerback_client.base import BaseClient
 from answerback_client.errors import AnswerbackError
-from answerback_client.protocol import (Batch, Call, Operation, Pager, Pause, deadline_after, request_path,
-                                        result_path, resume, seconds_left, split_item, submission_body)
+from answerback_client.protocol import (
+    Batch,
+    Call,
+    Operation,
+    Pager,
+    Pause,
+    deadline_after,
+    request_path,
+    result_path,
+    resume,
+    seconds_left,
+    split_item,
+    submission_body,
+)
 from answerback_client.records import Delivery, Record
 
 T = TypeVar("T")
@@ -20,9 +33,10 @@ T = TypeVar("T")
 class AsyncRequest(Record):
     """A record that can wait for its own end: `await req.wait(30)`."""
 
-    client: "AsyncClient | None" = field(default=None, repr=False, compare=False)
+    client: AsyncClient | None = field(default=None, repr=False, compare=False)
 
-    async def wait(self, timeout: float | None = 60.0) -> "AsyncRequest":
+    async def wait(self, timeout: float | None = 60.0) -> AsyncRequest:
+        assert self.client is not None, "only a Request an AsyncClient made can wait"
         return await self.client.wait(self.request_id, timeout)
 
 
@@ -35,7 +49,7 @@ class AsyncClient(BaseClient):
         super().__init__(url, api_key, **settings)
         self._http = httpx.AsyncClient(**self._http_options)
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

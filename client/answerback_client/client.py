@@ -2,16 +2,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from answerback_client.base import BaseClient
 from answerback_client.errors import AnswerbackError
-from answerback_client.protocol import (Batch, Call, Operation, Pager, Pause, deadline_after, request_path,
-                                        result_path, resume, seconds_left, split_item, submission_body)
+from answerback_client.protocol import (
+    Batch,
+    Call,
+    Operation,
+    Pager,
+    Pause,
+    deadline_after,
+    request_path,
+    result_path,
+    resume,
+    seconds_left,
+    split_item,
+    submission_body,
+)
 from answerback_client.records import Delivery, Record
 
 T = TypeVar("T")
@@ -21,11 +34,12 @@ T = TypeVar("T")
 class Request(Record):
     """A record that can wait for its own end."""
 
-    client: "Client | None" = field(default=None, repr=False, compare=False)
+    client: Client | None = field(default=None, repr=False, compare=False)
 
-    def wait(self, timeout: float | None = 60.0) -> "Request":
+    def wait(self, timeout: float | None = 60.0) -> Request:
         """Long-poll until the request is final or `timeout` seconds pass (None: no limit);
         answers the record as it then stands (check `.finished`)."""
+        assert self.client is not None, "only a Request a Client made can wait"
         return self.client.wait(self.request_id, timeout)
 
 
@@ -39,7 +53,7 @@ class Client(BaseClient):
         super().__init__(url, api_key, **settings)
         self._http = httpx.Client(**self._http_options)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:

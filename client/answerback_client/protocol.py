@@ -11,9 +11,10 @@ import math
 import random
 import time
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Generator, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -82,7 +83,7 @@ def retry_after(response: httpx.Response) -> float | None:
         moment = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 class Operations:
@@ -97,7 +98,7 @@ class Operations:
         attempt = 0
         while True:
             try:
-                response = yield call
+                response = cast(httpx.Response, (yield call))   # a Call is answered with its response
             except httpx.TransportError as exc:
                 error = unreachable(exc)
                 if not isinstance(error, Unavailable) or attempt >= self.backoff.retries:
@@ -214,7 +215,7 @@ class Batch:
         return error
 
 
-def resume(operation: Operation[T], outcome: "httpx.Response | httpx.TransportError | None") -> "Call | Pause":
+def resume(operation: Operation[T], outcome: httpx.Response | httpx.TransportError | None) -> Call | Pause:
     """Hand an operation what its last step produced and get its next step."""
     if isinstance(outcome, httpx.TransportError):
         return operation.throw(outcome)

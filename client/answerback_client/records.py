@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
@@ -38,7 +38,7 @@ class Record:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], **extra: Any) -> "Record":
+    def from_json(cls, data: dict[str, Any], **extra: Any) -> Record:
         known = {f.name for f in fields(cls)} - {"raw", "replayed"}
         values = {name: data[name] for name in known if name in data}
         values |= {name: parse_time(data.get(name)) for name in TIMESTAMPS}
@@ -61,6 +61,6 @@ class Delivery:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Delivery":
-        moment = datetime.fromtimestamp(int(data["received_at"]) / 1000, tz=timezone.utc)
+    def from_json(cls, data: dict[str, Any]) -> Delivery:
+        moment = datetime.fromtimestamp(int(data["received_at"]) / 1000, tz=UTC)
         return cls(moment, data.get("method", ""), data.get("api_id", ""), data.get("body"), data)

@@ -3,19 +3,37 @@
 
 local function rkey(rid) return P .. 'req:' .. rid end
 
--- A record is one string: its fields packed by cmsgpack as an array in the
--- order of FIELDS (false where a field is unset). One key per request, no field
--- names stored, and params or a response of any length cost no more than their
--- own bytes (a hash turns into a hashtable, several times larger, once any value
--- passes 64 bytes). Scripts read a record once (`load`), change it (`update`),
--- and the loader writes each changed record once when the script ends (`flush`);
--- the client reads it as HGETALL-style pairs (`read_record`).
+-- A record is one string: cmsgpack's array of RECORD_VERSION, then its fields'
+-- values in the order of FIELDS (false where a field is unset; both defined by the
+-- loader from store/record_format.py, which says how versions change). One key per
+-- request, no field names stored, and params or a response of any length cost no
+-- more than their own bytes (a hash turns into a hashtable, several times larger,
+-- once any value passes 64 bytes). Scripts read a record once (`load`), change it
+-- (`update`), and the loader writes each changed record once when the script ends
+-- (`flush`); the client reads it as HGETALL-style pairs (`read_record`).
 -- `drainer` and `claim_id`: the drain job and the claim holding a queued or sending
 -- request; only that claim may send or settle it.
-local FIELDS = {'tenant', 'status', 'method', 'path', 'callback_method', 'submitted_at', 'timeout',
-  'api_class', 'attempts', 'sent_at', 'api_id', 'deadline', 'completed_at', 'late', 'delivery_at',
-  'delivery_method', 'params', 'response', 'error', 'notify_url', 'notify_host', 'notify_status',
-  'notify_event', 'notify_attempts', 'notify_error', 'notify_delivered_at', 'drainer', 'claim_id'}
+
+-- A record's fields by name. Version 0 (before the version element) starts with the
+-- tenant, a string: its fields are read from the first element on. A newer version
+-- than this code's is refused: written back, it would lose the fields this code does
+-- not know.
+local function unpack_record(rid, raw)
+  local values = cmsgpack.unpack(raw)
+  local first = 1
+  if type(values[1]) == 'number' then
+    if values[1] > RECORD_VERSION then
+      error('record ' .. rkey(rid) .. ' has format version ' .. values[1] ..
+        '; this code reads versions 0 to ' .. RECORD_VERSION .. ' (store/record_format.py)', 0)
+    end
+    first = 2
+  end
+  local r = {}
+  for i = first, #values do
+    if values[i] then r[FIELDS[i - first + 1]] = values[i] end
+  end
+  return r
+end
 
 local records = {}   -- what this run of the script has read, by request id
 local changed = {}   -- request ids to write back, in the order first changed
@@ -24,14 +42,7 @@ local is_changed = {}
 local function load(rid)
   if records[rid] == nil then
     local raw = redis.call('GET', rkey(rid))
-    local r = false
-    if raw then
-      r = {}
-      for i, value in ipairs(cmsgpack.unpack(raw)) do
-        if value then r[FIELDS[i]] = value end
-      end
-    end
-    records[rid] = r
+    records[rid] = raw and unpack_record(rid, raw) or false
   end
   return records[rid] or nil
 end
@@ -55,8 +66,8 @@ local function flush()
   for _, rid in ipairs(changed) do
     local r = records[rid]
     if r then
-      local values = {}
-      for i, name in ipairs(FIELDS) do values[i] = r[name] or false end
+      local values = {RECORD_VERSION}
+      for i, name in ipairs(FIELDS) do values[i + 1] = r[name] or false end
       redis.call('SET', rkey(rid), cmsgpack.pack(values))
     end
   end
