@@ -226,7 +226,8 @@ class Settings:
         REDIS, "REDIS_URL", "redis://127.0.0.1:6379/0",
         "The Redis that holds everything (`redis://`, `rediss://` for TLS, `unix://`). With `REDIS_SENTINELS` "
         "only its database number, user, password and scheme count. `manage.py run` starts a Redis of its own "
-        "when this is unset.", accepts="URL")
+        "when this is unset. It may carry a password: it stays out of reprs and logs.", accepts="URL",
+        secret=True)
     redis_sentinels: tuple[tuple[str, int], ...] = setting(
         REDIS, "REDIS_SENTINELS", (),
         "Redis Sentinels that name the primary: web, workers and RQ ask them for it and follow a failover "

@@ -5,7 +5,7 @@ redis-py's internals."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
@@ -34,12 +34,19 @@ SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts
 @dataclass(frozen=True)
 class RedisTarget:
     """Where Redis is: a URL, or Sentinels naming the primary (the URL then gives only the
-    database, credentials and scheme). TLS with `rediss://`."""
-    url: str
+    database, credentials and scheme). TLS with `rediss://`. The URL may carry a password, so
+    the repr shows it without one."""
+    url: str = field(repr=False)
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str = "mymaster"
     tls_ca_file: str = ""
     tls_insecure: bool = False
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        shown = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
+        return f"RedisTarget(url={shown!r}, sentinels={self.sentinels!r}, master={self.master!r})"
 
     @property
     def tls(self) -> bool:

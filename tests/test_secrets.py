@@ -243,3 +243,23 @@ def test_an_api_key_sent_as_basic_user_name_is_not_logged(make_stack):
     log = stack.web.service.log_path.read_bytes()
     assert b"GET /v1/requests HTTP/1.1\" 401" in log
     assert leaks("the web log", log) == []
+
+
+def test_a_redis_password_is_in_no_repr_and_no_connection_error():
+    """Settings and the store's RedisTarget are what a traceback or a debug line shows."""
+    from redis.exceptions import RedisError
+
+    from config import Settings
+    from local.redis_server import free_port
+    from store.connection import connect, redis_target
+
+    settings = Settings.from_env({"REDIS_URL": f"redis://answerback:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/3"})
+    target = redis_target(settings)
+    assert leaks("the settings' repr", repr(settings).encode()) == []
+    assert leaks("the Redis target's repr", repr(target).encode()) == []
+    assert "127.0.0.1" in repr(target)   # where it points is still shown
+    client = connect(target, retries=0)
+    with pytest.raises(RedisError) as refused:
+        client.ping()
+    assert leaks("a connection error", f"{refused.value!r} {refused.value}".encode()) == []
+    assert leaks("the client's repr", repr(client).encode()) == []
