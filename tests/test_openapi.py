@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from config import Settings
 from receiver import create_app
-from tests.conftest import KEY_A
+from tests.support.services import KEY_A
 
 DB = 11
 EXAMPLES = 100  # per operation

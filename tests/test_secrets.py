@@ -25,8 +25,10 @@ import pytest
 import redis as redis_lib
 
 from receiver.signature import sign_v3
-from tests.conftest import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B, submit, wait_for, wait_status
-from tests.notify_receiver import NEW_SECRET, Receiver
+from local.processes import wait_for
+from tests.support.api import submit, wait_status
+from tests.support.services import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B
+from tests.support.notify_receiver import NEW_SECRET, Receiver
 
 pytestmark = pytest.mark.slow
 
