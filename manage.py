@@ -3,6 +3,7 @@
 
   python3 manage.py run            the whole system locally (embedded Redis, sandbox, web, worker)
   python3 manage.py test           the test suite (pytest arguments may follow)
+  python3 manage.py test --fast    the unit tier alone (tests marked `fast`), in under a minute
   python3 manage.py bench          the benchmarks in bench/
 
 The first call makes .venv and installs requirements-dev.txt into it (requirements.txt, what
@@ -77,6 +78,15 @@ def cap_memory(setting: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+FAST = ["-m", "fast", "-n", "0"]   # one process: starting xdist's would take longer than the tier
+
+
+def pytest_selection(args: list[str]) -> list[str]:
+    """`--fast` is the unit tier: the tests marked `fast` (pytest.ini), whatever else is asked
+    for after it (a later -m or -n wins)."""
+    return [*FAST, *(a for a in args if a != "--fast")] if "--fast" in args else args
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
@@ -85,7 +95,8 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if argv[0] == "test":
         cap_memory(os.environ.get("TEST_MEMORY_LIMIT", TEST_MEMORY_LIMIT))
-    command = [str(PYTHON), *COMMANDS[argv[0]], *argv[1:]]
+    args = pytest_selection(argv[1:]) if argv[0] == "test" else argv[1:]
+    command = [str(PYTHON), *COMMANDS[argv[0]], *args]
     os.execv(command[0], command)
 
 

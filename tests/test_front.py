@@ -15,6 +15,8 @@ from werkzeug.wrappers import Request
 from tests.support.fuzz_state import build_app, close_app
 from tests.support.fuzz_strategies import KEY, bearer
 
+pytestmark = pytest.mark.fast
+
 SUBMISSION = {"method": "POST", "path": "Message/", "params": {"src": "1555", "dst": "1666", "text": "hi"}}
 
 

@@ -14,6 +14,8 @@ import pytest
 from local.processes import ROOT
 from store.scripts import NAMES
 
+pytestmark = pytest.mark.fast
+
 # Spelled in pieces so that this file does not name them itself.
 MACHINE_PATHS = ["/" + "work/", "/" + "root/", "/" + "home/"]
 UNSHIPPED_DOCS = ["PLIVO" + ".md"]
