@@ -40,8 +40,8 @@ _random = random.SystemRandom()   # not the global one: Hypothesis seeds that, a
 
 def free_port(ports: range = PORTS) -> int:
     """A port nothing listens on now and no other process has been handed, for a child
-    process (or a test's own listener) to bind next: the one port allocator of tests,
-    benches and local runs.
+    process (or a test's own listener) to bind next: the one port allocator of tests and
+    benches (a local run uses fixed ports).
 
     Drawn at random from `ports`, not from the kernel's ephemeral range, so no outgoing
     connection takes it between this call and the child's bind. Each port handed out is
