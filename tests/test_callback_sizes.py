@@ -13,8 +13,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from local.processes import wait_for
-from tests.conftest import submit, wait_status
-from tests.test_callbacks import signed_headers
+from tests.support.api import submit, wait_status
+from tests.support.signed_callbacks import signed_headers
 
 MAX_BODY_BYTES = 64 * 1024   # web's default
 

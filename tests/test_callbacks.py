@@ -8,23 +8,11 @@ import uuid
 from urllib.parse import urlencode
 
 import pytest
-from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
-
-from tests.conftest import AUTH_TOKEN, submit, wait_status, written_keys
-from tests.raw_http import exchange
-
-
-def sdk_signature(method: str, url: str, params: dict, nonce: str, token: str = AUTH_TOKEN) -> str:
-    message = (construct_get_url(url, dict(params)) if method == "GET"
-               else construct_post_url(url, dict(params))).decode()
-    return get_signature_v3(token.encode(), message, nonce.encode()).decode()
-
-
-def signed_headers(method: str, url: str, params: dict, nonce: str | None = None, token: str = AUTH_TOKEN) -> dict:
-    nonce = nonce or uuid.uuid4().hex
-    return {"X-Plivo-Signature-V3": sdk_signature(method, url, params, nonce, token),
-            "X-Plivo-Signature-V3-Nonce": nonce}
+from tests.support.api import submit, wait_status, written_keys
+from tests.support.raw_http import exchange
+from tests.support.services import AUTH_TOKEN
+from tests.support.signed_callbacks import sdk_signature, signed_headers
 
 
 def post_json(web, path_query: str, body: dict, **sign) -> object:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from local.processes import BIN
 from local.redis_server import free_port
-from tests.conftest import KEY_A
+from tests.support.services import KEY_A
 
 CALL = ["from=14155550100", "to=14155550101", "answer_url=https://example.com/answer"]
 

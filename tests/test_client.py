@@ -20,7 +20,7 @@ from answerback_client import (AnswerbackError, AsyncClient, AsyncRequest, Clien
 from answerback_client.protocol import Backoff, retry_after
 from local.processes import wait_for
 from local.redis_server import RedisServer, free_port
-from tests.conftest import KEY_A, KEY_B, Stack
+from tests.support.services import KEY_A, KEY_B, Stack
 
 CALL = {"from": "14155550100", "to": "14155550101", "answer_url": "https://example.com/answer"}
 

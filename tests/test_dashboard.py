@@ -17,7 +17,9 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from receiver.signature import sign_v3
-from tests.conftest import AUTH_TOKEN, KEY_A, KEY_B, submit, wait_status, without_memory_cap
+from tests.support.api import submit, wait_status
+from tests.support.memory import without_memory_cap
+from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

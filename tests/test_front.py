@@ -12,8 +12,10 @@ from werkzeug.datastructures import EnvironHeaders
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from tests.fuzz_state import build_app, close_app
-from tests.fuzz_strategies import KEY, bearer
+from tests.support.fuzz_state import build_app, close_app
+from tests.support.fuzz_strategies import KEY, bearer
+
+pytestmark = pytest.mark.fast
 
 SUBMISSION = {"method": "POST", "path": "Message/", "params": {"src": "1555", "dst": "1666", "text": "hi"}}
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from receiver.signature import sign_v3
 from store.deliveries import OUTCOMES
-from tests.fuzz_state import FUZZ, PUBLIC_URL, TOKEN, CallbackEnv, callback_env  # noqa: F401  (a fixture)
-from tests.fuzz_strategies import FIELD_NAMES, FORM_VALUES, KEY, RICH_JSON, bearer
+from tests.support.fuzz_state import FUZZ, PUBLIC_URL, TOKEN, CallbackEnv
+from tests.support.fuzz_strategies import FIELD_NAMES, FORM_VALUES, KEY, RICH_JSON, bearer
 
 
 def request_in(env: CallbackEnv, state: str) -> tuple[str, str | None]:

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from tests.fuzz_state import fuzz_env, seeded, submit_via  # noqa: F401  (fixtures)
-from tests.fuzz_strategies import KEY, OTHER_KEY, bearer
-from tests.raw_http import MAX_HEAD, AnswerTooLarge, exchange
+from tests.support.fuzz_state import submit_via
+from tests.support.fuzz_strategies import KEY, OTHER_KEY, bearer
+from tests.support.raw_http import MAX_HEAD, AnswerTooLarge, exchange
 
 DEEP = 5000
 

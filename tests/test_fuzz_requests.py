@@ -1,7 +1,7 @@
 """Any request at the whole app (in-process, `app.test_client()`, on the session's Redis in a
 database of its own) is answered without a 5xx, and a refusal writes nothing.
 
-Every example starts from the same seed state (tests/fuzz_state.py), so a failure
+Every example starts from the same seed state (tests/support/fuzz_state.py), so a failure
 replays, shrinks, and prints a `@reproduce_failure` that works."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import json
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz_state import FUZZ, fuzz_env  # noqa: F401  (a fixture)
-from tests.fuzz_strategies import (Req, callback_requests, random_requests, read_requests, submission_requests,
+from tests.support.fuzz_state import FUZZ
+from tests.support.fuzz_strategies import (Req, callback_requests, random_requests, read_requests, submission_requests,
                                    without_long_waits)
 
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import KEY_A
-from tests.fuzz_state import FUZZ
-from tests.fuzz_strategies import (HTTP_METHODS, JSON_VALUES, RAW_PATHS, VISIBLE, any_submission, callback_body,
+from tests.support.services import KEY_A
+from tests.support.fuzz_state import FUZZ
+from tests.support.fuzz_strategies import (HTTP_METHODS, JSON_VALUES, RAW_PATHS, VISIBLE, any_submission, callback_body,
                                    dumps, garbage_bytes, oversized)
 
 DB_SERVER = 2

@@ -14,8 +14,8 @@ import httpx
 import psutil
 
 from local.processes import wait_for
-from tests.conftest import start_web
-from tests.raw_http import exchange
+from tests.support.services import start_web
+from tests.support.raw_http import exchange
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -1,8 +1,10 @@
 """What the tree promises a maintainer: which process may import what, a repository that
 carries nothing of the machine it was written on, Lua scripts whose arguments have names,
-and one builder of the process stack."""
+one builder of the process stack, and test modules that share helpers through tests/support/
+only."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import pytest
 
 from local.processes import ROOT
 from store.scripts import NAMES
+
+pytestmark = pytest.mark.fast
 
 # Spelled in pieces so that this file does not name them itself.
 MACHINE_PATHS = ["/" + "work/", "/" + "root/", "/" + "home/"]
@@ -40,6 +44,22 @@ def test_the_web_process_imports_no_worker_code():
              "print(sorted(n for n in sys.modules if n == 'workers' or n.startswith('workers.')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def imported_modules(path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return ({alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+            | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module})
+
+
+def test_no_test_module_imports_another_or_the_conftest():
+    """What tests share lives in tests/support/ (fixtures there are plugins that conftest.py
+    registers), so that a test module can be read, moved or deleted on its own."""
+    test_module = re.compile(r"(tests\.)?(test_\w+|conftest)$")
+    found = [f"{path.relative_to(ROOT)} imports {name}"
+             for path in sorted((ROOT / "tests").rglob("*.py"))
+             for name in sorted(imported_modules(path)) if test_module.match(name)]
+    assert found == []
 
 
 NAMED_ARGUMENT_SCRIPTS = sorted(NAMES)   # every script (issue 12)

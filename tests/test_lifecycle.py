@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import AUTH_ID, submit, wait_status
+from tests.support.api import submit, wait_status
+from tests.support.services import AUTH_ID
 from local.processes import wait_for
 
 

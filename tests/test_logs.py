@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import submit
+from tests.support.api import submit
 
 DB = 15
 FIELDS = {"time", "level", "logger", "message"}

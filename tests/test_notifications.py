@@ -9,8 +9,9 @@ from typing import Any, Iterator
 import pytest
 
 from local.processes import wait_for
-from tests.conftest import Stack, submit, wait_status, written_keys
-from tests.notify_receiver import NEW_SECRET, OLD_SECRET, Receiver
+from tests.support.api import submit, wait_status, written_keys
+from tests.support.services import Stack
+from tests.support.notify_receiver import NEW_SECRET, OLD_SECRET, Receiver
 
 SCHEDULE = "0.3,0.5,1,1,1,1"           # 7 attempts in about 5 s
 DB = 6

@@ -11,6 +11,8 @@ from config import ConfigError, Settings
 from notify_hosts import HostPolicy, NotAllowed
 from workers.notifying import next_delay
 
+pytestmark = pytest.mark.fast
+
 POLICY = HostPolicy.parse(("hooks.example.com", "api.example.org:8443", "*.example.net", "127.0.0.1",
                            "[::1]:9000", "10.1.0.0/16"))
 

@@ -17,7 +17,7 @@ from schemathesis.core.parameters import ParameterLocation
 
 from config import Settings
 from receiver import create_app
-from tests.conftest import KEY_A
+from tests.support.services import KEY_A
 
 DB = 11
 EXAMPLES = 100  # per operation

@@ -4,17 +4,16 @@ is over while Redis is down, and web and workers reconnect by themselves once it
 back (AOF, appendfsync everysec)."""
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 
-import httpx
 import pytest
 
 from local.redis_server import RedisServer
-from tests.conftest import Stack, submit, wait_status
+from tests.support.api import submit, wait_status
+from tests.support.services import Stack
 from local.processes import wait_for
-from tests.test_callbacks import signed_headers
+from tests.support.signed_callbacks import delivery
 
 pytestmark = pytest.mark.slow
 
@@ -36,16 +35,6 @@ def deliver(client, web_url: str, record: dict) -> int:
     """Plivo's delivery of `record`'s callback: the answer's status (0: no answer)."""
     answer = delivery(client, web_url, record)
     return answer.status_code if answer is not None else 0
-
-
-def delivery(client, web_url: str, record: dict) -> httpx.Response | None:
-    path = f"/callbacks/plivo?rid={record['request_id']}"
-    body = {"api_id": record["api_id"], "status": "delivered"}
-    try:
-        return client.post(path, content=json.dumps(body), headers={
-            "Content-Type": "application/json", **signed_headers("POST", web_url + path, body)})
-    except httpx.TransportError:  # the web process itself never goes down here; not acknowledged
-        return None
 
 
 def test_redis_killed_during_a_stream_of_callbacks(crash_stack, sandbox):

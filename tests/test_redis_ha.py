@@ -17,8 +17,9 @@ from redis.exceptions import RedisError
 
 from local.processes import wait_for
 from local.redis_server import RedisServer, SentinelServer
-from tests.conftest import Stack, submit, wait_status
-from tests.test_redis_crash import delivery
+from tests.support.api import submit, wait_status
+from tests.support.services import Stack
+from tests.support.signed_callbacks import delivery
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import submit, wait_status
+from tests.support.api import submit, wait_status
 from local.processes import wait_for
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import submit, wait_status, written_keys
+from tests.support.api import submit, wait_status, written_keys
 
 
 def test_submission_answers_202_with_the_record_and_location(api):

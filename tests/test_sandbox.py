@@ -10,7 +10,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from plivo.utils import validate_v3_signature
 
 from local.processes import wait_for
+from local.redis_server import free_port
 from sandbox.callback import Callback, CallbackTarget, as_params, flatten, signable
 from sandbox.options import Config, ConfigError
 from sandbox.courier import Courier, DeliveryPlan, Timeouts
@@ -34,12 +35,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 AUTH_ID = "MATESTSANDBOX0000001"
 AUTH_TOKEN = "test-sandbox-token"
 ACCOUNT = f"/v1/Account/{AUTH_ID}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # --- the callback receiver -------------------------------------------------------------

@@ -24,9 +24,11 @@ import httpx
 import pytest
 import redis as redis_lib
 
+from local.processes import wait_for
 from receiver.signature import sign_v3
-from tests.conftest import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B, submit, wait_for, wait_status
-from tests.notify_receiver import NEW_SECRET, Receiver
+from tests.support.api import submit, wait_status
+from tests.support.notify_receiver import NEW_SECRET, Receiver
+from tests.support.services import AUTH_ID, AUTH_TOKEN, KEY_A, KEY_B
 
 pytestmark = pytest.mark.slow
 

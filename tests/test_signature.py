@@ -104,6 +104,7 @@ def random_signature(seed: bytes) -> str:
 
 # Known answers ------------------------------------------------------------
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "method, url, params, message",
     [
@@ -127,6 +128,7 @@ def test_message_is_built_as_plivo_md_describes(method, url, params, message):
     assert sdk_sign(TOKEN, method, url, NONCE, params) == sign_v3(TOKEN, method, url, NONCE, params)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "method, url, params",
     [
@@ -148,6 +150,7 @@ def test_sdk_signed_callback_verifies(method, url, params):
     assert sign_v3(TOKEN, method, url, NONCE, params) == signature
 
 
+@pytest.mark.fast
 def test_non_ascii_post_value_verifies():
     params = {"api_id": API_ID, "message": "llamada — ✓"}
     signature = sdk_sign(TOKEN, "POST", PUBLIC, NONCE, params)
@@ -156,6 +159,7 @@ def test_non_ascii_post_value_verifies():
     assert verify_v3(TOKEN, "POST", PUBLIC, NONCE, signature, params)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("method, params", [("GET", {}), ("POST", {"api_id": API_ID})])
 def test_non_ascii_query_is_accepted_read_once_or_as_the_sdk_reads_it(method, params):
     url = PUBLIC + "?to=" + quote("José ✓")
@@ -168,6 +172,7 @@ def test_non_ascii_query_is_accepted_read_once_or_as_the_sdk_reads_it(method, pa
     assert verify_v3(TOKEN, method, url, NONCE, once, params)
 
 
+@pytest.mark.fast
 def test_query_that_is_not_utf8_has_only_the_sdk_reading():
     url = PUBLIC + "?name=%E9"
     with pytest.raises(UnicodeDecodeError):
@@ -175,6 +180,7 @@ def test_query_that_is_not_utf8_has_only_the_sdk_reading():
     assert verify_v3(TOKEN, "GET", url, NONCE, sdk_sign(TOKEN, "GET", url, NONCE, {}), {})
 
 
+@pytest.mark.fast
 def test_non_ascii_nonce_is_accepted_read_once_or_as_the_sdk_reads_it():
     nonce = "nonce-é"
     as_sdk = sdk_sign(TOKEN, "POST", PUBLIC, nonce, {"a": "1"})
@@ -184,6 +190,7 @@ def test_non_ascii_nonce_is_accepted_read_once_or_as_the_sdk_reads_it():
     assert verify_v3(TOKEN, "POST", PUBLIC, nonce, once, {"a": "1"})
 
 
+@pytest.mark.fast
 def test_any_one_of_several_signatures_passes():
     signature = sdk_sign(TOKEN, "POST", PUBLIC, NONCE, {"a": "1"})
     header = ",".join([random_signature(b"x"), signature, random_signature(b"y")])
@@ -191,6 +198,7 @@ def test_any_one_of_several_signatures_passes():
     assert sdk_accepts(TOKEN, "POST", PUBLIC, NONCE, header, {"a": "1"})
 
 
+@pytest.mark.fast
 def test_spaces_around_commas_are_tolerated_but_not_inside_a_signature():
     signature = sdk_sign(TOKEN, "POST", PUBLIC, NONCE, {})
     lenient = random_signature(b"x") + ", " + signature + "\t"
@@ -200,6 +208,7 @@ def test_spaces_around_commas_are_tolerated_but_not_inside_a_signature():
     assert not verify_v3(TOKEN, "POST", PUBLIC, NONCE, ",, ,", {})
 
 
+@pytest.mark.fast
 def test_ma_header_verifies_with_the_main_account_token():
     params = {"api_id": API_ID}
     ma_signature = sdk_sign(MAIN_TOKEN, "POST", PUBLIC, NONCE, params)
@@ -207,6 +216,7 @@ def test_ma_header_verifies_with_the_main_account_token():
     assert not verify_v3(TOKEN, "POST", PUBLIC, NONCE, ma_signature, params)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "signed_as, checked_as",
     [
@@ -231,6 +241,7 @@ def test_signature_for_anything_else_is_rejected(signed_as, checked_as):
     assert not sdk_accepts(header=signature, **checker)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "changes",
     [{"nonce": ""}, {"nonce": None}, {"signatures": ""}, {"signatures": None}, {"token": ""},
@@ -244,12 +255,14 @@ def test_missing_or_unusable_input_never_verifies(changes):
     assert not verify_v3(**{**request, **changes})
 
 
+@pytest.mark.fast
 def test_method_is_case_insensitive_like_the_sdk():
     signature = sdk_sign(TOKEN, "GET", PUBLIC + "?a=1", NONCE, {})
     assert sdk_accepts(TOKEN, "get", PUBLIC + "?a=1", NONCE, signature, {})
     assert verify_v3(TOKEN, "get", PUBLIC + "?a=1", NONCE, signature, {})
 
 
+@pytest.mark.fast
 def test_params_the_sdk_crashes_on_are_rejected_not_raised():
     params = {"to": ["b", None]}
     with pytest.raises(TypeError):
@@ -257,11 +270,13 @@ def test_params_the_sdk_crashes_on_are_rejected_not_raised():
     assert not verify_v3(TOKEN, "POST", PUBLIC, NONCE, random_signature(b"x"), params)
 
 
+@pytest.mark.fast
 def test_deeply_nested_json_is_rejected_not_raised():
     params = json.loads('{"a":' * 600 + "1" + "}" * 600)
     assert not verify_v3(TOKEN, "POST", PUBLIC, NONCE, random_signature(b"x"), params)
 
 
+@pytest.mark.fast
 def test_v2_accepts_its_signature_and_ignores_the_query():
     signature = v2_signature(TOKEN, PUBLIC, NONCE)
     assert plivo.utils.validate_signature(PUBLIC + "?rid=7", NONCE, signature, TOKEN)
@@ -269,6 +284,7 @@ def test_v2_accepts_its_signature_and_ignores_the_query():
     assert verify_v2(TOKEN, PUBLIC, NONCE, random_signature(b"x") + "," + signature)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "token, url, nonce",
     [("another-token", PUBLIC, NONCE), (TOKEN, PUBLIC, "1"), (TOKEN, INTERNAL, NONCE), (TOKEN, PUBLIC, "")],

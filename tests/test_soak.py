@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import submit
+from tests.support.api import submit
 from local.processes import wait_for
 
 pytestmark = pytest.mark.slow

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from local.processes import ROOT
 from receiver.spool import Spool
+
+pytestmark = pytest.mark.fast
 
 
 def entry(n: int) -> dict:

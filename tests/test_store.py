@@ -24,6 +24,8 @@ from store.records import Requests, Submission, new_id
 from store.scripts import NotReplicated
 from store.sweep import Sweeper
 
+pytestmark = pytest.mark.fast
+
 TTL = 3600
 DB = 15
 

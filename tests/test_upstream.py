@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.conftest import submit, wait_status
+from tests.support.api import submit, wait_status
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,9 @@ import pytest
 from config import raise_fd_limit
 from local.processes import wait_for
 from store.records import Requests
-from tests.conftest import KEY_A, submit, wait_status
-from tests.test_callbacks import signed_headers
+from tests.support.api import submit, wait_status
+from tests.support.services import KEY_A
+from tests.support.signed_callbacks import callback, post_callback
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +30,6 @@ WAITERS = 1000
 
 def held(stack) -> int:
     return int(stack.redis.hget("ab:metrics", "waits_held") or 0)
-
-
-def callback(url: str, rid: str | None, api_id: str) -> tuple[str, bytes, dict[str, str]]:
-    """(path and query, body, headers) of one signed JSON callback."""
-    path = "/callbacks/plivo" + (f"?rid={rid}" if rid else "")
-    body = {"api_id": api_id, "status": "completed"}
-    return path, json.dumps(body).encode(), {"Content-Type": "application/json",
-                                             **signed_headers("POST", url + path, body)}
-
-
-async def post_callback(client: httpx.AsyncClient, url: str, rid: str | None) -> str:
-    path, body, headers = callback(url, rid, str(uuid.uuid4()))
-    answer = await client.post(path, content=body, headers=headers)
-    assert answer.status_code == 200, answer.text
-    return answer.json()["outcome"]
 
 
 async def hold_then_finish(stack, rids: list[str]) -> tuple[list[str], list[httpx.Response]]:

@@ -3,7 +3,7 @@ broke it (JSON nested 5000 deep, ids that name another key of a request such as
 `{rid}:deliveries`, NaN, numbers past a double, Unicode digits, bodies past MAX_BODY_BYTES).
 
 Strategies that name real requests draw from `Pools`, the ids of a seed state that every
-example starts from afresh (tests/fuzz_state.py): the pools never change during a test,
+example starts from afresh (tests/support/fuzz_state.py): the pools never change during a test,
 so an example replays and shrinks the same way."""
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from local.processes import wait_for
-from tests.conftest import start_web, submit, wait_status
-from tests.test_callbacks import signed_headers
-from tests.test_waiting import post_callback as post_signed_callback
+from tests.support.api import submit, wait_status
+from tests.support.services import start_web
+from tests.support.signed_callbacks import post_callback as post_signed_callback
+from tests.support.signed_callbacks import signed_headers
 
 REQUESTS = 4
 

@@ -23,7 +23,7 @@ from store import connect, keys
 from store.outbox import Outbox
 from store.records import STATUSES, Requests
 from store.sweep import Sweeper
-from tests.fuzz_strategies import KEY, OTHER_KEY, Pools, bearer
+from tests.support.fuzz_strategies import KEY, OTHER_KEY, Pools, bearer
 
 DB_FUZZ, DB_CALLBACKS = 9, 10
 TOKEN = "fuzz-plivo-token"

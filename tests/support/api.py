@@ -1,0 +1,32 @@
+"""What a test does through the public API, and what it then finds in Redis."""
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from local.processes import wait_for
+from store import keys
+
+
+def submit(api: httpx.Client, method: str = "POST", path: str = "Call/", params: dict | None = None,
+           **extra: Any) -> dict[str, Any]:
+    body = {"method": method, "path": path, "params": params if params is not None else {"to": "14155550101"}}
+    answer = api.post("/v1/requests", json=body | extra)
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: float = 15) -> dict[str, Any]:
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+
+    def reached():
+        record = api.get(f"/v1/requests/{rid}").json()
+        return record if record["status"] in wanted else None
+    return wait_for(reached, timeout, 0.05, f"request {rid} to reach {wanted}")
+
+
+def written_keys(redis) -> list[str]:
+    """Answerback's data keys in Redis: not the sweep's lock (workers take it every
+    second) nor the metrics counters (a refusal is counted, not stored)."""
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (keys.SWEEP_LOCK, keys.METRICS)]

@@ -1,0 +1,49 @@
+"""receiver/auth.py: a bearer API key names its tenant; `name:key` entries let a tenant hold
+two keys while one is rotated; anything else is a 401."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from receiver.auth import key_table, tenant_of
+from receiver.errors import Unauthorized
+
+pytestmark = pytest.mark.fast
+
+KEYS = ("solo-key", "acme:old-key", "acme:new-key", "other:new-key-2")
+
+
+def tenants(entries=KEYS) -> SimpleNamespace:
+    """What tenant_of reads of the web's services: its API_KEYS, and the table built from them."""
+    return SimpleNamespace(settings=SimpleNamespace(api_keys=entries), key_table=None)
+
+
+def test_a_named_tenants_keys_all_name_it_and_other_keys_their_own_tenant():
+    svc = tenants()
+    acme = tenant_of(svc, "Bearer old-key")
+    assert tenant_of(svc, "bearer new-key") == acme
+    assert len({acme, tenant_of(svc, "Bearer solo-key"), tenant_of(svc, "Bearer new-key-2")}) == 3
+
+
+def test_keys_are_held_only_as_hashes():
+    table = key_table(KEYS)
+    assert not any(secret in repr(table) for secret in ("solo-key", "old-key", "new-key", "acme"))
+
+
+def test_a_tenant_stays_the_same_when_its_key_changes_or_the_list_is_reordered():
+    before = tenant_of(tenants(("acme:old-key",)), "Bearer old-key")
+    assert tenant_of(tenants(("x", "acme:new-key")), "Bearer new-key") == before
+
+
+@pytest.mark.parametrize("header, message", [
+    ("", "missing bearer API key"),
+    ("Bearer ", "missing bearer API key"),
+    ("Basic solo-key", "missing bearer API key"),
+    ("Bearer solo", "invalid API key"),
+    ("Bearer acme", "invalid API key"),
+    ("Bearer acme:old-key", "invalid API key"),
+])
+def test_anything_but_a_known_bearer_key_is_unauthorized(header, message):
+    with pytest.raises(Unauthorized, match=message):
+        tenant_of(tenants(), header)
