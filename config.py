@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")   # gunicorn's names; the first is the default
@@ -401,7 +402,7 @@ class Settings:
         return int((3 * self.notify_timeout + 5) * 1000)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings `env` (the process's environment unless given) sets; an unset or empty
         variable takes its default. Raises ConfigError naming the first variable that cannot be used."""
         env = os.environ if env is None else env

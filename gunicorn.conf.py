@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
+from config import Settings, raise_fd_limit, web_capacity
 
 _settings = Settings.from_env()
 bind = f"0.0.0.0:{_settings.port}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from flask import g, request
 

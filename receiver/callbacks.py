@@ -20,8 +20,8 @@ from receiver.prometheus import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
-from store.deliveries import SPOOLED
 from store.connection import OUTAGE, now_ms, within
+from store.deliveries import SPOOLED
 from store.metrics import count
 from store.scripts import NotReplicated
 

@@ -120,7 +120,7 @@ def body_finished(request: Request) -> bool:
     if read is not None and request.content_length is not None and read.is_exhausted:
         return True   # read to its Content-Length (the usual case): nothing left to drain
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
-    if stream is None or not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+    if stream is None or (not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", "")):
         return True
     try:
         while left > 0:

@@ -15,8 +15,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from config import CALLBACK_METHODS, Settings
 from receiver.dashboard import CARDS
 from receiver.services import services
-from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
-                                 submission_schema)
+from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
 from store.deliveries import OUTCOMES, SPOOLED
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES

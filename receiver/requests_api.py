@@ -14,8 +14,19 @@ from receiver.auth import require_key, tenant_of
 from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.json_provider import compact_json
 from receiver.services import Services, services
-from receiver.validation import (LIST_ARGS, MAX_IDEMPOTENCY_KEY, PAGE_SIZE, WAIT_ARGS, int_arg, is_uuid, json_body,
-                                 known_args, parse_submission, status_arg, wait_arg)
+from receiver.validation import (
+    LIST_ARGS,
+    MAX_IDEMPOTENCY_KEY,
+    PAGE_SIZE,
+    WAIT_ARGS,
+    int_arg,
+    is_uuid,
+    json_body,
+    known_args,
+    parse_submission,
+    status_arg,
+    wait_arg,
+)
 from store.metrics import count
 from store.records import RequestRecord, Requests, Submission
 

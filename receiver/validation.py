@@ -110,7 +110,7 @@ class SubmissionIn(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def query_params_are_flat(self) -> "SubmissionIn":
+    def query_params_are_flat(self) -> SubmissionIn:
         """GET and DELETE send params in the query string: only scalars and lists of scalars fit."""
         if self.method in QUERY_METHODS:
             for name, value in self.params.items():
