@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
+CallbackMethod = Literal["POST", "GET"]   # what the upstream may be asked to call back with; the first is the default
+CALLBACK_METHODS: tuple[CallbackMethod, ...] = get_args(CallbackMethod)
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")   # gunicorn's names; the first is the default
 TRUE = ("1", "true", "yes", "on")    # a flag is on for these (any letter case), off for anything else
 CALLBACK_HOLD_MAX = 35   # seconds: Plivo waits 40 s for the webhook's answer
