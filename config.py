@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Literal, get_args
 
-CALLBACK_METHODS = ("POST", "GET")   # what the upstream may be asked to call back with; the first is the default
+CallbackMethod = Literal["POST", "GET"]   # what the upstream may be asked to call back with; the first is the default
+CALLBACK_METHODS: tuple[CallbackMethod, ...] = get_args(CallbackMethod)
 LOG_LEVELS = ("info", "debug", "warning", "error", "critical")   # gunicorn's names; the first is the default
 TRUE = ("1", "true", "yes", "on")    # a flag is on for these (any letter case), off for anything else
 CALLBACK_HOLD_MAX = 35   # seconds: Plivo waits 40 s for the webhook's answer
@@ -402,7 +404,7 @@ class Settings:
         return int((3 * self.notify_timeout + 5) * 1000)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings `env` (the process's environment unless given) sets; an unset or empty
         variable takes its default. Raises ConfigError naming the first variable that cannot be used."""
         env = os.environ if env is None else env

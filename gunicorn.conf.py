@@ -6,11 +6,18 @@ its speed. The open-files limit is raised to the hard limit here, in the master,
 and the workers inherit it; the connection and waiter caps follow from it.
 The worker class and the logger class live in receiver/ (named by dotted path).
 """
+from __future__ import annotations
+
 import os
 import sys
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from config import Settings, raise_fd_limit, web_capacity  # noqa: E402
+from config import Settings, raise_fd_limit, web_capacity
+
+if TYPE_CHECKING:
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 _settings = Settings.from_env()
 bind = f"0.0.0.0:{_settings.port}"
@@ -41,7 +48,7 @@ limit_request_fields = 200
 control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Flush the worker's latency observations not yet in Redis (store/metrics.py; atexit
     does too, but gunicorn's exit path is not ours to rely on)."""
     from store.metrics import flush_observations

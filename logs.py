@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
+from types import MappingProxyType
 
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
-_ids: ContextVar[dict[str, str]] = ContextVar("log_ids", default={})
+# Never mutated, only replaced: the default is read-only so no caller can change it for all contexts.
+_ids: ContextVar[Mapping[str, str]] = ContextVar("log_ids", default=MappingProxyType({}))
 
 
 def _joined(ids: dict[str, str]) -> dict[str, str]:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
+from typing import ParamSpec, TypeVar
 
 from flask import g, request
 
 from receiver.errors import Unauthorized
 from receiver.services import Services, services
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _digest(text: str) -> str:
@@ -48,9 +52,9 @@ def tenant_of(svc: Services, authorization: str) -> str:
     return tenant
 
 
-def require_key(view: Callable) -> Callable:
+def require_key(view: Callable[P, R]) -> Callable[P, R]:
     @wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         g.tenant = tenant_of(services(), request.headers.get("Authorization", ""))
         return view(*args, **kwargs)
     return wrapper

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import cache
-from typing import Any
+from typing import Any, NoReturn, cast
 
 from flask import Blueprint
 from werkzeug.exceptions import MethodNotAllowed
@@ -20,8 +20,8 @@ from receiver.prometheus import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
-from store.deliveries import SPOOLED
 from store.connection import OUTAGE, now_ms, within
+from store.deliveries import SPOOLED
 from store.metrics import count
 from store.scripts import NotReplicated
 
@@ -39,7 +39,7 @@ URL_ALLOWANCE = 1024
 
 
 @bp.route(PATH, methods=list(METHODS))
-def plivo():
+def plivo() -> NoReturn:
     """Flask's rule for the webhook's URL, so that Flask answers the methods the webhook does
     not serve as on any route (OPTIONS; 405 with Allow). GET, POST and HEAD never get here:
     receiver/front.py takes them before Flask."""
@@ -90,7 +90,7 @@ def keep(svc: Services, delivery: dict[str, Any]) -> str:
         try:
             outcome = svc.deliveries.store(**delivery)
         except NotReplicated as exc:   # stored, not yet replicated: the next try says "duplicate"
-            written.append(exc.result)
+            written.append(cast(str, exc.result))   # match_callback answers the outcome, as store() does
             raise
         return written[0] if written and outcome == "duplicate" else outcome
 

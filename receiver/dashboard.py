@@ -5,7 +5,7 @@ the caller's list every REFRESH_MS, so a request that completes shows as complet
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, Response, jsonify, render_template
 
 from receiver.services import services
 from receiver.validation import PAGE_SIZE
@@ -35,12 +35,12 @@ def counts() -> dict[str, int]:
 
 
 @bp.get("/")
-def index():
+def index() -> str:
     return render_template("dashboard.html", cards=CARDS, counts=counts(), statuses=STATUSES,
                            callback_url=services().settings.callback_url, refresh_ms=REFRESH_MS,
                            page_size=PAGE_SIZE)
 
 
 @bp.get("/dashboard/counts")
-def dashboard_counts():
+def dashboard_counts() -> Response:
     return jsonify(counts())

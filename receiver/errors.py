@@ -59,7 +59,7 @@ class Unprocessable(ApiError):
     status = 422
 
 
-def error_response(status: int, message: str, **details: Any) -> Response:
+def error_response(status: int, message: str | None, **details: Any) -> Response:
     """A JSON error answer. Needs no app context: the webhook answers outside Flask's dispatch."""
     response = Response(compact_json({"error": message, **details}) + "\n", status=status,
                         mimetype="application/json")
@@ -70,8 +70,8 @@ def error_response(status: int, message: str, **details: Any) -> Response:
 
 def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int | None = None) -> Response:
     """The answer to what a view raised: the one mapping of exceptions to JSON errors, for
-    Flask's views (init_app) and the webhook (receiver/callbacks.py) alike. Call it from the
-    `except` block that caught `exc` (an unexpected error is logged with its traceback)."""
+    Flask's views (init_app) and the webhook (receiver/callbacks.py) alike. An unexpected
+    error is logged with its traceback."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, **exc.details)
     if isinstance(exc, RequestEntityTooLarge):
@@ -80,8 +80,9 @@ def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int
         return error_response(413, f"request body is larger than {max_body_bytes} bytes")
     if isinstance(exc, HTTPException):
         response = error_response(exc.code or 500, exc.description)
-        if getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        allowed = getattr(exc, "valid_methods", None)   # MethodNotAllowed's
+        if allowed:
+            response.headers["Allow"] = ", ".join(allowed)
         return response
     if isinstance(exc, OUTAGE):
         log.error("Redis unavailable: %s", exc if isinstance(exc, WriteRefused) else type(exc).__name__)
@@ -91,7 +92,7 @@ def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int
     if isinstance(exc, RedisError):   # answered, and not an outage: a bug or bad data, no retry mends it
         log.error("Redis refused the command: %s: %s", type(exc).__name__, exc)
         return error_response(500, "internal error")
-    log.exception("unexpected error")
+    log.error("unexpected error", exc_info=exc)
     return error_response(500, "internal error")
 
 
@@ -120,7 +121,7 @@ def body_finished(request: Request) -> bool:
     if read is not None and request.content_length is not None and read.is_exhausted:
         return True   # read to its Content-Length (the usual case): nothing left to drain
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
-    if stream is None or not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+    if stream is None or (not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", "")):
         return True
     try:
         while left > 0:

@@ -10,7 +10,8 @@ view's (receiver/errors.py).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from werkzeug.wrappers import Request
 

@@ -8,17 +8,24 @@ tests/contracts/test_gunicorn_contract.py checks them against the installed guni
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from gunicorn import glogging
 
 import logs
 from config import Settings
 
+if TYPE_CHECKING:
+    from gunicorn.config import Config
+    from gunicorn.http.message import Request
+    from gunicorn.http.wsgi import Response
+
 GUNICORN_LOGGERS = ("gunicorn.error", "gunicorn.access")
 
 
 class Logger(glogging.Logger):
-    def setup(self, cfg) -> None:
+    def setup(self, cfg: Config) -> None:
         super().setup(cfg)
         log_format = Settings.from_env().log_format
         logs.configure(log_format, cfg.loglevel)
@@ -28,7 +35,7 @@ class Logger(glogging.Logger):
             for handler in logging.getLogger(name).handlers:
                 logs.use_format(handler, log_format)
 
-    def access(self, resp, req, environ, request_time) -> None:
+    def access(self, resp: Response, req: Request, environ: dict[str, Any], request_time: timedelta) -> None:
         """The access line carries the ids the views bound; then this thread (or greenlet)
         forgets them, so that gunicorn's lines before the next request do not carry them."""
         try:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import CALLBACK_METHODS, Settings
 from receiver.dashboard import CARDS
 from receiver.services import services
-from receiver.validation import (MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE,
-                                 submission_schema)
+from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
 from store.deliveries import OUTCOMES, SPOOLED
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
@@ -31,12 +30,13 @@ TIME = {"type": ["string", "null"], "format": "date-time"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-
-
 def _json(ref: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json("Error", description)
 
 
 def _param(name: str, where: str, schema: dict[str, Any], required: bool = False, text: str = "") -> dict[str, Any]:
@@ -102,7 +102,7 @@ CALLBACK_RESPONSES = {
     "403": _error("missing or invalid Plivo signature"),
     "413": _error("body too large"), "503": _error("cannot be stored in Redis within CALLBACK_HOLD, nor spooled"),
 }
-SECURED = [{"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 PATHS: dict[str, Any] = {
@@ -110,7 +110,8 @@ PATHS: dict[str, Any] = {
         "post": {"summary": "Submit an asynchronous upstream request", "security": SECURED,
                  "parameters": [_param("Idempotency-Key", "header",
                                        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY})],
-                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}}},
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {"$ref": "#/components/schemas/Submission"}}}},
                  "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
                                "413": _error("body too large"), "415": _error("not JSON"),
                                "422": _error("Idempotency-Key reused with another body, or a notify_url "
@@ -119,12 +120,15 @@ PATHS: dict[str, Any] = {
                 "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
                                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
                                _param("status", "query", {"enum": list(STATUSES)})],
-                "responses": {"200": _json("Page", "a page"), "400": _error("bad limit, offset or status, or an unknown query parameter"), **AUTH_ERRORS}},
+                "responses": {"200": _json("Page", "a page"),
+                              "400": _error("bad limit, offset or status, or an unknown query parameter"),
+                              **AUTH_ERRORS}},
     },
     "/v1/requests/{request_id}": {
         "get": {"summary": "Read (or wait for) a request", "security": SECURED,
                 "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait, or an unknown query parameter"),
+                "responses": {"200": _json("Request", "the record"),
+                              "400": _error("bad wait, or an unknown query parameter"),
                               "404": _error("unknown id"), **AUTH_ERRORS}},
     },
     "/v1/requests/{request_id}/deliveries": {
@@ -148,7 +152,8 @@ PATHS: dict[str, Any] = {
     "/v1/results/{api_id}": {
         "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
                 "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"), "400": _error("bad wait, or an unknown query parameter"),
+                "responses": {"200": _json("Request", "the record"),
+                              "400": _error("bad wait, or an unknown query parameter"),
                               "404": _error("unknown api_id"), **AUTH_ERRORS}},
     },
     "/callbacks/plivo": {
@@ -158,14 +163,17 @@ PATHS: dict[str, Any] = {
                                              "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
                  "responses": CALLBACK_RESPONSES},
         "get": {"summary": "Plivo callback (query string), V3-signed",
-                "parameters": [_param("rid", "query", {"type": "string"}), _param("api_id", "query", {"type": "string"})],
+                "parameters": [_param("rid", "query", {"type": "string"}),
+                               _param("api_id", "query", {"type": "string"})],
                 "responses": CALLBACK_RESPONSES},
     },
     "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "up"}}}},
-    "/readyz": {"get": {"summary": "Redis reachable", "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+    "/readyz": {"get": {"summary": "Redis reachable",
+                        "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
-    DOCS_URL + "/": {"get": {"summary": "This document, to read (Swagger UI)", "responses": {"200": {"description": "HTML"}}}},
+    DOCS_URL + "/": {"get": {"summary": "This document, to read (Swagger UI)",
+                             "responses": {"200": {"description": "HTML"}}}},
     "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
     "/dashboard/counts": {"get": {"summary": "The dashboard's figures, for its refresh", "responses": {"200": {
         "description": "counts", "content": {"application/json": {"schema": {
@@ -194,5 +202,5 @@ def document(settings: Settings) -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
-def openapi():
+def openapi() -> Response:
     return jsonify(document(services().settings))

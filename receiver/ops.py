@@ -1,7 +1,7 @@
 """Operations endpoints: liveness and readiness."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 
 from receiver.errors import error_response
@@ -11,12 +11,12 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> Response:
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> Response:
     try:
         services().redis.ping()
     except RedisError:

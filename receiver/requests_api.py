@@ -14,8 +14,19 @@ from receiver.auth import require_key, tenant_of
 from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.json_provider import compact_json
 from receiver.services import Services, services
-from receiver.validation import (LIST_ARGS, MAX_IDEMPOTENCY_KEY, PAGE_SIZE, WAIT_ARGS, int_arg, is_uuid, json_body,
-                                 known_args, parse_submission, status_arg, wait_arg)
+from receiver.validation import (
+    LIST_ARGS,
+    MAX_IDEMPOTENCY_KEY,
+    PAGE_SIZE,
+    WAIT_ARGS,
+    int_arg,
+    is_uuid,
+    json_body,
+    known_args,
+    parse_submission,
+    status_arg,
+    wait_arg,
+)
 from store.metrics import count
 from store.records import RequestRecord, Requests, Submission
 
@@ -25,7 +36,7 @@ bp = Blueprint("requests", __name__, url_prefix=PREFIX)
 
 
 @bp.post("/requests")
-def submit():
+def submit() -> Response:
     """Served by receiver/front.py before Flask's dispatch; Flask gets a submission only at a
     variant of the URL its map takes as the same (e.g. a doubled slash)."""
     status, body, headers = serve_submission(services(), request)
@@ -65,7 +76,7 @@ def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tupl
 
 @bp.get("/requests/<request_id>")
 @require_key
-def get_request(request_id: str):
+def get_request(request_id: str) -> Response:
     known_args(request.args, WAIT_ARGS)
     wait = wait_arg(request.args)
     return _answer(request_id, wait)
@@ -73,7 +84,7 @@ def get_request(request_id: str):
 
 @bp.get("/results/<api_id>")
 @require_key
-def get_result(api_id: str):
+def get_result(api_id: str) -> Response:
     known_args(request.args, WAIT_ARGS)
     wait = wait_arg(request.args)
     logs.bind(api_id=api_id if is_uuid(api_id) else "")
@@ -87,21 +98,21 @@ def get_result(api_id: str):
 
 @bp.get("/requests/<request_id>/deliveries")
 @require_key
-def get_deliveries(request_id: str):
+def get_deliveries(request_id: str) -> Response:
     _own_record(request_id)
     return jsonify(objects=services().requests.deliveries(request_id))
 
 
 @bp.get("/requests/<request_id>/notifications")
 @require_key
-def get_notifications(request_id: str):
+def get_notifications(request_id: str) -> Response:
     _own_record(request_id)
     return jsonify(objects=services().notifications.attempts(request_id))
 
 
 @bp.post("/requests/<request_id>/notify")
 @require_key
-def notify_again(request_id: str):
+def notify_again(request_id: str) -> Response:
     _own_record(request_id)
     outcome = services().notifications.again(request_id)
     if outcome == "no_url":
@@ -125,7 +136,7 @@ def _notify_host(svc: Services, url: str | None) -> str:
 
 @bp.get("/requests")
 @require_key
-def list_requests():
+def list_requests() -> Response:
     known_args(request.args, LIST_ARGS)
     limit = int_arg(request.args, "limit", PAGE_SIZE, 1, PAGE_SIZE)
     offset = int_arg(request.args, "offset", 0, 0)

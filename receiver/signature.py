@@ -80,7 +80,8 @@ def verify_v3(
     Returns False rather than raising on junk, so a view needs no try/except.
     """
     params = {} if params is None else params
-    if not (_usable(token, method, url, nonce, signatures) and isinstance(params, Mapping)):
+    if not (isinstance(nonce, str) and isinstance(signatures, str) and isinstance(params, Mapping)
+            and _usable(token, method, url, nonce, signatures)):
         return False
     if method.upper() not in METHODS:
         return False
@@ -94,7 +95,7 @@ def verify_v3(
 
 def verify_v2(token: str, url: str, nonce: str | None, signatures: str | None) -> bool:
     """For senders still on the deprecated V2 scheme, which signs URL-without-query + nonce."""
-    if not _usable(token, url, nonce, signatures):
+    if not (isinstance(nonce, str) and isinstance(signatures, str) and _usable(token, url, nonce, signatures)):
         return False
     try:
         expected = _digest(token, _base_url(urlparse(url)).encode() + nonce.encode())
@@ -116,6 +117,8 @@ def _v3_readings(method: str, url: str, nonce: str, params: Mapping[str, Any]) -
 
 
 def _usable(*values: Any) -> bool:
+    """Every value a non-empty str. Callers test the optional ones with isinstance first: that
+    tells the type checker they are str."""
     return all(isinstance(value, str) and value for value in values)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic.json_schema import JsonSchemaValue
 
-from config import CALLBACK_METHODS
+from config import CALLBACK_METHODS, CallbackMethod
 from notify_hosts import MAX_URL
 from receiver.errors import BadRequest
 from store.records import STATUSES
@@ -32,7 +33,7 @@ REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a
 # PATH_SEGMENT without "." and "..", as a JSON Schema pattern for the whole path.
 _SEGMENT = "[A-Za-z0-9_~-][A-Za-z0-9_.~-]*|[.][A-Za-z0-9_.~-]*[A-Za-z0-9_~-][A-Za-z0-9_.~-]*"
 PATH_PATTERN = f"^(?!.*(^|/)[.][.]?(/|$))({_SEGMENT})(/({_SEGMENT}))*/?$"
-QUERY_SCALAR = {"type": ["string", "number", "boolean"]}
+QUERY_SCALAR: JsonSchemaValue = {"type": ["string", "number", "boolean"]}
 
 
 def is_uuid(value: str) -> bool:
@@ -60,7 +61,7 @@ class SubmissionIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, json_schema_extra={
         "propertyNames": {"not": {"enum": list(RESERVED_PARAMS)}},
         "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"})
-    callback_method: Annotated[Literal[CALLBACK_METHODS] | None, WithJsonSchema({
+    callback_method: Annotated[CallbackMethod | None, WithJsonSchema({
         "anyOf": [{"type": "string", "pattern": any_case(CALLBACK_METHODS)}, {"type": "null"}],
         "description": "POST or GET, any letter case; null or absent: CALLBACK_METHOD"})] = None
     callback_timeout: int | None = Field(default=None, ge=1, description="seconds; at most MAX_CALLBACK_TIMEOUT")
@@ -110,7 +111,7 @@ class SubmissionIn(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def query_params_are_flat(self) -> "SubmissionIn":
+    def query_params_are_flat(self) -> SubmissionIn:
         """GET and DELETE send params in the query string: only scalars and lists of scalars fit."""
         if self.method in QUERY_METHODS:
             for name, value in self.params.items():
