@@ -28,7 +28,10 @@ class Limit:
     def parse(cls, text: str) -> Limit:
         """"300/5" is 300 requests in any 5 seconds."""
         count, _, window = text.partition("/")
-        limit = cls(int(count), float(window or 1))
+        try:
+            limit = cls(int(count), float(window or 1))
+        except ValueError:
+            limit = cls(0, 0)
         if limit.count < 1 or limit.window_s <= 0:
             raise ValueError(f"a rate limit is COUNT/SECONDS, not {text!r}")
         return limit

@@ -4,8 +4,8 @@ arrives as one message of its own, so the number of messages is the number of wr
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser

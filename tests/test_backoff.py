@@ -3,7 +3,7 @@ the upstream's Retry-After as a floor."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
@@ -36,7 +36,7 @@ def test_retry_after_in_seconds_is_read_and_capped_at_an_hour(value, seconds):
 
 
 def test_retry_after_as_a_date_counts_from_now_and_never_below_zero():
-    later = parse_retry_after(format_datetime(datetime.now(timezone.utc) + timedelta(seconds=90), usegmt=True))
+    later = parse_retry_after(format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True))
     assert 80 <= later <= 90
-    assert parse_retry_after(format_datetime(datetime.now(timezone.utc) - timedelta(hours=1), usegmt=True)) == 0.0
+    assert parse_retry_after(format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)) == 0.0
     assert parse_retry_after("Wed, 21 Oct 2099 07:28:00 GMT") == 3600.0

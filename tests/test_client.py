@@ -7,16 +7,26 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Iterator
 
 import httpx
 import pytest
 
-from answerback_client import (AnswerbackError, AsyncClient, AsyncRequest, Client, Delivery, InvalidRequest, NotFound,
-                               Request, Unauthorized, Unavailable)
+from answerback_client import (
+    AnswerbackError,
+    AsyncClient,
+    AsyncRequest,
+    Client,
+    Delivery,
+    InvalidRequest,
+    NotFound,
+    Request,
+    Unauthorized,
+    Unavailable,
+)
 from answerback_client.protocol import Backoff, retry_after
 from local.processes import wait_for
 from local.redis_server import RedisServer, free_port
@@ -47,7 +57,7 @@ def test_submit_then_wait_gives_a_typed_completed_record(ab, sandbox):
     assert done.status == "completed" and done.finished and done.request_id == req.request_id
     assert done.api_id == done.response["api_id"] and done.response["message"] == "call fired"
     assert done.error is None and done.late is False and done.attempts == 1 and done.deliveries == 1
-    assert isinstance(done.completed_at, datetime) and done.completed_at.tzinfo == timezone.utc
+    assert isinstance(done.completed_at, datetime) and done.completed_at.tzinfo == UTC
     assert done.submitted_at <= done.sent_at <= done.completed_at < done.deadline
     assert done.raw["request_id"] == req.request_id and done.raw["status"] == "completed"
     assert ab.get(req.request_id).status == "completed"
@@ -248,7 +258,7 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
             req = await ab.submit("POST", "Call/", CALL, idempotency_key="async-1")
             assert isinstance(req, AsyncRequest) and req.status == "queued"
             done = await req.wait(timeout=30)
-            assert done.status == "completed" and done.completed_at.tzinfo == timezone.utc
+            assert done.status == "completed" and done.completed_at.tzinfo == UTC
             assert (await ab.get(req.request_id)).api_id == done.api_id
             assert (await ab.result(done.api_id, wait=2)).request_id == req.request_id
             assert (await ab.submit("POST", "Call/", CALL, idempotency_key="async-1")).replayed
@@ -359,7 +369,7 @@ def test_backoff_grows_with_full_jitter_and_honours_retry_after():
     assert all(0 <= backoff.delay(n) <= min(4.0, 0.5 * 2 ** n) for n in range(8) for _ in range(50))
     assert max(backoff.delay(5) for _ in range(200)) > 2.0  # it does grow past the first steps
     assert backoff.delay(0, retry_after=7.0) == 7.0 and backoff.delay(0, retry_after=3600) == 60.0
-    in_two_minutes = format_datetime(datetime.now(timezone.utc) + timedelta(minutes=2), usegmt=True)
+    in_two_minutes = format_datetime(datetime.now(UTC) + timedelta(minutes=2), usegmt=True)
     assert 100 < retry_after(httpx.Response(503, headers={"Retry-After": in_two_minutes})) <= 120
     assert retry_after(httpx.Response(503, headers={"Retry-After": "2"})) == 2.0
     assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None

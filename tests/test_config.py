@@ -35,7 +35,7 @@ def test_every_setting_has_a_variable_of_its_own_and_a_meaning():
 
 def test_an_empty_environment_gives_the_declared_defaults():
     assert Settings.from_env({}) == Settings()
-    assert Settings.from_env({name: "  " for name in (d.variable for d in declarations().values())}) == Settings()
+    assert Settings.from_env(dict.fromkeys((d.variable for d in declarations().values()), "  ")) == Settings()
 
 
 def written(value: object) -> str:

@@ -4,7 +4,7 @@ REDIS_TLS_INSECURE; refused otherwise. A TLS terminator in front of the real Red
 plays the provider (tests/tls_terminator.py)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis.exceptions import ConnectionError
@@ -60,8 +60,8 @@ def test_a_demoted_primary_is_left_so_the_next_attempt_connects_afresh(workdir):
     import uuid
 
     from local.redis_server import RedisServer
-    from store.deliveries import Deliveries
     from store.connection import OUTAGE
+    from store.deliveries import Deliveries
     primary = RedisServer(workdir / f"redis-primary-{uuid.uuid4().hex[:6]}").start()
     demoted = RedisServer(workdir / f"redis-demoted-{uuid.uuid4().hex[:6]}").start()
     client = connect(demoted.url, retries=0)

@@ -11,8 +11,14 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.support.fuzz_state import FUZZ
-from tests.support.fuzz_strategies import (Req, callback_requests, random_requests, read_requests, submission_requests,
-                                   without_long_waits)
+from tests.support.fuzz_strategies import (
+    Req,
+    callback_requests,
+    random_requests,
+    read_requests,
+    submission_requests,
+    without_long_waits,
+)
 
 
 def send(client, req: Req):

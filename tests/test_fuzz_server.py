@@ -7,10 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.services import KEY_A
 from tests.support.fuzz_state import FUZZ
-from tests.support.fuzz_strategies import (HTTP_METHODS, JSON_VALUES, RAW_PATHS, VISIBLE, any_submission, callback_body,
-                                   dumps, garbage_bytes, oversized)
+from tests.support.fuzz_strategies import (
+    HTTP_METHODS,
+    JSON_VALUES,
+    RAW_PATHS,
+    VISIBLE,
+    any_submission,
+    callback_body,
+    dumps,
+    garbage_bytes,
+    oversized,
+)
+from tests.support.services import KEY_A
 
 DB_SERVER = 2
 
@@ -21,7 +30,7 @@ def server(make_stack):
 
 
 @settings(FUZZ, max_examples=100)
-@given(method=st.sampled_from(HTTP_METHODS + ["PROPFIND", "TRACE", "FOO"]), path=RAW_PATHS,
+@given(method=st.sampled_from([*HTTP_METHODS, "PROPFIND", "TRACE", "FOO"]), path=RAW_PATHS,
        auth=st.sampled_from([None, f"Bearer {KEY_A}", "Bearer nope", "Basic eDp5", "x"]),
        content_type=st.sampled_from([None, "application/json", "application/x-www-form-urlencoded", "text/plain",
                                      "multipart/form-data; boundary=b", "garbage"]),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
+from local.processes import wait_for
 from tests.support.api import submit, wait_status
 from tests.support.services import AUTH_ID
-from local.processes import wait_for
 
 
 def sandbox_requests_for(sandbox, rid):

@@ -75,7 +75,7 @@ def test_histograms_count_every_callback_send_and_completion_across_web_services
             "answerback_upstream_duration_seconds": {"accepted": REQUESTS},
         }
         for metric, wanted in expected.items():
-            wait_for(lambda: counts(stack.web, metric) == wanted, 15,
+            wait_for(lambda metric=metric, wanted=wanted: counts(stack.web, metric) == wanted, 15,
                      message=f"{metric} to count {wanted} (it counts {counts(stack.web, metric)})")
         seen = histograms(other)   # any web answers the same totals: they live in Redis
         for metric, series in seen.items():

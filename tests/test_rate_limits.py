@@ -33,7 +33,7 @@ def test_a_limit_is_count_per_seconds(text, limit):
 
 @pytest.mark.parametrize("text", ["0/1", "3/0", "3/-1", "x", "", "1/y"])
 def test_a_limit_out_of_shape_is_refused(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="COUNT/SECONDS"):
         Limit.parse(text)
 
 

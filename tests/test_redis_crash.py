@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
+from local.processes import wait_for
 from local.redis_server import RedisServer
 from tests.support.api import submit, wait_status
 from tests.support.services import Stack
-from local.processes import wait_for
 from tests.support.signed_callbacks import delivery
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from tests.support.api import submit, wait_status
 from local.processes import wait_for
+from tests.support.api import submit, wait_status
 
 pytestmark = pytest.mark.slow
 

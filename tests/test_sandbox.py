@@ -25,9 +25,9 @@ from plivo.utils import validate_v3_signature
 from local.processes import wait_for
 from local.redis_server import free_port
 from sandbox.callback import Callback, CallbackTarget, as_params, flatten, signable
-from sandbox.options import Config, ConfigError
 from sandbox.courier import Courier, DeliveryPlan, Timeouts
 from sandbox.faults import Fault
+from sandbox.options import Config, ConfigError
 from sandbox.stats import Stats
 from sandbox.timer import Timer
 
@@ -130,7 +130,7 @@ class CallbackSink:
 class SandboxProcess:
     def __init__(self, command: list[str], port: int, env: dict[str, str]):
         self.base = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()   # noqa: SIM115 (closed by stop(), with the process)
         self._process = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **env},
                                          stdout=self._log, stderr=subprocess.STDOUT)
         wait_for(self._answers, 15.0, message="the sandbox to answer")

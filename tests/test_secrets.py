@@ -17,7 +17,8 @@ import base64
 import json
 import uuid
 import zlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.api import submit
 from local.processes import wait_for
+from tests.support.api import submit
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
@@ -17,8 +17,8 @@ import pytest
 from local.processes import wait_for
 from local.redis_server import RedisServer
 from store import connect, keys
-from store.deliveries import Deliveries
 from store.connection import OUTAGE
+from store.deliveries import Deliveries
 from store.outbox import Outbox
 from store.records import Requests, Submission, new_id
 from store.scripts import NotReplicated
@@ -149,7 +149,7 @@ def test_racing_callback_and_registration_always_complete_once(stores, run):
 
 
 def test_list_index_follows_status_changes(stores):
-    requests, outbox, deliveries = stores
+    requests, outbox, _ = stores
     rid = submit(requests)
     assert requests.page("t1", "queued", 0, 20)[0] == 1
     claim_and_send(outbox, rid)

@@ -10,6 +10,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 class ForwardProxy(BaseHTTPRequestHandler):
     """A plain-HTTP forward proxy: takes absolute-URI requests, forwards them, records them."""
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def _forward(self) -> None:
         self.seen.append(f"{self.command} {self.path}")
@@ -188,8 +189,8 @@ def test_an_idle_connection_is_retired_before_the_upstream_would_close_it(monkey
 
 
 def test_a_refused_connection_is_safe_to_retry_and_a_silent_upstream_is_not():
-    from workers.upstream import PlivoClient
     from config import Settings
+    from workers.upstream import PlivoClient
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     closed = socket.socket()
@@ -215,6 +216,7 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
     """TLS is verified (against certifi's authorities): a certificate of an unknown authority
     ends the send before anything of the request left, so it may be sent again."""
     import ssl
+
     import trustme
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

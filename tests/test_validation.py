@@ -7,8 +7,16 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder
 
 from receiver.errors import BadRequest
-from receiver.validation import (MAX_WAIT, int_arg, is_uuid, json_body, parse_submission, status_arg,
-                                 submission_schema, wait_arg)
+from receiver.validation import (
+    MAX_WAIT,
+    int_arg,
+    is_uuid,
+    json_body,
+    parse_submission,
+    status_arg,
+    submission_schema,
+    wait_arg,
+)
 
 pytestmark = pytest.mark.fast
 

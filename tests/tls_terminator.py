@@ -7,9 +7,9 @@ import socket
 import socketserver
 import ssl
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import trustme
 

@@ -10,8 +10,9 @@ nothing (`CallbackEnv.reset`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import redis as redis_lib

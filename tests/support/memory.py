@@ -4,8 +4,8 @@ Registered as a pytest plugin by tests/conftest.py."""
 from __future__ import annotations
 
 import resource
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import pytest
 

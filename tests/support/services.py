@@ -5,8 +5,9 @@ plugin by tests/conftest.py, so every test can ask for these fixtures by name.""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -144,7 +145,7 @@ def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
 
 
 @pytest.fixture(autouse=True)
-def clean_state(request) -> Iterator[None]:
+def clean_state(request) -> None:
     """Every test starts with no Answerback keys in Redis and a sandbox without faults."""
     names = request.fixturenames
     if STARTED.get("sandbox"):
@@ -160,7 +161,6 @@ def clean_state(request) -> Iterator[None]:
             client.delete(*stale)
     if "sandbox" in names or "worker" in names:
         request.getfixturevalue("sandbox").reset()
-    yield
 
 
 @pytest.fixture
