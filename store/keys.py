@@ -21,7 +21,9 @@ DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
 METRICS = PREFIX + "metrics"          # hash of counters every process adds to
-NOTIFY_DUE = PREFIX + "notify:due"    # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
+NOTIFY_DUE = PREFIX + "notify:pending"  # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
+NOTIFY_HOSTS = PREFIX + "notify:hosts"    # zset host:port -> when a claim looks at its queue next (ms)
+NOTIFY_DUE_UNSPLIT = PREFIX + "notify:due"  # zset as NOTIFY_DUE, left by versions without per-host queues; emptied by claims
 
 
 def request(rid: str) -> str:
@@ -37,6 +39,11 @@ def deliveries(rid: str) -> str:
 def notifications(rid: str) -> str:
     """List of the request's notification attempts, oldest first."""
     return f"{PREFIX}req:{rid}:notifications"
+
+
+def notify_queue(host: str) -> str:
+    """Zset request id -> when due (ms) of the notifications to one host:port, as in NOTIFY_DUE."""
+    return f"{PREFIX}notify:host:{host}"
 
 
 def api_id(value: str) -> str:
