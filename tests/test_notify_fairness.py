@@ -8,7 +8,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
+from itertools import pairwise
 
 import pytest
 
@@ -99,7 +100,7 @@ class Trickle:
     def overlapping(self) -> bool:
         """Two connections open at once."""
         spans = sorted((opened, closed or float("inf")) for opened, closed in self.connections)
-        return any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))
+        return any(later[0] < earlier[1] for earlier, later in pairwise(spans))
 
     def stop(self) -> None:
         self.stopping.set()
