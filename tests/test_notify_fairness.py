@@ -201,3 +201,23 @@ def test_a_claim_costs_the_same_whatever_the_backlog_of_a_host_without_room(own_
     claimed = notifications.claim(32, {dead_host: 0}, 8)
     assert [due.rid for due in claimed] == [live]
     assert commands_run(own_redis) < 40
+
+
+def test_notifications_queued_without_host_queues_are_moved_into_them_and_sent(own_redis):
+    """What a version without host queues left due (one zset for every host) is moved into
+    the host queues by the claims, a batch at a time, keeping each due time: all of it is
+    claimed, a leased one only once its lease is over."""
+    notifications = Notifications(own_redis, lease_ms=60_000)
+    rids = finish_requests(own_redis, 300, "http://127.0.0.1:9/hook") + \
+        finish_requests(own_redis, 30, "http://127.0.0.1:10/hook")
+    leased = rids[0]
+    due = dict(own_redis.zrange(keys.NOTIFY_DUE, 0, -1, withscores=True))
+    due[leased] += 3_600_000
+    own_redis.delete(keys.NOTIFY_DUE, keys.NOTIFY_HOSTS, *own_redis.scan_iter(keys.notify_queue("*")))
+    own_redis.zadd(keys.NOTIFY_DUE_UNSPLIT, due)
+    taken: list[str] = []
+    while claimed := notifications.claim(32, {}, 1000):
+        taken += [d.rid for d in claimed]
+    assert sorted(taken) == sorted(set(rids) - {leased})
+    assert not own_redis.exists(keys.NOTIFY_DUE_UNSPLIT)
+    assert own_redis.zscore(keys.NOTIFY_DUE, leased) == due[leased]
