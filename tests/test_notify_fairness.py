@@ -13,6 +13,7 @@ from itertools import pairwise
 
 import pytest
 
+from config import Settings
 from local.processes import wait_for
 from local.redis_server import RedisServer, free_port
 from notify_hosts import HostPolicy
@@ -21,6 +22,7 @@ from store.notifications import Notifications
 from store.outbox import Outbox
 from store.records import Requests, Submission
 from tests.notify_receiver import NEW_SECRET, Receiver
+from workers.notifying import Sender
 
 TIMEOUT = 2   # NOTIFY_TIMEOUT of these tests' workers, seconds
 
@@ -53,11 +55,12 @@ class Silent:
 
 
 class Trickle:
-    """An endpoint that reads the request, answers its status line, then one byte of a
-    header a second: each read of the sender gets something, so only a deadline on the
-    whole attempt ends it. Records when each connection opened and closed."""
+    """An endpoint that reads the request, answers `head` (by default its status line),
+    then one byte a second: each read of the sender gets something, so only a deadline on
+    the whole attempt ends it. Records when each connection opened and closed."""
 
-    def __init__(self) -> None:
+    def __init__(self, head: bytes = b"HTTP/1.1 200 OK\r\nX-Slow: ") -> None:
+        self.head = head
         self.listener = socket.create_server(("127.0.0.1", free_port()))
         self.port = self.listener.getsockname()[1]
         self.connections: list[list[float]] = []   # [opened, closed or 0]
@@ -81,7 +84,7 @@ class Trickle:
         self.connections.append(times)
         with conn:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            conn.sendall(self.head)
             while not self.stopping.is_set():
                 conn.settimeout(1.0)
                 try:
@@ -172,6 +175,19 @@ def test_a_trickling_endpoint_is_cut_at_notify_timeout_and_never_sent_twice_at_o
         assert attempt["outcome"] == "retry" and "NOTIFY_TIMEOUT" in attempt["error"]
         assert TIMEOUT * 1000 - 100 <= attempt["duration_ms"] <= TIMEOUT * 1000 + 500
     assert len({a["webhook_id"] for a in tried}) == 1
+
+
+def test_an_answer_whose_body_trickles_is_taken_at_its_headers():
+    """The status is the answer: the body is never waited for, so a trickling one costs nothing."""
+    trickle = Trickle(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    sender = Sender(Settings(notify_hosts=("127.0.0.1",), webhook_secrets=(NEW_SECRET,), notify_timeout=TIMEOUT))
+    try:
+        started = time.monotonic()
+        answer = sender.post(trickle.url, "msg_1", b"{}")
+        took = time.monotonic() - started
+    finally:
+        trickle.stop()
+    assert answer.delivered and took < TIMEOUT / 2
 
 
 @pytest.fixture
