@@ -137,7 +137,7 @@ def test_a_dead_endpoints_backlog_does_not_hold_up_another_hosts_notification(ma
     receiver: it arrives within NOTIFY_TIMEOUT + 5 s, while the dead one has all the
     room it may have."""
     live = Receiver().start()
-    stack = make_stack(db=10, workers=0, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
+    stack = make_stack(db=12, workers=0, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
                        NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_CONCURRENCY="32", NOTIFY_HOST_CONCURRENCY="8")
     try:
         finish_requests(stack.redis, 1500, silent.url)
@@ -160,7 +160,7 @@ def test_a_trickling_endpoint_is_cut_at_notify_timeout_and_never_sent_twice_at_o
     delay, and two attempts of the event are never open at once (the lease is longer
     than an attempt)."""
     trickle = Trickle()
-    stack = make_stack(db=11, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
+    stack = make_stack(db=13, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
                        NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_SCHEDULE="2,2")
     notifications = Notifications(stack.redis)
     try:
