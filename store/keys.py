@@ -22,7 +22,10 @@ DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a fina
 SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
 METRICS = PREFIX + "metrics"          # hash of counters every process adds to
 # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
-NOTIFY_DUE = PREFIX + "notify:due"
+NOTIFY_DUE = PREFIX + "notify:pending"
+NOTIFY_HOSTS = PREFIX + "notify:hosts"    # zset host:port -> when a claim looks at its queue next (ms)
+# zset as NOTIFY_DUE, left by versions without per-host queues; emptied by claims
+NOTIFY_DUE_UNSPLIT = PREFIX + "notify:due"
 
 
 def request(rid: str) -> str:
@@ -38,6 +41,11 @@ def deliveries(rid: str) -> str:
 def notifications(rid: str) -> str:
     """List of the request's notification attempts, oldest first."""
     return f"{PREFIX}req:{rid}:notifications"
+
+
+def notify_queue(host: str) -> str:
+    """Zset request id -> when due (ms) of the notifications to one host:port, as in NOTIFY_DUE."""
+    return f"{PREFIX}notify:host:{host}"
 
 
 def api_id(value: str) -> str:

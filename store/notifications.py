@@ -4,6 +4,8 @@ A request's notification is queued by the same script that gives it its final
 status (lua/prelude.lua `queue_notification`), so a crash between the two cannot
 lose it; a notifier leases what it claims by pushing its due time forward, so
 one that dies mid-send leaves it to be sent again with the same webhook-id.
+Notifications are queued per host (host:port), so a claim takes hosts in turn
+and skips one without room at the cost of one look, whatever it has queued.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from store.scripts import Scripts
 NOTIFY_STATUSES = ("pending", "delivered", "failed")          # of a request's latest notification
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "refused")  # of one attempt (lua/notify_settle.lua)
 KEEP_ATTEMPTS = 100   # newest attempts kept per request
-CLAIM_SCAN = 1000     # due notifications one claim looks at (hosts without room are skipped)
+SPARE_HOSTS = 16      # hosts a claim may find with nothing due after all (lua/notify_claim.lua)
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,12 @@ class Notifications:
         self.scripts = Scripts(redis)
 
     def claim(self, wanted: int, room: dict[str, int], host_room: int) -> list[DueNotification]:
-        """Up to `wanted` due notifications; per host at most `room[host]` (else `host_room`)."""
+        """Up to `wanted` due notifications; per host at most `room[host]` (else `host_room`),
+        hosts taken in turn, so one host's backlog cannot keep the others waiting."""
         now = now_ms()
         pairs = [v for host, n in room.items() for v in (host, n)]
-        rows = cast("list[list[Any]]", self.scripts("notify_claim", now, now + self.lease_ms, wanted, CLAIM_SCAN,
-                                                    host_room, *pairs))
+        rows = cast("list[list[Any]]", self.scripts("notify_claim", now, now + self.lease_ms, wanted, host_room,
+                                                    SPARE_HOSTS, *pairs))
         return [DueNotification(rid, event, int(attempts or 0), host,
                                 RequestRecord(dict(zip(fields[::2], fields[1::2], strict=True))))
                 for rid, event, attempts, host, *fields in rows]

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
+import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import httpcore
 import httpx
 from redis.exceptions import RedisError
 from standardwebhooks import Webhook
@@ -65,9 +69,80 @@ class Answer:
         return self.status is not None and 200 <= self.status < 300
 
 
+class Deadline:
+    """When the attempt under way must be over (time.monotonic()); every wait of it,
+    connect, TLS handshake, each write and each read, is cut short to end by then, so an
+    endpoint that trickles bytes (which restarts a per-read timeout) is cut as well."""
+
+    def __init__(self) -> None:
+        self.at = math.inf
+
+    def left(self, timeout: float | None, expired: type[Exception]) -> float:
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise expired("the attempt reached NOTIFY_TIMEOUT")
+        return left if timeout is None else min(timeout, left)
+
+
+class DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, each wait bounded by the attempt's deadline."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self.deadline = deadline
+        self.sockets = httpcore.SyncBackend()
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        stream = self.sockets.connect_tcp(host, port, self.deadline.left(timeout, httpcore.ConnectTimeout),
+                                          local_address, socket_options)
+        return DeadlineStream(stream, self.deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self.sockets.sleep(seconds)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, deadline: Deadline) -> None:
+        self.stream = stream
+        self.deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, self.deadline.left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """One send at a time, each given what is left: a single write of the whole buffer
+        would give every partial send the full time again."""
+        sock = self.stream.get_extra_info("socket")
+        while buffer:
+            sock.settimeout(self.deadline.left(timeout, httpcore.WriteTimeout))
+            try:
+                sent = sock.send(buffer)
+            except TimeoutError as exc:
+                raise httpcore.WriteTimeout(exc) from exc
+            except OSError as exc:
+                raise httpcore.WriteError(exc) from exc
+            buffer = buffer[sent:]
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        """The handshake as a whole is bounded: the ssl module counts a socket's timeout
+        from the handshake's start, not per read."""
+        stream = self.stream.start_tls(ssl_context, server_hostname,
+                                       self.deadline.left(timeout, httpcore.ConnectTimeout))
+        return DeadlineStream(stream, self.deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
 class Sender:
     """POSTs one notification to the address that was checked, never following redirects
-    and never through a proxy (either would reach an address nobody checked)."""
+    and never through a proxy (either would reach an address nobody checked). The whole
+    attempt, lookup included, ends within NOTIFY_TIMEOUT, so it is over long before its
+    lease (`Settings.notify_lease_ms`) runs out and the event is never sent twice at once."""
 
     def __init__(self, settings: Settings) -> None:
         self.policy = HostPolicy.parse(settings.notify_hosts)
@@ -75,41 +150,66 @@ class Sender:
         self.timeout = settings.notify_timeout
         self._local = threading.local()
 
-    @property
-    def http(self) -> httpx.Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = httpx.Client(
-                timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False,
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
-                headers={"User-Agent": "answerback/1", "Content-Type": "application/json"})
-        return client
+    def _connections(self) -> tuple[httpcore.ConnectionPool, Deadline]:
+        """This thread's keep-alive connections, and the deadline their every wait keeps."""
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            deadline = self._local.deadline = Deadline()
+            pool = self._local.pool = httpcore.ConnectionPool(
+                max_connections=4, max_keepalive_connections=4, network_backend=DeadlineBackend(deadline))
+        return pool, self._local.deadline
 
     def post(self, url: str, msg_id: str, body: bytes) -> Answer:
         """Raises NotAllowed when the URL or its address may not be contacted."""
+        ends = time.monotonic() + self.timeout
         try:
-            target, ip = self.policy.resolve(url)
+            target, ip = self._resolve(url, ends)
+        except TimeoutError:
+            return Answer(error="could not resolve the host within NOTIFY_TIMEOUT")
         except OSError as exc:
             return Answer(error=f"could not resolve the host ({type(exc).__name__})")
         request_url, headers, extensions = _pinned(url, target, ip)
         headers.update(self.signer.headers(msg_id, body))
+        pool, deadline = self._connections()
+        deadline.at = ends
         try:
-            with self.http.stream("POST", request_url, content=body, headers=headers,
-                                  extensions=extensions) as answer:
-                return Answer(answer.status_code, "" if answer.is_success else f"HTTP {answer.status_code}",
-                              answer.headers.get("Retry-After"))
-        except httpx.TimeoutException as exc:
+            with pool.stream("POST", request_url, headers=list(headers.items()), content=body,
+                             extensions=extensions) as answer:
+                retry_after = next((v.decode("latin-1") for k, v in answer.headers if k.lower() == b"retry-after"),
+                                   None)
+                success = 200 <= answer.status < 300
+                return Answer(answer.status, "" if success else f"HTTP {answer.status}", retry_after)
+        except httpcore.TimeoutException as exc:
             return Answer(error=f"no answer within NOTIFY_TIMEOUT ({type(exc).__name__})")
-        except httpx.TransportError as exc:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ConnectionNotAvailable) as exc:
             return Answer(error=f"could not reach the endpoint ({type(exc).__name__})")
+        finally:
+            deadline.at = math.inf
+
+    def _resolve(self, url: str, ends: float) -> tuple[Target, IPAddress]:
+        """The checked address, looked up by the resolver within the deadline. A lookup still
+        going then is left to finish on its own thread: it only answers, it sends nothing."""
+        if self.policy.check_url(url).ip is not None:
+            return self.policy.resolve(url)
+        found: Future[tuple[Target, IPAddress]] = Future()
+
+        def lookup() -> None:
+            try:
+                found.set_result(self.policy.resolve(url))
+            except (NotAllowed, OSError) as exc:
+                found.set_exception(exc)
+        threading.Thread(target=lookup, name="notify-lookup", daemon=True).start()
+        return found.result(timeout=max(0.0, ends - time.monotonic()))
 
 
-def _pinned(url: str, target: Target, ip: IPAddress) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+def _pinned(url: str, target: Target, ip: IPAddress) -> tuple[httpcore.URL, dict[str, str], dict[str, Any]]:
     """The URL with the checked address in place of the name; Host and TLS name stay the name's."""
     original = httpx.URL(url)
-    headers = {"Host": original.netloc.decode("ascii")}
-    extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
-    return original.copy_with(host=str(ip)), headers, extensions
+    headers = {"Host": original.netloc.decode("ascii"), "User-Agent": "answerback/1",
+               "Content-Type": "application/json"}
+    extensions: dict[str, Any] = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
+    pinned = httpcore.URL(scheme=original.raw_scheme, host=str(ip), port=target.port, target=original.raw_path)
+    return pinned, headers, extensions
 
 
 def next_delay(schedule: tuple[float, ...], attempts: int, retry_after: str | None,

@@ -19,14 +19,14 @@ if r.notify_event ~= event or r.notify_status == 'delivered' then return 0 end
 update(rid, {notify_attempts = (tonumber(r.notify_attempts) or 0) + 1})
 if outcome == 'delivered' then
   update(rid, {notify_status = 'delivered', notify_delivered_at = now})
-  redis.call('ZREM', P .. 'notify:due', rid)
+  unschedule_notification(rid, r.notify_host)
   return 1
 end
 update(rid, {notify_error = error_text})
 if outcome == 'retry' then
-  redis.call('ZADD', P .. 'notify:due', next_due, rid)
+  schedule_notification(rid, r.notify_host, next_due)
 else
   update(rid, {notify_status = 'failed'})
-  redis.call('ZREM', P .. 'notify:due', rid)
+  unschedule_notification(rid, r.notify_host)
 end
 return 1

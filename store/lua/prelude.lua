@@ -77,10 +77,30 @@ end
 -- each `digest .. ' ' .. delivery`.
 local function dkey(rid) return rkey(rid) .. ':deliveries' end
 
+-- Notifications still to send, each in `notify:pending` (request id -> when due, ms:
+-- the gauges) and in its host's queue; `notify:hosts` holds every host with a
+-- queue, scored no later than the queue's earliest due time, so a claim
+-- (lua/notify_claim.lua) finds the hosts with something due without looking at
+-- what they have queued.
+local function notify_queue(host) return P .. 'notify:host:' .. host end
+
+local function schedule_notification(rid, host, at)
+  redis.call('ZADD', P .. 'notify:pending', at, rid)
+  redis.call('ZADD', notify_queue(host), at, rid)
+  redis.call('ZADD', P .. 'notify:hosts', 'LT', at, host)
+end
+
+local function unschedule_notification(rid, host)
+  redis.call('ZREM', P .. 'notify:due', rid)   -- as left by a version without host queues
+  if redis.call('ZREM', P .. 'notify:pending', rid) == 0 or not host then return end
+  redis.call('ZREM', notify_queue(host), rid)
+  if redis.call('EXISTS', notify_queue(host)) == 0 then redis.call('ZREM', P .. 'notify:hosts', host) end
+end
+
 -- The record and what hangs on it: its other deliveries, its notification
 -- attempts and any notification still due.
 local function delete_record(rid)
-  redis.call('ZREM', P .. 'notify:due', rid)
+  unschedule_notification(rid, field(rid, 'notify_host'))
   redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
   records[rid] = false
 end
@@ -147,7 +167,7 @@ local function queue_notification(rid, now)
   if not field(rid, 'notify_url') then return end
   update(rid, {notify_event = (tonumber(field(rid, 'notify_event')) or 0) + 1, notify_status = 'pending',
     notify_attempts = 0, notify_error = false, notify_delivered_at = false})
-  redis.call('ZADD', P .. 'notify:due', now, rid)
+  schedule_notification(rid, field(rid, 'notify_host') or '', now)
 end
 
 -- Finished requests wait for deletion in lists, one per PURGE_BUCKET_MS of due
