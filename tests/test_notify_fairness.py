@@ -21,7 +21,7 @@ from store import connect, keys
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.records import Requests, Submission
-from tests.notify_receiver import NEW_SECRET, Receiver
+from tests.support.notify_receiver import NEW_SECRET, Receiver
 from workers.notifying import Sender
 
 TIMEOUT = 2   # NOTIFY_TIMEOUT of these tests' workers, seconds
@@ -162,7 +162,7 @@ def test_a_trickling_endpoint_is_cut_at_notify_timeout_and_never_sent_twice_at_o
     trickle = Trickle()
     stack = make_stack(db=13, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
                        NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_SCHEDULE="2,2")
-    notifications = Notifications(stack.redis)
+    notifications = Notifications(stack.redis, Settings.from_env(stack.env).notify_lease_ms)
     try:
         [rid] = finish_requests(stack.redis, 1, trickle.url)
         wait_for(lambda: trickle.overlapping() or len(notifications.attempts(rid)) >= 2, 40, 0.02,
