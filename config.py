@@ -129,8 +129,13 @@ DEFAULT_NOTIFY_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
 
 # Client connections one web process keeps for callbacks and other requests beside its waiters.
 OTHER_CONNECTIONS = 1000
-# File descriptors one web process needs beside client sockets: Redis pools, the listener, logs.
-FD_RESERVE = 128
+# Redis connections one web process opens at most, by pool (receiver/services.py): requests
+# (webhook, API), callbacks, ?wait reads, RQ's (enqueueing drain jobs), the done listener's.
+WEB_REDIS_POOLS = {"requests": 64, "callbacks": 64, "waiters": 64, "queue": 8, "listener": 1}
+# File descriptors one web process needs beside client sockets and Redis pools: the listening
+# socket, logs, gevent's own, the spool, Sentinel lookups.
+FD_OTHER = 64
+FD_RESERVE = sum(WEB_REDIS_POOLS.values()) + FD_OTHER
 
 
 def web_capacity(max_waiters: int, fd_limit: int) -> tuple[int, int]:
@@ -219,6 +224,9 @@ class Settings:
     # Clients one web process holds waiting on ?wait at once; past it a wait answers at
     # once with X-Wait-Capped. Each costs one socket (file descriptor) and a greenlet.
     max_waiters: int = 10000
+    # Of those, clients of one tenant (API key) at most (default: half of MAX_WAITERS), so
+    # that one tenant's crowd cannot take every waiter slot from the others.
+    max_waiters_per_tenant: int = 5000
     # Seconds web keeps an idle keep-alive connection (gunicorn.conf.py): longer than the
     # senders' own pools keep theirs, so that they, not web, close it (see WebWorker there).
     web_keepalive: int = 120
@@ -310,6 +318,7 @@ class Settings:
             max_drainers=_int(env, "MAX_DRAINERS", 4, low=1),
             drain_seconds=_int(env, "DRAIN_SECONDS", 30, low=1),
             max_waiters=_int(env, "MAX_WAITERS", 10000),
+            max_waiters_per_tenant=_int(env, "MAX_WAITERS_PER_TENANT", max(1, _int(env, "MAX_WAITERS", 10000) // 2)),
             web_keepalive=_int(env, "WEB_KEEPALIVE", 120, low=1),
             plivo_main_auth_token=env.get("PLIVO_MAIN_AUTH_TOKEN", ""),
             replay_window=_int(env, "REPLAY_WINDOW", 3600, low=1),
