@@ -85,9 +85,9 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
                                connection_class=SentinelPrimarySSLConnection if target.tls else SentinelPrimaryConnection)
 
 
-def connect_rq(target: str | RedisTarget) -> Redis:
+def connect_rq(target: str | RedisTarget, max_connections: int | None = None) -> Redis:
     """RQ wants bytes, not text; it raises the socket timeout itself around its blocking dequeue."""
-    return connect(target, decode_responses=False, socket_timeout=10)
+    return connect(target, decode_responses=False, socket_timeout=10, max_connections=max_connections)
 
 
 def within(seconds: float, attempt: Callable[[], T], pause_s: float = 0.25) -> T:

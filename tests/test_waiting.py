@@ -19,7 +19,7 @@ import pytest
 from config import raise_fd_limit
 from local.processes import wait_for
 from store.records import Requests
-from tests.conftest import KEY_A, submit, wait_status
+from tests.conftest import KEY_A, KEY_B, submit, wait_status
 from tests.test_callbacks import signed_headers
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def test_a_thousand_waiters_are_all_held_and_answered_when_their_requests_finish
 
 
 def test_waiters_past_the_cap_answer_at_once_and_callbacks_still_get_through(make_stack, sandbox):
-    stack = make_stack(db=7, WEB_CONCURRENCY="1", MAX_WAITERS="4")
+    stack = make_stack(db=7, WEB_CONCURRENCY="1", MAX_WAITERS="4", MAX_WAITERS_PER_TENANT="4")
     sandbox.faults(drop_callback=1.0)
     with stack.web.client() as api:
         record = wait_status(api, submit(api)["request_id"], "pending")
@@ -100,6 +100,27 @@ def test_waiters_past_the_cap_answer_at_once_and_callbacks_still_get_through(mak
             held_answers = [w.result(timeout=10) for w in waits if w.result(timeout=10)[0] is None]
         assert held_answers == [(None, "completed")] * 4
     assert int(stack.redis.hget("ab:metrics", "waits_capped")) == 6
+
+
+def test_one_tenant_holds_at_most_its_share_of_the_waiters(make_stack):
+    """MAX_WAITERS_PER_TENANT (by default half of MAX_WAITERS): one tenant's crowd of waiters
+    cannot take the slots of the others."""
+    stack = make_stack(db=13, workers=0, WEB_CONCURRENCY="1", MAX_WAITERS="4")   # 2 a tenant
+    with stack.web.client(KEY_A) as api_a, stack.web.client(KEY_B) as api_b:
+        ours = {KEY_A: submit(api_a)["request_id"], KEY_B: submit(api_b)["request_id"]}
+
+    def wait_once(key):
+        with stack.web.client(key) as client:
+            answer = client.get(f"/v1/requests/{ours[key]}", params={"wait": 2})
+            return key, answer.headers.get("X-Wait-Capped") == "true"
+
+    with ThreadPoolExecutor(5) as pool:
+        tenant_a = [pool.submit(wait_once, KEY_A) for _ in range(3)]
+        wait_for(lambda: sum(w.done() for w in tenant_a) == 1, 30, message="A's third waiter to be capped")
+        tenant_b = [pool.submit(wait_once, KEY_B) for _ in range(2)]
+        answers = [w.result() for w in tenant_a + tenant_b]
+    assert sorted(answers) == [(KEY_A, False), (KEY_A, False), (KEY_A, True), (KEY_B, False), (KEY_B, False)]
+    assert (held(stack), int(stack.redis.hget("ab:metrics", "waits_capped"))) == (4, 1)
 
 
 def web_worker(stack) -> psutil.Process:
