@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+from typing import Any
 
 import gevent
 import gevent.monkey
@@ -122,7 +123,7 @@ class Client:
     request arriving) from an idle one. Also what the worker knows of the connection: whether
     it carried a request, and whether one was a callback (a webhook sender's connection)."""
 
-    __slots__ = ("sock", "reads", "served", "sender")
+    __slots__ = ("reads", "sender", "served", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -146,7 +147,7 @@ class IdleWait:
     callback (the first to close when connections run short). A class, not a generator-based
     context manager: one is made for every request."""
 
-    __slots__ = ("idle", "others", "greenlet", "client", "reads", "timeout")
+    __slots__ = ("client", "greenlet", "idle", "others", "reads", "timeout")
 
     def __init__(self, idle: dict, others: dict, client: Client | None, seconds: float) -> None:
         self.idle, self.others, self.client = idle, others, client
@@ -217,7 +218,7 @@ class WebWorker(GeventWorker):
         self.clients: dict[gevent.Greenlet, Client] = {}        # connection -> its socket
         self.idle: dict[gevent.Greenlet, IdleWait] = {}         # connection -> its wait for a next request
         self.idle_others: dict[gevent.Greenlet, IdleWait] = {}  # those of connections that never carried a callback
-        self.serving: dict[gevent.Greenlet, object] = {}        # connection -> the request it answers
+        self.serving: dict[gevent.Greenlet, Any] = {}           # connection -> the request it answers
         self.leaving: set[gevent.Greenlet] = set()              # connections being closed to make room
         json_error_pages()
         super().init_process()

@@ -126,7 +126,7 @@ class Waiter:
     """One client waiting on ?wait: its tenant, what answers it (the web worker's connection),
     the event that wakes it (set once it watches its request), and whether it was shed."""
 
-    __slots__ = ("tenant", "owner", "event", "shed")
+    __slots__ = ("event", "owner", "shed", "tenant")
 
     def __init__(self, tenant: str, owner: object) -> None:
         self.tenant, self.owner = tenant, owner
@@ -164,10 +164,6 @@ class WaiterSlots:
             if waiter is not None:
                 with self._lock:
                     self._drop(waiter)
-
-    @property
-    def held(self) -> int:
-        return self._held
 
     def shed(self, n: int) -> list[object]:
         """End up to `n` waits now, the oldest of the tenant holding the most first; answer
