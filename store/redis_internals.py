@@ -24,9 +24,9 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
 - `Sentinel.master_for(name, connection_pool_class=..., **kwargs)` building its pool as
   `connection_pool_class(name, sentinel, **kwargs)`; `SentinelConnectionPool` (a
   `ConnectionPool`) taking `max_connections`, handing out connections through
-  `get_connection()` and taking them back through `release(connection)` (ignoring one it
-  does not have in `_in_use_connections`), and forgetting every connection in `reset()`
-  (BlockingSentinelPool);
+  `get_connection()` (which raises, and may `release` it first, when the connection
+  cannot connect) and taking them back through `release(connection)`, and forgetting
+  every connection in `reset()`, which a forked child calls (BlockingSentinelPool);
 - a `Sentinel` asking the Sentinels through the clients in its list `sentinels`, each built
   on a pool whose `connection_class` and `connection_kwargs` make its connections
   (bounded_lookups).
@@ -151,24 +151,24 @@ class BlockingSentinelPool(SentinelConnectionPool):
     def reset(self) -> None:
         super().reset()   # also in a forked child: every connection forgotten, so every slot free
         self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._holding: set[Any] = set()   # connections handed out, each holding a slot
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if not self._slots.acquire(timeout=self.queue_timeout):
             raise ConnectionError("No connection available.")   # BlockingConnectionPool's words
         try:
-            return super().get_connection(*args, **kwargs)
+            connection = super().get_connection(*args, **kwargs)
         except BaseException:
-            self._slots.release()
+            self._slots.release()   # (redis-py's own release of a connection it failed to connect frees none)
             raise
+        self._holding.add(connection)
+        return connection
 
     def release(self, connection: Any) -> None:
-        held = connection in self._in_use_connections
         super().release(connection)
-        if held:
-            try:
-                self._slots.release()
-            except ValueError:
-                pass   # handed out before a fork, released in the child: its pool was reset, every slot free
+        if connection in self._holding:   # not one released twice, nor one handed out before a reset
+            self._holding.discard(connection)
+            self._slots.release()
 
 
 def bounded_lookups(sentinel: Sentinel, connections: int, queue_timeout: float) -> Sentinel:

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError, NoScriptError, ReadOnlyError, Resp
 from redis.retry import Retry
 
 from local.processes import wait_for
-from local.redis_server import SentinelServer
+from local.redis_server import SentinelServer, free_port
 from store.connection import RedisTarget, connect
 from store.redis_internals import BlockingSentinelPool, Parser, PrimaryConnection, evalsha
 from store.records import Requests, Submission
@@ -263,21 +263,34 @@ def test_a_sentinel_pool_holds_its_maximum_and_queues_past_it(sentinel_target):
         f"redis-py's Sentinel.master_for no longer builds the connection_pool_class given: {RE_READ}"
     assert client.ping()
     taken = [pool.get_connection(), pool.get_connection()]
-    assert all(c in pool._in_use_connections for c in taken), \
-        f"redis-py's pool no longer keeps what it hands out in _in_use_connections: {RE_READ}"
     with pytest.raises(ConnectionError):
         pool.get_connection()   # past the maximum: queued, then refused
-    pool.release(taken.pop())
-    pool.release(object())      # not the pool's: ignored, no slot freed
+    pool.release(taken[-1])
+    pool.release(taken.pop())   # released twice: no second slot freed
     taken.append(pool.get_connection())
     with pytest.raises(ConnectionError):
         pool.get_connection()
     pool.reset()                # as in a forked child: every connection forgotten
-    assert not pool._in_use_connections, f"redis-py's pool reset() no longer forgets its connections: {RE_READ}"
     for connection in taken:
         pool.release(connection)   # handed out before the reset: ignored
     assert client.ping() and client.ping()
     client.close()
+
+
+def test_a_sentinel_pool_frees_the_slot_of_a_connection_that_could_not_connect(workdir):
+    """redis-py's get_connection releases a connection it failed to connect before it raises."""
+    sentinel = SentinelServer(workdir / f"contract-sentinel-{uuid.uuid4().hex[:6]}", free_port()).start()
+    try:
+        target = RedisTarget("redis://localhost/0", (("127.0.0.1", sentinel.port),), "mymaster")
+        client = connect(target, max_connections=1, queue_timeout=0.2, retries=0)
+        for _ in range(3):   # nothing listens where the primary is said to be
+            with pytest.raises(ConnectionError) as refused:
+                client.connection_pool.get_connection()
+            assert "No connection available" not in str(refused.value), \
+                f"a connection that could not connect kept its slot: {RE_READ}"
+        client.close()
+    finally:
+        sentinel.stop()
 
 
 def test_a_sentinels_lookups_go_through_the_bounded_pool(sentinel_target, redis_server):
