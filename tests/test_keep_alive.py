@@ -123,8 +123,9 @@ def test_sigterm_serves_a_request_that_has_started_arriving(base_env, workdir):
 
 def test_idle_connections_are_kept_only_briefly_while_the_worker_runs_short_of_connections(base_env, workdir):
     """With 120 s of keep-alive, idle connections could fill a worker's pool (gevent then stops
-    accepting, and Plivo's connection attempts fail). Past 95 % of its connections, a
-    connection waits only BUSY_KEEPALIVE (5 s) for its next request."""
+    accepting, and Plivo's connection attempts fail). Past 95 % of its connections, with no
+    idle client-API connection to close nor waiter to answer early, a connection waits only
+    BUSY_KEEPALIVE (5 s) for its next request."""
     server = start_web(base_env, workdir, "web-crowded", WEB_CONCURRENCY="1", MAX_WAITERS="0")  # 1,000 connections
     worker = psutil.Process(server.service.pid).children()[0]
     crowd: list[socket.socket] = []
