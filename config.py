@@ -378,6 +378,12 @@ class Settings:
         WEB, "MAX_WAITERS", 10000,
         "Clients one web process holds waiting on `?wait` at once; past it a wait answers at once, with "
         "`X-Wait-Capped`. Each costs a socket (a file descriptor) and a greenlet.")
+    max_waiters_per_tenant: int = setting(
+        WEB, "MAX_WAITERS_PER_TENANT", 5000,
+        "Of those, the clients of one tenant (API key) at most, so that one tenant's crowd cannot take "
+        "every waiter slot from the others. When connections run short, the tenant holding the most "
+        "waiters is answered first.", read=partial(_int, low=1, high=None), accepts="integer ≥ 1",
+        shown_default="half of `MAX_WAITERS`")
 
     log_level: str = choice(LOGGING, "LOG_LEVEL", LOG_LEVELS, "The log level of web (gunicorn) and workers.")
     log_format: str = choice(
@@ -414,6 +420,7 @@ class Settings:
             if raw:
                 values[name] = declaration.read(declaration.variable, raw)
         values.setdefault("public_url", f"http://127.0.0.1:{values.get('port', cls.port)}")
+        values.setdefault("max_waiters_per_tenant", max(1, values.get("max_waiters", cls.max_waiters) // 2))
         if values.get("notify_hosts") and not values.get("webhook_secrets"):
             raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
         return cls(**values)
@@ -468,8 +475,13 @@ def reference() -> str:
 
 # Client connections one web process keeps for callbacks and other requests beside its waiters.
 OTHER_CONNECTIONS = 1000
-# File descriptors one web process needs beside client sockets: Redis pools, the listener, logs.
-FD_RESERVE = 128
+# Redis connections one web process opens at most, by pool (receiver/services.py): requests
+# (webhook, API), callbacks, ?wait reads, RQ's (enqueueing drain jobs), the done listener's.
+WEB_REDIS_POOLS = {"requests": 64, "callbacks": 64, "waiters": 64, "queue": 8, "listener": 1}
+# File descriptors one web process needs beside client sockets and Redis pools: the listening
+# socket, logs, gevent's own, the spool, Sentinel lookups.
+FD_OTHER = 64
+FD_RESERVE = sum(WEB_REDIS_POOLS.values()) + FD_OTHER
 
 
 def web_capacity(max_waiters: int, fd_limit: int) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from urllib.parse import quote, urlencode
 
+import gevent
 from flask import Blueprint, Response, g, jsonify, request, url_for
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Request
@@ -178,19 +179,23 @@ def _answer(rid: str, wait: int):
 
 
 def _wait(record: RequestRecord, seconds: int, waiting: Requests) -> tuple[RequestRecord, bool]:
-    """Hold the answer until the request finishes or `seconds` pass, within this process's cap.
-    The listener wakes the wait when the request finishes, after a Redis reconnect, and
-    when the process stops (then the record is answered as it stands)."""
+    """Hold the answer until the request finishes or `seconds` pass, within this process's and
+    this tenant's cap (else answered at once, capped). The listener wakes the wait when the
+    request finishes, after a Redis reconnect, and when the process stops; the web worker
+    sheds it when connections run short (then, as when capped, the record is answered as it
+    stands)."""
     svc, rid = services(), record.fields["request_id"]
-    if not svc.wait_slots.acquire(blocking=False):
-        count(waiting.redis, "waits_capped")
-        return record, True
-    count(waiting.redis, "waits_held")
-    try:
+    with svc.waiters.taken(g.tenant, gevent.getcurrent()) as waiter:
+        if waiter is None:
+            count(waiting.redis, "waits_capped")
+            return record, True
+        count(waiting.redis, "waits_held")
         deadline = time.monotonic() + seconds
         with svc.listener.watching(rid) as done:
+            waiter.event = done
             record = _own_record(rid, waiting)
-            while not (record.finished or svc.listener.released) and (left := deadline - time.monotonic()) > 0:
+            while not (record.finished or svc.listener.released or waiter.shed) \
+                    and (left := deadline - time.monotonic()) > 0:
                 done.wait(left)
                 done.clear()
                 try:
@@ -198,6 +203,6 @@ def _wait(record: RequestRecord, seconds: int, waiting: Requests) -> tuple[Reque
                 except RedisError:   # away for a moment (a failover): wait on, read again
                     time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
                     done.set()
-        return record, False
-    finally:
-        svc.wait_slots.release()
+        if waiter.shed:
+            count(waiting.redis, "waits_shed")
+        return record, waiter.shed

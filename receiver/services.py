@@ -13,7 +13,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
-from config import Settings, web_capacity
+from config import WEB_REDIS_POOLS, Settings, web_capacity
 from notify_hosts import HostPolicy
 from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
@@ -23,16 +23,15 @@ from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
 from store.records import Requests
-from store.waiting import DoneListener
+from store.waiting import DoneListener, WaiterSlots
 
 log = logging.getLogger(__name__)
 
 
-# Redis connections of one web process: for requests (webhook, API), and apart from them for
-# ?wait reads, so that thousands of waiters arriving or woken at once never queue ahead of a
-# callback. A waiter may queue for its connection as long as it would wait anyway.
-REDIS_CONNECTIONS = 64
-WAITER_REDIS_CONNECTIONS = 64
+# Redis connections of one web process (their sizes are config.WEB_REDIS_POOLS, which the
+# file descriptors it reserves follow): for requests (webhook, API), for callbacks, and apart
+# from them for ?wait reads, so that thousands of waiters arriving or woken at once never
+# queue ahead of a callback. A waiter may queue for its connection as long as it would wait anyway.
 WAITER_QUEUE_S = MAX_WAIT
 
 
@@ -46,7 +45,7 @@ class Services:
     queue: Queue
     notifications: Notifications
     notify_hosts: HostPolicy
-    wait_slots: threading.BoundedSemaphore = field(repr=False)
+    waiters: WaiterSlots = field(repr=False)
     waiter_requests: Requests = field(repr=False)
     spool: Spool | None = None
     _replayer_pid: int = field(default=0, repr=False)
@@ -55,10 +54,11 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> "Services":
+        pools = WEB_REDIS_POOLS
         target = redis_target(settings)
-        redis = connect(target, max_connections=REDIS_CONNECTIONS)
+        redis = connect(target, max_connections=pools["requests"])
         # Callbacks budget their own retries in time (CALLBACK_HOLD): no hidden retries, short timeouts.
-        callback_redis = connect(target, socket_timeout=2, retries=0, max_connections=REDIS_CONNECTIONS)
+        callback_redis = connect(target, socket_timeout=2, retries=0, max_connections=pools["callbacks"])
         stale_ms = settings.drainer_stale_seconds * 1000
         return cls(
             settings=settings,
@@ -66,12 +66,12 @@ class Services:
             requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
             deliveries=Deliveries(callback_redis, settings.result_ttl, settings.orphan_ttl,
                                   settings.replay_window, settings.redis_min_replicas),
-            listener=DoneListener(connect(target)),
-            queue=Queue(settings.queue_name, connection=connect_rq(target)),
+            listener=DoneListener(connect(target, max_connections=pools["listener"])),
+            queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
-            wait_slots=threading.BoundedSemaphore(wait_cap(settings)),
-            waiter_requests=Requests(connect(target, max_connections=WAITER_REDIS_CONNECTIONS,
+            waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
+            waiter_requests=Requests(connect(target, max_connections=pools["waiters"],
                                              queue_timeout=WAITER_QUEUE_S),
                                      settings.result_ttl, stale_ms),
             spool=Spool(settings.spool_dir) if settings.spool_dir else None,
@@ -81,6 +81,14 @@ class Services:
         """Shutting down: answer every waiting client now, with its record as it stands."""
         log.info("stopping: answering %d waiting clients", self.listener.waiting)
         self.listener.release_all()
+
+    def shed_waiters(self, n: int) -> list[Any]:
+        """Connections run short: answer up to `n` waiting clients now (the web worker closes
+        their connections); what answers each (its greenlet)."""
+        shed = self.waiters.shed(n)
+        if shed:
+            log.warning("connections running short: answering %d waiting clients early", len(shed))
+        return shed
 
     def start_spool_replayer(self) -> None:
         """Replay what this web process (or one before it) spooled, once Redis takes it.

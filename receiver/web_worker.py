@@ -1,6 +1,7 @@
 """Web's gunicorn worker (gunicorn.conf.py names it by its dotted path): gunicorn's gevent worker,
 which on SIGTERM answers every waiting client at once, keeps idle keep-alive connections without
-letting them hold it up, and spends less CPU per request than gunicorn's own.
+letting them hold it up or fill it (a webhook sender's last of all), and spends less CPU per
+request than gunicorn's own.
 
 This is the one module that reaches into gunicorn below its settings and hooks. It was checked
 against gunicorn 27.0.1, and relies on:
@@ -11,7 +12,11 @@ against gunicorn 27.0.1, and relies on:
   and the undocumented `timeout_ctx(self)`, which `AsyncWorker.handle` enters around every wait
   for a connection's next request (the first one too), and nowhere else;
 - the worker's attributes `cfg`, `alive` (False once it stops), `worker_connections` and `wsgi`;
-- a request's `must_close` attribute: set, its answer says `Connection: close`;
+- `AsyncWorker.handle` reading a connection's requests (and bodies) only through the `recv`
+  of the client object it is given (the parser takes any object with `recv` for a socket),
+  and handing that object to `handle_request` (Client);
+- a request's `path`, and its `must_close` attribute: set, its answer says `Connection: close`
+  and the connection closes after it, also when set while the app is running;
 - gunicorn's `Response` writing a final answer's status line and headers in one `sendall` of
   their own, starting with "HTTP/x.y NNN" and ending with a blank line, and writing the body
   with later calls on the same socket (OneWrite);
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+from typing import Any
 
 import gevent
 import gevent.monkey
@@ -38,6 +44,7 @@ from gunicorn.workers.ggevent import GeventWorker
 
 BUSY_KEEPALIVE = 5       # seconds an idle connection is kept while the worker's connections run short
 STOPPING_KEEPALIVE = 1   # seconds a connection waits for a request once the worker is stopping
+CALLBACK_PATHS = "/callbacks/"   # a connection that carried a request here is a webhook sender's
 
 
 def _readable(client: socket.socket) -> bool:
@@ -109,25 +116,61 @@ class SettledConfig:
         self.__dict__.pop(name, None)
 
 
+class Client:
+    """A client's socket as gunicorn reads requests from it, counting the reads that brought
+    bytes: once gunicorn's parser has taken the first bytes of a request off the socket,
+    nothing is left there to see, and a stopping worker must still tell that connection (its
+    request arriving) from an idle one. Also what the worker knows of the connection: whether
+    it carried a request, and whether one was a callback (a webhook sender's connection)."""
+
+    __slots__ = ("reads", "sender", "served", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reads = 0
+        self.served = self.sender = False
+
+    def recv(self, *args):
+        data = self.sock.recv(*args)
+        if data:
+            self.reads += 1
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
 class IdleWait:
     """A connection's wait for its next request: up to `seconds`, then the connection closes
     (gevent.Timeout without an exception), listed in `idle` while it lasts so that SIGTERM
-    can end it. A class, not a generator-based context manager: one is made for every request."""
+    can end it, and in `others` too when the connection has carried requests but never a
+    callback (the first to close when connections run short). A class, not a generator-based
+    context manager: one is made for every request."""
 
-    __slots__ = ("idle", "greenlet", "timeout")
+    __slots__ = ("client", "greenlet", "idle", "others", "reads", "timeout")
 
-    def __init__(self, idle: dict, seconds: float) -> None:
-        self.idle = idle
+    def __init__(self, idle: dict, others: dict, client: Client | None, seconds: float) -> None:
+        self.idle, self.others, self.client = idle, others, client
         self.greenlet = gevent.getcurrent()
+        self.reads = client.reads if client is not None else 0
         self.timeout = gevent.Timeout(seconds, False)
 
     def __enter__(self) -> None:
-        self.idle[self.greenlet] = self.timeout
+        self.idle[self.greenlet] = self
+        if self.client is not None and self.client.served and not self.client.sender:
+            self.others[self.greenlet] = self
         self.timeout.__enter__()
 
     def __exit__(self, kind, value, traceback) -> bool:
         self.idle.pop(self.greenlet, None)
+        self.others.pop(self.greenlet, None)
         return self.timeout.__exit__(kind, value, traceback)
+
+    def arriving(self) -> bool:
+        """Whether the next request has started arriving (bytes read, or readable), or the
+        client's close is there to read: then the wait is not to be ended."""
+        client = self.client
+        return client is None or client.reads != self.reads or _readable(client.sock)
 
 
 def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
@@ -153,8 +196,15 @@ class WebWorker(GeventWorker):
     - on SIGTERM, every answer not yet begun says `Connection: close`, and every connection
       waiting for its next request with nothing arrived is closed at once (gunicorn's own
       worker waits for them to time out: with a long keepalive, the whole graceful_timeout);
-    - when fewer than a twentieth of its connections are free, a connection waits only
-      BUSY_KEEPALIVE seconds for its next request, so idle ones cannot fill the pool;
+    - on SIGTERM, a connection whose next request has started arriving (even a part of it)
+      is served, its answer saying `Connection: close`;
+    - when fewer than a twentieth of its connections are free, it makes room first with what
+      costs a webhook sender nothing: it closes idle connections that carried requests but
+      never a callback (client-API keep-alives), then answers waiting clients early (as past
+      the waiter cap, from the tenant holding the most; make_room). Only when that is not
+      enough does a sender's connection wait just BUSY_KEEPALIVE seconds for its next request
+      (as every other connection does meanwhile), so idle ones cannot fill the pool: a sender
+      (Plivo) whose pooled connection is closed under it may lose the callback sent on it;
     - a small answer goes out in one write, not two (OneWrite), and settings are read
       once (SettledConfig);
     - what gunicorn refuses itself (a request line past 1 MiB, too many headers) is answered
@@ -165,42 +215,74 @@ class WebWorker(GeventWorker):
         self.cfg = SettledConfig(self.cfg)
 
     def init_process(self):
-        self.clients: dict[gevent.Greenlet, socket.socket] = {}   # connection -> its socket
-        self.idle: dict[gevent.Greenlet, gevent.Timeout] = {}      # connection -> its wait for a next request
-        self.serving: set = set()                                  # requests being answered
+        self.clients: dict[gevent.Greenlet, Client] = {}        # connection -> its socket
+        self.idle: dict[gevent.Greenlet, IdleWait] = {}         # connection -> its wait for a next request
+        self.idle_others: dict[gevent.Greenlet, IdleWait] = {}  # those of connections that never carried a callback
+        self.serving: dict[gevent.Greenlet, Any] = {}           # connection -> the request it answers
+        self.leaving: set[gevent.Greenlet] = set()              # connections being closed to make room
         json_error_pages()
         super().init_process()
 
     def handle(self, listener, client, addr):
         current = gevent.getcurrent()
-        self.clients[current] = client
+        self.clients[current] = ours = Client(client)
         try:
-            super().handle(listener, client, addr)
+            super().handle(listener, ours, addr)
         finally:
             self.clients.pop(current, None)
+            self.leaving.discard(current)
 
     def handle_request(self, listener_name, req, sock, addr):
-        self.serving.add(req)
+        current = gevent.getcurrent()
+        self.serving[current] = req
+        if isinstance(sock, Client):
+            sock.served = True
+            sock.sender = sock.sender or req.path.startswith(CALLBACK_PATHS)
+            sock = sock.sock
         out = OneWrite(sock)
         try:
             return super().handle_request(listener_name, req, out, addr)
         finally:
-            self.serving.discard(req)
+            self.serving.pop(current, None)
             out.flush()   # a header block still waiting (an answer without a body)
 
     def timeout_ctx(self) -> IdleWait:
         """Around every wait for a connection's next request (the first one too)."""
+        client = self.clients.get(gevent.getcurrent())
+        short = self.worker_connections // 20 - (self.worker_connections - len(self.clients) + len(self.leaving))
         if not self.alive:
             seconds = STOPPING_KEEPALIVE
-        elif self.worker_connections - len(self.clients) < self.worker_connections // 20:
+        elif short > 0 and not (self.make_room(short) >= short and client is not None and client.sender):
             seconds = min(self.cfg.keepalive, BUSY_KEEPALIVE)
         else:
             seconds = self.cfg.keepalive
-        return IdleWait(self.idle, seconds)
+        return IdleWait(self.idle, self.idle_others, client, seconds)
+
+    def make_room(self, wanted: int) -> int:
+        """Close up to `wanted` connections that cost a webhook sender nothing: idle ones that
+        never carried a callback (the longest idle first), then those of waiting clients
+        (answered early, `Connection: close`). Answers how many are on their way out."""
+        made = 0
+        loop = gevent.get_hub().loop
+        while made < wanted and self.idle_others:
+            greenlet, wait = next(iter(self.idle_others.items()))
+            del self.idle_others[greenlet]
+            self.leaving.add(greenlet)
+            loop.run_callback(self._end_idle_wait, greenlet, wait)
+            made += 1
+        services = self._services()
+        if made < wanted and services is not None:
+            for greenlet in services.shed_waiters(wanted - made):
+                req = self.serving.get(greenlet)
+                if req is not None:
+                    req.must_close = True   # its answer says Connection: close, and the connection closes
+                    self.leaving.add(greenlet)
+                    made += 1
+        return made
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
-        for req in list(self.serving):
+        for req in list(self.serving.values()):
             req.must_close = True   # its answer says Connection: close, so no client sends on it again
         gevent.spawn(self.release_waiters)
         gevent.spawn(self.close_idle_connections)
@@ -209,17 +291,20 @@ class WebWorker(GeventWorker):
         """End every wait for a next request as if it had timed out (the connection closes),
         checked when the hub gets to it: a request may have arrived meanwhile."""
         loop = gevent.get_hub().loop
-        for greenlet, timeout in list(self.idle.items()):
-            loop.run_callback(self._end_idle_wait, greenlet, timeout)
+        for greenlet, wait in list(self.idle.items()):
+            loop.run_callback(self._end_idle_wait, greenlet, wait)
 
-    def _end_idle_wait(self, greenlet, timeout):
-        client = self.clients.get(greenlet)
-        if self.idle.get(greenlet) is not timeout or client is None or _readable(client):
-            return   # being served now, or its next request (or the client's close) is there to read
-        greenlet.throw(timeout)
+    def _end_idle_wait(self, greenlet, wait):
+        if self.idle.get(greenlet) is not wait or wait.arriving():
+            self.leaving.discard(greenlet)
+            return   # being served now, or its next request (or the client's close) is arriving
+        greenlet.throw(wait.timeout)
 
     def release_waiters(self):
-        app = getattr(self, "wsgi", None)   # none before the app loaded
-        services = getattr(app, "extensions", {}).get("answerback")
+        services = self._services()
         if services is not None:
             services.release_waiters()
+
+    def _services(self):
+        app = getattr(self, "wsgi", None)   # none before the app loaded
+        return getattr(app, "extensions", {}).get("answerback")

@@ -16,8 +16,9 @@ from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from store.redis_internals import (Parser, PrimaryConnection, PrimarySSLConnection, SentinelPrimaryConnection,
-                                   SentinelPrimarySSLConnection, WriteRefused, refusal)
+from store.redis_internals import (BlockingSentinelPool, Parser, PrimaryConnection, PrimarySSLConnection,
+                                   SentinelPrimaryConnection, SentinelPrimarySSLConnection, WriteRefused,
+                                   bounded_lookups, refusal)
 
 from config import Settings
 
@@ -29,6 +30,7 @@ T = TypeVar("T")
 OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
 
 SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts): keep asking short
+SENTINEL_CONNECTIONS = 2   # to each Sentinel, of one client (lookups of the primary queue for them)
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,8 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
     the new primary) by itself. `retries=0` for callers that budget their own retries in time:
     with Sentinel, reconnecting retries inside the command's retries, so attempts multiply.
     `max_connections`: at most that many sockets, and callers queue for one (up to `queue_timeout`
-    seconds) rather than open more: thousands of greenlets must not open thousands of connections.
-    (With Sentinel the pool is redis-py's SentinelConnectionPool, which has no blocking variant:
-    the cap is not applied there.)"""
+    seconds) rather than open more: thousands of greenlets must not open thousands of connections
+    (with Sentinel too: BlockingSentinelPool)."""
     target = RedisTarget(target) if isinstance(target, str) else target
     options = dict(decode_responses=decode_responses, socket_timeout=socket_timeout,
                    socket_connect_timeout=min(2.0, socket_timeout), health_check_interval=30,
@@ -95,14 +96,18 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
     sentinel_options = dict(socket_timeout=SENTINEL_TIMEOUT_S, socket_connect_timeout=SENTINEL_TIMEOUT_S)
     if target.tls:
         sentinel_options.update(ssl=True, **target.tls_options())
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    sentinel = bounded_lookups(Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options),
+                               SENTINEL_CONNECTIONS, queue_timeout=2)
+    if max_connections is not None:
+        options.update(connection_pool_class=BlockingSentinelPool, max_connections=max_connections,
+                       queue_timeout=queue_timeout)
     return sentinel.master_for(target.master, ssl=target.tls, **url_options, **options,
                                connection_class=SentinelPrimarySSLConnection if target.tls else SentinelPrimaryConnection)
 
 
-def connect_rq(target: str | RedisTarget) -> Redis:
+def connect_rq(target: str | RedisTarget, max_connections: int | None = None) -> Redis:
     """RQ wants bytes, not text; it raises the socket timeout itself around its blocking dequeue."""
-    return connect(target, decode_responses=False, socket_timeout=10)
+    return connect(target, decode_responses=False, socket_timeout=10, max_connections=max_connections)
 
 
 def within(seconds: float, attempt: Callable[[], T], pause_s: float = 0.25) -> T:

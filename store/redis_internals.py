@@ -20,22 +20,32 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   bytes)`, `read_response()` (NoScriptError for an unknown script, the connection still
   usable), `disconnect()` and `retry.call_with_retry(do, fail)` (evalsha);
 - redis-py's `Script` keeping its digest in `sha` and answering as `EVALSHA sha 0 *args`
-  does, on the same encoding (store/scripts.py calls both).
+  does, on the same encoding (store/scripts.py calls both);
+- `Sentinel.master_for(name, connection_pool_class=..., **kwargs)` building its pool as
+  `connection_pool_class(name, sentinel, **kwargs)`; `SentinelConnectionPool` (a
+  `ConnectionPool`) taking `max_connections`, handing out connections through
+  `get_connection()` (which raises, and may `release` it first, when the connection
+  cannot connect) and taking them back through `release(connection)`, and forgetting
+  every connection in `reset()`, which a forked child calls (BlockingSentinelPool);
+- a `Sentinel` asking the Sentinels through the clients in its list `sentinels`, each built
+  on a pool whose `connection_class` and `connection_kwargs` make its connections
+  (bounded_lookups).
 
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
 """
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 import hiredis
 from gevent.monkey import get_original
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from redis._parsers import _HiredisParser
 from redis.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError, ResponseError
-from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 _poll = get_original("select", "poll")   # the system's poll, also where gevent has patched select
 _POLLIN = get_original("select", "POLLIN")
@@ -124,6 +134,54 @@ class SentinelPrimaryConnection(_LeavesADemotedPrimary, SentinelManagedConnectio
 
 class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLConnection):
     pass
+
+
+class BlockingSentinelPool(SentinelConnectionPool):
+    """redis-py's pool of connections to the primary Sentinel names, holding at most
+    `max_connections`: a caller past them queues for one up to `queue_timeout` seconds, as
+    with BlockingConnectionPool (redis-py's own Sentinel pool has no blocking variant, and
+    raises past its maximum), so that thousands of greenlets never open thousands of
+    connections, nor fail for want of one."""
+
+    def __init__(self, service_name: str, sentinel_manager: Any, *, max_connections: int,
+                 queue_timeout: float, **kwargs: Any) -> None:
+        self.queue_timeout = queue_timeout
+        super().__init__(service_name, sentinel_manager, max_connections=max_connections, **kwargs)
+
+    def reset(self) -> None:
+        super().reset()   # also in a forked child: every connection forgotten, so every slot free
+        self._slots = threading.BoundedSemaphore(self.max_connections)
+        self._holding: set[Any] = set()   # connections handed out, each holding a slot
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            raise ConnectionError("No connection available.")   # BlockingConnectionPool's words
+        try:
+            connection = super().get_connection(*args, **kwargs)
+        except BaseException:
+            self._slots.release()   # (redis-py's own release of a connection it failed to connect frees none)
+            raise
+        self._holding.add(connection)
+        return connection
+
+    def release(self, connection: Any) -> None:
+        super().release(connection)
+        if connection in self._holding:   # not one released twice, nor one handed out before a reset
+            self._holding.discard(connection)
+            self._slots.release()
+
+
+def bounded_lookups(sentinel: Sentinel, connections: int, queue_timeout: float) -> Sentinel:
+    """`sentinel` asking each Sentinel through at most `connections` connections, queueing for
+    one up to `queue_timeout` seconds. redis-py's clients of the Sentinels have unbounded pools:
+    every connection to the primary made at once (64 greenlets' at a start or a failover) looks
+    the primary up at once, and opens (and keeps) a connection to a Sentinel of its own."""
+    for i, client in enumerate(sentinel.sentinels):
+        pool = client.connection_pool
+        sentinel.sentinels[i] = Redis(connection_pool=BlockingConnectionPool(
+            connection_class=pool.connection_class, max_connections=connections, timeout=queue_timeout,
+            **pool.connection_kwargs))
+    return sentinel
 
 
 def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) -> object:

@@ -8,6 +8,9 @@ Event, so one message wakes its waiters without a thread each.
 A finish published while the subscription was down is never lost for long:
 after every (re)subscription, confirmed by Redis, every waiter is woken to
 re-read its record, so a waiter misses nothing beyond the reconnect itself.
+
+Who may wait at all, and who is answered early when connections run short, is
+WaiterSlots's to say.
 """
 from __future__ import annotations
 
@@ -117,3 +120,72 @@ class DoneListener:
             events = [e for group in self._waiters.values() for e in group]
         for event in events:
             event.set()
+
+
+class Waiter:
+    """One client waiting on ?wait: its tenant, what answers it (the web worker's connection),
+    the event that wakes it (set once it watches its request), and whether it was shed."""
+
+    __slots__ = ("event", "owner", "shed", "tenant")
+
+    def __init__(self, tenant: str, owner: object) -> None:
+        self.tenant, self.owner = tenant, owner
+        self.event: threading.Event | None = None
+        self.shed = False
+
+
+class WaiterSlots:
+    """Who may wait in this process: at most `cap` clients, and `per_tenant` of one tenant, so
+    that one tenant's crowd cannot take every slot from the others. When the process runs
+    short of connections, some waiters are shed (answered at once, with their record as it
+    stands, as past the cap): a waiter asks again, while an idle webhook connection closed
+    under a sender may lose the callback sent on it."""
+
+    def __init__(self, cap: int, per_tenant: int) -> None:
+        self.cap, self.per_tenant = cap, per_tenant
+        self._lock = threading.Lock()
+        self._by_tenant: dict[str, dict[Waiter, None]] = {}   # oldest first
+        self._held = 0
+
+    @contextmanager
+    def taken(self, tenant: str, owner: object) -> Iterator[Waiter | None]:
+        """A slot for the duration, or None when this process or this tenant holds its cap."""
+        with self._lock:
+            group = self._by_tenant.get(tenant, {})
+            if self._held >= self.cap or len(group) >= self.per_tenant:
+                waiter = None
+            else:
+                waiter = Waiter(tenant, owner)
+                self._by_tenant.setdefault(tenant, group)[waiter] = None
+                self._held += 1
+        try:
+            yield waiter
+        finally:
+            if waiter is not None:
+                with self._lock:
+                    self._drop(waiter)
+
+    def shed(self, n: int) -> list[object]:
+        """End up to `n` waits now, the oldest of the tenant holding the most first; answer
+        their owners (which then close their connections)."""
+        shed: list[Waiter] = []
+        with self._lock:
+            while len(shed) < n and self._by_tenant:
+                group = max(self._by_tenant.values(), key=len)
+                waiter = next(iter(group))
+                self._drop(waiter)
+                waiter.shed = True
+                shed.append(waiter)
+        for waiter in shed:
+            if waiter.event is not None:
+                waiter.event.set()
+        return [waiter.owner for waiter in shed]
+
+    def _drop(self, waiter: Waiter) -> None:
+        group = self._by_tenant.get(waiter.tenant)
+        if group is None or waiter not in group:
+            return   # shed already
+        del group[waiter]
+        self._held -= 1
+        if not group:
+            del self._by_tenant[waiter.tenant]

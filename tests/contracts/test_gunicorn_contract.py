@@ -21,7 +21,7 @@ from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
 from receiver.gunicorn_logger import GUNICORN_LOGGERS
-from receiver.web_worker import WebWorker
+from receiver.web_worker import Client, WebWorker
 from tests.gunicorn_io import message_pair, messages, parsed
 
 RE_READ = "re-read receiver/web_worker.py"
@@ -117,6 +117,8 @@ class RecordingWorker(GeventWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.events: list[str] = []
+        self.socks: list[object] = []
+        self.close_after: str | None = None   # a path whose request is made to close its connection
 
     def timeout_ctx(self):
         self.events.append("wait")
@@ -124,6 +126,9 @@ class RecordingWorker(GeventWorker):
 
     def handle_request(self, listener_name, req, sock, addr):
         self.events.append(f"answer {req.path}")
+        self.socks.append(sock)
+        if req.path == self.close_after:
+            req.must_close = True
         return super().handle_request(listener_name, req, sock, addr)
 
 
@@ -154,6 +159,37 @@ def test_each_wait_for_a_connections_next_request_is_inside_timeout_ctx(worker):
     assert answers.count(b"HTTP/1.1 200 OK\r\n") == 2
     assert {"cfg", "alive", "worker_connections"} <= vars(worker).keys(), \
         f"gunicorn's worker no longer has cfg, alive or worker_connections: {RE_READ}"
+
+
+def test_requests_are_read_through_the_recv_of_the_client_object_given(worker):
+    """Client counts the reads that brought bytes, for a stopping worker to tell a request
+    arriving from an idle connection; gunicorn must read through its `recv`, and answer
+    through the same object."""
+    client, server = socket.socketpair()
+    with client, server:
+        ours = Client(server)
+        client.sendall(b"POST /one HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        client.sendall(b"GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        worker.handle(server, ours, ("127.0.0.1", 40000))
+        answers = client.recv(1 << 16)
+    assert answers.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert ours.reads >= 1, f"gunicorn's parser no longer reads through the client's recv: {RE_READ}"
+    assert worker.socks == [ours, ours], \
+        f"gunicorn's AsyncWorker.handle no longer hands handle_request the client it is given: {RE_READ}"
+
+
+def test_a_request_made_to_close_closes_its_connection(worker):
+    """make_room sets must_close on a waiting client's request while the app runs."""
+    worker.close_after = "/one"
+    client, server = socket.socketpair()
+    with client, server:
+        client.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.shutdown(socket.SHUT_WR)
+        worker.handle(server, server, ("127.0.0.1", 40000))
+        answers = client.recv(1 << 16)
+    assert worker.events == ["wait", "answer /one"] and b"Connection: close" in answers, \
+        f"gunicorn no longer closes a connection after a request that must close: {RE_READ}"
 
 
 def test_handle_exit_stops_the_worker(worker):

@@ -21,8 +21,9 @@ from redis.exceptions import ConnectionError, NoScriptError, ReadOnlyError, Resp
 from redis.retry import Retry
 
 from local.processes import wait_for
-from store.connection import connect
-from store.redis_internals import Parser, PrimaryConnection, evalsha
+from local.redis_server import SentinelServer, free_port
+from store.connection import RedisTarget, connect
+from store.redis_internals import BlockingSentinelPool, Parser, PrimaryConnection, evalsha
 from store.records import Requests, Submission
 from store.scripts import Scripts, source
 from tests.tls_terminator import tls_in_front_of
@@ -246,3 +247,59 @@ def test_the_methods_called_keep_their_signatures():
         assert found[:len(names)] == names, f"redis-py changed {method.__qualname__}{found}: {RE_READ}"
     assert Redis(connection_pool=BlockingConnectionPool()).connection is None, \
         f"redis-py's pooled client no longer has connection None: {RE_READ}"
+
+
+@pytest.fixture
+def sentinel_target(redis_server, workdir) -> Iterator[RedisTarget]:
+    sentinel = SentinelServer(workdir / f"contract-sentinel-{uuid.uuid4().hex[:6]}", redis_server.port).start()
+    yield RedisTarget("redis://localhost/0", (("127.0.0.1", sentinel.port),), "mymaster")
+    sentinel.stop()
+
+
+def test_a_sentinel_pool_holds_its_maximum_and_queues_past_it(sentinel_target):
+    client = connect(sentinel_target, max_connections=2, queue_timeout=0.2)
+    pool = client.connection_pool
+    assert type(pool) is BlockingSentinelPool, \
+        f"redis-py's Sentinel.master_for no longer builds the connection_pool_class given: {RE_READ}"
+    assert client.ping()
+    taken = [pool.get_connection(), pool.get_connection()]
+    with pytest.raises(ConnectionError):
+        pool.get_connection()   # past the maximum: queued, then refused
+    pool.release(taken[-1])
+    pool.release(taken.pop())   # released twice: no second slot freed
+    taken.append(pool.get_connection())
+    with pytest.raises(ConnectionError):
+        pool.get_connection()
+    pool.reset()                # as in a forked child: every connection forgotten
+    for connection in taken:
+        pool.release(connection)   # handed out before the reset: ignored
+    assert client.ping() and client.ping()
+    client.close()
+
+
+def test_a_sentinel_pool_frees_the_slot_of_a_connection_that_could_not_connect(workdir):
+    """redis-py's get_connection releases a connection it failed to connect before it raises."""
+    sentinel = SentinelServer(workdir / f"contract-sentinel-{uuid.uuid4().hex[:6]}", free_port()).start()
+    try:
+        target = RedisTarget("redis://localhost/0", (("127.0.0.1", sentinel.port),), "mymaster")
+        client = connect(target, max_connections=1, queue_timeout=0.2, retries=0)
+        for _ in range(3):   # nothing listens where the primary is said to be
+            with pytest.raises(ConnectionError) as refused:
+                client.connection_pool.get_connection()
+            assert "No connection available" not in str(refused.value), \
+                f"a connection that could not connect kept its slot: {RE_READ}"
+        client.close()
+    finally:
+        sentinel.stop()
+
+
+def test_a_sentinels_lookups_go_through_the_bounded_pool(sentinel_target, redis_server):
+    client = connect(sentinel_target)
+    sentinel = client.connection_pool.sentinel_manager
+    pools = [c.connection_pool for c in sentinel.sentinels]
+    assert all(type(p) is BlockingConnectionPool and p.max_connections == 2 for p in pools), \
+        f"redis-py's Sentinel no longer keeps its clients of the Sentinels in `sentinels`: {RE_READ}"
+    assert sentinel.discover_master("mymaster") == ("127.0.0.1", redis_server.port)
+    assert len(pools[0]._connections) == 1, \
+        f"redis-py's Sentinel no longer asks the Sentinels through the clients in `sentinels`: {RE_READ}"
+    client.close()

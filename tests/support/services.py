@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from redis import Redis
 from rq import Queue
@@ -221,3 +222,13 @@ def make_stack(base_env, workdir, redis_server) -> Iterator[Any]:
     yield make
     for stack in stacks:
         stack.stop()
+
+
+def held(stack: Stack) -> int:
+    """Waiters a stack's web has held so far (its counter in Redis)."""
+    return int(stack.redis.hget(keys.METRICS, "waits_held") or 0)
+
+
+def web_worker(stack: Stack) -> psutil.Process:
+    """The gunicorn worker process of a stack's web (its one child)."""
+    return psutil.Process(stack.web.service.pid).children()[0]
