@@ -87,6 +87,8 @@ def refusal(error: ResponseError) -> str | None:
     code = getattr(error, "status_code", None) or str(error).split(" ", 1)[0]
     if code in REFUSALS:
         return code
+    if "cannot be used with replica instances" in str(error):
+        return "READONLY"   # WAIT on a demoted primary: "ERR WAIT cannot be used with replica instances"
     wrapped = _WRAPPED.search(str(error))
     return wrapped[1] if wrapped and wrapped[1] in REFUSALS else None
 

@@ -100,6 +100,9 @@ def test_a_refused_command_or_script_is_an_outage_and_passes_with_the_refusal(se
     ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", "BUSY"),
     ("Error running script (call to f_0a1b): @user_script:3: @user_script: 3: -NOREPLICAS Not enough "
      "good replicas to write.", "NOREPLICAS"),
+    ("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica "
+     "is configured to be writable (which is not the default) writes to replicas are just local and are not "
+     "propagated.", "READONLY"),
     ("BUSYKEY Target key name already exists.", None),
     ("WRONGTYPE Operation against a key holding the wrong kind of value", None),
     ("Error running script (call to f_0a1b): @user_script:3: user_script:3: bad argument", None),
@@ -164,3 +167,21 @@ def test_an_error_no_retry_mends_is_a_500_logged_with_its_cause(refusing_stack, 
     log = stack.web.service.log_path.read_text()
     wait_for(lambda: "WRONGTYPE" in stack.web.service.log_path.read_text(), 5, 0.05, "the cause in web's log")
     assert "storage unavailable" not in log
+
+
+def test_a_wait_on_a_demoted_primary_is_an_outage_and_leaves_it(tmp_path):
+    """A script that writes nothing passes on a replica; the WAIT that vouches for it then is
+    refused ("WAIT cannot be used with replica instances"): the primary was demoted, an
+    outage, and the connection must go to wherever the primary is now."""
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", replica_of=primary.port).start()
+    client = connect(replica.url, retries=0)
+    try:
+        first = client.client_id()
+        with pytest.raises(WriteRefused) as refused:
+            client.execute_command("WAIT", 1, 100)
+        assert refused.value.code == "READONLY" and client.client_id() != first
+    finally:
+        client.close()
+        replica.stop()
+        primary.stop()
