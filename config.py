@@ -116,6 +116,13 @@ def _hold(env: Mapping[str, str]) -> float:
     return value
 
 
+def _replay_interval(env: Mapping[str, str]) -> float:
+    value = _float(env, "SPOOL_REPLAY_INTERVAL", 1.0)
+    if value <= 0:
+        raise ConfigError("SPOOL_REPLAY_INTERVAL must be more than 0 seconds")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     """One of `choices` (the first is the default), in any letter case."""
     raw = env.get(name, "").strip()
@@ -173,6 +180,8 @@ class Settings:
     callback_hold: float = 30.0
     # Directory of the durable local spool for callbacks Redis could not take in time ("": none).
     spool_dir: str = ""
+    # Seconds between the spool's attempts to replay into Redis while it holds entries.
+    spool_replay_interval: float = 1.0
     # Upstream credentials; the token also verifies callback signatures.
     # Empty token: callbacks are accepted unsigned (local use only; a warning is logged).
     plivo_auth_id: str = ""
@@ -288,6 +297,7 @@ class Settings:
             redis_min_replicas=_int(env, "REDIS_MIN_REPLICAS", 0),
             callback_hold=_hold(env),
             spool_dir=env.get("SPOOL_DIR", "").strip(),
+            spool_replay_interval=_replay_interval(env),
             plivo_auth_id=env.get("PLIVO_AUTH_ID", ""),
             plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", ""),
             plivo_api_url=api_url if api_url.endswith("/") else api_url + "/",
