@@ -62,7 +62,8 @@ class _Held:
 @dataclass
 class _Counted:
     """Whole lines seen in a file this process does not write, up to `offset`: spool files
-    only grow, so a count reads only what was appended since the last one."""
+    only grow (and the dead letters, until a person empties them), so a count reads only
+    what was appended since the last one."""
     offset: int = 0
     lines: int = 0
 
@@ -155,7 +156,7 @@ class Spool:
         try:
             entry = json.loads(line)
             if not isinstance(entry, dict):
-                raise ValueError("a spool entry is a JSON object")
+                raise TypeError("a spool entry is a JSON object")
             apply(entry)
             return 1
         except OUTAGE:
@@ -219,6 +220,8 @@ class Spool:
         except FileNotFoundError:
             return 0
         try:
+            if _blocking(os.fstat, fd).st_size < counted.offset:   # emptied by hand (the dead letters)
+                counted = self._counted[path] = _Counted()
             while lines := _blocking(_whole_lines, fd, counted.offset):
                 counted.offset += sum(map(len, lines))
                 counted.lines += len(lines)

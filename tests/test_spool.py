@@ -103,6 +103,8 @@ def test_an_entry_that_fails_is_kept_aside_and_the_rest_replayed(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [DEAD_LETTERS]
     dead = json.loads((tmp_path / DEAD_LETTERS).read_text())
     assert dead["error"] == "TypeError: bad entry" and json.loads(dead["entry"]) == entry(2)
+    (tmp_path / DEAD_LETTERS).write_text("")   # looked at and emptied by a person
+    assert spool.dead_letters() == 0
 
 
 def test_entries_are_counted_across_processes_without_rereading(tmp_path):

@@ -86,7 +86,7 @@ def test_a_long_outage_keeps_one_spool_file_and_flat_descriptors(base_env, workd
             for n in range(callbacks):
                 assert callback(client, web) == "spooled"
                 failed = web.service.log().count(FAILED_ROUND)
-                wait_for(lambda: web.service.log().count(FAILED_ROUND) >= failed + rounds_between, 30,
+                wait_for(lambda failed=failed: web.service.log().count(FAILED_ROUND) >= failed + rounds_between, 30,
                          message=f"{rounds_between} more replays to fail")
                 files.append(len(spool_files(spool)))
                 fds.append(descriptors(pid))
