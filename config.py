@@ -318,6 +318,10 @@ class Settings:
         "A local directory for callbacks Redis could not take within `CALLBACK_HOLD`, shared by all web "
         "processes of a machine; it must survive a restart (a volume, not tmpfs). Empty: no spool, and 503 "
         "after the hold.", accepts="directory")
+    spool_replay_interval: float = setting(
+        CALLBACKS, "SPOOL_REPLAY_INTERVAL", 1.0,
+        "Seconds between the spool's attempts to replay its callbacks into Redis while it holds any.",
+        read=_positive, accepts="seconds, more than 0")
 
     send_concurrency: int = integer(
         WORKERS, "SEND_CONCURRENCY", 32, "Requests one worker process keeps in flight to the upstream at once.", low=1)

@@ -72,6 +72,9 @@ class RedisCollector:
         if spool is not None:
             yield GaugeMetricFamily("answerback_spool_entries",
                                     "Callbacks in this machine's SPOOL_DIR waiting for Redis.", value=spool.entries())
+            yield GaugeMetricFamily("answerback_spool_dead_letters",
+                                    "Spooled callbacks whose replay failed for another reason than an outage, "
+                                    "kept in SPOOL_DIR's dead-letters file.", value=spool.dead_letters())
         try:
             counters, gauges, histograms = snapshot(services().redis)
         except RedisError:   # the spool matters most while Redis is away: answer with what is known

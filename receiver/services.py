@@ -98,7 +98,7 @@ class Services:
             if self.spool is None or self._replayer_pid == os.getpid():
                 return
             self._replayer_pid = os.getpid()
-            SpoolReplayer(self.spool, self.replay_delivery).start()
+            SpoolReplayer(self.spool, self.replay_delivery, self.settings.spool_replay_interval).start()
 
     def replay_delivery(self, delivery: dict[str, Any]) -> str:
         outcome = self.deliveries.store(**delivery)
