@@ -23,8 +23,8 @@ from local.processes import wait_for
 from local.redis_server import RedisServer
 from receiver.spool import DEAD_LETTERS, SUFFIX
 from store.records import new_id
-from tests.conftest import Web, start_web
-from tests.test_redis_crash import delivery
+from tests.support.services import Web, start_web
+from tests.support.signed_callbacks import delivery
 
 pytestmark = pytest.mark.slow
 
