@@ -2,9 +2,10 @@
 and the timing of the webhook, which feeds answerback_webhook_duration_seconds."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from functools import wraps
 from time import perf_counter
-from typing import Callable, Concatenate, Iterator, ParamSpec
+from typing import Concatenate, ParamSpec
 
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
@@ -63,7 +64,7 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
             raise
         finally:
             observe(svc.redis, "webhook", outcome, perf_counter() - start)
-    return timed
+    return timed   # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
 
 
 class RedisCollector:
@@ -87,23 +88,23 @@ class RedisCollector:
         yield GaugeMetricFamily("answerback_ratelimit_wait_max_ms", "Longest wait for a rate-limit turn (ms).",
                                 value=counters.get("ratelimit_wait_max_ms", 0))
         for prefix, (name, help_text, label) in COUNTERS.items():
-            family = CounterMetricFamily(name, help_text, labels=[label])
+            counted = CounterMetricFamily(name, help_text, labels=[label])
             for key, value in sorted(counters.items()):
                 if key.startswith(prefix):
-                    family.add_metric([key[len(prefix):]], value)
-            yield family
+                    counted.add_metric([key[len(prefix):]], value)
+            yield counted
         for name, value in gauges.items():
             yield GaugeMetricFamily(f"answerback_{name}", f"Requests now: {name.replace('_', ' ')}.", value=value)
         for key, (name, help_text, label) in HISTOGRAMS.items():
-            family = HistogramMetricFamily(name, help_text, labels=[label])
-            for value, histogram in sorted(histograms[key].items()):
-                family.add_metric([value], _cumulative(HISTOGRAM_BUCKETS[key], histogram), histogram.sum)
-            yield family
+            timed = HistogramMetricFamily(name, help_text, labels=[label])
+            for outcome, histogram in sorted(histograms[key].items()):
+                timed.add_metric([outcome], _cumulative(HISTOGRAM_BUCKETS[key], histogram), histogram.sum)
+            yield timed
 
 
-def _cumulative(bounds: tuple[float, ...], histogram: Histogram) -> list[tuple[str, int]]:
+def _cumulative(bounds: tuple[float, ...], histogram: Histogram) -> list[tuple[str, float]]:
     """Prometheus buckets (le, observations <= le) from per-bucket counts, ending with +Inf."""
-    total, buckets = 0, []
+    total, buckets = 0, list[tuple[str, float]]()
     for le, n in zip([*map(floatToGoString, bounds), "+Inf"], histogram.counts, strict=True):
         total += n
         buckets.append((le, total))
@@ -115,7 +116,7 @@ def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
 
 
 @bp.get("/metrics")
-def metrics():
+def metrics() -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector())
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

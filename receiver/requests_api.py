@@ -164,7 +164,7 @@ def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:
     return record
 
 
-def _answer(rid: str, wait: int):
+def _answer(rid: str, wait: int) -> Response:
     if not wait:
         return jsonify(_own_record(rid).to_json())
     waiting = services().waiter_requests     # a waiter reads through connections of its own

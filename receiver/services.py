@@ -17,8 +17,8 @@ from config import WEB_REDIS_POOLS, Settings, web_capacity
 from notify_hosts import HostPolicy
 from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
-from store.deliveries import Deliveries
 from store.connection import connect, connect_rq, redis_target
+from store.deliveries import Deliveries
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
@@ -53,7 +53,7 @@ class Services:
     key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     @classmethod
-    def build(cls, settings: Settings) -> "Services":
+    def build(cls, settings: Settings) -> Services:
         pools = WEB_REDIS_POOLS
         target = redis_target(settings)
         redis = connect(target, max_connections=pools["requests"])

@@ -86,7 +86,7 @@ class OneWrite:
             data, self.held = self.held, b""
             self.sock.sendall(data)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         self.flush()   # send, sendfile, shutdown, close...: the waiting header block goes first
         return getattr(self.sock, name)
 
@@ -99,19 +99,19 @@ class SettledConfig:
     in its master, on a reload, which starts new workers); a `set` here still reaches
     gunicorn's Config and is seen from then on."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Any) -> None:
         object.__setattr__(self, "_config", config)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         value = getattr(self._config, name)   # AttributeError as gunicorn's own, for getattr(cfg, x, default)
         self.__dict__[name] = value
         return value
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._config, name, value)
         self.__dict__.pop(name, None)
 
-    def set(self, name: str, value) -> None:
+    def set(self, name: str, value: Any) -> None:
         self._config.set(name, value)
         self.__dict__.pop(name, None)
 
@@ -130,13 +130,13 @@ class Client:
         self.reads = 0
         self.served = self.sender = False
 
-    def recv(self, *args):
+    def recv(self, *args: Any) -> bytes:
         data = self.sock.recv(*args)
         if data:
             self.reads += 1
         return data
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.sock, name)
 
 
@@ -149,7 +149,8 @@ class IdleWait:
 
     __slots__ = ("client", "greenlet", "idle", "others", "reads", "timeout")
 
-    def __init__(self, idle: dict, others: dict, client: Client | None, seconds: float) -> None:
+    def __init__(self, idle: dict[gevent.Greenlet, IdleWait], others: dict[gevent.Greenlet, IdleWait],
+                 client: Client | None, seconds: float) -> None:
         self.idle, self.others, self.client = idle, others, client
         self.greenlet = gevent.getcurrent()
         self.reads = client.reads if client is not None else 0
@@ -161,7 +162,7 @@ class IdleWait:
             self.others[self.greenlet] = self
         self.timeout.__enter__()
 
-    def __exit__(self, kind, value, traceback) -> bool:
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> bool:
         self.idle.pop(self.greenlet, None)
         self.others.pop(self.greenlet, None)
         return self.timeout.__exit__(kind, value, traceback)
@@ -210,11 +211,11 @@ class WebWorker(GeventWorker):
     - what gunicorn refuses itself (a request line past 1 MiB, too many headers) is answered
       in JSON (write_json_error)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cfg = SettledConfig(self.cfg)
+        self.cfg: Any = SettledConfig(self.cfg)
 
-    def init_process(self):
+    def init_process(self) -> None:
         self.clients: dict[gevent.Greenlet, Client] = {}        # connection -> its socket
         self.idle: dict[gevent.Greenlet, IdleWait] = {}         # connection -> its wait for a next request
         self.idle_others: dict[gevent.Greenlet, IdleWait] = {}  # those of connections that never carried a callback
@@ -223,7 +224,7 @@ class WebWorker(GeventWorker):
         json_error_pages()
         super().init_process()
 
-    def handle(self, listener, client, addr):
+    def handle(self, listener: Any, client: socket.socket, addr: Any) -> None:
         current = gevent.getcurrent()
         self.clients[current] = ours = Client(client)
         try:
@@ -232,7 +233,7 @@ class WebWorker(GeventWorker):
             self.clients.pop(current, None)
             self.leaving.discard(current)
 
-    def handle_request(self, listener_name, req, sock, addr):
+    def handle_request(self, listener_name: str, req: Any, sock: Any, addr: Any) -> Any:
         current = gevent.getcurrent()
         self.serving[current] = req
         if isinstance(sock, Client):
@@ -280,31 +281,31 @@ class WebWorker(GeventWorker):
                     made += 1
         return made
 
-    def handle_exit(self, sig, frame):
+    def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         for req in list(self.serving.values()):
             req.must_close = True   # its answer says Connection: close, so no client sends on it again
         gevent.spawn(self.release_waiters)
         gevent.spawn(self.close_idle_connections)
 
-    def close_idle_connections(self):
+    def close_idle_connections(self) -> None:
         """End every wait for a next request as if it had timed out (the connection closes),
         checked when the hub gets to it: a request may have arrived meanwhile."""
         loop = gevent.get_hub().loop
         for greenlet, wait in list(self.idle.items()):
             loop.run_callback(self._end_idle_wait, greenlet, wait)
 
-    def _end_idle_wait(self, greenlet, wait):
+    def _end_idle_wait(self, greenlet: gevent.Greenlet, wait: IdleWait) -> None:
         if self.idle.get(greenlet) is not wait or wait.arriving():
             self.leaving.discard(greenlet)
             return   # being served now, or its next request (or the client's close) is arriving
         greenlet.throw(wait.timeout)
 
-    def release_waiters(self):
+    def release_waiters(self) -> None:
         services = self._services()
         if services is not None:
             services.release_waiters()
 
-    def _services(self):
+    def _services(self) -> Any:
         app = getattr(self, "wsgi", None)   # none before the app loaded
         return getattr(app, "extensions", {}).get("answerback")

@@ -5,8 +5,9 @@ redis-py's internals."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
@@ -16,11 +17,18 @@ from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from store.redis_internals import (BlockingSentinelPool, Parser, PrimaryConnection, PrimarySSLConnection,
-                                   SentinelPrimaryConnection, SentinelPrimarySSLConnection, WriteRefused,
-                                   bounded_lookups, refusal)
-
 from config import Settings
+from store.redis_internals import (
+    BlockingSentinelPool,
+    Parser,
+    PrimaryConnection,
+    PrimarySSLConnection,
+    SentinelPrimaryConnection,
+    SentinelPrimarySSLConnection,
+    WriteRefused,
+    bounded_lookups,
+    refusal,
+)
 
 T = TypeVar("T")
 

@@ -197,7 +197,7 @@ def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) ->
     own = client.connection   # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()
-    packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]
+    packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]  # type: ignore[arg-type]  # stub: a 1-tuple
 
     def attempt() -> object:
         connection.send_packed_command(packed)

@@ -4,14 +4,15 @@ notification with the `standardwebhooks` library."""
 from __future__ import annotations
 
 import base64
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from local.processes import wait_for
 from tests.support.api import submit, wait_status, written_keys
-from tests.support.services import Stack
 from tests.support.notify_receiver import NEW_SECRET, OLD_SECRET, Receiver
+from tests.support.services import Stack
 
 SCHEDULE = "0.3,0.5,1,1,1,1"           # 7 attempts in about 5 s
 DB = 6

@@ -83,7 +83,7 @@ def test_a_long_outage_keeps_one_spool_file_and_flat_descriptors(base_env, workd
         own_redis.kill()
         files, fds = [], []
         with web.client(key=None) as client:
-            for n in range(callbacks):
+            for _ in range(callbacks):
                 assert callback(client, web) == "spooled"
                 failed = web.service.log().count(FAILED_ROUND)
                 wait_for(lambda failed=failed: web.service.log().count(FAILED_ROUND) >= failed + rounds_between, 30,

@@ -11,7 +11,7 @@ import inspect
 import select
 import socket
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from redis import BlockingConnectionPool, Redis
@@ -23,8 +23,8 @@ from redis.retry import Retry
 from local.processes import wait_for
 from local.redis_server import SentinelServer, free_port
 from store.connection import RedisTarget, connect
-from store.redis_internals import BlockingSentinelPool, Parser, PrimaryConnection, evalsha
 from store.records import Requests, Submission
+from store.redis_internals import BlockingSentinelPool, Parser, PrimaryConnection, evalsha
 from store.scripts import Scripts, source
 from tests.tls_terminator import tls_in_front_of
 
