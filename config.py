@@ -147,17 +147,33 @@ def _hosts(name: str, raw: str) -> tuple[str, ...]:
 
 def _webhook_secrets(name: str, raw: str) -> tuple[str, ...]:
     """Checked at start-up, not at the first notification: each must be a whsec_ key."""
-    from standardwebhooks import Webhook
-
     secrets = _list(name, raw)
     for secret in secrets:
-        try:
-            if not secret.startswith("whsec_"):
-                raise ValueError
-            Webhook(secret)
-        except Exception:
-            raise ConfigError(f"{name} must be whsec_ followed by base64 (comma-separate several)") from None
+        _whsec(name, secret, "(comma-separate several)")
     return secrets
+
+
+def _whsec(name: str, secret: str, hint: str) -> None:
+    from standardwebhooks import Webhook
+
+    try:
+        if not secret.startswith("whsec_"):
+            raise ValueError
+        Webhook(secret)
+    except Exception:
+        raise ConfigError(f"{name} must be whsec_ followed by base64 {hint}") from None
+
+
+def _tenant_secrets(name: str, raw: str) -> tuple[tuple[str, str], ...]:
+    """(tenant name, whsec_ secret) pairs from `name=whsec_...,name=whsec_...`."""
+    pairs = []
+    for entry in _list(name, raw):
+        tenant, sep, secret = entry.partition("=")
+        if not (sep and tenant.strip()):
+            raise ConfigError(f"{name} must be tenant=whsec_... pairs, comma-separated")
+        _whsec(name, secret.strip(), "after each tenant=")
+        pairs.append((tenant.strip(), secret.strip()))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True)
@@ -356,6 +372,13 @@ class Settings:
         "The `whsec_` secrets that sign notifications (Standard Webhooks); every one signs each, so that a "
         "secret can be rotated (add the new one, move receivers to it, remove the old). Required with "
         "`NOTIFY_HOSTS`.", read=_webhook_secrets, accepts="`whsec_` + Base64, comma-separated", secret=True)
+    tenant_webhook_secrets: tuple[tuple[str, str], ...] = setting(
+        NOTIFICATIONS, "TENANT_WEBHOOK_SECRETS", (),
+        "Secrets of their own for tenants named in `API_KEYS` (`name:key`): `name=whsec_...`, "
+        "comma-separated (a name given twice: both sign, for a rotation). A named tenant's notifications "
+        "are signed with its own secrets instead of `WEBHOOK_SECRET`, so that no other tenant can make a "
+        "validly signed notification arrive at its endpoint.", read=_tenant_secrets,
+        accepts="`name=whsec_...`, comma-separated", secret=True)
     notify_schedule: tuple[float, ...] = setting(
         NOTIFICATIONS, "NOTIFY_SCHEDULE", (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
         "Seconds between notification attempts; after the last one the notification is failed.",

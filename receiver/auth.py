@@ -13,6 +13,7 @@ from flask import g, request
 
 from receiver.errors import Unauthorized
 from receiver.services import Services, services
+from store import keys
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,7 +29,7 @@ def key_table(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     for entry in entries:
         name, sep, key = entry.partition(":")
         if sep and name and key:
-            table.append((_digest(key), "n" + _digest("tenant:" + name)[:31]))
+            table.append((_digest(key), keys.named_tenant(name)))
         else:
             table.append((_digest(entry), _digest(entry)[:32]))
     return tuple(table)

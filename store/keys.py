@@ -2,6 +2,8 @@
 from the prefix they are given (see lua/prelude.lua)."""
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "ab:"
 
 API, CALLS = "api", "calls"           # upstream rate-limit classes: every other API, call creation
@@ -58,6 +60,12 @@ def nonce(digest: str) -> str:
 
 def orphan(value: str) -> str:
     return f"{PREFIX}orphan:{value}"
+
+
+def named_tenant(name: str) -> str:
+    """The tenant id of a tenant named in API_KEYS (`name:key`): its keys can change, its id
+    (and so its requests) stays."""
+    return "n" + hashlib.sha256(("tenant:" + name).encode()).hexdigest()[:31]
 
 
 def tenant_requests(tenant: str, status: str | None = None) -> str:

@@ -295,3 +295,25 @@ def test_a_hanging_endpoint_holds_only_its_own_notifications(make_stack, sandbox
         stuck.stop()
         fine.stop()
     assert plain["response"]["message"] == "call fired"
+
+
+def test_a_tenant_with_a_secret_of_its_own_gets_no_other_tenants_validly_signed_notification(make_stack):
+    """acme's endpoint checks acme's own secret: its notifications verify there, and one that
+    tenant beta points at acme's endpoint (signed with WEBHOOK_SECRET) does not."""
+    acme_secret = "whsec_" + base64.b64encode(b"acme's own notification secret").decode()
+    stack = make_stack(db=DB + 1, API_KEYS="acme:acme-key,beta:beta-key", NOTIFY_HOSTS="127.0.0.1",
+                       WEBHOOK_SECRET=NEW_SECRET, TENANT_WEBHOOK_SECRETS=f"acme={acme_secret}",
+                       NOTIFY_SCHEDULE=SCHEDULE)
+    endpoint = Receiver(acme_secret, NEW_SECRET).start()   # checks acme's secret, and the default
+    try:
+        with stack.web.client("acme-key") as acme, stack.web.client("beta-key") as beta:
+            ours = submit(acme, notify_url=endpoint.url)["request_id"]
+            theirs = submit(beta, notify_url=endpoint.url)["request_id"]
+            notified(acme, ours)
+            notified(beta, theirs)
+    finally:
+        endpoint.stop()
+    [mine] = endpoint.events(ours)
+    [forged] = endpoint.events(theirs)
+    assert mine["verified"] == [True, False]     # acme's secret alone
+    assert forged["verified"] == [False, True]   # the default only: acme's endpoint refuses it

@@ -26,6 +26,7 @@ from standardwebhooks import Webhook
 import logs
 from config import Settings
 from notify_hosts import HostPolicy, IPAddress, NotAllowed, Target
+from store import keys
 from store.connection import now_ms
 from store.notifications import DueNotification, Notifications
 from store.records import RequestRecord, iso
@@ -45,15 +46,21 @@ def payload(record: RequestRecord) -> bytes:
 
 
 class Signer:
-    """Standard Webhooks headers; every secret signs, so receivers can rotate."""
+    """Standard Webhooks headers; every secret signs, so receivers can rotate. A tenant with
+    secrets of its own (TENANT_WEBHOOK_SECRETS) is signed with those alone, so that another
+    tenant's notification, pointed at its endpoint, does not verify there."""
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self, secrets: tuple[str, ...], tenant_secrets: tuple[tuple[str, str], ...] = ()) -> None:
         self._hooks = [Webhook(s) for s in secrets]
+        self._tenant_hooks: dict[str, list[Webhook]] = {}
+        for name, secret in tenant_secrets:
+            self._tenant_hooks.setdefault(keys.named_tenant(name), []).append(Webhook(secret))
 
-    def headers(self, msg_id: str, body: bytes) -> dict[str, str]:
+    def headers(self, msg_id: str, body: bytes, tenant: str = "") -> dict[str, str]:
         moment = datetime.now(UTC)
         text = body.decode()
-        signatures = " ".join(hook.sign(msg_id, moment, text) for hook in self._hooks)
+        hooks = self._tenant_hooks.get(tenant, self._hooks)
+        signatures = " ".join(hook.sign(msg_id, moment, text) for hook in hooks)
         return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())),
                 "webhook-signature": signatures}
 
@@ -146,7 +153,7 @@ class Sender:
 
     def __init__(self, settings: Settings) -> None:
         self.policy = HostPolicy.parse(settings.notify_hosts)
-        self.signer = Signer(settings.webhook_secrets)
+        self.signer = Signer(settings.webhook_secrets, settings.tenant_webhook_secrets)
         self.timeout = settings.notify_timeout
         self._local = threading.local()
 
@@ -159,7 +166,7 @@ class Sender:
                 max_connections=4, max_keepalive_connections=4, network_backend=DeadlineBackend(deadline))
         return pool, self._local.deadline
 
-    def post(self, url: str, msg_id: str, body: bytes) -> Answer:
+    def post(self, url: str, msg_id: str, body: bytes, tenant: str = "") -> Answer:
         """Raises NotAllowed when the URL or its address may not be contacted."""
         ends = time.monotonic() + self.timeout
         try:
@@ -169,7 +176,7 @@ class Sender:
         except OSError as exc:
             return Answer(error=f"could not resolve the host ({type(exc).__name__})")
         request_url, headers, extensions = _pinned(url, target, ip)
-        headers.update(self.signer.headers(msg_id, body))
+        headers.update(self.signer.headers(msg_id, body, tenant))
         pool, deadline = self._connections()
         deadline.at = ends
         try:
@@ -279,7 +286,7 @@ class Notifier(threading.Thread):
         body = payload(record)
         started, at = time.monotonic(), iso(str(now_ms()))
         try:
-            answer = self.sender.post(record.fields["notify_url"], due.webhook_id, body)
+            answer = self.sender.post(record.fields["notify_url"], due.webhook_id, body, record.tenant)
             outcome = "delivered" if answer.delivered else "retry"
         except NotAllowed as exc:
             answer, outcome = Answer(error=str(exc)), "refused"
