@@ -76,9 +76,11 @@ class Outbox:
         (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
         return self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
 
-    def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
+    def register_api_id(self, rid: str, api_id: str, timeout_s: int, claim_id: str = "") -> str:
+        """The upstream accepted the request: it waits for its callback. `claim_id`: the claim
+        that sent it, which settles it even if its `sending` mark was lost in a failover."""
         now = now_ms()
-        return self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl)
+        return self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl, claim_id)
 
     def completed(self, item: Claimed, body: Any) -> None:
         self._settle(item, "completed", body)
