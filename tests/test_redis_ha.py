@@ -293,7 +293,8 @@ def test_submissions_right_after_a_failover_are_sent_promptly(cluster, base_env,
                 old = wait_for(cluster.master_port, 10, message="the Sentinels to name the primary")
                 killed = next(s for s in servers if s.port == old)
                 killed.kill()
-                wait_for(lambda: cluster.master_port() not in (old, None), 30, 0.05, "Sentinel to promote a replica")
+                wait_for(lambda old=old: cluster.master_port() not in (old, None), 30, 0.05,
+                         "Sentinel to promote a replica")
                 rids = [_submitted_once_accepted(api, i) for i in range(10)]
                 started = time.monotonic()
                 for rid in rids:
@@ -301,7 +302,7 @@ def test_submissions_right_after_a_failover_are_sent_promptly(cluster, base_env,
                 took.append(time.monotonic() - started)
                 killed.replica_of = cluster.master_port()   # back, as a replica of the new primary
                 killed.start()
-                wait_for(lambda: _replicating(killed), 30, 0.1, "the old primary to replicate again")
+                wait_for(lambda killed=killed: _replicating(killed), 30, 0.1, "the old primary to replicate again")
         print(f"\nsubmissions after a failover: all sent within {', '.join(f'{s:.1f}' for s in took)} s")
         assert max(took) < stale_s + 5
     finally:
