@@ -78,9 +78,12 @@ class Outbox:
         answer = self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
         return cast(int, answer)
 
-    def register_api_id(self, rid: str, api_id: str, timeout_s: int) -> str:
+    def register_api_id(self, rid: str, api_id: str, timeout_s: int, claim_id: str = "") -> str:
+        """The upstream accepted the request: it waits for its callback. `claim_id`: the claim
+        that sent it, which settles it even if its `sending` mark was lost in a failover."""
         now = now_ms()
-        return cast(str, self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl))
+        return cast(str, self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl,
+                                      claim_id))
 
     def completed(self, item: Claimed, body: Any) -> None:
         self._settle(item, "completed", body)

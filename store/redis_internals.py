@@ -18,7 +18,8 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
 - a single-connection client's `connection` attribute (None otherwise), its pool's
   `get_connection()` and `release(connection)`, a connection's `send_packed_command(list of
   bytes)`, `read_response()` (NoScriptError for an unknown script, the connection still
-  usable), `disconnect()` and `retry.call_with_retry(do, fail)` (evalsha);
+  usable), `disconnect()`, `is_connected`, `connect()` (with Sentinel: to the primary it
+  names now) and `retry.call_with_retry(do, fail)` (evalsha);
 - redis-py's `Script` keeping its digest in `sha` and answering as `EVALSHA sha 0 *args`
   does, on the same encoding (store/scripts.py calls both);
 - `Sentinel.master_for(name, connection_pool_class=..., **kwargs)` building its pool as
@@ -193,13 +194,19 @@ def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) ->
     call itself. `retried`: an outage is retried as the connection's Retry says, on the same
     connection closed and opened again (with Sentinel: to the new primary), as redis-py does.
     As redis-py does, a connection that fails mid-command is closed, and the error raised; a
-    ResponseError (the script's own, or NoScriptError) leaves it open, its answer read."""
+    ResponseError (the script's own, or NoScriptError) leaves it open, its answer read.
+    A closed connection is opened with `connect()` first: `send_packed_command` would open it
+    itself, but to the address it last had, not through Sentinel, so a connection held across
+    a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
+    replica) instead of the new one."""
     own = client.connection   # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()
     packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]  # type: ignore[arg-type]  # stub: a 1-tuple
 
     def attempt() -> object:
+        if not connection.is_connected:   # closed by an earlier error: see the docstring
+            connection.connect()
         connection.send_packed_command(packed)
         return connection.read_response()
 

@@ -12,7 +12,7 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError
 
-from store.keys import API_CLASSES, PREFIX
+from store.keys import API_CLASSES, METRICS, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 from store.redis_internals import evalsha
 from store.record_format import lua_definitions
@@ -87,14 +87,20 @@ class Scripts:
             return script(keys=[], args=list(args))
 
     def replicated(self, min_replicas: int, name: str, *args: object) -> object:
-        """Run a script, then Redis WAIT for `min_replicas` on the same connection (WAIT counts
-        only the writes of its own connection, so both go in one pipeline)."""
+        """Run a script, then Redis WAIT for `min_replicas`, in one pipeline: WAIT counts the
+        replicas that have everything up to its own connection's last write. A counter is
+        written in between, because a script that finds its work already done (a repeated
+        submission, a retried mark) writes nothing itself, and since Redis 7.2 (and in Valkey)
+        a connection's last write is then an older one, which a lagging replica may have
+        already: WAIT would answer at once and confirm nothing. After the counter it confirms
+        everything the primary had by then, the earlier write this answer vouches for included."""
         if min_replicas <= 0:
             return self(name, *args)
         with self._redis.pipeline(transaction=False) as pipe:
             self._scripts[name](keys=[], args=list(args), client=pipe)
+            pipe.hincrby(METRICS, "replication_waits", 1)
             pipe.wait(min_replicas, WAIT_MS)
-            result, replicas = pipe.execute()
+            result, _, replicas = pipe.execute()
         if replicas < min_replicas:
             raise NotReplicated(result, replicas)
         return result

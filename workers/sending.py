@@ -45,7 +45,7 @@ def record(store: SendStore, item: Claimed, verdict: Verdict, max_attempts: int)
     attempts = item.attempts + 1
     logs.bind(api_id=verdict.api_id.lower() if verdict.api_id else "")
     if verdict.kind == "accepted":
-        outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout)
+        outbox.register_api_id(item.rid, verdict.api_id.lower(), item.timeout, item.claim_id)
     elif verdict.kind == "completed":
         outbox.completed(item, verdict.body)
     elif verdict.kind == "unknown":

@@ -244,6 +244,20 @@ local function apply_delivery(rid, api_id, method, delivery, body, digest, now, 
   return outcome
 end
 
+-- The verdict of a send comes from the claim that holds the request, normally `sending`.
+-- `queued` under that claim means its send mark was lost (written to a primary that failed
+-- over before a replica had it) though the request did leave: what mark_sending would have
+-- written is written now, so the verdict settles it and the lease never sends it again.
+local function sent_by(rid, claim_id, now)
+  local r = load(rid)
+  if not r or claim_id == '' or r.claim_id ~= claim_id then return false end
+  if r.status == 'queued' then
+    move_status(rid, 'sending')
+    update(rid, {attempts = (tonumber(r.attempts) or 0) + 1, sent_at = now})
+  end
+  return r.status == 'sending'
+end
+
 -- Make sure some drain job will look at the outbox: register `ring_id` as a
 -- drainer when none is alive and return it (the caller enqueues that job).
 local function ring(ring_id, now, stale_before)

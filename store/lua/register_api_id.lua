@@ -1,13 +1,17 @@
 -- The upstream accepted the request and named its api_id: the request waits
 -- for its callback, and callbacks that came first are applied now.
--- ARGV: rid api_id now deadline ttl
+-- A request still `queued` under another claim keeps that claim's lease: its holder
+-- settles it, or the sweep takes it back.
+-- ARGV: rid api_id now deadline ttl claim_id
 local rid, api_id, now = ARGV[1], ARGV[2], ARGV[3]
 local deadline = ARGV[4]       -- ms; no callback by then: expired
 local ttl = tonumber(ARGV[5])  -- seconds a finished request is kept
+local claim_id = ARGV[6]       -- the claim that sent it ('' when not known)
 if not load(rid) then return 'gone' end
-redis.call('ZREM', P .. 'leases', rid)
 count('sends_accepted')
 index_api_id(rid, api_id)
+sent_by(rid, claim_id, now)
+if field(rid, 'status') ~= 'queued' then redis.call('ZREM', P .. 'leases', rid) end
 if field(rid, 'status') == 'sending' then
   move_status(rid, 'pending')
   update(rid, {deadline = deadline, drainer = false, claim_id = false})

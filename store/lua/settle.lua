@@ -3,14 +3,14 @@
 --   failed     (value = the error)
 --   retry      (value = the error; due = when to send again)
 --   unknown    (maybe acted upstream, never resent: pending until the deadline)
--- Only the claim that holds the request may settle it.
+-- Only the claim that holds the request may settle it (also when its `sending` mark
+-- was lost in a failover: prelude's sent_by).
 -- ARGV: rid verdict value now ttl due deadline claim_id
 local rid, verdict, value, now, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local due = ARGV[6]                     -- retry: when to send again (ms)
 local deadline = ARGV[7]                -- unknown: until when its callback may still come (ms)
 local claim_id = ARGV[8]
-local r = load(rid)
-if not r or r.status ~= 'sending' or r.claim_id ~= claim_id then return 0 end
+if not sent_by(rid, claim_id, now) then return 0 end
 redis.call('ZREM', P .. 'leases', rid)
 update(rid, {drainer = false, claim_id = false})
 count('sends_' .. verdict)
