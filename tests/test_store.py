@@ -17,7 +17,7 @@ import pytest
 from local.processes import wait_for
 from local.redis_server import RedisServer
 from store import connect, keys
-from store.connection import OUTAGE
+from store.connection import OUTAGE, now_ms
 from store.deliveries import Deliveries
 from store.outbox import Outbox
 from store.records import Requests, Submission, new_id
@@ -353,3 +353,15 @@ def test_a_send_threads_scripts_run_on_its_own_connection_and_survive_a_flush(wo
     finally:
         client.close()
         server.stop()
+
+
+def test_a_sweep_drops_a_dead_drain_job_even_with_nothing_to_send(stores, redis):
+    """A drain job rung but never run (its enqueue lost, its worker gone) must not be counted
+    as a drainer for ever: the drainers gauge would say a worker is draining."""
+    requests, outbox, _ = stores
+    rid = submit(requests)   # rings a drain job: one drainer registered
+    assert redis.zcard(keys.DRAINERS) == 1
+    claim_and_send(outbox, rid)   # the outbox is empty now; nobody heart-beats the rung job
+    sweeper = Sweeper(redis, TTL, drainer_stale_ms=1000)
+    sweeper.sweep(now_ms() + 5000)
+    assert redis.zcard(keys.DRAINERS) == 0

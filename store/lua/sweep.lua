@@ -75,6 +75,9 @@ while bucket and bucket < purge_bucket(now) and steps < limit do
 end
 if bucket then redis.call('SET', P .. 'purge:next', bucket) end
 
+-- A drain job that stopped heart-beating leaves the drainers whether or not there is work:
+-- the drainers gauge must not count a dead one (ring below would drop it only for work).
+redis.call('ZREMRANGEBYSCORE', P .. 'drainers', '-inf', stale_before)
 local rung = ''
 if outbox_length() > 0 or
    redis.call('ZCOUNT', P .. 'retry', '-inf', now) > 0 then

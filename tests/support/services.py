@@ -137,12 +137,18 @@ def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
     unstarted = [keys.outbox(api_class) for api_class in keys.API_CLASSES] + [keys.RETRY, keys.NOTIFY_DUE]
     sandbox.http.delete("/_sandbox/faults").raise_for_status()
 
+    left: dict[str, int] = {}
+
     def quiet() -> bool:
         redis.delete(*unstarted)  # a send that ended in a retry schedules it again
         _, gauges, _ = metrics.snapshot(redis)
-        return (gauges["in_flight"] == 0 and gauges["drainers"] == 0 and queue.count == 0
-                and running.count == 0 and sandbox.stats()["callbacks"]["pending"] == 0)
-    wait_for(quiet, 60, 0.05, "the session's worker to finish what the last test left in flight")
+        left.update(in_flight=gauges["in_flight"], drainers=gauges["drainers"], queued_jobs=queue.count,
+                    running_jobs=running.count, sandbox_callbacks=sandbox.stats()["callbacks"]["pending"])
+        return not any(left.values())
+    try:
+        wait_for(quiet, 60, 0.05, "the session's worker to finish what the last test left in flight")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: still {left}") from None
 
 
 @pytest.fixture(autouse=True)
