@@ -8,6 +8,7 @@ docs/configuration.md, is generated from the declarations: `python3 -m config` w
 
 gunicorn's master reads this module, so it imports nothing of store/ or redis.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-CallbackMethod = Literal["POST", "GET"]   # what the upstream may be asked to call back with; the first is the default
+CallbackMethod = Literal["POST", "GET"]  # what the upstream may be asked to call back with; the first is the default
 CALLBACK_METHODS: tuple[CallbackMethod, ...] = get_args(CallbackMethod)
-LOG_LEVELS = ("info", "debug", "warning", "error", "critical")   # gunicorn's names; the first is the default
-TRUE = ("1", "true", "yes", "on")    # a flag is on for these (any letter case), off for anything else
-CALLBACK_HOLD_MAX = 35   # seconds: Plivo waits 40 s for the webhook's answer
+LOG_LEVELS = ("info", "debug", "warning", "error", "critical")  # gunicorn's names; the first is the default
+TRUE = ("1", "true", "yes", "on")  # a flag is on for these (any letter case), off for anything else
+CALLBACK_HOLD_MAX = 35  # seconds: Plivo waits 40 s for the webhook's answer
 NOTIFY_DELAY_MAX = 7 * 86400
 
 REFERENCE = Path(__file__).resolve().parent / "docs" / "configuration.md"
@@ -36,6 +37,7 @@ class ConfigError(ValueError):
 # Readers: (variable, its value: stripped, never empty) -> the setting's value, or ConfigError
 # with a message that names the variable. An unset or empty variable is never read: it takes
 # the setting's default.
+
 
 def _text(name: str, raw: str) -> str:
     return raw
@@ -179,6 +181,7 @@ def _tenant_secrets(name: str, raw: str) -> tuple[tuple[str, str], ...]:
 @dataclass(frozen=True)
 class Section:
     """A group of settings in docs/configuration.md."""
+
     title: str
     about: str
 
@@ -186,24 +189,35 @@ class Section:
 @dataclass(frozen=True)
 class Declaration:
     """How one setting is read from the environment and described in docs/configuration.md."""
+
     variable: str
     section: Section
     meaning: str
-    accepts: str                      # the values it takes, as the reference says them
+    accepts: str  # the values it takes, as the reference says them
     read: Callable[[str, str], Any]
-    shown_default: str = ""           # the default as the reference says it, when not the field's own
+    shown_default: str = ""  # the default as the reference says it, when not the field's own
 
 
-def setting(section: Section, variable: str, default: Any, meaning: str, *, read: Callable[[str, str], Any] = _text,
-            accepts: str = "text", shown_default: str = "", secret: bool = False) -> Any:
+def setting(
+    section: Section,
+    variable: str,
+    default: Any,
+    meaning: str,
+    *,
+    read: Callable[[str, str], Any] = _text,
+    accepts: str = "text",
+    shown_default: str = "",
+    secret: bool = False,
+) -> Any:
     """A field of `Settings` set by the environment variable `variable`. A secret stays out of
     the settings' repr (and so out of logs and tracebacks)."""
     declaration = Declaration(variable, section, meaning, accepts, read, shown_default)
     return field(default=default, repr=not secret, metadata={"declaration": declaration})
 
 
-def integer(section: Section, variable: str, default: int, meaning: str, *, low: int = 0,
-            high: int | None = None) -> Any:
+def integer(
+    section: Section, variable: str, default: int, meaning: str, *, low: int = 0, high: int | None = None
+) -> Any:
     accepts = f"integer ≥ {low}" if high is None else f"integer, {low} to {high}"
     return setting(section, variable, default, meaning, read=partial(_int, low=low, high=high), accepts=accepts)
 
@@ -215,213 +229,387 @@ def flag(section: Section, variable: str, meaning: str) -> Any:
 
 def choice(section: Section, variable: str, choices: tuple[str, ...], meaning: str) -> Any:
     """One of `choices` in any letter case; the first is the default."""
-    return setting(section, variable, choices[0], meaning, read=partial(_choice, choices),
-                   accepts=_either([f"`{c}`" for c in choices]))
+    return setting(
+        section,
+        variable,
+        choices[0],
+        meaning,
+        read=partial(_choice, choices),
+        accepts=_either([f"`{c}`" for c in choices]),
+    )
 
 
-REDIS = Section("Redis", "Where the one Redis that web, workers and RQ share is, and how many replicas "
-                "must have a write before it counts.")
-UPSTREAM = Section("Upstream", "The Plivo API (or one that answers like it) that workers send requests to, and "
-                   "how fast they may send. Proxies come from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and "
-                   "`NO_PROXY`, as Python reads them.")
-REQUESTS = Section("Requests API", "Who may submit requests on `/v1/*`, what a submission may ask for, and how "
-                   "long its record is kept.")
-CALLBACKS = Section("Callbacks (the webhook)", "Where the upstream sends its callbacks, which signatures web "
-                    "accepts on them, and what web does with a callback while Redis is away.")
-WORKERS = Section("Workers", "How worker processes drain the outbox: how much they keep in flight, how many "
-                  "drain jobs run, and when a silent one counts as dead. `manage.py run` starts `WORKERS` "
-                  "worker processes (2 unless set); in production, scale the Procfile's `worker`.")
-NOTIFICATIONS = Section("Notifications", "Signed notifications to the `notify_url` a submission names; they are "
-                        "off unless `NOTIFY_HOSTS` is set.")
-WEB = Section("Web server", "gunicorn (gevent workers) serving the API, the webhook and the dashboard; "
-              "gunicorn.conf.py takes these from `Settings` too.")
+REDIS = Section(
+    "Redis",
+    "Where the one Redis that web, workers and RQ share is, and how many replicas must have a write before it counts.",
+)
+UPSTREAM = Section(
+    "Upstream",
+    "The Plivo API (or one that answers like it) that workers send requests to, and "
+    "how fast they may send. Proxies come from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and "
+    "`NO_PROXY`, as Python reads them.",
+)
+REQUESTS = Section(
+    "Requests API",
+    "Who may submit requests on `/v1/*`, what a submission may ask for, and how long its record is kept.",
+)
+CALLBACKS = Section(
+    "Callbacks (the webhook)",
+    "Where the upstream sends its callbacks, which signatures web "
+    "accepts on them, and what web does with a callback while Redis is away.",
+)
+WORKERS = Section(
+    "Workers",
+    "How worker processes drain the outbox: how much they keep in flight, how many "
+    "drain jobs run, and when a silent one counts as dead. `manage.py run` starts `WORKERS` "
+    "worker processes (2 unless set); in production, scale the Procfile's `worker`.",
+)
+NOTIFICATIONS = Section(
+    "Notifications",
+    "Signed notifications to the `notify_url` a submission names; they are off unless `NOTIFY_HOSTS` is set.",
+)
+WEB = Section(
+    "Web server",
+    "gunicorn (gevent workers) serving the API, the webhook and the dashboard; "
+    "gunicorn.conf.py takes these from `Settings` too.",
+)
 LOGGING = Section("Logging", "What web and workers write to stderr (and web's access log, where `ACCESS_LOG` says).")
 
 
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = setting(
-        REDIS, "REDIS_URL", "redis://127.0.0.1:6379/0",
+        REDIS,
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
         "The Redis that holds everything (`redis://`, `rediss://` for TLS, `unix://`). With `REDIS_SENTINELS` "
         "only its database number, user, password and scheme count. `manage.py run` starts a Redis of its own "
-        "when this is unset. It may carry a password: it stays out of reprs and logs.", accepts="URL",
-        secret=True)
+        "when this is unset. It may carry a password: it stays out of reprs and logs.",
+        accepts="URL",
+        secret=True,
+    )
     redis_sentinels: tuple[tuple[str, int], ...] = setting(
-        REDIS, "REDIS_SENTINELS", (),
+        REDIS,
+        "REDIS_SENTINELS",
+        (),
         "Redis Sentinels that name the primary: web, workers and RQ ask them for it and follow a failover "
         "by themselves. Empty: `REDIS_URL` names the Redis itself.",
-        read=_sentinels, accepts="`host:port`, comma-separated")
+        read=_sentinels,
+        accepts="`host:port`, comma-separated",
+    )
     redis_sentinel_master: str = setting(
-        REDIS, "REDIS_SENTINEL_MASTER", "mymaster", "The primary's name at the Sentinels.")
+        REDIS, "REDIS_SENTINEL_MASTER", "mymaster", "The primary's name at the Sentinels."
+    )
     redis_tls_ca_file: str = setting(
-        REDIS, "REDIS_TLS_CA_FILE", "",
+        REDIS,
+        "REDIS_TLS_CA_FILE",
+        "",
         "With `rediss://`: a CA certificate file to trust, e.g. a provider's own CA for its self-signed "
-        "certificates (the hostname is still checked). Empty: the system's CAs.", accepts="file path")
+        "certificates (the hostname is still checked). Empty: the system's CAs.",
+        accepts="file path",
+    )
     redis_tls_insecure: bool = flag(
-        REDIS, "REDIS_TLS_INSECURE",
+        REDIS,
+        "REDIS_TLS_INSECURE",
         "With `rediss://`: accept any certificate (encrypted, but open to a man in the middle). An explicit "
-        "opt-in for providers that give no CA file.")
+        "opt-in for providers that give no CA file.",
+    )
     redis_min_replicas: int = integer(
-        REDIS, "REDIS_MIN_REPLICAS", 0,
+        REDIS,
+        "REDIS_MIN_REPLICAS",
+        0,
         "Replicas that must confirm a write (Redis `WAIT`) before a callback is answered 200, a submission "
-        "202, and before a worker sends a request.")
+        "202, and before a worker sends a request.",
+    )
 
     plivo_auth_id: str = setting(
-        UPSTREAM, "PLIVO_AUTH_ID", "", "The upstream account's id. `manage.py run` uses the sandbox's when unset.")
+        UPSTREAM, "PLIVO_AUTH_ID", "", "The upstream account's id. `manage.py run` uses the sandbox's when unset."
+    )
     plivo_auth_token: str = setting(
-        UPSTREAM, "PLIVO_AUTH_TOKEN", "",
+        UPSTREAM,
+        "PLIVO_AUTH_TOKEN",
+        "",
         "The upstream account's token; it also verifies callback signatures. Empty: callbacks are accepted "
-        "unsigned and a warning is logged (for local use only).", secret=True)
+        "unsigned and a warning is logged (for local use only).",
+        secret=True,
+    )
     plivo_api_url: str = setting(
-        UPSTREAM, "PLIVO_API_URL", "https://api.plivo.com/v1/",
+        UPSTREAM,
+        "PLIVO_API_URL",
+        "https://api.plivo.com/v1/",
         "The upstream's base URL, ending in `/v1/` (a missing final `/` is added). `manage.py run` points it "
-        "at the sandbox when no credentials are set.", read=_api_url, accepts="URL")
+        "at the sandbox when no credentials are set.",
+        read=_api_url,
+        accepts="URL",
+    )
     plivo_timeout: float = setting(
-        UPSTREAM, "PLIVO_TIMEOUT", 10.0,
+        UPSTREAM,
+        "PLIVO_TIMEOUT",
+        10.0,
         "Seconds an upstream send may take: connecting (TCP, proxy, TLS) within it, and the whole exchange, "
-        "answer included, within it too.", read=_number, accepts="seconds")
+        "answer included, within it too.",
+        read=_number,
+        accepts="seconds",
+    )
     max_attempts: int = integer(
-        UPSTREAM, "MAX_ATTEMPTS", 5, "Sends per request (on connection errors, 429 and 5xx) before it fails.", low=1)
+        UPSTREAM, "MAX_ATTEMPTS", 5, "Sends per request (on connection errors, 429 and 5xx) before it fails.", low=1
+    )
     rate_limit_calls: str = setting(
-        UPSTREAM, "RATE_LIMIT_CALLS", "2/1", "The upstream's rate limit per account on call creation (`POST Call/`).",
-        read=_rate, accepts="`COUNT/SECONDS`")
+        UPSTREAM,
+        "RATE_LIMIT_CALLS",
+        "2/1",
+        "The upstream's rate limit per account on call creation (`POST Call/`).",
+        read=_rate,
+        accepts="`COUNT/SECONDS`",
+    )
     rate_limit_api: str = setting(
-        UPSTREAM, "RATE_LIMIT_API", "300/5", "The upstream's rate limit per account on every other API.",
-        read=_rate, accepts="`COUNT/SECONDS`")
+        UPSTREAM,
+        "RATE_LIMIT_API",
+        "300/5",
+        "The upstream's rate limit per account on every other API.",
+        read=_rate,
+        accepts="`COUNT/SECONDS`",
+    )
 
     api_keys: tuple[str, ...] = setting(
-        REQUESTS, "API_KEYS", (),
+        REQUESTS,
+        "API_KEYS",
+        (),
         "Bearer keys accepted on `/v1/*`. Each is a tenant of its own, or `name:key` names its tenant, so that "
         "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests). `manage.py run` "
-        "makes one when unset.", read=_list, accepts="keys, comma-separated", secret=True)
+        "makes one when unset.",
+        read=_list,
+        accepts="keys, comma-separated",
+        secret=True,
+    )
     callback_method: str = choice(
-        REQUESTS, "CALLBACK_METHOD", CALLBACK_METHODS,
-        "The callback method asked of the upstream when a submission names none.")
+        REQUESTS,
+        "CALLBACK_METHOD",
+        CALLBACK_METHODS,
+        "The callback method asked of the upstream when a submission names none.",
+    )
     callback_timeout: int = integer(
-        REQUESTS, "CALLBACK_TIMEOUT", 3600,
+        REQUESTS,
+        "CALLBACK_TIMEOUT",
+        3600,
         "Seconds a pending request waits for its callback before it is expired, when a submission does not say.",
-        low=1)
+        low=1,
+    )
     max_callback_timeout: int = integer(
-        REQUESTS, "MAX_CALLBACK_TIMEOUT", 86400, "The largest `callback_timeout` a submission may ask for.", low=1)
+        REQUESTS, "MAX_CALLBACK_TIMEOUT", 86400, "The largest `callback_timeout` a submission may ask for.", low=1
+    )
     result_ttl: int = integer(
-        REQUESTS, "RESULT_TTL", 604800, "Seconds a finished request (and its deliveries) is kept.", low=1)
+        REQUESTS, "RESULT_TTL", 604800, "Seconds a finished request (and its deliveries) is kept.", low=1
+    )
     max_body_bytes: int = integer(
-        REQUESTS, "MAX_BODY_BYTES", 64 * 1024, "The largest request body web accepts, in bytes.", low=1024)
+        REQUESTS, "MAX_BODY_BYTES", 64 * 1024, "The largest request body web accepts, in bytes.", low=1024
+    )
 
     public_url: str = setting(
-        CALLBACKS, "PUBLIC_URL", "http://127.0.0.1:8000",
+        CALLBACKS,
+        "PUBLIC_URL",
+        "http://127.0.0.1:8000",
         "The externally reachable base URL of web: callback URLs and signature checks use it.",
-        read=_base_url, accepts="URL", shown_default="`http://127.0.0.1:$PORT`")
+        read=_base_url,
+        accepts="URL",
+        shown_default="`http://127.0.0.1:$PORT`",
+    )
     plivo_main_auth_token: str = setting(
-        CALLBACKS, "PLIVO_MAIN_AUTH_TOKEN", "",
+        CALLBACKS,
+        "PLIVO_MAIN_AUTH_TOKEN",
+        "",
         "The main account's token, for `X-Plivo-Signature-Ma-V3` when `PLIVO_AUTH_ID` is a sub-account. "
-        "Empty: `PLIVO_AUTH_TOKEN`.", secret=True)
-    accept_v2_signatures: bool = flag(
-        CALLBACKS, "ACCEPT_V2_SIGNATURES", "Accept the deprecated V2 signature too.")
+        "Empty: `PLIVO_AUTH_TOKEN`.",
+        secret=True,
+    )
+    accept_v2_signatures: bool = flag(CALLBACKS, "ACCEPT_V2_SIGNATURES", "Accept the deprecated V2 signature too.")
     replay_window: int = integer(
-        CALLBACKS, "REPLAY_WINDOW", 3600,
-        "Seconds a signed delivery's nonce is remembered; a replay within it changes nothing.", low=1)
+        CALLBACKS,
+        "REPLAY_WINDOW",
+        3600,
+        "Seconds a signed delivery's nonce is remembered; a replay within it changes nothing.",
+        low=1,
+    )
     orphan_ttl: int = integer(
-        CALLBACKS, "ORPHAN_TTL", 86400, "Seconds an unmatched (early) callback is kept waiting for its `api_id`.",
-        low=1)
+        CALLBACKS, "ORPHAN_TTL", 86400, "Seconds an unmatched (early) callback is kept waiting for its `api_id`.", low=1
+    )
     callback_hold: float = setting(
-        CALLBACKS, "CALLBACK_HOLD", 30.0,
+        CALLBACKS,
+        "CALLBACK_HOLD",
+        30.0,
         "Seconds the webhook keeps trying to store a callback while Redis is unreachable or failing over, "
         "before it spools the callback or answers 503; below the 40 s Plivo waits for an answer.",
-        read=_hold, accepts=f"seconds, 0 to {CALLBACK_HOLD_MAX}")
+        read=_hold,
+        accepts=f"seconds, 0 to {CALLBACK_HOLD_MAX}",
+    )
     spool_dir: str = setting(
-        CALLBACKS, "SPOOL_DIR", "",
+        CALLBACKS,
+        "SPOOL_DIR",
+        "",
         "A local directory for callbacks Redis could not take within `CALLBACK_HOLD`, shared by all web "
         "processes of a machine; it must survive a restart (a volume, not tmpfs). Empty: no spool, and 503 "
-        "after the hold.", accepts="directory")
+        "after the hold.",
+        accepts="directory",
+    )
     spool_replay_interval: float = setting(
-        CALLBACKS, "SPOOL_REPLAY_INTERVAL", 1.0,
+        CALLBACKS,
+        "SPOOL_REPLAY_INTERVAL",
+        1.0,
         "Seconds between the spool's attempts to replay its callbacks into Redis while it holds any.",
-        read=_positive, accepts="seconds, more than 0")
+        read=_positive,
+        accepts="seconds, more than 0",
+    )
 
     send_concurrency: int = integer(
-        WORKERS, "SEND_CONCURRENCY", 32, "Requests one worker process keeps in flight to the upstream at once.", low=1)
+        WORKERS, "SEND_CONCURRENCY", 32, "Requests one worker process keeps in flight to the upstream at once.", low=1
+    )
     calls_in_flight: int = integer(
-        WORKERS, "CALLS_IN_FLIGHT", 2,
+        WORKERS,
+        "CALLS_IN_FLIGHT",
+        2,
         "Call creations one drain job holds at once (each waits for its rate-limit turn), so that a backlog "
-        "of calls never takes the threads other APIs need.", low=1)
+        "of calls never takes the threads other APIs need.",
+        low=1,
+    )
     max_drainers: int = integer(
-        WORKERS, "MAX_DRAINERS", 4, "Drain jobs that may run at once across all workers.", low=1)
+        WORKERS, "MAX_DRAINERS", 4, "Drain jobs that may run at once across all workers.", low=1
+    )
     drain_seconds: int = integer(
-        WORKERS, "DRAIN_SECONDS", 30, "Seconds one drain job runs before it hands over to a fresh one.", low=1)
+        WORKERS, "DRAIN_SECONDS", 30, "Seconds one drain job runs before it hands over to a fresh one.", low=1
+    )
     lease_seconds: int = integer(
-        WORKERS, "LEASE_SECONDS", 60,
+        WORKERS,
+        "LEASE_SECONDS",
+        60,
         "Seconds a claimed request stays with its drain job without a heartbeat; after that the sweep takes "
-        "it back. A backstop: a dead drain job's requests come back after `DRAINER_STALE_SECONDS`.", low=2)
+        "it back. A backstop: a dead drain job's requests come back after `DRAINER_STALE_SECONDS`.",
+        low=2,
+    )
     drainer_stale_seconds: int = integer(
-        WORKERS, "DRAINER_STALE_SECONDS", 15,
+        WORKERS,
+        "DRAINER_STALE_SECONDS",
+        15,
         "Seconds without a heartbeat after which a drain job counts as dead: the next sweep takes its "
-        "requests back and starts another drain job.", low=2)
+        "requests back and starts another drain job.",
+        low=2,
+    )
     sweep_interval: int = integer(
-        WORKERS, "SWEEP_INTERVAL", 1, "Seconds between sweeps (expiry, recovery, purge).", low=1)
+        WORKERS, "SWEEP_INTERVAL", 1, "Seconds between sweeps (expiry, recovery, purge).", low=1
+    )
     queue_name: str = setting(
-        WORKERS, "QUEUE_NAME", "answerback", "The RQ queue web and the sweep enqueue drain jobs on, and workers "
-        "listen on.")
+        WORKERS,
+        "QUEUE_NAME",
+        "answerback",
+        "The RQ queue web and the sweep enqueue drain jobs on, and workers listen on.",
+    )
 
     notify_hosts: tuple[str, ...] = setting(
-        NOTIFICATIONS, "NOTIFY_HOSTS", (),
+        NOTIFICATIONS,
+        "NOTIFY_HOSTS",
+        (),
         "Hosts a submission's `notify_url` may point at: `host`, `host:port`, `*.example.com`, an IP address "
-        "or a network. Empty: notifications are off.", read=_hosts, accepts="hosts, comma-separated")
+        "or a network. Empty: notifications are off.",
+        read=_hosts,
+        accepts="hosts, comma-separated",
+    )
     webhook_secrets: tuple[str, ...] = setting(
-        NOTIFICATIONS, "WEBHOOK_SECRET", (),
+        NOTIFICATIONS,
+        "WEBHOOK_SECRET",
+        (),
         "The `whsec_` secrets that sign notifications (Standard Webhooks); every one signs each, so that a "
         "secret can be rotated (add the new one, move receivers to it, remove the old). Required with "
-        "`NOTIFY_HOSTS`.", read=_webhook_secrets, accepts="`whsec_` + Base64, comma-separated", secret=True)
+        "`NOTIFY_HOSTS`.",
+        read=_webhook_secrets,
+        accepts="`whsec_` + Base64, comma-separated",
+        secret=True,
+    )
     tenant_webhook_secrets: tuple[tuple[str, str], ...] = setting(
-        NOTIFICATIONS, "TENANT_WEBHOOK_SECRETS", (),
+        NOTIFICATIONS,
+        "TENANT_WEBHOOK_SECRETS",
+        (),
         "Secrets of their own for tenants named in `API_KEYS` (`name:key`): `name=whsec_...`, "
         "comma-separated (a name given twice: both sign, for a rotation). A named tenant's notifications "
         "are signed with its own secrets instead of `WEBHOOK_SECRET`, so that no other tenant can make a "
-        "validly signed notification arrive at its endpoint.", read=_tenant_secrets,
-        accepts="`name=whsec_...`, comma-separated", secret=True)
+        "validly signed notification arrive at its endpoint.",
+        read=_tenant_secrets,
+        accepts="`name=whsec_...`, comma-separated",
+        secret=True,
+    )
     notify_schedule: tuple[float, ...] = setting(
-        NOTIFICATIONS, "NOTIFY_SCHEDULE", (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
+        NOTIFICATIONS,
+        "NOTIFY_SCHEDULE",
+        (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0),
         "Seconds between notification attempts; after the last one the notification is failed.",
-        read=_schedule, accepts=f"seconds, comma-separated, each 0 to {NOTIFY_DELAY_MAX}")
+        read=_schedule,
+        accepts=f"seconds, comma-separated, each 0 to {NOTIFY_DELAY_MAX}",
+    )
     notify_timeout: float = setting(
-        NOTIFICATIONS, "NOTIFY_TIMEOUT", 10.0,
+        NOTIFICATIONS,
+        "NOTIFY_TIMEOUT",
+        10.0,
         "Seconds one notification attempt may take to connect, send and get its answer.",
-        read=_positive, accepts="seconds, more than 0")
+        read=_positive,
+        accepts="seconds, more than 0",
+    )
     notify_concurrency: int = integer(
-        NOTIFICATIONS, "NOTIFY_CONCURRENCY", 32, "Notifications one worker process sends at once.", low=1)
+        NOTIFICATIONS, "NOTIFY_CONCURRENCY", 32, "Notifications one worker process sends at once.", low=1
+    )
     notify_host_concurrency: int = integer(
-        NOTIFICATIONS, "NOTIFY_HOST_CONCURRENCY", 8,
+        NOTIFICATIONS,
+        "NOTIFY_HOST_CONCURRENCY",
+        8,
         "Notifications one worker process sends at once to one host, so that a slow or dead endpoint holds "
-        "only its own.", low=1)
+        "only its own.",
+        low=1,
+    )
 
     port: int = integer(WEB, "PORT", 8000, "The port web listens on, on every interface.", low=1, high=65535)
     web_concurrency: int = integer(WEB, "WEB_CONCURRENCY", 2, "gunicorn processes of web.", low=1)
     web_keepalive: int = integer(
-        WEB, "WEB_KEEPALIVE", 120,
+        WEB,
+        "WEB_KEEPALIVE",
+        120,
         "Seconds web keeps an idle keep-alive connection open. Keep it above the idle expiry of every client "
         "and proxy in front of web, so that they, not web, close it: at equal values a callback sent on a "
-        "connection just as web closes it is lost, and Plivo does not send it again.", low=1)
+        "connection just as web closes it is lost, and Plivo does not send it again.",
+        low=1,
+    )
     max_waiters: int = integer(
-        WEB, "MAX_WAITERS", 10000,
+        WEB,
+        "MAX_WAITERS",
+        10000,
         "Clients one web process holds waiting on `?wait` at once; past it a wait answers at once, with "
-        "`X-Wait-Capped`. Each costs a socket (a file descriptor) and a greenlet.")
+        "`X-Wait-Capped`. Each costs a socket (a file descriptor) and a greenlet.",
+    )
     max_waiters_per_tenant: int = setting(
-        WEB, "MAX_WAITERS_PER_TENANT", 5000,
+        WEB,
+        "MAX_WAITERS_PER_TENANT",
+        5000,
         "Of those, the clients of one tenant (API key) at most, so that one tenant's crowd cannot take "
         "every waiter slot from the others. When connections run short, the tenant holding the most "
-        "waiters is answered first.", read=partial(_int, low=1, high=None), accepts="integer ≥ 1",
-        shown_default="half of `MAX_WAITERS`")
+        "waiters is answered first.",
+        read=partial(_int, low=1, high=None),
+        accepts="integer ≥ 1",
+        shown_default="half of `MAX_WAITERS`",
+    )
 
     log_level: str = choice(LOGGING, "LOG_LEVEL", LOG_LEVELS, "The log level of web (gunicorn) and workers.")
     log_format: str = choice(
-        LOGGING, "LOG_FORMAT", ("text", "json"),
+        LOGGING,
+        "LOG_FORMAT",
+        ("text", "json"),
         "How lines are written. With `json` every line of web (gunicorn's error and access lines included) "
         "and of workers (RQ's included) is one JSON object with `time`, `level`, `logger`, `message`, and "
-        "`request_id` / `api_id` on the lines about one request, for a log pipeline.")
+        "`request_id` / `api_id` on the lines about one request, for a log pipeline.",
+    )
     access_log: str = setting(
-        LOGGING, "ACCESS_LOG", "",
+        LOGGING,
+        "ACCESS_LOG",
+        "",
         "Where web logs each request it answers (request line and status, never headers or user names): `-` "
-        "for stdout, or a file. Empty: no access log.", accepts="`-` or a file path")
+        "for stdout, or a file. Empty: no access log.",
+        accepts="`-` or a file path",
+    )
 
     @property
     def verify_signatures(self) -> bool:
@@ -460,6 +648,7 @@ def declarations() -> dict[str, Declaration]:
 
 def _shown(value: Any) -> str:
     """A default as the reference writes it."""
+
     def plain(item: Any) -> str:
         if isinstance(item, float) and item.is_integer():
             return str(int(item))
@@ -492,8 +681,15 @@ def reference() -> str:
         "own: `WORKERS`, `REDIS_PORT` and `SANDBOX_PORT` (local/run.py).",
     ]
     for section, members in sections.items():
-        lines += ["", f"## {section.title}", "", section.about, "",
-                  "| variable | default | values | meaning |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {section.title}",
+            "",
+            section.about,
+            "",
+            "| variable | default | values | meaning |",
+            "|---|---|---|---|",
+        ]
         for name, d in members:
             default = d.shown_default or _shown(getattr(Settings, name))
             lines.append(f"| `{d.variable}` | {default} | {d.accepts} | {d.meaning} |")

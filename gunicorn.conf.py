@@ -6,6 +6,7 @@ its speed. The open-files limit is raised to the hard limit here, in the master,
 and the workers inherit it; the connection and waiter caps follow from it.
 The worker class and the logger class live in receiver/ (named by dotted path).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,11 @@ if TYPE_CHECKING:
 
 _settings = Settings.from_env()
 bind = f"0.0.0.0:{_settings.port}"
-worker_class = "receiver.web_worker.WebWorker"   # gevent, answering waiters at once on SIGTERM
+worker_class = "receiver.web_worker.WebWorker"  # gevent, answering waiters at once on SIGTERM
 workers = _settings.web_concurrency
 worker_connections = web_capacity(_settings.max_waiters, raise_fd_limit())[0]
-timeout = 90            # the hub must not be blocked this long
-graceful_timeout = 65   # waiters are answered at once on SIGTERM; callbacks in progress run to their end
+timeout = 90  # the hub must not be blocked this long
+graceful_timeout = 65  # waiters are answered at once on SIGTERM; callbacks in progress run to their end
 # Seconds an idle keep-alive connection is kept open (WEB_KEEPALIVE). Well above the idle
 # expiry of the clients' pools (httpx 5 s, aiohttp 15 s, load balancers 60 s, Go 90 s), so
 # that the client always closes first: at equal values a request sent on a connection just
@@ -34,10 +35,10 @@ keepalive = _settings.web_keepalive
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 errorlog = "-"
 loglevel = _settings.log_level
-accesslog = _settings.access_log or None   # "-" for stdout
+accesslog = _settings.access_log or None  # "-" for stdout
 # No %(u)s: a key sent as a Basic user name must not reach the log; no headers either.
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
-logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line one JSON object
+logger_class = "receiver.gunicorn_logger.Logger"  # LOG_FORMAT=json: every line one JSON object
 # A GET callback carries its fields in the request line (a bulk message's uuid list is easily
 # 40 KB): no limit of gunicorn's own (its parser's is then 1 MiB); the webhook refuses a query
 # string past MAX_BODY_BYTES itself, with a JSON 414. Header limits fit what proxies in front
@@ -45,11 +46,12 @@ logger_class = "receiver.gunicorn_logger.Logger"   # LOG_FORMAT=json: every line
 limit_request_line = 0
 limit_request_field_size = 16384
 limit_request_fields = 200
-control_socket_disable = True   # gunicorn 27: one fixed control-socket path per user would clash between instances
+control_socket_disable = True  # gunicorn 27: one fixed control-socket path per user would clash between instances
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Flush the worker's latency observations not yet in Redis (store/metrics.py; atexit
     does too, but gunicorn's exit path is not ours to rely on)."""
     from store.metrics import flush_observations
+
     flush_observations()

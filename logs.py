@@ -6,6 +6,7 @@ The ids travel in a context variable rather than in each call's arguments: a vie
 binds them once, and every line logged under it carries them, gunicorn's access line
 included (it is written in the thread, or greenlet, that served the request).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,8 +59,9 @@ class RequestIds(logging.Filter):
 
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
-        return JsonFormatter(["levelname", "name", "message"], timestamp="time",
-                             rename_fields={"levelname": "level", "name": "logger"})
+        return JsonFormatter(
+            ["levelname", "name", "message"], timestamp="time", rename_fields={"levelname": "level", "name": "logger"}
+        )
     return logging.Formatter(TEXT_FORMAT)
 
 
@@ -88,4 +90,4 @@ def configure(log_format: str, level: str) -> None:
     root.setLevel(level.upper())
     for name in URL_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    logging.captureWarnings(True)   # a warning is a log line too, not a raw stderr print
+    logging.captureWarnings(True)  # a warning is a log line too, not a raw stderr print

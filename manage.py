@@ -10,6 +10,7 @@ The first call makes .venv and installs requirements-dev.txt into it (requiremen
 production needs, and the tools of local runs, tests and benchmarks), and the client package
 in client/ (editable, so its `answerback` command and `answerback_client` work from anywhere).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
-REQUIREMENTS = ROOT / "requirements-dev.txt"   # starts with -r requirements.txt
+REQUIREMENTS = ROOT / "requirements-dev.txt"  # starts with -r requirements.txt
 CLIENT = ROOT / "client"
-INSTALLED_FROM = (ROOT / "requirements.txt", REQUIREMENTS, CLIENT / "pyproject.toml")   # a change reinstalls
+INSTALLED_FROM = (ROOT / "requirements.txt", REQUIREMENTS, CLIENT / "pyproject.toml")  # a change reinstalls
 COMMANDS = {
     "run": ["-m", "local.run"],
     "test": ["-m", "pytest"],
@@ -46,8 +47,21 @@ def ensure_venv() -> None:
     if stamp.exists() and stamp.read_text() == digest:
         return
     print("installing requirements-dev.txt and client/ into .venv ...", flush=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS), "-e", str(CLIENT)], check=True)
+    subprocess.run(
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(REQUIREMENTS),
+            "-e",
+            str(CLIENT),
+        ],
+        check=True,
+    )
     stamp.write_text(digest)
 
 
@@ -58,7 +72,7 @@ def install_digest() -> str:
     return digest.hexdigest()
 
 
-TEST_MEMORY_LIMIT = "4G"   # address space per process of a test run; a full run peaks near 1.55G
+TEST_MEMORY_LIMIT = "4G"  # address space per process of a test run; a full run peaks near 1.55G
 
 
 def cap_memory(setting: str) -> None:
@@ -78,7 +92,7 @@ def cap_memory(setting: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
-FAST = ["-m", "fast", "-n", "0"]   # one process: starting xdist's would take longer than the tier
+FAST = ["-m", "fast", "-n", "0"]  # one process: starting xdist's would take longer than the tier
 
 
 def pytest_selection(args: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ address (169.254.169.254) is refused unless the operator listed that address;
 and the connection goes to the address that was checked, never to a second
 lookup (no DNS rebinding between check and connect).
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,9 +34,9 @@ class NotAllowed(ValueError):
 @dataclass(frozen=True)
 class Target:
     scheme: str
-    host: str                  # lower-case name or IP text, no brackets
+    host: str  # lower-case name or IP text, no brackets
     port: int
-    ip: IPAddress | None       # set when the URL names an address, not a name
+    ip: IPAddress | None  # set when the URL names an address, not a name
 
     @property
     def authority(self) -> str:
@@ -45,7 +46,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Rule:
-    name: str = ""             # exact name, or "*.suffix"
+    name: str = ""  # exact name, or "*.suffix"
     port: int | None = None
     network: IPNetwork | None = None
 

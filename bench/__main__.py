@@ -1,10 +1,11 @@
 """`python -m bench` (or `python3 manage.py bench`): list and run the benchmarks.
 
-  python -m bench                 run every bench with its defaults, one after the other
-  python -m bench --list          list them
-  python -m bench NAME [ARGS...]  run one, e.g. `python -m bench throughput --workers 3`
-                                  (the same as `python -m bench.NAME ARGS...`)
+python -m bench                 run every bench with its defaults, one after the other
+python -m bench --list          list them
+python -m bench NAME [ARGS...]  run one, e.g. `python -m bench throughput --workers 3`
+                                (the same as `python -m bench.NAME ARGS...`)
 """
+
 from __future__ import annotations
 
 import importlib
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     for name, module in BENCHES.items():
         print(f"== bench {name}: {summary(module)}", flush=True)
         status = importlib.import_module(module).main([]) or status
-        if status == 130:   # interrupted: stop here
+        if status == 130:  # interrupted: stop here
             break
     return status
 

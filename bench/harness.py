@@ -4,6 +4,7 @@ Every child gets a session (process group) of its own, so a Ctrl-C in the termin
 reaches only the bench, and cleanup can signal a whole group (gunicorn master and
 its workers) by the leader's pid (local/processes.py, shared with the tests).
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,8 @@ def group_cpu_seconds(pgid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:          # field 5, pgrp
-            total += int(fields[11]) + int(fields[12])   # fields 14, 15: utime, stime
+        if int(fields[2]) == pgid:  # field 5, pgrp
+            total += int(fields[11]) + int(fields[12])  # fields 14, 15: utime, stime
     return total / TICKS
 
 
@@ -48,17 +49,25 @@ def machine_busy_seconds() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]   # idle + iowait
+    idle = values[3] + values[4]  # idle + iowait
     return (sum(values) - idle) / TICKS, sum(values) / TICKS
 
 
 class Stack:
     """Embedded Redis, the sandbox, web (gunicorn) and W worker processes, in a temp dir."""
 
-    def __init__(self, workers: int, send_concurrency: int, callback_delay: float = 0.01,
-                 web_processes: int = 2, keep_dir: bool = False, extra_env: dict[str, str] | None = None,
-                 web_conf: str = "gunicorn.conf.py", sandbox_conf: str = "sandbox/gunicorn_conf.py",
-                 worker_argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        send_concurrency: int,
+        callback_delay: float = 0.01,
+        web_processes: int = 2,
+        keep_dir: bool = False,
+        extra_env: dict[str, str] | None = None,
+        web_conf: str = "gunicorn.conf.py",
+        sandbox_conf: str = "sandbox/gunicorn_conf.py",
+        worker_argv: list[str] | None = None,
+    ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="answerback-bench-"))
         self.n_workers, self.send_concurrency = workers, send_concurrency
         self.callback_delay, self.web_processes = callback_delay, web_processes
@@ -71,7 +80,7 @@ class Stack:
         self.web: Service | None = None
         self.workers: list[Service] = []
         self.sandbox_url = self.web_url = self.redis_url = ""
-        self.extra_groups: dict[str, list[int]] = {}   # name -> pgids the bench started besides the stack
+        self.extra_groups: dict[str, list[int]] = {}  # name -> pgids the bench started besides the stack
 
     # -- starting ---------------------------------------------------------------------------
     def start(self) -> Stack:
@@ -80,26 +89,45 @@ class Stack:
         base = {**os.environ, **self.extra_env}
         sandbox_port, port = free_port(), free_port()
         self.sandbox_url, self.web_url = local_stack.local_url(sandbox_port), local_stack.local_url(port)
-        self.sandbox = self.started.add(local_stack.start_sandbox(
-            local_stack.sandbox_env(base, sandbox_port, AUTH_TOKEN, callback_delay=self.callback_delay),
-            self.dir, sandbox_port, self.sandbox_conf))
-        self.env = local_stack.web_env(local_stack.app_env(
-            base, self.redis_url, API_KEY, sandbox_port, AUTH_TOKEN,
-            RATE_LIMIT_API="100000/1", RATE_LIMIT_CALLS="100000/1", SEND_CONCURRENCY=str(self.send_concurrency),
-            WEB_CONCURRENCY=str(self.web_processes), **self.extra_env), port)
+        self.sandbox = self.started.add(
+            local_stack.start_sandbox(
+                local_stack.sandbox_env(base, sandbox_port, AUTH_TOKEN, callback_delay=self.callback_delay),
+                self.dir,
+                sandbox_port,
+                self.sandbox_conf,
+            )
+        )
+        self.env = local_stack.web_env(
+            local_stack.app_env(
+                base,
+                self.redis_url,
+                API_KEY,
+                sandbox_port,
+                AUTH_TOKEN,
+                RATE_LIMIT_API="100000/1",
+                RATE_LIMIT_CALLS="100000/1",
+                SEND_CONCURRENCY=str(self.send_concurrency),
+                WEB_CONCURRENCY=str(self.web_processes),
+                **self.extra_env,
+            ),
+            port,
+        )
         self.web = self.started.add(local_stack.start_web(self.env, self.dir, conf=self.web_conf))
         for i in range(self.n_workers):
-            self.workers.append(self.started.add(
-                local_stack.start_worker(self.env, self.dir, f"worker-{i}", self.worker_argv)))
+            self.workers.append(
+                self.started.add(local_stack.start_worker(self.env, self.dir, f"worker-{i}", self.worker_argv))
+            )
         local_stack.wait_registered(self.redis_url, self.workers)
         return self
 
     # -- observing --------------------------------------------------------------------------
     def processes(self) -> dict[str, int]:
         """name -> process-group id of everything this stack started."""
-        found = {"redis": self.redis.process.pid if self.redis and self.redis.process else None,
-                 "sandbox": self.sandbox.pid if self.sandbox else None,
-                 "web": self.web.pid if self.web else None}
+        found = {
+            "redis": self.redis.process.pid if self.redis and self.redis.process else None,
+            "sandbox": self.sandbox.pid if self.sandbox else None,
+            "web": self.web.pid if self.web else None,
+        }
         found |= {w.name: w.pid for w in self.workers}
         return {name: pid for name, pid in found.items() if pid}
 
@@ -125,8 +153,9 @@ class Stack:
             self.stop()
             raise
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is not None and exc_type is not KeyboardInterrupt:
             self.keep_dir = True
             print(f"bench: logs kept in {self.dir}", file=sys.stderr)
@@ -136,9 +165,11 @@ class Stack:
 def terminate_on_signals(stop: threading.Event | None = None) -> None:
     """Ctrl-C, SIGTERM and SIGHUP set `stop` (client threads finish their current request and
     quit) and unwind as KeyboardInterrupt, so every `finally` (and Stack.stop) runs."""
+
     def unwind(signum: int, frame: FrameType | None) -> NoReturn:
         if stop is not None:
             stop.set()
         raise KeyboardInterrupt(f"signal {signum}")
+
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, unwind)

@@ -11,6 +11,7 @@ a Python client on the same cores costs as little CPU as it can.
 
 Also the library the waiting bench uses in-process: `hold` keeps one connection per waiter.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,7 @@ class Answer:
 
 def callback_body(api_id: str) -> dict[str, str]:
     """A Plivo-shaped delivery with a fresh api_id (so every one is stored, none a duplicate)."""
-    return {"api_id": api_id, "message": "call fired", "request_uuid": str(uuid.uuid4()),
-            "status": "completed"}
+    return {"api_id": api_id, "message": "call fired", "request_uuid": str(uuid.uuid4()), "status": "completed"}
 
 
 def request_bytes(method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
@@ -58,6 +58,7 @@ def callback_request(url: str, signed_with: str = "") -> bytes:
     headers = {"Content-Type": "application/json"}
     if signed_with:
         from sandbox.signing import signature_headers
+
         headers |= signature_headers(signed_with, "POST", url, body)
     return request_bytes("POST", url, json.dumps(body).encode(), headers)
 
@@ -71,8 +72,14 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     return Answer(int(head[9:12]), head, await reader.readexactly(length) if length else b"")
 
 
-async def _connection(host: str | None, port: int | None, next_request: Callable[[], tuple[bytes, float] | None],
-                      latencies: list[float], statuses: dict[int, int], bodies: list[bytes] | None) -> None:
+async def _connection(
+    host: str | None,
+    port: int | None,
+    next_request: Callable[[], tuple[bytes, float] | None],
+    latencies: list[float],
+    statuses: dict[int, int],
+    bodies: list[bytes] | None,
+) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     try:
@@ -97,8 +104,14 @@ async def _connection(host: str | None, port: int | None, next_request: Callable
             writer.close()
 
 
-async def drive(url: str, requests: Iterator[bytes], connections: int, seconds: float | None = None,
-                bodies: list[bytes] | None = None, rate: float = 0.0) -> dict[str, Any]:
+async def drive(
+    url: str,
+    requests: Iterator[bytes],
+    connections: int,
+    seconds: float | None = None,
+    bodies: list[bytes] | None = None,
+    rate: float = 0.0,
+) -> dict[str, Any]:
     """Send `requests` over `connections` keep-alive connections, each waiting for its answer
     before the next; stop when they run out or after `seconds`. Answer bodies go to `bodies`.
     `rate` > 0: no faster than that many per second, evenly spaced (a steady stream of
@@ -117,8 +130,12 @@ async def drive(url: str, requests: Iterator[bytes], connections: int, seconds: 
         due = started + next(sent) / rate if rate > 0 else 0.0
         return None if request is None else (request, due)
 
-    await asyncio.gather(*(_connection(parts.hostname, parts.port, next_request, latencies, statuses, bodies)
-                           for _ in range(connections)))
+    await asyncio.gather(
+        *(
+            _connection(parts.hostname, parts.port, next_request, latencies, statuses, bodies)
+            for _ in range(connections)
+        )
+    )
     return figures(latencies, statuses, time.perf_counter() - started)
 
 
@@ -129,8 +146,12 @@ def percentile(values: list[float], share: float) -> float:
 
 def figures(latencies: list[float], statuses: dict[int, int], seconds: float) -> dict[str, Any]:
     ms = [v * 1000 for v in latencies]
-    return {"n": len(ms), "seconds": seconds, "statuses": statuses,
-            "latencies_ms": [percentile(ms, 0.5), percentile(ms, 0.99), max(ms, default=0.0)]}
+    return {
+        "n": len(ms),
+        "seconds": seconds,
+        "statuses": statuses,
+        "latencies_ms": [percentile(ms, 0.5), percentile(ms, 0.99), max(ms, default=0.0)],
+    }
 
 
 async def hold(url: str, requests: list[bytes], opening: int = 500) -> list[tuple[float, Answer | None]]:

@@ -7,6 +7,7 @@ requests each; the figure is each one's least CPU per request over the rounds.
 
   python -m bench.http_parser [--rounds 10] [--requests 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,12 @@ import time
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 
-CALLBACK = (b"POST /callbacks/plivo?rid=0190b3f2-7a1c-7cde-8f00-123456789abc HTTP/1.1\r\n"
-            b"Host: answerback.example.com\r\nContent-Type: application/json\r\nContent-Length: 150\r\n"
-            b"User-Agent: PlivoWebhook/1.0\r\nX-Plivo-Signature-V3: dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ==\r\n"
-            b"X-Plivo-Signature-V3-Nonce: 12345678901234567890\r\nAccept-Encoding: gzip\r\n\r\n" + b"x" * 150)
+CALLBACK = (
+    b"POST /callbacks/plivo?rid=0190b3f2-7a1c-7cde-8f00-123456789abc HTTP/1.1\r\n"
+    b"Host: answerback.example.com\r\nContent-Type: application/json\r\nContent-Length: 150\r\n"
+    b"User-Agent: PlivoWebhook/1.0\r\nX-Plivo-Signature-V3: dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZQ==\r\n"
+    b"X-Plivo-Signature-V3-Nonce: 12345678901234567890\r\nAccept-Encoding: gzip\r\n\r\n" + b"x" * 150
+)
 
 
 class _Socket:
@@ -49,8 +52,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args(argv)
     python, fast = (_least_us(p, args.rounds, args.requests) for p in ("python", "fast"))
-    print(f"RATIO CPU per request parsed gunicorn-h1c : Python parser = {fast / python:.2f}   "
-          f"({fast:.1f} us : {python:.1f} us; least of {args.rounds} rounds of {args.requests})")
+    print(
+        f"RATIO CPU per request parsed gunicorn-h1c : Python parser = {fast / python:.2f}   "
+        f"({fast:.1f} us : {python:.1f} us; least of {args.rounds} rounds of {args.requests})"
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ and a sizing table: requests per day x RESULT_TTL -> Redis memory.
 
   python -m bench.memory [--requests N] [--workers W]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ from local.processes import wait_for
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "Your code is 482913. It expires in 10 minutes."}
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-zA-Z_-]{20,}|\b[0-9]{6,}\b")
 DAY_S = 86400
-PER_DAY = (100_000, 1_000_000, 5_184_000)        # the last: 60 requests/s, Plivo's default API rate
+PER_DAY = (100_000, 1_000_000, 5_184_000)  # the last: 60 requests/s, Plivo's default API rate
 TTLS_S = (DAY_S, 7 * DAY_S, 30 * DAY_S)
 
 
@@ -48,9 +49,9 @@ def key_type(name: str) -> str:
     return ID.sub("{id}", name)
 
 
-TRANSIENT = ("ab:nonce:{id}", "rq:* (drain jobs, not per request)")   # gone after REPLAY_WINDOW / 60 s
+TRANSIENT = ("ab:nonce:{id}", "rq:* (drain jobs, not per request)")  # gone after REPLAY_WINDOW / 60 s
 BUFFERS = ("clients.normal", "clients.slaves", "aof.buffer", "replication.backlog")
-Snapshot = tuple[int, dict[str, int], dict[str, int]]   # data bytes; MEMORY USAGE and count by key type
+Snapshot = tuple[int, dict[str, int], dict[str, int]]  # data bytes; MEMORY USAGE and count by key type
 
 
 def snapshot(redis: Redis) -> Snapshot:
@@ -63,7 +64,8 @@ def snapshot(redis: Redis) -> Snapshot:
     counts: dict[str, int] = defaultdict(int)
     db = stats.get("db.0") or {}
     usage["(keyspace hash tables)"] = int(db.get("overhead.hashtable.main", 0)) + int(
-        db.get("overhead.hashtable.expires", 0))
+        db.get("overhead.hashtable.expires", 0)
+    )
     names = list(redis.scan_iter(count=1000))
     with redis.pipeline(transaction=False) as pipe:
         for name in names:
@@ -141,15 +143,21 @@ def report(n: int, before: Snapshot, after: Snapshot, kinds: dict[str, str], own
         if grew or keys:
             print(f"{kind:<40} {keys:>8} {grew:>14.0f}  {note}")
     print("(MEMORY USAGE of a key includes its entry in the keyspace hash table: the lines overlap)")
-    print(f"memory kept for data grew by {used:.0f} B per finished request"
-          f" (of it transient: {transient:.0f} B, nonces for REPLAY_WINDOW and RQ's drain jobs for 60 s)")
+    print(
+        f"memory kept for data grew by {used:.0f} B per finished request"
+        f" (of it transient: {transient:.0f} B, nonces for REPLAY_WINDOW and RQ's drain jobs for 60 s)"
+    )
     print(f"own data per request: params {params:.0f} B + response {response:.0f} B = {params + response:.0f} B")
     at_rest = used - transient
-    print(f"OVERHEAD per finished request beyond its own data: {at_rest - params - response:.0f} B at rest,"
-          f" {used - params - response:.0f} B while its nonce is kept   (goal <= 1024 B, aim 600 B)")
+    print(
+        f"OVERHEAD per finished request beyond its own data: {at_rest - params - response:.0f} B at rest,"
+        f" {used - params - response:.0f} B while its nonce is kept   (goal <= 1024 B, aim 600 B)"
+    )
     used = at_rest
-    print("\nsizing: Redis memory for finished requests kept RESULT_TTL, at this request's size"
-          f" ({used:.0f} B each at rest; add your own params+response size minus {params + response:.0f} B)")
+    print(
+        "\nsizing: Redis memory for finished requests kept RESULT_TTL, at this request's size"
+        f" ({used:.0f} B each at rest; add your own params+response size minus {params + response:.0f} B)"
+    )
     print(f"{'requests/day':>14} " + " ".join(f"{'TTL ' + str(t // DAY_S) + ' d':>12}" for t in TTLS_S))
     for per_day in PER_DAY:
         print(f"{per_day:>14,} " + " ".join(f"{human(used * per_day * t / DAY_S):>12}" for t in TTLS_S))
@@ -172,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         with Stack(args.workers, 32, keep_dir=args.keep_logs) as stack:
             set_faults(stack)
             redis = Redis.from_url(stack.redis_url, decode_responses=True)
-            with httpx.Client(base_url=stack.web_url, headers={"Authorization": f"Bearer {API_KEY}"},
-                              timeout=30) as client:
+            with httpx.Client(
+                base_url=stack.web_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30
+            ) as client:
                 submit_all(stack, client, redis, args.warmup, stop)
                 settle(redis)
                 before = snapshot(Redis.from_url(stack.redis_url, decode_responses=True))

@@ -1,5 +1,6 @@
 """The baseline of the waiting bench: a Flask app whose webhook does nothing, served by
 gunicorn with the same gunicorn.conf.py as web."""
+
 from flask import Flask, Response, jsonify
 
 

@@ -17,6 +17,7 @@ The figure to read is the RATIO answerback : mean baseline.
 
   python -m bench.notifications [--notifications N] [--concurrency C] [--latency-ms 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,16 +43,26 @@ from store.outbox import Outbox
 from store.records import Requests, Submission
 
 SECRET = "whsec_YmVuY2gtbm90aWZpY2F0aW9uLXNlY3JldA=="
-BODY = json.dumps({"type": "request.completed", "timestamp": "2026-11-27T09:00:00.000Z",
-                   "data": {"request_id": "0" * 36, "padding": "x" * 700}}).encode()
+BODY = json.dumps(
+    {
+        "type": "request.completed",
+        "timestamp": "2026-11-27T09:00:00.000Z",
+        "data": {"request_id": "0" * 36, "padding": "x" * 700},
+    }
+).encode()
 
 
 class Endpoint:
     def __init__(self, workdir: Path, latency_s: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.service = Service("endpoint", python("-m", "bench.slow_endpoint", str(self.port), str(latency_s)),
-                               dict(os.environ), workdir, self.url + "/stats")
+        self.service = Service(
+            "endpoint",
+            python("-m", "bench.slow_endpoint", str(self.port), str(latency_s)),
+            dict(os.environ),
+            workdir,
+            self.url + "/stats",
+        )
 
     def reset(self) -> None:
         httpx.delete(self.url + "/stats", timeout=10).raise_for_status()
@@ -71,7 +82,7 @@ def baseline(endpoint: Endpoint, n: int, threads: int, stop: threading.Event) ->
             local.client = httpx.Client(timeout=30, headers={"Content-Type": "application/json"})
         return local.client.post(endpoint.url + "/hook", content=BODY).status_code == 204
 
-    run_pool(threads, threads, one, stop)   # warm-up: a connection per thread
+    run_pool(threads, threads, one, stop)  # warm-up: a connection per thread
     endpoint.reset()
     results = run_pool(n, threads, one, stop)
     count, rate = endpoint.rate()
@@ -85,8 +96,11 @@ def finished_requests(redis_url: str, n: int, notify_url: str) -> None:
     requests, outbox = Requests(redis, 3600), Outbox(redis, 3600, max_drainers=1)
     host = HostPolicy.parse(("127.0.0.1",)).check_url(notify_url).authority
     for _ in range(n):
-        requests.submit(Submission("bench", "POST", "Message/", {"text": "bench"}, "POST", 60,
-                                   notify_url=notify_url, notify_host=host))
+        requests.submit(
+            Submission(
+                "bench", "POST", "Message/", {"text": "bench"}, "POST", 60, notify_url=notify_url, notify_host=host
+            )
+        )
     while claimed := outbox.claim("bench", {"api": 500}, [], may_leave=False).items:
         for item in claimed:
             outbox.mark_sending(item)
@@ -102,17 +116,25 @@ def delivered(redis_url: str) -> int:
         redis.close()
 
 
-def answerback(workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, threads: int,
-               timeout: float) -> tuple[float, float]:
+def answerback(
+    workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, threads: int, timeout: float
+) -> tuple[float, float]:
     """(notifications/s, worker CPU ms per notification)."""
     finished_requests(redis.url, n, endpoint.url + "/hook")
     endpoint.reset()
-    env = {**os.environ, "REDIS_URL": redis.url, "NOTIFY_HOSTS": "127.0.0.1", "WEBHOOK_SECRET": SECRET,
-           "NOTIFY_CONCURRENCY": str(threads), "NOTIFY_HOST_CONCURRENCY": str(threads), "LOG_LEVEL": "warning"}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis.url,
+        "NOTIFY_HOSTS": "127.0.0.1",
+        "WEBHOOK_SECRET": SECRET,
+        "NOTIFY_CONCURRENCY": str(threads),
+        "NOTIFY_HOST_CONCURRENCY": str(threads),
+        "LOG_LEVEL": "warning",
+    }
     worker = local_stack.start_worker(env, workdir)
     try:
         wait_for(lambda: delivered(redis.url) >= n, timeout, 0.05, f"{n} notifications delivered")
-        assert worker.pid is not None   # started
+        assert worker.pid is not None  # started
         cpu = group_cpu_seconds(worker.pid)
     finally:
         worker.stop()
@@ -124,8 +146,12 @@ def answerback(workdir: Path, redis: RedisServer, endpoint: Endpoint, n: int, th
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.notifications", description=__doc__.splitlines()[0])
     parser.add_argument("--notifications", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8,
-                        help="NOTIFY_HOST_CONCURRENCY (and NOTIFY_CONCURRENCY) of the worker; the baseline's threads")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="NOTIFY_HOST_CONCURRENCY (and NOTIFY_CONCURRENCY) of the worker; the baseline's threads",
+    )
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
@@ -141,14 +167,19 @@ def main(argv: list[str]) -> int:
         before = baseline(endpoint, n, c, stop)
         print(f"baseline (before)  {n} POSTs from {c} threads straight to the endpoint: {before:8.1f}/s", flush=True)
         rate, cpu_ms = answerback(workdir, redis, endpoint, n, c, args.timeout)
-        print(f"answerback         {n} notifications, one worker, NOTIFY_HOST_CONCURRENCY={c}: {rate:8.1f}/s"
-              f"   worker CPU {cpu_ms:.2f} ms per notification", flush=True)
+        print(
+            f"answerback         {n} notifications, one worker, NOTIFY_HOST_CONCURRENCY={c}: {rate:8.1f}/s"
+            f"   worker CPU {cpu_ms:.2f} ms per notification",
+            flush=True,
+        )
         after = baseline(endpoint, n, c, stop)
         print(f"baseline (after)   {after:8.1f}/s", flush=True)
         mean = statistics.mean((before, after))
         ideal = c / (args.latency_ms / 1000)
-        print(f"RATIO notifications/s : baseline/s = {rate / mean:.2f}   (baseline mean {mean:.1f}/s, "
-              f"before/after differ by {abs(before - after) / mean:.0%})")
+        print(
+            f"RATIO notifications/s : baseline/s = {rate / mean:.2f}   (baseline mean {mean:.1f}/s, "
+            f"before/after differ by {abs(before - after) / mean:.0%})"
+        )
         print(f"      baseline : ideal {c} in flight / {args.latency_ms:g} ms = {ideal:.0f}/s -> {mean / ideal:.2f}")
         ok = True
         return 0

@@ -14,6 +14,7 @@ Used by `python -m bench.throughput --profile DIR [--profile-clock cpu|wall]`:
   bench/gunicorn_profiled.py. Read the result with
   `python -m bench.profiling show DIR/worker-*.prof [--sort tottime] [--limit 40]`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,8 +100,11 @@ def _out(kind: str) -> Path:
 def stack_options(folder: str, clock: str, extra_env: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
     """(environment, Stack keyword arguments) that run web, workers and the sandbox under the profiler."""
     env = {**extra_env, "BENCH_PROFILE_DIR": str(Path(folder).resolve()), "BENCH_PROFILE_CLOCK": clock}
-    return env, {"web_conf": "bench/gunicorn_profiled.py", "sandbox_conf": "bench/sandbox_profiled.py",
-                 "worker_argv": [sys.executable, "-m", "bench.profiling", "worker"]}
+    return env, {
+        "web_conf": "bench/gunicorn_profiled.py",
+        "sandbox_conf": "bench/sandbox_profiled.py",
+        "worker_argv": [sys.executable, "-m", "bench.profiling", "worker"],
+    }
 
 
 def run_worker() -> None:
@@ -113,8 +117,10 @@ def run_worker() -> None:
         if not done.is_set():
             done.set()
             dump(out)
+
     atexit.register(write)
     from workers.__main__ import main
+
     try:
         main()
     finally:

@@ -9,6 +9,7 @@ over the rounds (the machine's noise only ever adds).
 
   python -m bench.redis_client [--rounds 20] [--commands 500]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent   # not bench.harness's: importing it imports redis before gevent patches
+ROOT = Path(__file__).resolve().parent.parent  # not bench.harness's: importing it imports redis before gevent patches
 
 
 def measure(rounds: int, commands: int) -> int:
     from gevent import monkey
+
     monkey.patch_all()
     import tempfile
     import time
@@ -34,10 +36,14 @@ def measure(rounds: int, commands: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), port=free_port()).start()
         try:
-            clients = {name: Redis(connection_pool=BlockingConnectionPool.from_url(
-                           server.url, max_connections=64, parser_class=parser, decode_responses=True,
-                           socket_timeout=5))
-                       for name, parser in (("answerback", Parser), ("redis-py", _HiredisParser))}
+            clients = {
+                name: Redis(
+                    connection_pool=BlockingConnectionPool.from_url(
+                        server.url, max_connections=64, parser_class=parser, decode_responses=True, socket_timeout=5
+                    )
+                )
+                for name, parser in (("answerback", Parser), ("redis-py", _HiredisParser))
+            }
             best = dict.fromkeys(clients, float("inf"))
             for _ in range(rounds):
                 for name, client in clients.items():
@@ -47,9 +53,11 @@ def measure(rounds: int, commands: int) -> int:
                     best[name] = min(best[name], (time.process_time() - start) * 1e6 / commands)
         finally:
             server.stop()
-    print(f"RATIO CPU per command answerback : redis-py = {best['answerback'] / best['redis-py']:.2f}   "
-          f"({best['answerback']:.1f} us : {best['redis-py']:.1f} us; least of {rounds} rounds "
-          f"of {commands} PINGs, gevent)")
+    print(
+        f"RATIO CPU per command answerback : redis-py = {best['answerback'] / best['redis-py']:.2f}   "
+        f"({best['answerback']:.1f} us : {best['redis-py']:.1f} us; least of {rounds} rounds "
+        f"of {commands} PINGs, gevent)"
+    )
     return 0
 
 
@@ -62,8 +70,19 @@ def main(argv: list[str]) -> int:
     if args.child:
         return measure(args.rounds, args.commands)
     # gevent must patch before anything else is imported: a process of its own
-    return subprocess.run([sys.executable, "-m", "bench.redis_client", "--child",
-                           "--rounds", str(args.rounds), "--commands", str(args.commands)], cwd=ROOT).returncode
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.redis_client",
+            "--child",
+            "--rounds",
+            str(args.rounds),
+            "--commands",
+            str(args.commands),
+        ],
+        cwd=ROOT,
+    ).returncode
 
 
 if __name__ == "__main__":

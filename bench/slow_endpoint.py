@@ -6,6 +6,7 @@ POST anything: 204 after LATENCY_S. GET /stats: {"count", "first_start", "last_e
 seconds, this process's clock); DELETE /stats resets them. Keep-alive (HTTP/1.1), one
 thread per connection, so it serves any number of clients at once.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,9 @@ def main(argv: list[str]) -> int:
             stats.add(started, time.time())
 
         def do_GET(self) -> None:
-            body = json.dumps({"count": stats.count, "first_start": stats.first_start,
-                               "last_end": stats.last_end}).encode()
+            body = json.dumps(
+                {"count": stats.count, "first_start": stats.first_start, "last_end": stats.last_end}
+            ).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -18,6 +18,7 @@ absolute figures are printed for the record only (2-core machines are noisy).
 
   python -m bench.throughput [--requests N] [--workers W] [--concurrency C] [--upstream-ms 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,33 @@ GOAL_PER_S = 250
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "bench"}
 FINAL = ("finished_completed", "finished_failed", "finished_expired")
 # Commands Redis counts when a script runs them: part of the script's own time, not sent by clients.
-SCRIPTED = ("get", "set", "zadd", "zrem", "zcard", "rpush", "lpop", "llen", "hincrby", "hincrbyfloat", "del",
-            "lrange", "expire", "zrangebyscore", "zremrangebyscore", "zscore", "exists", "incr", "hset", "sadd",
-            "srem", "pexpire", "publish", "zcount", "zrange")
+SCRIPTED = (
+    "get",
+    "set",
+    "zadd",
+    "zrem",
+    "zcard",
+    "rpush",
+    "lpop",
+    "llen",
+    "hincrby",
+    "hincrbyfloat",
+    "del",
+    "lrange",
+    "expire",
+    "zrangebyscore",
+    "zremrangebyscore",
+    "zscore",
+    "exists",
+    "incr",
+    "hset",
+    "sadd",
+    "srem",
+    "pexpire",
+    "publish",
+    "zcount",
+    "zrange",
+)
 
 
 @dataclass
@@ -67,8 +92,8 @@ class Phase:
     n: int
     seconds: float
     ok: int
-    cpu: dict[str, float] = field(default_factory=dict)      # process -> CPU seconds during the phase
-    machine: float = 0.0                                      # busy share of all cores during the phase
+    cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds during the phase
+    machine: float = 0.0  # busy share of all cores during the phase
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,6 +103,7 @@ class Phase:
 
 # -- driving ---------------------------------------------------------------------------------
 
+
 def run_pool(n: int, threads: int, one: Callable[[int], object], stop: threading.Event) -> list[object]:
     """Call `one(i)` for i in 0..n-1 from `threads` threads, each taking the next i; results by i."""
     results: list[object] = [None] * n
@@ -85,12 +111,12 @@ def run_pool(n: int, threads: int, one: Callable[[int], object], stop: threading
 
     def loop() -> None:
         while not stop.is_set():
-            i = next(counter)   # atomic under the GIL
+            i = next(counter)  # atomic under the GIL
             if i >= n:
                 return
             try:
                 results[i] = one(i)
-            except Exception as exc:   # counted as a failure, the run goes on
+            except Exception as exc:  # counted as a failure, the run goes on
                 results[i] = exc
 
     with ThreadPoolExecutor(threads, thread_name_prefix="bench") as pool:
@@ -129,8 +155,9 @@ def sandbox_stats(stack: Stack) -> dict[str, Any]:
     return httpx.get(stack.sandbox_url + "/_sandbox/stats", timeout=10).json()
 
 
-def baseline(stack: Stack, n: int, concurrency: int, upstream_s: float, name: str, stop: threading.Event,
-             procs: int = 1) -> Phase:
+def baseline(
+    stack: Stack, n: int, concurrency: int, upstream_s: float, name: str, stop: threading.Event, procs: int = 1
+) -> Phase:
     """The sandbox driven directly: the same async POST, `concurrency` at a time, each waiting for its answer.
     One thread pool in this process, or (procs > 1) split over that many driver processes."""
     set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s}, drop_callback=1.0)
@@ -139,11 +166,14 @@ def baseline(stack: Stack, n: int, concurrency: int, upstream_s: float, name: st
     if procs > 1:
         return _split_baseline(stack, n, concurrency, url, body, name, procs)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(auth=(AUTH_ID, AUTH_TOKEN), limits=limits, timeout=30,
-                      headers={"User-Agent": "answerback/1"}) as client:
+    with httpx.Client(
+        auth=(AUTH_ID, AUTH_TOKEN), limits=limits, timeout=30, headers={"User-Agent": "answerback/1"}
+    ) as client:
+
         def one(_: int) -> bool:
             return client.post(url, json=body).status_code == 200
-        run_pool(concurrency, concurrency, one, stop)            # warm-up: open every connection
+
+        run_pool(concurrency, concurrency, one, stop)  # warm-up: open every connection
         measure = Measure(stack).start()
         started = time.perf_counter()
         results = run_pool(n, concurrency, one, stop)
@@ -152,7 +182,7 @@ def baseline(stack: Stack, n: int, concurrency: int, upstream_s: float, name: st
 
 
 def _stdin(driver: subprocess.Popen[str]) -> IO[str]:
-    assert driver.stdin is not None   # every driver is started with pipes
+    assert driver.stdin is not None  # every driver is started with pipes
     return driver.stdin
 
 
@@ -161,14 +191,22 @@ def _stdout(driver: subprocess.Popen[str]) -> IO[str]:
     return driver.stdout
 
 
-def _split_baseline(stack: Stack, n: int, concurrency: int, url: str, body: dict[str, Any], name: str,
-                    procs: int) -> Phase:
+def _split_baseline(
+    stack: Stack, n: int, concurrency: int, url: str, body: dict[str, Any], name: str, procs: int
+) -> Phase:
     shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     threads = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    drivers = [subprocess.Popen([sys.executable, "-m", "bench.upstream_driver", url, str(share), str(t),
-                                 json.dumps(body)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, start_new_session=True)
-               for share, t in zip(shares, threads)]
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream_driver", url, str(share), str(t), json.dumps(body)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for share, t in zip(shares, threads)
+    ]
     stack.extra_groups["drivers"] = [d.pid for d in drivers]
     try:
         for d in drivers:
@@ -199,8 +237,9 @@ class Counters:
         return {name: int(v or 0) for name, v in zip(FINAL, values)}
 
 
-def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup: int, timeout: float,
-               stop: threading.Event) -> Phase:
+def answerback(
+    stack: Stack, n: int, submitters: int, upstream_s: float, warmup: int, timeout: float, stop: threading.Event
+) -> Phase:
     set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s})
     redis = Redis.from_url(stack.redis_url, decode_responses=True)
     counters = Counters(redis)
@@ -213,7 +252,7 @@ def answerback(stack: Stack, n: int, submitters: int, upstream_s: float, warmup:
                 accepted_at[i] = time.perf_counter()
             return request_id
 
-        if warmup:   # connections, Lua scripts, drain jobs, pools: all warm before the clock runs
+        if warmup:  # connections, Lua scripts, drain jobs, pools: all warm before the clock runs
             base = sum(counters.finished().values())
             run_pool(warmup, submitters, one, stop)
             wait_for(lambda: sum(counters.finished().values()) >= base + warmup, 60, message="the warm-up requests")
@@ -275,11 +314,12 @@ def commands_line(phase: Phase) -> str:
     top = sorted(costs.items(), key=lambda kv: -kv[1][1])[:5]
     calls = sum(c for name, (c, _) in costs.items() if name not in SCRIPTED)
     inside = sum(u for name, (_, u) in costs.items() if name not in SCRIPTED)
-    return (f"  Redis per completed request: about {calls / n:.1f} commands from clients (the bench's polling"
-            " included; commands a script also runs, e.g. RQ's ZADD, are left out),"
-            f" {inside / n:.0f} µs inside them by Redis's clock (which runs on while Redis waits for a core); "
-            "most time in: "
-            + ", ".join(f"{name} {c / n:.1f}x {u / c:.0f} µs" for name, (c, u) in top))
+    return (
+        f"  Redis per completed request: about {calls / n:.1f} commands from clients (the bench's polling"
+        " included; commands a script also runs, e.g. RQ's ZADD, are left out),"
+        f" {inside / n:.0f} µs inside them by Redis's clock (which runs on while Redis waits for a core); "
+        "most time in: " + ", ".join(f"{name} {c / n:.1f}x {u / c:.0f} µs" for name, (c, u) in top)
+    )
 
 
 @contextmanager
@@ -327,8 +367,11 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
 def latencies(redis: Redis, rids: list[str]) -> tuple[dict[str, list[int]], list[tuple[int, int, int]]]:
     """Milliseconds per completed request: submit->completed, submit->sent (queueing), sent->completed."""
     records = Requests(redis, result_ttl=1)
-    rows = [tuple(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
-            for r in map(records.get, rids) if r is not None]
+    rows = [
+        tuple(r.fields.get(n) for n in ("status", "submitted_at", "sent_at", "completed_at"))
+        for r in map(records.get, rids)
+        if r is not None
+    ]
     total: list[int] = []
     queued: list[int] = []
     upstream: list[int] = []
@@ -351,13 +394,16 @@ def stage_line(marks: list[tuple[int, int, int]]) -> str:
     first = min(m[0] for m in marks)
     last = [max(m[i] for m in marks) - first for i in range(3)]
     n = len(marks)
-    return ("stages (records' clocks, from the first submission): last submitted at "
-            f"{last[0] / 1000:.2f} s ({n / max(last[0], 1) * 1000:.0f}/s), last sent at {last[1] / 1000:.2f} s "
-            f"({n / max(last[1], 1) * 1000:.0f}/s), last completed at {last[2] / 1000:.2f} s "
-            f"({n / max(last[2], 1) * 1000:.0f}/s)")
+    return (
+        "stages (records' clocks, from the first submission): last submitted at "
+        f"{last[0] / 1000:.2f} s ({n / max(last[0], 1) * 1000:.0f}/s), last sent at {last[1] / 1000:.2f} s "
+        f"({n / max(last[1], 1) * 1000:.0f}/s), last completed at {last[2] / 1000:.2f} s "
+        f"({n / max(last[2], 1) * 1000:.0f}/s)"
+    )
 
 
 # -- reporting -------------------------------------------------------------------------------
+
 
 def pct(values: list[float], q: float) -> float:
     if not values:
@@ -369,8 +415,10 @@ def pct(values: list[float], q: float) -> float:
 def cpu_line(phase: Phase) -> str:
     parts = [f"{name} {share * 100:.0f}%" for name, share in phase.cpu.items()]
     others = phase.machine * (os.cpu_count() or 1) - sum(phase.cpu.values())
-    return (f"  CPU, % of one core: {'  '.join(parts)}  | not ours {max(0.0, others) * 100:.0f}%"
-            f"  | machine busy {phase.machine * 100:.0f}% of {os.cpu_count()} cores")
+    return (
+        f"  CPU, % of one core: {'  '.join(parts)}  | not ours {max(0.0, others) * 100:.0f}%"
+        f"  | machine busy {phase.machine * 100:.0f}% of {os.cpu_count()} cores"
+    )
 
 
 def cost_line(phase: Phase) -> str:
@@ -381,9 +429,11 @@ def cost_line(phase: Phase) -> str:
     workers = sum(v for k, v in per.items() if k.startswith("worker"))
     own = per.get("web", 0.0) + workers + per.get("redis", 0.0)
     harness = per.get("sandbox", 0.0) + per.get("bench", 0.0)
-    return (f"  CPU ms per completed request: web {per.get('web', 0):.2f}  workers {workers:.2f}  "
-            f"redis {per.get('redis', 0):.2f}  = Answerback {own:.2f}  | sandbox {per.get('sandbox', 0):.2f}  "
-            f"bench client {per.get('bench', 0):.2f}  = harness {harness:.2f}")
+    return (
+        f"  CPU ms per completed request: web {per.get('web', 0):.2f}  workers {workers:.2f}  "
+        f"redis {per.get('redis', 0):.2f}  = Answerback {own:.2f}  | sandbox {per.get('sandbox', 0):.2f}  "
+        f"bench client {per.get('bench', 0):.2f}  = harness {harness:.2f}"
+    )
 
 
 def per_request_ms(phase: Phase) -> dict[str, float]:
@@ -410,17 +460,21 @@ def ceiling_lines(ab: Phase, base: float, goal: float = 0.6) -> list[str]:
     def best(answerback_ms: float) -> float:
         return min(free * 1000 / (answerback_ms + harness), sandbox_cap) / base
 
-    lines = [f"ratio ceiling on this machine given harness CPU = {best(0.0):.2f}   (Answerback costing nothing: "
-             f"{free:.2f} cores free of other work x 1000 / harness {harness:.2f} ms = "
-             f"{free * 1000 / harness:.0f}/s; the one sandbox process at {per.get('sandbox', 0):.2f} ms per request "
-             f"(answer + callback) on at most one core: {sandbox_cap:.0f}/s)",
-             f"      ratio ceiling at Answerback's {own:.2f} ms = {best(own):.2f}"]
+    lines = [
+        f"ratio ceiling on this machine given harness CPU = {best(0.0):.2f}   (Answerback costing nothing: "
+        f"{free:.2f} cores free of other work x 1000 / harness {harness:.2f} ms = "
+        f"{free * 1000 / harness:.0f}/s; the one sandbox process at {per.get('sandbox', 0):.2f} ms per request "
+        f"(answer + callback) on at most one core: {sandbox_cap:.0f}/s)",
+        f"      ratio ceiling at Answerback's {own:.2f} ms = {best(own):.2f}",
+    ]
     if goal * base > sandbox_cap:
         lines.append(f"      ratio {goal:g}: out of reach here whatever Answerback costs (the sandbox process caps it)")
     else:
         need, quiet = (n * 1000 / (goal * base) - harness for n in (free, cores))
-        lines.append(f"      ratio {goal:g} needs Answerback <= {need:.2f} ms per request with {free:.2f} free cores"
-                     f" ({quiet:.2f} ms with all {cores} free)")
+        lines.append(
+            f"      ratio {goal:g} needs Answerback <= {need:.2f} ms per request with {free:.2f} free cores"
+            f" ({quiet:.2f} ms with all {cores} free)"
+        )
     return lines
 
 
@@ -429,19 +483,23 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     ab = next(p for p in phases if p.name == "answerback")
     in_flight = args.workers * args.concurrency
     print()
-    print(f"bench.throughput  N={args.requests}  workers={args.workers}  SEND_CONCURRENCY={args.concurrency}"
-          f"  (in flight {in_flight})  upstream {args.upstream_ms:g} ms  submitters={args.submitters}"
-          f"  baseline procs={args.baseline_procs}"
-          f"  cores={os.cpu_count()}")
+    print(
+        f"bench.throughput  N={args.requests}  workers={args.workers}  SEND_CONCURRENCY={args.concurrency}"
+        f"  (in flight {in_flight})  upstream {args.upstream_ms:g} ms  submitters={args.submitters}"
+        f"  baseline procs={args.baseline_procs}"
+        f"  cores={os.cpu_count()}"
+    )
     for p in phases:
         if p is ab:
             x = p.extra
             accepted_per_s = x["accepted"] / x["submit_seconds"] if x["submit_seconds"] else 0
-            print(f"{p.name:<18} {p.ok:>6} completed in {p.seconds:6.2f} s = {p.rate:7.1f} completed/s"
-                  f"   submissions accepted {x['accepted']} at {accepted_per_s:.1f}/s"
-                  + (f"   failed {x['failed']}" if x["failed"] else "")
-                  + (f"   expired {x['expired']}" if x["expired"] else "")
-                  + ("   TIMED OUT" if x["timed_out"] else ""))
+            print(
+                f"{p.name:<18} {p.ok:>6} completed in {p.seconds:6.2f} s = {p.rate:7.1f} completed/s"
+                f"   submissions accepted {x['accepted']} at {accepted_per_s:.1f}/s"
+                + (f"   failed {x['failed']}" if x["failed"] else "")
+                + (f"   expired {x['expired']}" if x["expired"] else "")
+                + ("   TIMED OUT" if x["timed_out"] else "")
+            )
         else:
             print(f"{p.name:<18} {p.ok:>6} answered  in {p.seconds:6.2f} s = {p.rate:7.1f} answers/s")
         print(cpu_line(p))
@@ -452,21 +510,28 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     base = statistics.mean(p.rate for p in bases)
     spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
     ideal = in_flight / (args.upstream_ms / 1000)
-    print(f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
-          f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)")
+    print(
+        f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
+        f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)"
+    )
     accepted_ratio = ab.extra["accepted"] / ab.extra["submit_seconds"] / base if ab.extra["submit_seconds"] else 0
     print(f"      submissions/s : baseline/s = {accepted_ratio:.2f}")
-    print(f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s"
-          f" -> {base / ideal:.2f}")
+    print(
+        f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s -> {base / ideal:.2f}"
+    )
     for line in ceiling_lines(ab, base):
         print(line)
     lat = ab.extra["latency"]
-    print("latency ms (from the records' timestamps):  "
-          + "   ".join(f"{name} p50 {pct(v, 0.5):.0f} p95 {pct(v, 0.95):.0f}" for name, v in lat.items()))
+    print(
+        "latency ms (from the records' timestamps):  "
+        + "   ".join(f"{name} p50 {pct(v, 0.5):.0f} p95 {pct(v, 0.95):.0f}" for name, v in lat.items())
+    )
     print(stage_line(ab.extra["marks"]))
     box = ab.extra["sandbox"]
-    print(f"sandbox during answerback: {box['requests']['total']} requests {box['requests']['by_status']},"
-          f" callbacks delivered {box['callbacks']['delivered']} failed {box['callbacks']['failed']}")
+    print(
+        f"sandbox during answerback: {box['requests']['total']} requests {box['requests']['by_status']},"
+        f" callbacks delivered {box['callbacks']['delivered']} failed {box['callbacks']['failed']}"
+    )
     verdict = "met" if ab.rate >= GOAL_PER_S else "NOT met"
     print(f"goal >= {GOAL_PER_S} completed/s on this machine: {verdict} ({ab.rate:.0f}/s; absolute, noisy)")
 
@@ -481,15 +546,28 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=100, help="requests through Answerback before the clock (100)")
     parser.add_argument("--callback-delay", type=float, default=0.01, help="SANDBOX_CALLBACK_DELAY s (0.01)")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on the answerback phase after s (120)")
-    parser.add_argument("--baseline-procs", type=int, default=None,
-                        help="processes the baseline's W*C threads are split over (default max(W, 2): shaped "
-                             "like the workers, and never one client process whose GIL caps the baseline; "
-                             "1 = one thread pool in the bench process)")
+    parser.add_argument(
+        "--baseline-procs",
+        type=int,
+        default=None,
+        help="processes the baseline's W*C threads are split over (default max(W, 2): shaped "
+        "like the workers, and never one client process whose GIL caps the baseline; "
+        "1 = one thread pool in the bench process)",
+    )
     parser.add_argument("--web-processes", type=int, default=2, help="WEB_CONCURRENCY (default 2)")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for every process, e.g. --env MAX_DRAINERS=8 (repeatable)")
-    parser.add_argument("--profile", metavar="DIR", default=None,
-                        help="cProfile web and worker processes (per thread) into DIR; see bench/README.md")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for every process, e.g. --env MAX_DRAINERS=8 (repeatable)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="cProfile web and worker processes (per thread) into DIR; see bench/README.md",
+    )
     parser.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args(argv)
@@ -507,23 +585,37 @@ def main(argv: list[str] | None = None) -> int:
     stack_kwargs: dict[str, Any] = {}
     if args.profile:
         from bench.profiling import stack_options
+
         extra, stack_kwargs = stack_options(args.profile, args.profile_clock, extra)
     phases: list[Phase] = []
     in_flight = args.workers * args.concurrency
     try:
-        with Stack(args.workers, args.concurrency, args.callback_delay, args.web_processes,
-                   keep_dir=args.keep_logs, extra_env=extra, **stack_kwargs) as stack:
-            print(f"bench.throughput: stack up in {stack.dir} (web {stack.web_url}, sandbox {stack.sandbox_url})",
-                  file=sys.stderr, flush=True)
+        with Stack(
+            args.workers,
+            args.concurrency,
+            args.callback_delay,
+            args.web_processes,
+            keep_dir=args.keep_logs,
+            extra_env=extra,
+            **stack_kwargs,
+        ) as stack:
+            print(
+                f"bench.throughput: stack up in {stack.dir} (web {stack.web_url}, sandbox {stack.sandbox_url})",
+                file=sys.stderr,
+                flush=True,
+            )
             upstream_s = args.upstream_ms / 1000
-            phases.append(baseline(stack, args.requests, in_flight, upstream_s, "baseline (before)", stop,
-                                   args.baseline_procs))
+            phases.append(
+                baseline(stack, args.requests, in_flight, upstream_s, "baseline (before)", stop, args.baseline_procs)
+            )
             print(f"  {phases[-1].name}: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
-            phases.append(answerback(stack, args.requests, args.submitters, upstream_s, args.warmup,
-                                     args.timeout, stop))
+            phases.append(
+                answerback(stack, args.requests, args.submitters, upstream_s, args.warmup, args.timeout, stop)
+            )
             print(f"  answerback: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
-            phases.append(baseline(stack, args.requests, in_flight, upstream_s, "baseline (after)", stop,
-                                   args.baseline_procs))
+            phases.append(
+                baseline(stack, args.requests, in_flight, upstream_s, "baseline (after)", stop, args.baseline_procs)
+            )
             if args.keep_logs:
                 print(f"bench.throughput: logs in {stack.dir}", file=sys.stderr)
     except KeyboardInterrupt:

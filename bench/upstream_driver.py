@@ -8,6 +8,7 @@ THREADS threads and prints {"ok": answered 200, "seconds": elapsed} as JSON.
 Shaped like one worker process (C threads on one httpx client), so a baseline
 of W such processes is not held back by one client process's GIL.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,16 @@ from bench.harness import AUTH_ID, AUTH_TOKEN
 def main(argv: list[str]) -> int:
     url, n, threads, body = argv[0], int(argv[1]), int(argv[2]), json.loads(argv[3])
     from bench.throughput import run_pool
+
     stop = threading.Event()
     limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
-    with httpx.Client(auth=(AUTH_ID, AUTH_TOKEN), limits=limits, timeout=30,
-                      headers={"User-Agent": "answerback/1"}) as client:
+    with httpx.Client(
+        auth=(AUTH_ID, AUTH_TOKEN), limits=limits, timeout=30, headers={"User-Agent": "answerback/1"}
+    ) as client:
+
         def one(_: int) -> bool:
             return client.post(url, json=body).status_code == 200
+
         run_pool(threads, threads, one, stop)
         print("ready", flush=True)
         if not sys.stdin.readline():

@@ -17,6 +17,7 @@ bench/http_load.py (raw asyncio streams) in a process of its own. In one run:
 
   python -m bench.waiting [--waiters 1000] [--connections 32] [--seconds 10] [--finish-rate 500] [--signed]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,20 @@ class Load:
         self.connections, self.signed = connections, signed
 
     def run(self, mode: str, what: str, seconds: float = 0.0, rate: float = 0.0) -> dict[str, Any]:
-        argv = [sys.executable, "-m", "bench.http_load", mode, self.url, what,
-                "--connections", str(self.connections), "--seconds", str(seconds), "--rate", str(rate)]
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.http_load",
+            mode,
+            self.url,
+            what,
+            "--connections",
+            str(self.connections),
+            "--seconds",
+            str(seconds),
+            "--rate",
+            str(rate),
+        ]
         if self.signed:
             argv += ["--signed", AUTH_TOKEN]
         cpu0 = self.stack.cpu()
@@ -74,7 +87,7 @@ class Load:
 
 
 def web_workers(stack: Stack) -> list[psutil.Process]:
-    assert stack.web is not None and stack.web.pid is not None   # a started stack
+    assert stack.web is not None and stack.web.pid is not None  # a started stack
     return psutil.Process(stack.web.pid).children()
 
 
@@ -111,6 +124,7 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate:
     def counted() -> int:
         held, capped = redis.hmget(keys.METRICS, "waits_held", "waits_capped")
         return int(held or 0) + int(capped or 0)
+
     wait_for(lambda: counted() >= n, 120, 0.1, f"{n} waiters to be held")
     opened = time.perf_counter() - opened
     memory1, fds1 = footprint(stack)
@@ -123,27 +137,40 @@ def waiters_phase(stack: Stack, load: Load, n: int, seconds: float, finish_rate:
     finally:
         os.unlink(f.name)
     holder.join(90)
-    held = [(at, a) for at, a in answers if a and a.status == 200 and b"x-wait-capped" not in a.headers.lower()
-            and json.loads(a.body)["status"] == "completed"]
+    held = [
+        (at, a)
+        for at, a in answers
+        if a
+        and a.status == 200
+        and b"x-wait-capped" not in a.headers.lower()
+        and json.loads(a.body)["status"] == "completed"
+    ]
     delays = [(at - done) * 1000 for at, a in held if (done := completed_at(a)) is not None]
     capped = redis.hget(keys.METRICS, "waits_capped")
     redis.close()
-    return {"n": n, "opened_s": opened, "held": len(held), "capped": int(capped or 0), "during": during,
-            "finishing": finishing,
-            "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
-            "memory_per_waiter": (memory1 - memory0) / n, "fds_per_waiter": (fds1 - fds0) / n}
+    return {
+        "n": n,
+        "opened_s": opened,
+        "held": len(held),
+        "capped": int(capped or 0),
+        "during": during,
+        "finishing": finishing,
+        "delay_ms": [percentile(delays, 0.5), percentile(delays, 0.99), max(delays, default=0)],
+        "memory_per_waiter": (memory1 - memory0) / n,
+        "fds_per_waiter": (fds1 - fds0) / n,
+    }
 
 
 def start_noop(stack: Stack) -> Service:
     env = {**stack.env, "PORT": str(free_port())}
     noop = local_stack.start_web(env, stack.dir, "noop", app="bench.noop_app:create_app()")
-    assert noop.pid is not None and noop.ready_url is not None   # started, answering there
+    assert noop.pid is not None and noop.ready_url is not None  # started, answering there
     stack.extra_groups["noop"] = [noop.pid]
     return noop
 
 
 def measured(load: Load, seconds: float) -> dict[str, Any]:
-    load.run("closed", "/callbacks/plivo", min(2.0, seconds))    # warm-up: connections, scripts, caches
+    load.run("closed", "/callbacks/plivo", min(2.0, seconds))  # warm-up: connections, scripts, caches
     return load.run("closed", "/callbacks/plivo", seconds)
 
 
@@ -151,31 +178,44 @@ def line(name: str, r: dict[str, Any]) -> str:
     p50, p99, worst = r["latencies_ms"]
     cpu = "  ".join(f"{g} {v:.3f}" for g, v in r["cpu_ms"].items())
     other = {k: v for k, v in r["statuses"].items() if k != "200"}
-    return (f"{name:<22} {r['rate']:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {worst:6.0f} ms"
-            f"  | CPU ms/request: {cpu}" + (f"  | non-200: {other}" if other else ""))
+    return (
+        f"{name:<22} {r['rate']:8.0f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {worst:6.0f} ms"
+        f"  | CPU ms/request: {cpu}" + (f"  | non-200: {other}" if other else "")
+    )
 
 
-def report(noop: list[dict[str, Any]], webhook: dict[str, Any], waiting: dict[str, Any],
-           args: argparse.Namespace) -> None:
+def report(
+    noop: list[dict[str, Any]], webhook: dict[str, Any], waiting: dict[str, Any], args: argparse.Namespace
+) -> None:
     noop_rate = sum(r["rate"] for r in noop) / len(noop)
     noop_cpu = sum(r["server_cpu_ms"] for r in noop) / len(noop)
     drift = abs(noop[0]["rate"] - noop[1]["rate"]) / noop_rate
     during = waiting["during"]
     kind = "signed" if args.signed else "unsigned"
-    print(f"RATIO webhook/s : noop/s = {webhook['rate'] / noop_rate:.2f}   (noop mean {noop_rate:.0f}/s, "
-          f"before/after differ by {drift:.0%}; {args.connections} connections, {kind} JSON callbacks, fresh api_ids)")
-    print(f"      CPU per request noop : webhook = {noop_cpu / webhook['server_cpu_ms']:.2f}   "
-          f"(noop {noop_cpu:.3f} ms; webhook {webhook['server_cpu_ms']:.3f} ms, web + redis)")
-    print(f"      webhook p99 with {waiting['n']} waiters : without = "
-          f"{during['latencies_ms'][1] / webhook['latencies_ms'][1]:.2f}   "
-          f"({during['latencies_ms'][1]:.1f} ms : {webhook['latencies_ms'][1]:.1f} ms); "
-          f"rate {during['rate'] / webhook['rate']:.2f} of without")
+    print(
+        f"RATIO webhook/s : noop/s = {webhook['rate'] / noop_rate:.2f}   (noop mean {noop_rate:.0f}/s, "
+        f"before/after differ by {drift:.0%}; {args.connections} connections, {kind} JSON callbacks, fresh api_ids)"
+    )
+    print(
+        f"      CPU per request noop : webhook = {noop_cpu / webhook['server_cpu_ms']:.2f}   "
+        f"(noop {noop_cpu:.3f} ms; webhook {webhook['server_cpu_ms']:.3f} ms, web + redis)"
+    )
+    print(
+        f"      webhook p99 with {waiting['n']} waiters : without = "
+        f"{during['latencies_ms'][1] / webhook['latencies_ms'][1]:.2f}   "
+        f"({during['latencies_ms'][1]:.1f} ms : {webhook['latencies_ms'][1]:.1f} ms); "
+        f"rate {during['rate'] / webhook['rate']:.2f} of without"
+    )
     d50, d99, dmax = waiting["delay_ms"]
-    print(f"waiters: {waiting['n']} opened in {waiting['opened_s']:.1f} s, held to the end {waiting['held']}, "
-          f"capped {waiting['capped']}; answered after their request finished: p50 {d50:.1f} ms  "
-          f"p99 {d99:.1f} ms  max {dmax:.1f} ms")
-    print(f"         per waiter in web: {waiting['memory_per_waiter'] / 1024:.1f} KiB unique memory, "
-          f"{waiting['fds_per_waiter']:.2f} open files")
+    print(
+        f"waiters: {waiting['n']} opened in {waiting['opened_s']:.1f} s, held to the end {waiting['held']}, "
+        f"capped {waiting['capped']}; answered after their request finished: p50 {d50:.1f} ms  "
+        f"p99 {d99:.1f} ms  max {dmax:.1f} ms"
+    )
+    print(
+        f"         per waiter in web: {waiting['memory_per_waiter'] / 1024:.1f} KiB unique memory, "
+        f"{waiting['fds_per_waiter']:.2f} open files"
+    )
     print(line("noop (before)", noop[0]))
     print(line("webhook", webhook))
     print(line(f"webhook, {waiting['n']} waiting", during))
@@ -188,8 +228,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--waiters", type=int, default=1000, help="clients waiting at once (10000: the goal)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the fixed load")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load phase")
-    parser.add_argument("--finish-rate", type=float, default=500.0,
-                        help="callbacks per second that finish the waited-on requests (0: as fast as taken)")
+    parser.add_argument(
+        "--finish-rate",
+        type=float,
+        default=500.0,
+        help="callbacks per second that finish the waited-on requests (0: as fast as taken)",
+    )
     parser.add_argument("--signed", action="store_true", help="sign callbacks (default: unsigned, no token)")
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
@@ -201,8 +245,9 @@ def main(argv: list[str]) -> int:
     if not args.signed:
         extra["PLIVO_AUTH_TOKEN"] = ""
     try:
-        with Stack(workers=0, send_concurrency=1, web_processes=args.web_processes, keep_dir=args.keep_logs,
-                   extra_env=extra) as stack:
+        with Stack(
+            workers=0, send_concurrency=1, web_processes=args.web_processes, keep_dir=args.keep_logs, extra_env=extra
+        ) as stack:
             if args.keep_logs:
                 print(f"logs in {stack.dir}", file=sys.stderr, flush=True)
             noop_server = start_noop(stack)

@@ -2,6 +2,7 @@
 
 Each child gets a process group of its own, so signals reach a gunicorn master and its
 workers alike, and a Ctrl-C in the terminal reaches only the parent."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-             message: str = "condition") -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> object:
     """Poll `condition` until it answers something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -35,23 +37,25 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
 class Service:
     """One child process with its output in a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path,
-                 ready_url: str | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, ready_url: str | None = None
+    ) -> None:
         self.name, self.argv, self.env, self.ready_url = name, argv, env, ready_url
         self.log_path = Path(log_dir) / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.peak_rss_kb = 0   # the largest VmHWM seen in its process tree, sampled when signalled
+        self.peak_rss_kb = 0  # the largest VmHWM seen in its process tree, sampled when signalled
 
     def start(self, timeout: float = 30.0) -> Service:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         if self.ready_url:
             wait_for(self._ready, timeout, 0.05, f"{self.name} to answer at {self.ready_url}")
         return self
 
     def _ready(self) -> bool:
-        assert self.process is not None and self.ready_url is not None   # start() waits only then
+        assert self.process is not None and self.ready_url is not None  # start() waits only then
         if self.process.poll() is not None:
             raise RuntimeError(f"{self.name} exited ({self.process.returncode}):\n{self.log()[-3000:]}")
         try:

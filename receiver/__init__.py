@@ -1,4 +1,5 @@
 """The web process: callbacks, the client API, operations endpoints."""
+
 from __future__ import annotations
 
 import logging
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING
 import logs
 from config import Settings
 
-if TYPE_CHECKING:   # Flask is imported by create_app: gunicorn's master imports this package for its logger only
+if TYPE_CHECKING:  # Flask is imported by create_app: gunicorn's master imports this package for its logger only
     from flask import Flask
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
-    app.before_request(logs.clear)   # a connection's greenlet serves many requests in turn
+    app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, ops, prometheus, openapi, dashboard):
         app.register_blueprint(module.bp)

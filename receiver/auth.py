@@ -1,6 +1,7 @@
 """Bearer API keys. Each key is a tenant of its own, unless entries of API_KEYS
 name their tenant (`name:key`), so that a tenant's key can be rotated: both
 `acme:old` and `acme:new` then see acme's requests. Keys are held only as hashes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -58,4 +59,5 @@ def require_key(view: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         g.tenant = tenant_of(services(), request.headers.get("Authorization", ""))
         return view(*args, **kwargs)
+
     return wrapper

@@ -3,6 +3,7 @@
 It is served by receiver/front.py before Flask's dispatch (`serve`); its errors are the
 same JSON answers as every view's.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ bp = Blueprint("callbacks", __name__)
 
 PATH = "/callbacks/plivo"
 METHODS = ("GET", "POST")
-SERVED = (*METHODS, "HEAD")   # HEAD is refused here (405), and timed as the webhook's like any refusal
+SERVED = (*METHODS, "HEAD")  # HEAD is refused here (405), and timed as the webhook's like any refusal
 RID_PARAM = "rid"
 # A GET callback carries its fields in the query string: up to MAX_BODY_BYTES of them, besides
 # what the callback URL Answerback handed out carries itself (rid=...).
@@ -54,11 +55,14 @@ def serve(svc: Services, request: Request) -> tuple[str, bytes, tuple[tuple[str,
 @timed_webhook
 def receive(svc: Services, request: Request) -> str:
     """Keep one delivery; answers its outcome."""
-    if request.method == "HEAD":   # a HEAD must change nothing
+    if request.method == "HEAD":  # a HEAD must change nothing
         raise MethodNotAllowed(valid_methods=list(METHODS))
     if len(request.query_string) > svc.settings.max_body_bytes + URL_ALLOWANCE:
-        log.warning("callback query string of %d bytes refused: MAX_BODY_BYTES is %d",
-                    len(request.query_string), svc.settings.max_body_bytes)
+        log.warning(
+            "callback query string of %d bytes refused: MAX_BODY_BYTES is %d",
+            len(request.query_string),
+            svc.settings.max_body_bytes,
+        )
         raise UriTooLong(f"callback query string is larger than {svc.settings.max_body_bytes} bytes")
     body, signed_params = _read_delivery(request)
     nonce = _check_signature(svc, request, signed_params)
@@ -89,8 +93,8 @@ def keep(svc: Services, delivery: dict[str, Any]) -> str:
     def attempt() -> str:
         try:
             outcome = svc.deliveries.store(**delivery)
-        except NotReplicated as exc:   # stored, not yet replicated: the next try says "duplicate"
-            written.append(cast(str, exc.result))   # match_callback answers the outcome, as store() does
+        except NotReplicated as exc:  # stored, not yet replicated: the next try says "duplicate"
+            written.append(cast(str, exc.result))  # match_callback answers the outcome, as store() does
             raise
         return written[0] if written and outcome == "duplicate" else outcome
 
@@ -149,22 +153,23 @@ def _check_signature(svc: Services, req: Request, params: dict[str, Any]) -> str
         url += "?" + req.query_string.decode("utf-8", "replace")
     nonce = req.headers.get("X-Plivo-Signature-V3-Nonce", "")
     main_token = settings.plivo_main_auth_token or settings.plivo_auth_token
-    for header, token in (("X-Plivo-Signature-V3", settings.plivo_auth_token),
-                          ("X-Plivo-Signature-Ma-V3", main_token)):
+    for header, token in (("X-Plivo-Signature-V3", settings.plivo_auth_token), ("X-Plivo-Signature-Ma-V3", main_token)):
         signatures = req.headers.get(header, "")
         if signatures and verify_v3(token, req.method, url, nonce, signatures, params):
             return "v3:" + nonce
-    if settings.accept_v2_signatures and _v2_signed(req, settings.plivo_auth_token, main_token,
-                                                    settings.public_url + req.path):
+    if settings.accept_v2_signatures and _v2_signed(
+        req, settings.plivo_auth_token, main_token, settings.public_url + req.path
+    ):
         return "v2:" + req.headers.get("X-Plivo-Signature-V2-Nonce", "")
     try:
         count(svc.redis, "rejected_signature")
-    except OUTAGE:   # Redis down: still a 403, not a 503 that would tell a forger it was the outage
+    except OUTAGE:  # Redis down: still a 403, not a 503 that would tell a forger it was the outage
         log.warning("rejected_signature not counted: Redis unavailable")
     raise InvalidSignature("callback signature is missing or invalid")
 
 
 def _v2_signed(req: Request, token: str, main_token: str, url: str) -> bool:
     nonce = req.headers.get("X-Plivo-Signature-V2-Nonce", "")
-    return (verify_v2(token, url, nonce, req.headers.get("X-Plivo-Signature-V2", ""))
-            or verify_v2(main_token, url, nonce, req.headers.get("X-Plivo-Signature-Ma-V2", "")))
+    return verify_v2(token, url, nonce, req.headers.get("X-Plivo-Signature-V2", "")) or verify_v2(
+        main_token, url, nonce, req.headers.get("X-Plivo-Signature-Ma-V2", "")
+    )

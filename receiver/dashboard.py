@@ -3,6 +3,7 @@
 The page keeps itself current: it asks /dashboard/counts for the cards and /v1/requests for
 the caller's list every REFRESH_MS, so a request that completes shows as completed.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, render_template
@@ -36,9 +37,15 @@ def counts() -> dict[str, int]:
 
 @bp.get("/")
 def index() -> str:
-    return render_template("dashboard.html", cards=CARDS, counts=counts(), statuses=STATUSES,
-                           callback_url=services().settings.callback_url, refresh_ms=REFRESH_MS,
-                           page_size=PAGE_SIZE)
+    return render_template(
+        "dashboard.html",
+        cards=CARDS,
+        counts=counts(),
+        statuses=STATUSES,
+        callback_url=services().settings.callback_url,
+        refresh_ms=REFRESH_MS,
+        page_size=PAGE_SIZE,
+    )
 
 
 @bp.get("/dashboard/counts")

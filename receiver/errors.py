@@ -1,4 +1,5 @@
 """Domain exceptions raised by views, and the one place that maps them to JSON answers."""
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,7 @@ class Unprocessable(ApiError):
 
 def error_response(status: int, message: str | None, **details: Any) -> Response:
     """A JSON error answer. Needs no app context: the webhook answers outside Flask's dispatch."""
-    response = Response(compact_json({"error": message, **details}) + "\n", status=status,
-                        mimetype="application/json")
+    response = Response(compact_json({"error": message, **details}) + "\n", status=status, mimetype="application/json")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="answerback"'
     return response
@@ -75,12 +75,15 @@ def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, **exc.details)
     if isinstance(exc, RequestEntityTooLarge):
-        log.warning("request body of %s bytes refused: MAX_BODY_BYTES is %s",
-                    content_length if content_length is not None else "more than MAX_BODY_BYTES", max_body_bytes)
+        log.warning(
+            "request body of %s bytes refused: MAX_BODY_BYTES is %s",
+            content_length if content_length is not None else "more than MAX_BODY_BYTES",
+            max_body_bytes,
+        )
         return error_response(413, f"request body is larger than {max_body_bytes} bytes")
     if isinstance(exc, HTTPException):
         response = error_response(exc.code or 500, exc.description)
-        allowed = getattr(exc, "valid_methods", None)   # MethodNotAllowed's
+        allowed = getattr(exc, "valid_methods", None)  # MethodNotAllowed's
         if allowed:
             response.headers["Allow"] = ", ".join(allowed)
         return response
@@ -89,7 +92,7 @@ def error_answer(exc: Exception, max_body_bytes: int | None, content_length: int
         response = error_response(503, "storage unavailable; retry later")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
-    if isinstance(exc, RedisError):   # answered, and not an outage: a bug or bad data, no retry mends it
+    if isinstance(exc, RedisError):  # answered, and not an outage: a bug or bad data, no retry mends it
         log.error("Redis refused the command: %s: %s", type(exc).__name__, exc)
         return error_response(500, "internal error")
     log.error("unexpected error", exc_info=exc)
@@ -117,9 +120,9 @@ def body_finished(request: Request) -> bool:
     when more is left: the connection must then be closed (gunicorn 27 ignores an app's
     `Connection: close`; its gevent worker drains the rest of the body before the next
     request, see test_keep_alive_survives_an_unread_large_body in tests/test_fuzz_regressions.py)."""
-    read = request.__dict__.get("stream")   # werkzeug's stream, if the view read the body
+    read = request.__dict__.get("stream")  # werkzeug's stream, if the view read the body
     if read is not None and request.content_length is not None and read.is_exhausted:
-        return True   # read to its Content-Length (the usual case): nothing left to drain
+        return True  # read to its Content-Length (the usual case): nothing left to drain
     stream, left = request.environ.get("wsgi.input"), DISCARD_LIMIT
     if stream is None or (not request.content_length and "chunked" not in request.headers.get("Transfer-Encoding", "")):
         return True

@@ -8,6 +8,7 @@ error handler lookup), and that costs about as much CPU as their own work (bench
 any route (OPTIONS; 405 with Allow), and their errors are the same JSON answers as every
 view's (receiver/errors.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -39,14 +40,15 @@ class Front:
         self.flask_app = flask_app
         self.routes: dict[tuple[str, str], Serve] = {
             **{(method, callbacks.PATH): callbacks.serve for method in callbacks.SERVED},
-            ("POST", requests_api.SUBMIT_PATH): requests_api.serve_submission}
+            ("POST", requests_api.SUBMIT_PATH): requests_api.serve_submission,
+        }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         serve = self.route(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
         if serve is None:
             return self.flask_app(environ, start_response)
-        logs.clear()   # a greenlet serves every request of its connection
-        request = Request(environ, populate_request=False)   # no environ <-> request cycle for the GC to find
+        logs.clear()  # a greenlet serves every request of its connection
+        request = Request(environ, populate_request=False)  # no environ <-> request cycle for the GC to find
         request.max_content_length = self.max_body_bytes
         try:
             status, body, headers = serve(self.services, request)

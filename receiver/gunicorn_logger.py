@@ -5,6 +5,7 @@ It uses gunicorn's documented way in only (the logger_class setting: a subclass 
 gunicorn.glogging.Logger, its `setup(cfg)` and `access(resp, req, environ, request_time)`,
 and the loggers named "gunicorn.error" and "gunicorn.access");
 tests/contracts/test_gunicorn_contract.py checks them against the installed gunicorn."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ class Logger(glogging.Logger):
         log_format = Settings.from_env().log_format
         logs.configure(log_format, cfg.loglevel)
         if log_format == "text":
-            return   # gunicorn's own lines keep gunicorn's own format
+            return  # gunicorn's own lines keep gunicorn's own format
         for name in GUNICORN_LOGGERS:
             for handler in logging.getLogger(name).handlers:
                 logs.use_format(handler, log_format)

@@ -1,5 +1,6 @@
 """JSON answers written by orjson: several times faster than the standard library for the
 records and outcomes every request answers with (bench/README.md, profiling)."""
+
 from __future__ import annotations
 
 import json
@@ -29,5 +30,10 @@ def compact_json(obj: Any) -> str:
     try:
         return orjson.dumps(obj, option=PASSTHROUGH).decode()
     except TypeError:
-        return json.dumps(obj, default=DefaultJSONProvider.default, ensure_ascii=DefaultJSONProvider.ensure_ascii,
-                          sort_keys=FastJSONProvider.sort_keys, separators=(",", ":"))
+        return json.dumps(
+            obj,
+            default=DefaultJSONProvider.default,
+            ensure_ascii=DefaultJSONProvider.ensure_ascii,
+            sort_keys=FastJSONProvider.sort_keys,
+            separators=(",", ":"),
+        )

@@ -4,6 +4,7 @@ Generated, never restated: the submission schema comes from the pydantic model, 
 from receiver/validation.py, the longest callback_timeout from this deployment's settings.
 The page is Swagger UI from the flask-swagger-ui wheel: served from here, no CDN.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -23,16 +24,19 @@ from store.records import STATUSES
 bp = Blueprint("openapi", __name__)
 DOCS_URL = "/docs"
 # validatorUrl None: Swagger UI would otherwise send the document to an outside validator.
-docs_bp = get_swaggerui_blueprint(DOCS_URL, "/openapi.json", blueprint_name="docs",
-                                  config={"app_name": "Answerback API", "validatorUrl": None})
+docs_bp = get_swaggerui_blueprint(
+    DOCS_URL, "/openapi.json", blueprint_name="docs", config={"app_name": "Answerback API", "validatorUrl": None}
+)
 
 TIME = {"type": ["string", "null"], "format": "date-time"}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:
-    return {"description": description,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -43,142 +47,265 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema, "description": text}
 
 
-WAIT = _param("wait", "query", {"type": "integer", "minimum": 0, "maximum": MAX_WAIT},
-              text="hold the answer up to N seconds until the request is finished")
+WAIT = _param(
+    "wait",
+    "query",
+    {"type": "integer", "minimum": 0, "maximum": MAX_WAIT},
+    text="hold the answer up to N seconds until the request is finished",
+)
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}}
-AUTH_ERRORS = {"401": _error("missing or invalid API key"),
-               "503": {**_error("storage unavailable"), "headers": RETRY_AFTER}}
+AUTH_ERRORS = {
+    "401": _error("missing or invalid API key"),
+    "503": {**_error("storage unavailable"), "headers": RETRY_AFTER},
+}
 
 RECORD = {
     "type": "object",
-    "required": ["request_id", "status", "method", "path", "api_id", "submitted_at", "sent_at",
-                 "completed_at", "deadline", "attempts", "late", "response", "error"],
+    "required": [
+        "request_id",
+        "status",
+        "method",
+        "path",
+        "api_id",
+        "submitted_at",
+        "sent_at",
+        "completed_at",
+        "deadline",
+        "attempts",
+        "late",
+        "response",
+        "error",
+    ],
     "properties": {
-        "request_id": {"type": "string"}, "status": {"enum": list(STATUSES)},
-        "method": {"enum": list(METHODS)}, "path": {"type": "string"},
-        "callback_method": {"enum": list(CALLBACK_METHODS)}, "api_id": {"type": ["string", "null"]},
-        "submitted_at": TIME, "sent_at": TIME, "completed_at": TIME, "deadline": TIME,
-        "attempts": {"type": "integer"}, "late": {"type": "boolean"}, "deliveries": {"type": "integer"},
-        "response": {"type": ["object", "null"]}, "error": {"type": ["object", "null"]},
+        "request_id": {"type": "string"},
+        "status": {"enum": list(STATUSES)},
+        "method": {"enum": list(METHODS)},
+        "path": {"type": "string"},
+        "callback_method": {"enum": list(CALLBACK_METHODS)},
+        "api_id": {"type": ["string", "null"]},
+        "submitted_at": TIME,
+        "sent_at": TIME,
+        "completed_at": TIME,
+        "deadline": TIME,
+        "attempts": {"type": "integer"},
+        "late": {"type": "boolean"},
+        "deliveries": {"type": "integer"},
+        "response": {"type": ["object", "null"]},
+        "error": {"type": ["object", "null"]},
         "notify": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Notify"}]},
     },
 }
 NOTIFY = {
-    "type": "object", "required": ["url", "status", "attempts", "last_error", "delivered_at", "webhook_id"],
+    "type": "object",
+    "required": ["url", "status", "attempts", "last_error", "delivered_at", "webhook_id"],
     "properties": {
-        "url": {"type": "string"}, "status": {"enum": list(NOTIFY_STATUSES)},
+        "url": {"type": "string"},
+        "status": {"enum": list(NOTIFY_STATUSES)},
         "attempts": {"type": "integer", "description": "attempts of the latest event"},
-        "last_error": {"type": ["string", "null"]}, "delivered_at": TIME,
+        "last_error": {"type": ["string", "null"]},
+        "delivered_at": TIME,
         "webhook_id": {"type": ["string", "null"], "description": "webhook-id of the latest event"},
     },
 }
 ATTEMPTS = {
-    "type": "object", "required": ["objects"],
-    "properties": {"objects": {"type": "array", "items": {
-        "type": "object",
-        "required": ["webhook_id", "type", "attempt", "at", "duration_ms", "status", "outcome", "error"],
-        "properties": {
-            "webhook_id": {"type": "string"}, "type": {"type": "string"}, "attempt": {"type": "integer"},
-            "at": {"type": "string", "format": "date-time"}, "duration_ms": {"type": "number"},
-            "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
-            "outcome": {"enum": list(ATTEMPT_OUTCOMES)}, "error": {"type": ["string", "null"]},
-        }}}},
+    "type": "object",
+    "required": ["objects"],
+    "properties": {
+        "objects": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["webhook_id", "type", "attempt", "at", "duration_ms", "status", "outcome", "error"],
+                "properties": {
+                    "webhook_id": {"type": "string"},
+                    "type": {"type": "string"},
+                    "attempt": {"type": "integer"},
+                    "at": {"type": "string", "format": "date-time"},
+                    "duration_ms": {"type": "number"},
+                    "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
+                    "outcome": {"enum": list(ATTEMPT_OUTCOMES)},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        }
+    },
 }
 PAGE = {
-    "type": "object", "required": ["meta", "objects"],
+    "type": "object",
+    "required": ["meta", "objects"],
     "properties": {
-        "meta": {"type": "object", "required": ["limit", "offset", "total_count", "next", "previous"],
-                 "properties": {"limit": {"type": "integer"}, "offset": {"type": "integer"},
-                                "total_count": {"type": "integer"}, "next": {"type": ["string", "null"]},
-                                "previous": {"type": ["string", "null"]}}},
+        "meta": {
+            "type": "object",
+            "required": ["limit", "offset", "total_count", "next", "previous"],
+            "properties": {
+                "limit": {"type": "integer"},
+                "offset": {"type": "integer"},
+                "total_count": {"type": "integer"},
+                "next": {"type": ["string", "null"]},
+                "previous": {"type": ["string", "null"]},
+            },
+        },
         "objects": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}},
     },
 }
-CALLBACK_ANSWER = {"type": "object", "required": ["outcome"],
-                   "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
+CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
     "400": _error("no usable api_id, or a body that cannot be parsed"),
     "403": _error("missing or invalid Plivo signature"),
-    "413": _error("body too large"), "503": _error("cannot be stored in Redis within CALLBACK_HOLD, nor spooled"),
+    "413": _error("body too large"),
+    "503": _error("cannot be stored in Redis within CALLBACK_HOLD, nor spooled"),
 }
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 PATHS: dict[str, Any] = {
     "/v1/requests": {
-        "post": {"summary": "Submit an asynchronous upstream request", "security": SECURED,
-                 "parameters": [_param("Idempotency-Key", "header",
-                                       {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY})],
-                 "requestBody": {"required": True, "content": {"application/json": {
-                     "schema": {"$ref": "#/components/schemas/Submission"}}}},
-                 "responses": {"202": _json("Request", "accepted"), "400": _error("invalid submission"),
-                               "413": _error("body too large"), "415": _error("not JSON"),
-                               "422": _error("Idempotency-Key reused with another body, or a notify_url "
-                                             "outside NOTIFY_HOSTS"), **AUTH_ERRORS}},
-        "get": {"summary": "List this key's requests, newest first", "security": SECURED,
-                "parameters": [_param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
-                               _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
-                               _param("status", "query", {"enum": list(STATUSES)})],
-                "responses": {"200": _json("Page", "a page"),
-                              "400": _error("bad limit, offset or status, or an unknown query parameter"),
-                              **AUTH_ERRORS}},
+        "post": {
+            "summary": "Submit an asynchronous upstream request",
+            "security": SECURED,
+            "parameters": [
+                _param(
+                    "Idempotency-Key", "header", {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}
+                )
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Submission"}}},
+            },
+            "responses": {
+                "202": _json("Request", "accepted"),
+                "400": _error("invalid submission"),
+                "413": _error("body too large"),
+                "415": _error("not JSON"),
+                "422": _error("Idempotency-Key reused with another body, or a notify_url outside NOTIFY_HOSTS"),
+                **AUTH_ERRORS,
+            },
+        },
+        "get": {
+            "summary": "List this key's requests, newest first",
+            "security": SECURED,
+            "parameters": [
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
+                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+                _param("status", "query", {"enum": list(STATUSES)}),
+            ],
+            "responses": {
+                "200": _json("Page", "a page"),
+                "400": _error("bad limit, offset or status, or an unknown query parameter"),
+                **AUTH_ERRORS,
+            },
+        },
     },
     "/v1/requests/{request_id}": {
-        "get": {"summary": "Read (or wait for) a request", "security": SECURED,
-                "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"),
-                              "400": _error("bad wait, or an unknown query parameter"),
-                              "404": _error("unknown id"), **AUTH_ERRORS}},
+        "get": {
+            "summary": "Read (or wait for) a request",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True), WAIT],
+            "responses": {
+                "200": _json("Request", "the record"),
+                "400": _error("bad wait, or an unknown query parameter"),
+                "404": _error("unknown id"),
+                **AUTH_ERRORS,
+            },
+        },
     },
     "/v1/requests/{request_id}/deliveries": {
-        "get": {"summary": "Every callback delivery of a request", "security": SECURED,
-                "parameters": [_param("request_id", "path", {"type": "string"}, True)],
-                "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS}},
+        "get": {
+            "summary": "Every callback delivery of a request",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {"200": {"description": "deliveries"}, "404": _error("unknown id"), **AUTH_ERRORS},
+        },
     },
     "/v1/requests/{request_id}/notifications": {
-        "get": {"summary": "Every notification attempt of a request", "security": SECURED,
-                "parameters": [_param("request_id", "path", {"type": "string"}, True)],
-                "responses": {"200": _json("NotificationAttempts", "attempts, oldest first"),
-                              "404": _error("unknown id"), **AUTH_ERRORS}},
+        "get": {
+            "summary": "Every notification attempt of a request",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "200": _json("NotificationAttempts", "attempts, oldest first"),
+                "404": _error("unknown id"),
+                **AUTH_ERRORS,
+            },
+        },
     },
     "/v1/requests/{request_id}/notify": {
-        "post": {"summary": "Send the notification of a finished request again, now (a new webhook-id)",
-                 "security": SECURED,
-                 "parameters": [_param("request_id", "path", {"type": "string"}, True)],
-                 "responses": {"202": _json("Request", "queued"), "404": _error("unknown id"),
-                               "409": _error("no notify_url, or not finished"), **AUTH_ERRORS}},
+        "post": {
+            "summary": "Send the notification of a finished request again, now (a new webhook-id)",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "202": _json("Request", "queued"),
+                "404": _error("unknown id"),
+                "409": _error("no notify_url, or not finished"),
+                **AUTH_ERRORS,
+            },
+        },
     },
     "/v1/results/{api_id}": {
-        "get": {"summary": "Read (or wait for) a request by the upstream's api_id", "security": SECURED,
-                "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
-                "responses": {"200": _json("Request", "the record"),
-                              "400": _error("bad wait, or an unknown query parameter"),
-                              "404": _error("unknown api_id"), **AUTH_ERRORS}},
+        "get": {
+            "summary": "Read (or wait for) a request by the upstream's api_id",
+            "security": SECURED,
+            "parameters": [_param("api_id", "path", {"type": "string"}, True), WAIT],
+            "responses": {
+                "200": _json("Request", "the record"),
+                "400": _error("bad wait, or an unknown query parameter"),
+                "404": _error("unknown api_id"),
+                **AUTH_ERRORS,
+            },
+        },
     },
     "/callbacks/plivo": {
-        "post": {"summary": "Plivo callback (JSON or form body), V3-signed",
-                 "parameters": [_param("rid", "query", {"type": "string"})],
-                 "requestBody": {"content": {"application/json": {"schema": {"type": "object"}},
-                                             "application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-                 "responses": CALLBACK_RESPONSES},
-        "get": {"summary": "Plivo callback (query string), V3-signed",
-                "parameters": [_param("rid", "query", {"type": "string"}),
-                               _param("api_id", "query", {"type": "string"})],
-                "responses": CALLBACK_RESPONSES},
+        "post": {
+            "summary": "Plivo callback (JSON or form body), V3-signed",
+            "parameters": [_param("rid", "query", {"type": "string"})],
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                }
+            },
+            "responses": CALLBACK_RESPONSES,
+        },
+        "get": {
+            "summary": "Plivo callback (query string), V3-signed",
+            "parameters": [_param("rid", "query", {"type": "string"}), _param("api_id", "query", {"type": "string"})],
+            "responses": CALLBACK_RESPONSES,
+        },
     },
     "/healthz": {"get": {"summary": "Process up", "responses": {"200": {"description": "up"}}}},
-    "/readyz": {"get": {"summary": "Redis reachable",
-                        "responses": {"200": {"description": "ready"}, "503": _error("not ready")}}},
+    "/readyz": {
+        "get": {
+            "summary": "Redis reachable",
+            "responses": {"200": {"description": "ready"}, "503": _error("not ready")},
+        }
+    },
     "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text format"}}}},
     "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
-    DOCS_URL + "/": {"get": {"summary": "This document, to read (Swagger UI)",
-                             "responses": {"200": {"description": "HTML"}}}},
+    DOCS_URL + "/": {
+        "get": {"summary": "This document, to read (Swagger UI)", "responses": {"200": {"description": "HTML"}}}
+    },
     "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
-    "/dashboard/counts": {"get": {"summary": "The dashboard's figures, for its refresh", "responses": {"200": {
-        "description": "counts", "content": {"application/json": {"schema": {
-            "type": "object", "required": [card[0] for card in CARDS],
-            "properties": {card[0]: {"type": "integer"} for card in CARDS}}}}}}}},
+    "/dashboard/counts": {
+        "get": {
+            "summary": "The dashboard's figures, for its refresh",
+            "responses": {
+                "200": {
+                    "description": "counts",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": [card[0] for card in CARDS],
+                                "properties": {card[0]: {"type": "integer"} for card in CARDS},
+                            }
+                        }
+                    },
+                }
+            },
+        }
+    },
 }
 
 
@@ -188,14 +315,22 @@ def document(settings: Settings) -> dict[str, Any]:
     whether a submission may carry a notify_url: only with NOTIFY_HOSTS)."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Answerback", "version": "1.0.0",
-                 "description": "Callback receiver for asynchronous Plivo-style API requests."},
+        "info": {
+            "title": "Answerback",
+            "version": "1.0.0",
+            "description": "Callback receiver for asynchronous Plivo-style API requests.",
+        },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Request": RECORD,
-                        "Submission": submission_schema(settings.max_callback_timeout, bool(settings.notify_hosts)),
-                        "Page": PAGE, "Error": ERROR, "CallbackOutcome": CALLBACK_ANSWER,
-                        "Notify": NOTIFY, "NotificationAttempts": ATTEMPTS},
+            "schemas": {
+                "Request": RECORD,
+                "Submission": submission_schema(settings.max_callback_timeout, bool(settings.notify_hosts)),
+                "Page": PAGE,
+                "Error": ERROR,
+                "CallbackOutcome": CALLBACK_ANSWER,
+                "Notify": NOTIFY,
+                "NotificationAttempts": ATTEMPTS,
+            },
         },
         "paths": PATHS,
     }

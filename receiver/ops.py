@@ -1,4 +1,5 @@
 """Operations endpoints: liveness and readiness."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify

@@ -1,5 +1,6 @@
 """GET /metrics: Prometheus text, from the counters and histograms all processes keep in Redis;
 and the timing of the webhook, which feeds answerback_webhook_duration_seconds."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -27,18 +28,17 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
     "finished_": ("answerback_requests_finished", "Requests that reached a final status.", "status"),
     "waits_": ("answerback_waits", "Waiting reads, by how they were served.", "kind"),
     "notify_": ("answerback_notification_attempts", "Notification attempts, by outcome.", "outcome"),
-    "spool_replays_": ("answerback_spool_replays", "Spooled callbacks replayed into Redis, by outcome.",
-                       "outcome"),
+    "spool_replays_": ("answerback_spool_replays", "Spooled callbacks replayed into Redis, by outcome.", "outcome"),
 }
 
 HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
-    "webhook": ("answerback_webhook_duration_seconds",
-                "Callback deliveries, receipt to answer, by outcome (or refusal: rejected, invalid, error).",
-                "outcome"),
-    "request": ("answerback_request_duration_seconds", "Requests, submitted to final status, by status.",
-                "status"),
-    "upstream": ("answerback_upstream_duration_seconds", "Upstream send attempts, one each, by verdict.",
-                 "verdict"),
+    "webhook": (
+        "answerback_webhook_duration_seconds",
+        "Callback deliveries, receipt to answer, by outcome (or refusal: rejected, invalid, error).",
+        "outcome",
+    ),
+    "request": ("answerback_request_duration_seconds", "Requests, submitted to final status, by status.", "status"),
+    "upstream": ("answerback_upstream_duration_seconds", "Upstream send attempts, one each, by verdict.", "verdict"),
 }
 
 P = ParamSpec("P")
@@ -48,6 +48,7 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
     """Observe the webhook's time from receipt to answer under the outcome `receive` answers
     (it takes the web's Services first), or under its refusal: rejected (bad signature),
     invalid (any other 4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes)."""
+
     @wraps(receive)
     def timed(svc: Services, *args: P.args, **kwargs: P.kwargs) -> str:
         start = perf_counter()
@@ -64,34 +65,45 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
             raise
         finally:
             observe(svc.redis, "webhook", outcome, perf_counter() - start)
-    return timed   # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
+
+    return timed  # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
 
 
 class RedisCollector:
     def collect(self) -> Iterator[Metric]:
         spool = services().spool
         if spool is not None:
-            yield GaugeMetricFamily("answerback_spool_entries",
-                                    "Callbacks in this machine's SPOOL_DIR waiting for Redis.", value=spool.entries())
-            yield GaugeMetricFamily("answerback_spool_dead_letters",
-                                    "Spooled callbacks whose replay failed for another reason than an outage, "
-                                    "kept in SPOOL_DIR's dead-letters file.", value=spool.dead_letters())
+            yield GaugeMetricFamily(
+                "answerback_spool_entries",
+                "Callbacks in this machine's SPOOL_DIR waiting for Redis.",
+                value=spool.entries(),
+            )
+            yield GaugeMetricFamily(
+                "answerback_spool_dead_letters",
+                "Spooled callbacks whose replay failed for another reason than an outage, "
+                "kept in SPOOL_DIR's dead-letters file.",
+                value=spool.dead_letters(),
+            )
         try:
             counters, gauges, histograms = snapshot(services().redis)
-        except RedisError:   # the spool matters most while Redis is away: answer with what is known
+        except RedisError:  # the spool matters most while Redis is away: answer with what is known
             yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=0)
             return
         yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=1)
         yield _counter("answerback_requests_submitted", "Requests submitted.", counters.get("submitted", 0))
-        yield _counter("answerback_ratelimit_waits", "Sends that waited for a rate-limit turn.",
-                       counters.get("ratelimit_waits", 0))
-        yield GaugeMetricFamily("answerback_ratelimit_wait_max_ms", "Longest wait for a rate-limit turn (ms).",
-                                value=counters.get("ratelimit_wait_max_ms", 0))
+        yield _counter(
+            "answerback_ratelimit_waits", "Sends that waited for a rate-limit turn.", counters.get("ratelimit_waits", 0)
+        )
+        yield GaugeMetricFamily(
+            "answerback_ratelimit_wait_max_ms",
+            "Longest wait for a rate-limit turn (ms).",
+            value=counters.get("ratelimit_wait_max_ms", 0),
+        )
         for prefix, (name, help_text, label) in COUNTERS.items():
             counted = CounterMetricFamily(name, help_text, labels=[label])
             for key, value in sorted(counters.items()):
                 if key.startswith(prefix):
-                    counted.add_metric([key[len(prefix):]], value)
+                    counted.add_metric([key[len(prefix) :]], value)
             yield counted
         for name, value in gauges.items():
             yield GaugeMetricFamily(f"answerback_{name}", f"Requests now: {name.replace('_', ' ')}.", value=value)

@@ -1,4 +1,5 @@
 """The client API: submit requests, read or wait for their results, list them."""
+
 from __future__ import annotations
 
 import time
@@ -57,19 +58,30 @@ def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tupl
     if idem is not None and not 1 <= len(idem) <= MAX_IDEMPOTENCY_KEY:
         raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     notify_host = _notify_host(svc, form.notify_url)
-    submitted = svc.requests.submit(Submission(
-        tenant=tenant, method=form.method, path=form.path, params=form.params,
-        callback_method=form.callback_method or svc.settings.callback_method,
-        callback_timeout=timeout, idempotency_key=idem,
-        notify_url=form.notify_url or "", notify_host=notify_host))
+    submitted = svc.requests.submit(
+        Submission(
+            tenant=tenant,
+            method=form.method,
+            path=form.path,
+            params=form.params,
+            callback_method=form.callback_method or svc.settings.callback_method,
+            callback_timeout=timeout,
+            idempotency_key=idem,
+            notify_url=form.notify_url or "",
+            notify_host=notify_host,
+        )
+    )
     rid = submitted.record.fields["request_id"]
     logs.bind(request_id=rid)
     if submitted.conflict:
         raise Unprocessable("Idempotency-Key was already used with a different request")
     svc.ring(submitted.ring_id)
     body = (compact_json(submitted.record.to_json()) + "\n").encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-               ("Location", f"{quote(req.script_root)}{SUBMIT_PATH}/{rid}")]   # as url_for writes it
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Location", f"{quote(req.script_root)}{SUBMIT_PATH}/{rid}"),
+    ]  # as url_for writes it
     if not submitted.created:
         headers.append(("Idempotent-Replayed", "true"))
     return "202 ACCEPTED", body, headers
@@ -144,10 +156,15 @@ def list_requests() -> Response:
     status = status_arg(request.args)
     total, records = services().requests.page(g.tenant, status, offset, limit)
     return jsonify(
-        meta={"limit": limit, "offset": offset, "total_count": total,
-              "next": _page_link(limit, offset + limit, status) if offset + limit < total else None,
-              "previous": _page_link(limit, max(0, offset - limit), status) if offset > 0 else None},
-        objects=[r.to_json() for r in records])
+        meta={
+            "limit": limit,
+            "offset": offset,
+            "total_count": total,
+            "next": _page_link(limit, offset + limit, status) if offset + limit < total else None,
+            "previous": _page_link(limit, max(0, offset - limit), status) if offset > 0 else None,
+        },
+        objects=[r.to_json() for r in records],
+    )
 
 
 def _page_link(limit: int, offset: int, status: str | None) -> str:
@@ -167,7 +184,7 @@ def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:
 def _answer(rid: str, wait: int) -> Response:
     if not wait:
         return jsonify(_own_record(rid).to_json())
-    waiting = services().waiter_requests     # a waiter reads through connections of its own
+    waiting = services().waiter_requests  # a waiter reads through connections of its own
     record = _own_record(rid, waiting)
     if record.finished:
         return jsonify(record.to_json())
@@ -194,13 +211,15 @@ def _wait(record: RequestRecord, seconds: int, waiting: Requests) -> tuple[Reque
         with svc.listener.watching(rid) as done:
             waiter.event = done
             record = _own_record(rid, waiting)
-            while not (record.finished or svc.listener.released or waiter.shed) \
-                    and (left := deadline - time.monotonic()) > 0:
+            while (
+                not (record.finished or svc.listener.released or waiter.shed)
+                and (left := deadline - time.monotonic()) > 0
+            ):
                 done.wait(left)
                 done.clear()
                 try:
                     record = _own_record(rid, waiting)
-                except RedisError:   # away for a moment (a failover): wait on, read again
+                except RedisError:  # away for a moment (a failover): wait on, read again
                     time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
                     done.set()
         if waiter.shed:

@@ -1,4 +1,5 @@
 """What the web process shares across requests: settings, Redis, the stores, the job queue."""
+
 from __future__ import annotations
 
 import logging
@@ -64,16 +65,23 @@ class Services:
             settings=settings,
             redis=redis,
             requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
-            deliveries=Deliveries(callback_redis, settings.result_ttl, settings.orphan_ttl,
-                                  settings.replay_window, settings.redis_min_replicas),
+            deliveries=Deliveries(
+                callback_redis,
+                settings.result_ttl,
+                settings.orphan_ttl,
+                settings.replay_window,
+                settings.redis_min_replicas,
+            ),
             listener=DoneListener(connect(target, max_connections=pools["listener"])),
             queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
             waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
-            waiter_requests=Requests(connect(target, max_connections=pools["waiters"],
-                                             queue_timeout=WAITER_QUEUE_S),
-                                     settings.result_ttl, stale_ms),
+            waiter_requests=Requests(
+                connect(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),
+                settings.result_ttl,
+                stale_ms,
+            ),
             spool=Spool(settings.spool_dir) if settings.spool_dir else None,
         )
 
@@ -121,8 +129,12 @@ def wait_cap(settings: Settings) -> int:
     fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     _, cap = web_capacity(settings.max_waiters, fd_limit)
     if cap < settings.max_waiters:
-        log.warning("open-files limit %d holds only %d waiters (MAX_WAITERS=%d); raise `ulimit -n`",
-                    fd_limit, cap, settings.max_waiters)
+        log.warning(
+            "open-files limit %d holds only %d waiters (MAX_WAITERS=%d); raise `ulimit -n`",
+            fd_limit,
+            cap,
+            settings.max_waiters,
+        )
     return cap
 
 

@@ -27,6 +27,7 @@ Decisions where Plivo documents nothing (each one tested):
 - The method is compared case-insensitively, as the SDK does; only GET and
   POST exist. An empty token, nonce or signature never verifies.
 """
+
 from __future__ import annotations
 
 import base64
@@ -80,15 +81,20 @@ def verify_v3(
     Returns False rather than raising on junk, so a view needs no try/except.
     """
     params = {} if params is None else params
-    if not (isinstance(nonce, str) and isinstance(signatures, str) and isinstance(params, Mapping)
-            and _usable(token, method, url, nonce, signatures)):
+    if not (
+        isinstance(nonce, str)
+        and isinstance(signatures, str)
+        and isinstance(params, Mapping)
+        and _usable(token, method, url, nonce, signatures)
+    ):
         return False
     if method.upper() not in METHODS:
         return False
     try:
         # Which reading matched is public (it depends on the URL, not the token): stop at the first.
-        return any(_any_matches(signatures, {_digest(token, message)})
-                   for message in _v3_readings(method, url, nonce, params))
+        return any(
+            _any_matches(signatures, {_digest(token, message)}) for message in _v3_readings(method, url, nonce, params)
+        )
     except (TypeError, ValueError, RecursionError):
         return False
 
@@ -173,7 +179,7 @@ def _groups(params: Mapping[Any, Any], nested: bool) -> Iterator[tuple[Any, list
 
 def _plain(value: Any) -> Any:
     """A value as the SDK renders it: numbers and bools like str(), bytes read as Latin-1."""
-    if type(value) is str:   # nearly every key and value: no further checks
+    if type(value) is str:  # nearly every key and value: no further checks
         return value
     if isinstance(value, bytes):
         return value.decode(_SDK_READING)

@@ -21,6 +21,7 @@ In the web's gevent workers a thread is a greenlet of one hub, and a system call
 that blocks (an fsync above all) would stop every connection of the process: the
 spool's writes, fsyncs and reads run in gevent's pool of real threads (`_blocking`).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -43,9 +44,9 @@ from store.records import new_id
 log = logging.getLogger(__name__)
 
 SUFFIX = ".spool"
-DEAD_LETTERS = "dead-letters.jsonl"   # not a SUFFIX file: never replayed
+DEAD_LETTERS = "dead-letters.jsonl"  # not a SUFFIX file: never replayed
 REPLAY_INTERVAL_S = 1.0
-READ_CHUNK = 1 << 20   # bytes of whole lines read at a time while replaying or counting
+READ_CHUNK = 1 << 20  # bytes of whole lines read at a time while replaying or counting
 
 T = TypeVar("T")
 
@@ -53,10 +54,11 @@ T = TypeVar("T")
 @dataclass
 class _Held:
     """A spool file whose lock this process holds."""
+
     fd: int
-    size: int = 0             # bytes this process wrote to it (its own file)
-    written: int = 0          # entries this process wrote to it
-    replayed: int = 0         # bytes from its start applied to Redis (or dead-lettered)
+    size: int = 0  # bytes this process wrote to it (its own file)
+    written: int = 0  # entries this process wrote to it
+    replayed: int = 0  # bytes from its start applied to Redis (or dead-lettered)
     replayed_entries: int = 0
 
 
@@ -65,6 +67,7 @@ class _Counted:
     """Whole lines seen in a file this process does not write, up to `offset`: spool files
     only grow (and the dead letters, until a person empties them), so a count reads only
     what was appended since the last one."""
+
     offset: int = 0
     lines: int = 0
 
@@ -72,9 +75,9 @@ class _Counted:
 class Spool:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
-        self._lock = threading.Lock()          # appends, adopting and deleting files
-        self._count_lock = threading.Lock()    # _counted
-        self._writing: Path | None = None      # the file this process appends to
+        self._lock = threading.Lock()  # appends, adopting and deleting files
+        self._count_lock = threading.Lock()  # _counted
+        self._writing: Path | None = None  # the file this process appends to
         self._held: dict[Path, _Held] = {}
         self._counted: dict[Path, _Counted] = {}
         self._pid = os.getpid()
@@ -138,16 +141,16 @@ class Spool:
         while True:
             lines = _blocking(_whole_lines, held.fd, held.replayed)
             for line in lines:
-                applied += self._replay_line(path, line, apply)   # an outage stops here: tried again
+                applied += self._replay_line(path, line, apply)  # an outage stops here: tried again
                 held.replayed += len(line)
                 held.replayed_entries += 1
             if lines:
                 continue
             with self._lock:
                 if path == self._writing and held.size > held.replayed:
-                    continue   # appended while this replay ran
+                    continue  # appended while this replay ran
                 torn = _blocking(os.fstat, held.fd).st_size - held.replayed if path != self._writing else 0
-                if torn:   # a write cut short (a crash, a failed write): never acknowledged
+                if torn:  # a write cut short (a crash, a failed write): never acknowledged
                     log.warning("spool %s: skipping a torn entry of %d bytes", path.name, torn)
                 self._finish(path)
             return applied
@@ -162,11 +165,19 @@ class Spool:
             return 1
         except OUTAGE:
             raise
-        except Exception as exc:   # this entry alone: keep it aside and go on with the rest
-            log.error("spool %s: an entry could not be replayed (%s: %s); kept in %s",
-                      path.name, type(exc).__name__, exc, DEAD_LETTERS)
-            record = {"spool_file": path.name, "error": f"{type(exc).__name__}: {exc}",
-                      "entry": line.decode("utf-8", "replace").rstrip("\n")}
+        except Exception as exc:  # this entry alone: keep it aside and go on with the rest
+            log.error(
+                "spool %s: an entry could not be replayed (%s: %s); kept in %s",
+                path.name,
+                type(exc).__name__,
+                exc,
+                DEAD_LETTERS,
+            )
+            record = {
+                "spool_file": path.name,
+                "error": f"{type(exc).__name__}: {exc}",
+                "entry": line.decode("utf-8", "replace").rstrip("\n"),
+            }
             self._dead_letter((json.dumps(record, separators=(",", ":")) + "\n").encode())
             return 0
 
@@ -181,7 +192,7 @@ class Spool:
 
     def _create(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{new_id()}{SUFFIX}"   # time-ordered names: replayed oldest first
+        path = self.directory / f"{new_id()}{SUFFIX}"  # time-ordered names: replayed oldest first
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._held[path] = _Held(fd)
@@ -197,7 +208,7 @@ class Spool:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:   # not replayed and deleted meanwhile
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not replayed and deleted meanwhile
                 self._held[path] = _Held(fd)
                 return
         except (BlockingIOError, FileNotFoundError):
@@ -221,7 +232,7 @@ class Spool:
         except FileNotFoundError:
             return 0
         try:
-            if _blocking(os.fstat, fd).st_size < counted.offset:   # emptied by hand (the dead letters)
+            if _blocking(os.fstat, fd).st_size < counted.offset:  # emptied by hand (the dead letters)
                 counted = self._counted[path] = _Counted()
             while lines := _blocking(_whole_lines, fd, counted.offset):
                 counted.offset += sum(map(len, lines))
@@ -254,7 +265,7 @@ def _blocking(call: Callable[..., T], *args: Any) -> T:
 def _write_durably(fd: int, line: bytes) -> None:
     view = memoryview(line)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     os.fsync(fd)
 
 
@@ -267,7 +278,7 @@ def _whole_lines(fd: int, offset: int) -> list[bytes]:
         end = data.rfind(b"\n") + 1
         if end or len(data) < size:
             return data[:end].splitlines(keepends=True)
-        size *= 2   # one line longer than the chunk
+        size *= 2  # one line longer than the chunk
 
 
 def _sync_directory(directory: Path) -> None:
@@ -282,13 +293,14 @@ class SpoolReplayer(threading.Thread):
     """Replays the spool into Redis every `interval` seconds while it holds entries, until
     Redis takes them. Plain blocking calls only, so it runs as well under gevent as under threads."""
 
-    def __init__(self, spool: Spool, apply: Callable[[dict[str, Any]], str],
-                 interval: float = REPLAY_INTERVAL_S) -> None:
+    def __init__(
+        self, spool: Spool, apply: Callable[[dict[str, Any]], str], interval: float = REPLAY_INTERVAL_S
+    ) -> None:
         super().__init__(name="spool-replayer", daemon=True)
         self.spool, self.apply, self.interval = spool, apply, interval
 
     def run(self) -> None:
-        waiting = False   # for Redis: said once per outage, then at debug level
+        waiting = False  # for Redis: said once per outage, then at debug level
         while True:
             time.sleep(self.interval)
             if not self.spool.has_entries():
@@ -296,8 +308,9 @@ class SpoolReplayer(threading.Thread):
             try:
                 applied = self.spool.replay(self.apply)
             except OUTAGE as exc:
-                log.log(logging.DEBUG if waiting else logging.INFO,
-                        "spool replay waits for Redis (%s)", type(exc).__name__)
+                log.log(
+                    logging.DEBUG if waiting else logging.INFO, "spool replay waits for Redis (%s)", type(exc).__name__
+                )
                 waiting = True
                 continue
             except Exception:

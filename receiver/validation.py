@@ -3,6 +3,7 @@
 Each limit is stated here once; the OpenAPI document (receiver/openapi.py) is generated
 from these models and constants, so the contract and the checks cannot drift apart.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,14 @@ from receiver.errors import BadRequest
 from store.records import STATUSES
 
 METHODS = ("GET", "POST", "DELETE")
-QUERY_METHODS = ("GET", "DELETE")          # these send params in the query string
+QUERY_METHODS = ("GET", "DELETE")  # these send params in the query string
 RESERVED_PARAMS = ("callback_url", "callback_method")
-MAX_WAIT = 60                              # seconds ?wait may hold an answer
-PAGE_SIZE = 20                             # the largest (and default) page of a list
-MAX_QUERY_INT = 999_999_999                # the largest integer a query argument may carry
-LIST_ARGS = ("limit", "offset", "status")   # the query parameters of GET /v1/requests
-WAIT_ARGS = ("wait",)                      # ... of reading one request or result
-MAX_IDEMPOTENCY_KEY = 255                  # characters
+MAX_WAIT = 60  # seconds ?wait may hold an answer
+PAGE_SIZE = 20  # the largest (and default) page of a list
+MAX_QUERY_INT = 999_999_999  # the largest integer a query argument may carry
+LIST_ARGS = ("limit", "offset", "status")  # the query parameters of GET /v1/requests
+WAIT_ARGS = ("wait",)  # ... of reading one request or result
+MAX_IDEMPOTENCY_KEY = 255  # characters
 
 PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.~]+$")
 REQUEST_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -48,26 +49,62 @@ def any_case(words: tuple[str, ...]) -> str:
 
 
 class SubmissionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "if": {"properties": {"method": {"pattern": any_case(QUERY_METHODS)}}},
-        "then": {"properties": {"params": {"additionalProperties": {
-            "anyOf": [QUERY_SCALAR, {"type": "array", "items": QUERY_SCALAR}]}}}}})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"method": {"pattern": any_case(QUERY_METHODS)}}},
+            "then": {
+                "properties": {
+                    "params": {
+                        "additionalProperties": {"anyOf": [QUERY_SCALAR, {"type": "array", "items": QUERY_SCALAR}]}
+                    }
+                }
+            },
+        },
+    )
 
-    method: Annotated[str, WithJsonSchema({
-        "type": "string", "pattern": any_case(METHODS), "description": "GET, POST or DELETE, any letter case"})]
-    path: Annotated[str, WithJsonSchema({
-        "type": "string", "pattern": PATH_PATTERN,
-        "description": "relative to Account/{auth_id}/, e.g. Call/; no scheme, host, leading /, . or .."})]
-    params: dict[str, Any] = Field(default_factory=dict, json_schema_extra={
-        "propertyNames": {"not": {"enum": list(RESERVED_PARAMS)}},
-        "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)"})
-    callback_method: Annotated[CallbackMethod | None, WithJsonSchema({
-        "anyOf": [{"type": "string", "pattern": any_case(CALLBACK_METHODS)}, {"type": "null"}],
-        "description": "POST or GET, any letter case; null or absent: CALLBACK_METHOD"})] = None
+    method: Annotated[
+        str,
+        WithJsonSchema(
+            {"type": "string", "pattern": any_case(METHODS), "description": "GET, POST or DELETE, any letter case"}
+        ),
+    ]
+    path: Annotated[
+        str,
+        WithJsonSchema(
+            {
+                "type": "string",
+                "pattern": PATH_PATTERN,
+                "description": "relative to Account/{auth_id}/, e.g. Call/; no scheme, host, leading /, . or ..",
+            }
+        ),
+    ]
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"not": {"enum": list(RESERVED_PARAMS)}},
+            "description": "POST: the JSON body; GET and DELETE: the query string (scalars and lists of them)",
+        },
+    )
+    callback_method: Annotated[
+        CallbackMethod | None,
+        WithJsonSchema(
+            {
+                "anyOf": [{"type": "string", "pattern": any_case(CALLBACK_METHODS)}, {"type": "null"}],
+                "description": "POST or GET, any letter case; null or absent: CALLBACK_METHOD",
+            }
+        ),
+    ] = None
     callback_timeout: int | None = Field(default=None, ge=1, description="seconds; at most MAX_CALLBACK_TIMEOUT")
-    notify_url: str | None = Field(default=None, min_length=1, max_length=MAX_URL, description=(
-        "http(s) URL on a host in NOTIFY_HOSTS; the record is POSTed there, signed per Standard Webhooks, "
-        "when the request finishes"))
+    notify_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_URL,
+        description=(
+            "http(s) URL on a host in NOTIFY_HOSTS; the record is POSTed there, signed per Standard Webhooks, "
+            "when the request finishes"
+        ),
+    )
 
     @field_validator("method")
     @classmethod
@@ -117,8 +154,10 @@ class SubmissionIn(BaseModel):
             for name, value in self.params.items():
                 items = value if isinstance(value, list) else [value]
                 if not all(isinstance(v, (str, int, float, bool)) for v in items):
-                    raise ValueError(f"params.{name}: a {self.method} request sends params in the "
-                                     "query string; use text, numbers, booleans or lists of them")
+                    raise ValueError(
+                        f"params.{name}: a {self.method} request sends params in the "
+                        "query string; use text, numbers, booleans or lists of them"
+                    )
         return self
 
 

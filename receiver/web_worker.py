@@ -30,6 +30,7 @@ against gunicorn 27.0.1, and relies on:
 
 tests/contracts/test_gunicorn_contract.py checks each of these against the installed gunicorn.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,9 @@ import gevent.monkey
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
-BUSY_KEEPALIVE = 5       # seconds an idle connection is kept while the worker's connections run short
-STOPPING_KEEPALIVE = 1   # seconds a connection waits for a request once the worker is stopping
-CALLBACK_PATHS = "/callbacks/"   # a connection that carried a request here is a webhook sender's
+BUSY_KEEPALIVE = 5  # seconds an idle connection is kept while the worker's connections run short
+STOPPING_KEEPALIVE = 1  # seconds a connection waits for a request once the worker is stopping
+CALLBACK_PATHS = "/callbacks/"  # a connection that carried a request here is a webhook sender's
 
 
 def _readable(client: socket.socket) -> bool:
@@ -53,7 +54,7 @@ def _readable(client: socket.socket) -> bool:
     this runs)."""
     fd = client.fileno()
     if fd < 0:
-        return True   # closed already: nothing to end
+        return True  # closed already: nothing to end
     poller = gevent.monkey.get_original("select", "poll")()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
@@ -77,7 +78,7 @@ class OneWrite:
         if self.held:
             data, self.held = self.held + data, b""
         elif data[:5] == b"HTTP/" and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n":
-            self.held = data   # a final answer's header block (a 1xx one goes at once): wait for the body
+            self.held = data  # a final answer's header block (a 1xx one goes at once): wait for the body
             return
         self.sock.sendall(data)
 
@@ -87,7 +88,7 @@ class OneWrite:
             self.sock.sendall(data)
 
     def __getattr__(self, name: str) -> Any:
-        self.flush()   # send, sendfile, shutdown, close...: the waiting header block goes first
+        self.flush()  # send, sendfile, shutdown, close...: the waiting header block goes first
         return getattr(self.sock, name)
 
 
@@ -103,7 +104,7 @@ class SettledConfig:
         object.__setattr__(self, "_config", config)
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._config, name)   # AttributeError as gunicorn's own, for getattr(cfg, x, default)
+        value = getattr(self._config, name)  # AttributeError as gunicorn's own, for getattr(cfg, x, default)
         self.__dict__[name] = value
         return value
 
@@ -149,8 +150,13 @@ class IdleWait:
 
     __slots__ = ("client", "greenlet", "idle", "others", "reads", "timeout")
 
-    def __init__(self, idle: dict[gevent.Greenlet, IdleWait], others: dict[gevent.Greenlet, IdleWait],
-                 client: Client | None, seconds: float) -> None:
+    def __init__(
+        self,
+        idle: dict[gevent.Greenlet, IdleWait],
+        others: dict[gevent.Greenlet, IdleWait],
+        client: Client | None,
+        seconds: float,
+    ) -> None:
         self.idle, self.others, self.client = idle, others, client
         self.greenlet = gevent.getcurrent()
         self.reads = client.reads if client is not None else 0
@@ -179,8 +185,10 @@ def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: st
     header past its limit, a malformed request), as JSON like every answer of Answerback's
     (`{"error": ...}`) instead of gunicorn's HTML page."""
     body = json.dumps({"error": f"{reason}: {mesg}" if mesg else reason}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
@@ -216,11 +224,11 @@ class WebWorker(GeventWorker):
         self.cfg: Any = SettledConfig(self.cfg)
 
     def init_process(self) -> None:
-        self.clients: dict[gevent.Greenlet, Client] = {}        # connection -> its socket
-        self.idle: dict[gevent.Greenlet, IdleWait] = {}         # connection -> its wait for a next request
+        self.clients: dict[gevent.Greenlet, Client] = {}  # connection -> its socket
+        self.idle: dict[gevent.Greenlet, IdleWait] = {}  # connection -> its wait for a next request
         self.idle_others: dict[gevent.Greenlet, IdleWait] = {}  # those of connections that never carried a callback
-        self.serving: dict[gevent.Greenlet, Any] = {}           # connection -> the request it answers
-        self.leaving: set[gevent.Greenlet] = set()              # connections being closed to make room
+        self.serving: dict[gevent.Greenlet, Any] = {}  # connection -> the request it answers
+        self.leaving: set[gevent.Greenlet] = set()  # connections being closed to make room
         json_error_pages()
         super().init_process()
 
@@ -245,7 +253,7 @@ class WebWorker(GeventWorker):
             return super().handle_request(listener_name, req, out, addr)
         finally:
             self.serving.pop(current, None)
-            out.flush()   # a header block still waiting (an answer without a body)
+            out.flush()  # a header block still waiting (an answer without a body)
 
     def timeout_ctx(self) -> IdleWait:
         """Around every wait for a connection's next request (the first one too)."""
@@ -276,7 +284,7 @@ class WebWorker(GeventWorker):
             for greenlet in services.shed_waiters(wanted - made):
                 req = self.serving.get(greenlet)
                 if req is not None:
-                    req.must_close = True   # its answer says Connection: close, and the connection closes
+                    req.must_close = True  # its answer says Connection: close, and the connection closes
                     self.leaving.add(greenlet)
                     made += 1
         return made
@@ -284,7 +292,7 @@ class WebWorker(GeventWorker):
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         for req in list(self.serving.values()):
-            req.must_close = True   # its answer says Connection: close, so no client sends on it again
+            req.must_close = True  # its answer says Connection: close, so no client sends on it again
         gevent.spawn(self.release_waiters)
         gevent.spawn(self.close_idle_connections)
 
@@ -298,7 +306,7 @@ class WebWorker(GeventWorker):
     def _end_idle_wait(self, greenlet: gevent.Greenlet, wait: IdleWait) -> None:
         if self.idle.get(greenlet) is not wait or wait.arriving():
             self.leaving.discard(greenlet)
-            return   # being served now, or its next request (or the client's close) is arriving
+            return  # being served now, or its next request (or the client's close) is arriving
         greenlet.throw(wait.timeout)
 
     def release_waiters(self) -> None:
@@ -307,5 +315,5 @@ class WebWorker(GeventWorker):
             services.release_waiters()
 
     def _services(self) -> Any:
-        app = getattr(self, "wsgi", None)   # none before the app loaded
+        app = getattr(self, "wsgi", None)  # none before the app loaded
         return getattr(app, "extensions", {}).get("answerback")

@@ -1,4 +1,5 @@
 """`python -m sandbox [--bind HOST:PORT]`: run the sandbox under gunicorn with its own config."""
+
 from __future__ import annotations
 
 import argparse

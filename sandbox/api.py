@@ -1,4 +1,5 @@
 """The simulated Plivo API under /v1/Account/{auth_id}/: authenticate, maybe misbehave, act, answer."""
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,9 @@ def _arguments(visit: Visit) -> dict[str, Any]:
     return visit.json
 
 
-def _asynchronous(simulator: Simulator, visit: Visit, path: ResourcePath, reply: Reply,
-                  target: CallbackTarget) -> tuple[Reply, Callable[[], None]]:
+def _asynchronous(
+    simulator: Simulator, visit: Visit, path: ResourcePath, reply: Reply, target: CallbackTarget
+) -> tuple[Reply, Callable[[], None]]:
     """The immediate answer, and how to send the callback carrying what a synchronous caller would get."""
     body = reply.body or {"api_id": new_api_id(), "message": "deleted"}
     plan = DeliveryPlan.from_faults(_roll(simulator, CALLBACK_FAULTS, visit, path), simulator.config.callback_delay)
@@ -79,8 +81,9 @@ def _asynchronous(simulator: Simulator, visit: Visit, path: ResourcePath, reply:
     return spawned, partial(simulator.courier.dispatch, Callback(target, body), plan)
 
 
-def _roll(simulator: Simulator, names: tuple[str, ...], visit: Visit, path: ResourcePath,
-          keep: bool = True) -> dict[str, Fault]:
+def _roll(
+    simulator: Simulator, names: tuple[str, ...], visit: Visit, path: ResourcePath, keep: bool = True
+) -> dict[str, Fault]:
     fired = simulator.faults.roll(names, visit.method, path.key)
     if keep:
         visit.faults.extend(fired)

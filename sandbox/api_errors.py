@@ -1,4 +1,5 @@
 """The one place that turns failures into Plivo-style JSON error answers."""
+
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify

@@ -1,4 +1,5 @@
 """The sandbox's Flask application: the simulated Plivo API plus its /_sandbox/ controls."""
+
 from __future__ import annotations
 
 from typing import cast
@@ -17,7 +18,7 @@ def create_app(config: Config | None = None) -> Flask:
     config = config or Config.from_env()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    cast(DefaultJSONProvider, app.json).sort_keys = False   # Flask's default provider; typed as its base
+    cast(DefaultJSONProvider, app.json).sort_keys = False  # Flask's default provider; typed as its base
     app.extensions[EXTENSION] = Simulator.build(config)
     api_errors.init_app(app)
     app.register_blueprint(api.bp)

@@ -1,4 +1,5 @@
 """HTTP Basic authentication against the one account the sandbox simulates."""
+
 from __future__ import annotations
 
 from hmac import compare_digest
@@ -14,6 +15,4 @@ def has_valid_credentials(authorization: Authorization | None, config: Config) -
         return False
     username = (authorization.username or "").encode()
     password = (authorization.password or "").encode()
-    return compare_digest(username, config.auth_id.encode()) & compare_digest(
-        password, config.auth_token.encode()
-    )
+    return compare_digest(username, config.auth_id.encode()) & compare_digest(password, config.auth_token.encode())

@@ -7,6 +7,7 @@ text, so nested values are flattened: `meta.limit=20`, a list of scalars
 becomes repeated keys, list items that are objects get their index
 (`objects.0.id`), true/false stay `true`/`false` and null becomes empty.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,11 @@ def flatten(value: Any, prefix: str = "") -> Fields:
     if isinstance(value, dict):
         return [pair for key, item in value.items() for pair in flatten(item, _join(prefix, key))]
     if isinstance(value, list):
-        return [pair for index, item in enumerate(value)
-                for pair in flatten(item, _join(prefix, str(index)) if _nested(item) else prefix)]
+        return [
+            pair
+            for index, item in enumerate(value)
+            for pair in flatten(item, _join(prefix, str(index)) if _nested(item) else prefix)
+        ]
     return [(prefix, _text(value))]
 
 

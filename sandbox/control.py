@@ -1,4 +1,5 @@
 """The sandbox's own switches and observations under /_sandbox/ (no auth: a test tool)."""
+
 from __future__ import annotations
 
 from typing import Any

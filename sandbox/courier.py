@@ -18,6 +18,7 @@ libcurl's 118 s (CURLOPT_MAXAGE_CONN's default), below web's 120 s keep-alive.
 The URL goes out as `callback.as_sent` wrote it (and signed it): libcurl sends it as
 given (dot segments too, CURLOPT_PATH_AS_IS).
 """
+
 from __future__ import annotations
 
 import io
@@ -41,13 +42,17 @@ log = logging.getLogger(__name__)
 THREADS = 16
 USER_AGENT = "PlivoSandbox/1.0 (Answerback)"
 # libcurl's error codes by name, for the stats (pycurl.E_COULDNT_CONNECT is 7)
-CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
-               if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)}
+CURL_ERRORS = {
+    value: name[2:]
+    for name, value in vars(pycurl).items()
+    if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)
+}
 
 
 @dataclass(frozen=True)
 class Timeouts:
     """Seconds to connect, and to wait for the answer once connected."""
+
     connect: float
     read: float
 
@@ -123,7 +128,7 @@ class Courier:
         curl = getattr(self._handles, "curl", None)
         if curl is None:
             curl = self._handles.curl = pycurl.Curl()
-        curl.reset()   # options only: the handle keeps its connection
+        curl.reset()  # options only: the handle keeps its connection
         curl.setopt(pycurl.URL, request.url)
         curl.setopt(pycurl.PATH_AS_IS, 1)
         curl.setopt(pycurl.NOSIGNAL, 1)
@@ -137,8 +142,8 @@ class Courier:
             content = request.content or b""
             curl.setopt(pycurl.POST, 1)
             curl.setopt(pycurl.POSTFIELDSIZE, len(content))
-            curl.setopt(pycurl.READFUNCTION, io.BytesIO(content).read)   # no seek function: never resent
-        curl.setopt(pycurl.WRITEFUNCTION, len)   # the body is not kept
+            curl.setopt(pycurl.READFUNCTION, io.BytesIO(content).read)  # no seek function: never resent
+        curl.setopt(pycurl.WRITEFUNCTION, len)  # the body is not kept
         try:
             curl.perform()
         except pycurl.error as exc:

@@ -6,6 +6,7 @@ Every fault has a `rate` (probability 0..1, default 0 = off) and optional
 The settings are an immutable snapshot swapped under a lock, so rolling the dice
 on the request path takes no lock at all.
 """
+
 from __future__ import annotations
 
 import random
@@ -41,7 +42,7 @@ class Fault:
     rate: float = 0.0
     paths: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
-    times: int | None = None   # fire at most this many more times (None: no end)
+    times: int | None = None  # fire at most this many more times (None: no end)
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def fires(self, method: str, path: str) -> bool:
@@ -65,10 +66,12 @@ class Fault:
         unknown = set(change) - set(COMMON_FIELDS) - set(FAULT_OPTIONS[name])
         if unknown:
             raise BadRequest(f"{name} has no setting {sorted(unknown)[0]!r}")
-        common: dict[str, Any] = {key: _VALIDATORS[key](f"{name}.{key}", change[key])
-                                  for key in COMMON_FIELDS if key in change}
-        options = {key: _VALIDATORS[key](f"{name}.{key}", value)
-                   for key, value in change.items() if key not in COMMON_FIELDS}
+        common: dict[str, Any] = {
+            key: _VALIDATORS[key](f"{name}.{key}", change[key]) for key in COMMON_FIELDS if key in change
+        }
+        options = {
+            key: _VALIDATORS[key](f"{name}.{key}", value) for key, value in change.items() if key not in COMMON_FIELDS
+        }
         return replace(self, **common, options={**self.options, **options})
 
     def to_json(self) -> dict[str, Any]:
@@ -109,8 +112,9 @@ class FaultBoard:
     def roll(self, names: Iterable[str], method: str, path: str) -> dict[str, Fault]:
         """The faults among `names` that fire for this request."""
         faults = self._faults
-        return {name: faults[name] for name in names
-                if faults[name].fires(method, path) and self._use(name, faults[name])}
+        return {
+            name: faults[name] for name in names if faults[name].fires(method, path) and self._use(name, faults[name])
+        }
 
     def _use(self, name: str, fault: Fault) -> bool:
         """A fault limited by `times` fires only while it has times left."""

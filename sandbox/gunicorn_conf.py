@@ -3,6 +3,7 @@
 Threads (gthread) give concurrency instead; slow_answer sleeps and early callbacks
 hold a thread each, hence many of them.
 """
+
 import sys
 from pathlib import Path
 

@@ -3,6 +3,7 @@
 Objects are never mutated in place (an update stores a new dict), so a reader
 can serialise what it got after the lock is released.
 """
+
 from __future__ import annotations
 
 import threading

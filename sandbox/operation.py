@@ -3,6 +3,7 @@
 Generic on purpose: any collection accepts any JSON object; only `Call/` and
 `Message/` word their creation answers the way Plivo does.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """The sandbox's settings: read once from the environment, every default documented here."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Plivo's offset pagination: `limit` 1..20 (default 20), `offset` counted in objects."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """What the simulated API answers: a status, a JSON body (or none) and extra headers."""
+
 from __future__ import annotations
 
 import uuid

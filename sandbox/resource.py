@@ -5,6 +5,7 @@ Plivo's paths alternate collection and object: `Call/` is a collection,
 number of segments names a collection and an even number an object; the empty
 path is the account itself.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

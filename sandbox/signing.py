@@ -3,6 +3,7 @@
 Using the SDK here (and not the project's own verifier) makes the sandbox an
 independent reference signer: a receiver that verifies these agrees with Plivo's SDK.
 """
+
 from __future__ import annotations
 
 import secrets

@@ -1,4 +1,5 @@
 """The parts of one running sandbox, built once per process and shared by its views."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

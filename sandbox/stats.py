@@ -1,4 +1,5 @@
 """Counters and the request log that tests read to see what the sandbox went through."""
+
 from __future__ import annotations
 
 import threading
@@ -57,12 +58,14 @@ class Stats:
         with self._lock:
             self._callbacks["retries"] += 1
 
-    def callback_finished(self, status: int | None, error: str | None, rid: str | None = None,
-                          api_id: str | None = None) -> None:
+    def callback_finished(
+        self, status: int | None, error: str | None, rid: str | None = None, api_id: str | None = None
+    ) -> None:
         """A delivery is over: answered (any status) or given up with a transport error."""
         with self._lock:
-            self._deliveries.append({"time": time.time(), "rid": rid, "api_id": api_id,
-                                     "status": status, "error": error})
+            self._deliveries.append(
+                {"time": time.time(), "rid": rid, "api_id": api_id, "status": status, "error": error}
+            )
             self._pending -= 1
             self._callbacks["delivered" if status is not None and 200 <= status < 300 else "failed"] += 1
             if status is not None:

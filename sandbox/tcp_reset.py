@@ -1,4 +1,5 @@
 """Abort a client's connection with a TCP reset instead of any HTTP answer."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 At hundreds of callbacks per second with delays of seconds, a sleeping thread
 per callback would mean thousands of threads; one timer hands each due item on.
 """
+
 from __future__ import annotations
 
 import heapq

@@ -1,4 +1,5 @@
 """One received API request, as the request log and the counters remember it."""
+
 from __future__ import annotations
 
 import time

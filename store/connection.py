@@ -2,6 +2,7 @@
 without TLS, with timeouts and retries set for a service. The parser and connection classes
 it gives redis-py are in store/redis_internals.py, with everything else that relies on
 redis-py's internals."""
+
 from __future__ import annotations
 
 import time
@@ -37,8 +38,8 @@ T = TypeVar("T")
 # Sentinel's MasterNotFoundError is a ConnectionError too: see store/redis_internals.py.)
 OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
 
-SENTINEL_TIMEOUT_S = 0.5   # the Sentinels get only these (not the data timeouts): keep asking short
-SENTINEL_CONNECTIONS = 2   # to each Sentinel, of one client (lookups of the primary queue for them)
+SENTINEL_TIMEOUT_S = 0.5  # the Sentinels get only these (not the data timeouts): keep asking short
+SENTINEL_CONNECTIONS = 2  # to each Sentinel, of one client (lookups of the primary queue for them)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RedisTarget:
     """Where Redis is: a URL, or Sentinels naming the primary (the URL then gives only the
     database, credentials and scheme). TLS with `rediss://`. The URL may carry a password, so
     the repr shows it without one."""
+
     url: str = field(repr=False)
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str = "mymaster"
@@ -75,12 +77,24 @@ class RedisTarget:
 
 def redis_target(settings: Settings) -> RedisTarget:
     """Where the settings say Redis is."""
-    return RedisTarget(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
-                       settings.redis_tls_ca_file, settings.redis_tls_insecure)
+    return RedisTarget(
+        settings.redis_url,
+        settings.redis_sentinels,
+        settings.redis_sentinel_master,
+        settings.redis_tls_ca_file,
+        settings.redis_tls_insecure,
+    )
 
 
-def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_timeout: float = 5,
-            retries: int = 2, max_connections: int | None = None, queue_timeout: float = 5) -> Redis:
+def connect(
+    target: str | RedisTarget,
+    *,
+    decode_responses: bool = True,
+    socket_timeout: float = 5,
+    retries: int = 2,
+    max_connections: int | None = None,
+    queue_timeout: float = 5,
+) -> Redis:
     """A client that fails fast when Redis is away and reconnects (and, with Sentinel, finds
     the new primary) by itself. `retries=0` for callers that budget their own retries in time:
     with Sentinel, reconnecting retries inside the command's retries, so attempts multiply.
@@ -88,29 +102,43 @@ def connect(target: str | RedisTarget, *, decode_responses: bool = True, socket_
     seconds) rather than open more: thousands of greenlets must not open thousands of connections
     (with Sentinel too: BlockingSentinelPool)."""
     target = RedisTarget(target) if isinstance(target, str) else target
-    options = dict(decode_responses=decode_responses, socket_timeout=socket_timeout,
-                   socket_connect_timeout=min(2.0, socket_timeout), health_check_interval=30,
-                   retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries), parser_class=Parser,
-                   **target.tls_options())
+    options = dict(
+        decode_responses=decode_responses,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(2.0, socket_timeout),
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
+        parser_class=Parser,
+        **target.tls_options(),
+    )
     if not target.sentinels:
         options["connection_class"] = PrimarySSLConnection if target.tls else PrimaryConnection
         if max_connections is None:
             return Redis.from_url(target.url, **options)
-        pool = BlockingConnectionPool.from_url(target.url, max_connections=max_connections,
-                                               timeout=queue_timeout, **options)
+        pool = BlockingConnectionPool.from_url(
+            target.url, max_connections=max_connections, timeout=queue_timeout, **options
+        )
         return Redis(connection_pool=pool)
-    url_options = {k: v for k, v in parse_url(target.url).items()
-                   if k in ("db", "username", "password") or k.startswith("ssl_")}
+    url_options = {
+        k: v for k, v in parse_url(target.url).items() if k in ("db", "username", "password") or k.startswith("ssl_")
+    }
     sentinel_options = dict(socket_timeout=SENTINEL_TIMEOUT_S, socket_connect_timeout=SENTINEL_TIMEOUT_S)
     if target.tls:
         sentinel_options.update(ssl=True, **target.tls_options())
-    sentinel = bounded_lookups(Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options),
-                               SENTINEL_CONNECTIONS, queue_timeout=2)
+    sentinel = bounded_lookups(
+        Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options), SENTINEL_CONNECTIONS, queue_timeout=2
+    )
     if max_connections is not None:
-        options.update(connection_pool_class=BlockingSentinelPool, max_connections=max_connections,
-                       queue_timeout=queue_timeout)
-    return sentinel.master_for(target.master, ssl=target.tls, **url_options, **options,
-                               connection_class=SentinelPrimarySSLConnection if target.tls else SentinelPrimaryConnection)
+        options.update(
+            connection_pool_class=BlockingSentinelPool, max_connections=max_connections, queue_timeout=queue_timeout
+        )
+    return sentinel.master_for(
+        target.master,
+        ssl=target.tls,
+        **url_options,
+        **options,
+        connection_class=SentinelPrimarySSLConnection if target.tls else SentinelPrimaryConnection,
+    )
 
 
 def connect_rq(target: str | RedisTarget, max_connections: int | None = None) -> Redis:

@@ -1,4 +1,5 @@
 """The web side's store for callback deliveries: keep, then match."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,15 +13,21 @@ from store import keys
 from store.connection import now_ms
 from store.scripts import Scripts
 
-OUTCOMES = ("matched", "early", "duplicate", "late")   # what match_callback.lua answers
-SPOOLED = "spooled"   # the webhook's answer for a delivery kept in the local spool while Redis was away
+OUTCOMES = ("matched", "early", "duplicate", "late")  # what match_callback.lua answers
+SPOOLED = "spooled"  # the webhook's answer for a delivery kept in the local spool while Redis was away
 
 
 class Deliveries:
     """Callback deliveries, matched to their request in one atomic step."""
 
-    def __init__(self, redis: Redis, result_ttl: int, orphan_ttl: int, replay_window_s: int = Settings.replay_window,
-                 min_replicas: int = 0) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        result_ttl: int,
+        orphan_ttl: int,
+        replay_window_s: int = Settings.replay_window,
+        min_replicas: int = 0,
+    ) -> None:
         self.redis = redis
         self.min_replicas = min_replicas
         self.result_ttl = result_ttl
@@ -28,8 +35,9 @@ class Deliveries:
         self.replay_window_ms = replay_window_s * 1000
         self.scripts = Scripts(redis)
 
-    def store(self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "",
-              received_at: int = 0) -> str:
+    def store(
+        self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "", received_at: int = 0
+    ) -> str:
         """Keep one delivery and answer its outcome: matched, early, duplicate or late.
         `nonce`: the signature nonce of a signed delivery, remembered against replays.
         `received_at` (ms): when it arrived, for one replayed from the spool.
@@ -38,14 +46,26 @@ class Deliveries:
         now = received_at or now_ms()
         canonical = json.dumps(body, separators=(",", ":"), sort_keys=True)
         digest = short_digest(f"{api_id}\n{canonical}")
-        delivery = json.dumps({"received_at": now, "method": method, "api_id": api_id, "body": body},
-                              separators=(",", ":"))
+        delivery = json.dumps(
+            {"received_at": now, "method": method, "api_id": api_id, "body": body}, separators=(",", ":")
+        )
         nonce_key = keys.nonce(short_digest(nonce)) if nonce else ""
-        args = (rid, api_id, delivery, canonical, digest, now, self.result_ttl, self.orphan_ttl, nonce_key,
-                self.replay_window_ms, method)
+        args = (
+            rid,
+            api_id,
+            delivery,
+            canonical,
+            digest,
+            now,
+            self.result_ttl,
+            self.orphan_ttl,
+            nonce_key,
+            self.replay_window_ms,
+            method,
+        )
         if self.min_replicas:
             return cast(str, self.scripts.replicated(self.min_replicas, "match_callback", *args))
-        return cast(str, self.scripts.once("match_callback", *args))   # the webhook's hot path
+        return cast(str, self.scripts.once("match_callback", *args))  # the webhook's hot path
 
 
 def short_digest(text: str) -> str:

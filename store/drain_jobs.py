@@ -1,5 +1,6 @@
 """Starting a drain job: an RQ job enqueued by its dotted name, so that web, the sweep and
 drain jobs themselves start one with a queue alone, without importing the worker's code."""
+
 from __future__ import annotations
 
 from rq import Queue
@@ -12,6 +13,12 @@ DRAIN_JOB = "workers.jobs.drain"
 def enqueue_drain_job(queue: Queue, ring_id: str, settings: Settings) -> None:
     """Start the drain job `ring_id`, already registered as a drainer in Redis (the job's
     RQ id is the same, so a second enqueue of one ring id cannot start two)."""
-    queue.enqueue(DRAIN_JOB, ring_id, job_id=ring_id,
-                  job_timeout=settings.drain_seconds + 3 * settings.plivo_timeout + 120,
-                  result_ttl=60, failure_ttl=86400, description="drain the outbox")
+    queue.enqueue(
+        DRAIN_JOB,
+        ring_id,
+        job_id=ring_id,
+        job_timeout=settings.drain_seconds + 3 * settings.plivo_timeout + 120,
+        result_ttl=60,
+        failure_ttl=86400,
+        description="drain the outbox",
+    )

@@ -1,13 +1,14 @@
 """Every Redis key name Answerback uses. The Lua scripts build the same names
 from the prefix they are given (see lua/prelude.lua)."""
+
 from __future__ import annotations
 
 import hashlib
 
 PREFIX = "ab:"
 
-API, CALLS = "api", "calls"           # upstream rate-limit classes: every other API, call creation
-API_CLASSES = (API, CALLS)           # the first is the default
+API, CALLS = "api", "calls"  # upstream rate-limit classes: every other API, call creation
+API_CLASSES = (API, CALLS)  # the first is the default
 
 
 def outbox(api_class: str) -> str:
@@ -15,17 +16,17 @@ def outbox(api_class: str) -> str:
     return f"{PREFIX}outbox:{api_class}"
 
 
-RETRY = PREFIX + "retry"              # zset request id -> when to send again (ms)
-LEASES = PREFIX + "leases"            # zset request id -> lease expiry (ms) while a drain job holds it
-DEADLINES = PREFIX + "deadlines"      # zset request id -> callback deadline (ms)
-PURGE_NEXT = PREFIX + "purge:next"    # the first purge bucket (list ab:purge:{n}) the sweep has not emptied
-DRAINERS = PREFIX + "drainers"        # zset drain job id -> last heartbeat (ms)
-DONE_CHANNEL = PREFIX + "done"        # pub/sub: request ids that reached a final status
-SWEEP_LOCK = PREFIX + "sweep:lock"    # held by the one process sweeping
-METRICS = PREFIX + "metrics"          # hash of counters every process adds to
+RETRY = PREFIX + "retry"  # zset request id -> when to send again (ms)
+LEASES = PREFIX + "leases"  # zset request id -> lease expiry (ms) while a drain job holds it
+DEADLINES = PREFIX + "deadlines"  # zset request id -> callback deadline (ms)
+PURGE_NEXT = PREFIX + "purge:next"  # the first purge bucket (list ab:purge:{n}) the sweep has not emptied
+DRAINERS = PREFIX + "drainers"  # zset drain job id -> last heartbeat (ms)
+DONE_CHANNEL = PREFIX + "done"  # pub/sub: request ids that reached a final status
+SWEEP_LOCK = PREFIX + "sweep:lock"  # held by the one process sweeping
+METRICS = PREFIX + "metrics"  # hash of counters every process adds to
 # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
 NOTIFY_DUE = PREFIX + "notify:pending"
-NOTIFY_HOSTS = PREFIX + "notify:hosts"    # zset host:port -> when a claim looks at its queue next (ms)
+NOTIFY_HOSTS = PREFIX + "notify:hosts"  # zset host:port -> when a claim looks at its queue next (ms)
 # zset as NOTIFY_DUE, left by versions without per-host queues; emptied by claims
 NOTIFY_DUE_UNSPLIT = PREFIX + "notify:due"
 

@@ -12,6 +12,7 @@ exception: they are observed inside the scripts that finish a request (lua/prelu
 A histogram lives in the metrics hash as `h:{histogram}:{label}:{i}` (observations in
 bucket i, not cumulative; i = len(buckets) is +Inf) and `h:{histogram}:{label}:sum`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -29,9 +30,13 @@ from store.connection import now_ms
 
 log = logging.getLogger(__name__)
 
-GAUGES = {"retry_scheduled": keys.RETRY, "in_flight": keys.LEASES,
-          "awaiting_callback": keys.DEADLINES, "drainers": keys.DRAINERS,
-          "notifications_queued": keys.NOTIFY_DUE}
+GAUGES = {
+    "retry_scheduled": keys.RETRY,
+    "in_flight": keys.LEASES,
+    "awaiting_callback": keys.DEADLINES,
+    "drainers": keys.DRAINERS,
+    "notifications_queued": keys.NOTIFY_DUE,
+}
 
 # Upper bounds (seconds) of each histogram's buckets, chosen for what it measures. Redis keeps
 # bucket numbers, not bounds: a change of bounds needs the `h:` fields of the metrics hash deleted.
@@ -41,8 +46,7 @@ HISTOGRAM_BUCKETS = {
     "webhook": (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0),
     # submitted to final status: a synchronous answer in under a second, a callback
     # within minutes, an expiry after callback_timeout (up to a day)
-    "request": (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0,
-                43200.0, 86400.0),
+    "request": (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0, 43200.0, 86400.0),
     # one upstream send attempt: milliseconds to PLIVO_TIMEOUT (10 s by default)
     "upstream": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 }
@@ -57,6 +61,7 @@ def count(redis: Redis, name: str, n: int = 1) -> None:
 @dataclass
 class Histogram:
     """One label value's observations, as read back: per-bucket counts (the last is +Inf) and their sum."""
+
     counts: list[int]
     sum: float
 
@@ -73,15 +78,18 @@ def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int], dict[str, di
         pipe.zcount(keys.NOTIFY_DUE, "-inf", now_ms())
         fields, *sizes, notifications_due = pipe.execute()
     waiting = len(keys.API_CLASSES)
-    gauges = {"outbox": sum(sizes[:waiting]), **dict(zip(GAUGES, sizes[waiting:], strict=True)),
-              "notifications_due": notifications_due}
+    gauges = {
+        "outbox": sum(sizes[:waiting]),
+        **dict(zip(GAUGES, sizes[waiting:], strict=True)),
+        "notifications_due": notifications_due,
+    }
     counters: dict[str, int] = {}
     histograms: dict[str, dict[str, Histogram]] = {name: {} for name in HISTOGRAM_BUCKETS}
     for key, value in fields.items():
         if not key.startswith(HISTOGRAM_PREFIX):
             counters[key] = int(value)
             continue
-        parts = key[len(HISTOGRAM_PREFIX):].split(":")
+        parts = key[len(HISTOGRAM_PREFIX) :].split(":")
         if len(parts) != 3:
             continue
         name, label, slot = parts
@@ -119,7 +127,7 @@ class Observations:
         atexit.register(self.close)
 
     def observe(self, name: str, label: str, seconds: float) -> None:
-        slot = bisect_left(HISTOGRAM_BUCKETS[name], seconds)   # the first bucket whose bound >= seconds
+        slot = bisect_left(HISTOGRAM_BUCKETS[name], seconds)  # the first bucket whose bound >= seconds
         with self._lock:
             key = (name, label, slot)
             self._counts[key] = self._counts.get(key, 0) + 1

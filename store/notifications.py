@@ -7,6 +7,7 @@ one that dies mid-send leaves it to be sent again with the same webhook-id.
 Notifications are queued per host (host:port), so a claim takes hosts in turn
 and skips one without room at the cost of one look, whatever it has queued.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,18 +21,18 @@ from store.connection import now_ms
 from store.records import RequestRecord, webhook_id
 from store.scripts import Scripts
 
-NOTIFY_STATUSES = ("pending", "delivered", "failed")          # of a request's latest notification
+NOTIFY_STATUSES = ("pending", "delivered", "failed")  # of a request's latest notification
 ATTEMPT_OUTCOMES = ("delivered", "retry", "failed", "refused")  # of one attempt (lua/notify_settle.lua)
-KEEP_ATTEMPTS = 100   # newest attempts kept per request
-SPARE_HOSTS = 16      # hosts a claim may find with nothing due after all (lua/notify_claim.lua)
+KEEP_ATTEMPTS = 100  # newest attempts kept per request
+SPARE_HOSTS = 16  # hosts a claim may find with nothing due after all (lua/notify_claim.lua)
 
 
 @dataclass(frozen=True)
 class DueNotification:
     rid: str
     event: str
-    attempts: int      # attempts of this event so far
-    host: str          # host:port, the unit of per-host concurrency
+    attempts: int  # attempts of this event so far
+    host: str  # host:port, the unit of per-host concurrency
     record: RequestRecord
 
     @property
@@ -50,19 +51,28 @@ class Notifications:
         hosts taken in turn, so one host's backlog cannot keep the others waiting."""
         now = now_ms()
         pairs = [v for host, n in room.items() for v in (host, n)]
-        rows = cast("list[list[Any]]", self.scripts("notify_claim", now, now + self.lease_ms, wanted, host_room,
-                                                    SPARE_HOSTS, *pairs))
-        return [DueNotification(rid, event, int(attempts or 0), host,
-                                RequestRecord(dict(zip(fields[::2], fields[1::2], strict=True))))
-                for rid, event, attempts, host, *fields in rows]
+        rows = cast(
+            "list[list[Any]]",
+            self.scripts("notify_claim", now, now + self.lease_ms, wanted, host_room, SPARE_HOSTS, *pairs),
+        )
+        return [
+            DueNotification(
+                rid, event, int(attempts or 0), host, RequestRecord(dict(zip(fields[::2], fields[1::2], strict=True)))
+            )
+            for rid, event, attempts, host, *fields in rows
+        ]
 
-    def settle(self, due: DueNotification, outcome: str, attempt: dict[str, Any], error: str = "",
-               next_due_ms: int = 0) -> bool:
+    def settle(
+        self, due: DueNotification, outcome: str, attempt: dict[str, Any], error: str = "", next_due_ms: int = 0
+    ) -> bool:
         """Record one attempt: delivered, retry (at `next_due_ms`), failed or refused.
         Answers False when a newer event superseded this one (only the log changed)."""
         entry = json.dumps(attempt, separators=(",", ":"))
-        return bool(self.scripts("notify_settle", due.rid, due.event, outcome, now_ms(), next_due_ms,
-                                 entry, error, KEEP_ATTEMPTS))
+        return bool(
+            self.scripts(
+                "notify_settle", due.rid, due.event, outcome, now_ms(), next_due_ms, entry, error, KEEP_ATTEMPTS
+            )
+        )
 
     def again(self, rid: str) -> str:
         """Queue a finished request's notification as a new event: queued, not_finished or no_url."""

@@ -1,4 +1,5 @@
 """The upstream's rate limits, shared in Redis by every worker process on every machine."""
+
 from __future__ import annotations
 
 import time
@@ -26,7 +27,7 @@ class Limit:
 
     @classmethod
     def parse(cls, text: str) -> Limit:
-        """"300/5" is 300 requests in any 5 seconds."""
+        """ "300/5" is 300 requests in any 5 seconds."""
         count, _, window = text.partition("/")
         try:
             limit = cls(int(count), float(window or 1))
@@ -41,8 +42,9 @@ class RateLimiter:
     """At most `limit.count` sends in any `limit.window_s` per account and API class;
     a 429 pauses every worker on that class."""
 
-    def __init__(self, redis: Redis, account: str, limits: dict[str, Limit], margin_s: float = 0.1,
-                 direct: bool = False) -> None:
+    def __init__(
+        self, redis: Redis, account: str, limits: dict[str, Limit], margin_s: float = 0.1, direct: bool = False
+    ) -> None:
         self.redis = redis
         self.account = account
         self.limits = limits

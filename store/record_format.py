@@ -10,15 +10,40 @@ existed: version 0, the fields of version 1 without the tag, read as such. A rec
 newer version than RECORD_VERSION is refused, naming its version, rather than read: this
 code would not know its newer fields and would drop them when it wrote the record back
 (an older process still running during a deployment, or a rollback)."""
+
 from __future__ import annotations
 
 RECORD_VERSION = 1
 
 RECORD_FIELDS = (
-    "tenant", "status", "method", "path", "callback_method", "submitted_at", "timeout",
-    "api_class", "attempts", "sent_at", "api_id", "deadline", "completed_at", "late", "delivery_at",
-    "delivery_method", "params", "response", "error", "notify_url", "notify_host", "notify_status",
-    "notify_event", "notify_attempts", "notify_error", "notify_delivered_at", "drainer", "claim_id",
+    "tenant",
+    "status",
+    "method",
+    "path",
+    "callback_method",
+    "submitted_at",
+    "timeout",
+    "api_class",
+    "attempts",
+    "sent_at",
+    "api_id",
+    "deadline",
+    "completed_at",
+    "late",
+    "delivery_at",
+    "delivery_method",
+    "params",
+    "response",
+    "error",
+    "notify_url",
+    "notify_host",
+    "notify_status",
+    "notify_event",
+    "notify_attempts",
+    "notify_error",
+    "notify_delivered_at",
+    "drainer",
+    "claim_id",
 )
 
 

@@ -1,4 +1,5 @@
 """Requests as the client sees them: submit, read, list."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,7 @@ from store.scripts import Scripts
 
 STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
 FINAL = frozenset({"completed", "failed", "expired"})
-DRAINER_STALE_MS = Settings.drainer_stale_seconds * 1000   # the setting's default, for callers that give none
+DRAINER_STALE_MS = Settings.drainer_stale_seconds * 1000  # the setting's default, for callers that give none
 
 
 def new_id() -> str:
@@ -53,10 +54,14 @@ def _notify(f: dict[str, str]) -> dict[str, Any] | None:
     if not f.get("notify_url"):
         return None
     event = f.get("notify_event")
-    return {"url": f["notify_url"], "status": f.get("notify_status", "pending"),
-            "attempts": int(f.get("notify_attempts", 0)), "last_error": f.get("notify_error") or None,
-            "delivered_at": iso(f.get("notify_delivered_at")),
-            "webhook_id": webhook_id(f["request_id"], event) if event else None}
+    return {
+        "url": f["notify_url"],
+        "status": f.get("notify_status", "pending"),
+        "attempts": int(f.get("notify_attempts", 0)),
+        "last_error": f.get("notify_error") or None,
+        "delivered_at": iso(f.get("notify_delivered_at")),
+        "webhook_id": webhook_id(f["request_id"], event) if event else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -113,16 +118,17 @@ class Submission:
 @dataclass(frozen=True)
 class Submitted:
     record: RequestRecord
-    created: bool          # False: an earlier submission with the same Idempotency-Key
-    ring_id: str           # a drain job to enqueue, or ""
+    created: bool  # False: an earlier submission with the same Idempotency-Key
+    ring_id: str  # a drain job to enqueue, or ""
     conflict: bool = False  # the Idempotency-Key was used with another body
 
 
 class Requests:
     """The request records of every tenant."""
 
-    def __init__(self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS,
-                 min_replicas: int = 0) -> None:
+    def __init__(
+        self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS, min_replicas: int = 0
+    ) -> None:
         self.redis = redis
         self.min_replicas = min_replicas
         self.result_ttl = result_ttl
@@ -139,22 +145,44 @@ class Requests:
             idem_value = f"{rid} {body_digest}"
         # With min_replicas an accepted submission survives a failover; NotReplicated is an
         # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
-        args = (rid, sub.tenant, sub.method, sub.path, params, sub.callback_method, submitted_at,
-                sub.callback_timeout, idem_key, idem_value, self.result_ttl, new_id(),
-                now - self.drainer_stale_ms, api_class(sub.method, sub.path), sub.notify_url, sub.notify_host)
+        args = (
+            rid,
+            sub.tenant,
+            sub.method,
+            sub.path,
+            params,
+            sub.callback_method,
+            submitted_at,
+            sub.callback_timeout,
+            idem_key,
+            idem_value,
+            self.result_ttl,
+            new_id(),
+            now - self.drainer_stale_ms,
+            api_class(sub.method, sub.path),
+            sub.notify_url,
+            sub.notify_host,
+        )
         if self.min_replicas:
             answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
         else:
-            answer = cast("list[str]", self.scripts.retried("submit", *args))   # web's hot path
+            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
-            assert record is not None   # it outlives its Idempotency-Key, kept result_ttl from submission
+            assert record is not None  # it outlives its Idempotency-Key, kept result_ttl from submission
             conflict = first_digest != body_digest
             return Submitted(record, created=False, ring_id="", conflict=conflict)
-        fields = {"request_id": rid, "tenant": sub.tenant, "status": "queued", "method": sub.method,
-                  "path": sub.path, "callback_method": sub.callback_method, "submitted_at": submitted_at,
-                  "params": params}
+        fields = {
+            "request_id": rid,
+            "tenant": sub.tenant,
+            "status": "queued",
+            "method": sub.method,
+            "path": sub.path,
+            "callback_method": sub.callback_method,
+            "submitted_at": submitted_at,
+            "params": params,
+        }
         if sub.notify_url:
             fields |= {"notify_url": sub.notify_url, "notify_host": sub.notify_host, "notify_status": "pending"}
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
@@ -184,8 +212,14 @@ class Requests:
         f = record.fields
         first = []
         if f.get("delivery_at"):
-            first = [{"received_at": int(f["delivery_at"]), "method": f["delivery_method"],
-                      "api_id": f["api_id"], "body": json.loads(f["response"])}]
+            first = [
+                {
+                    "received_at": int(f["delivery_at"]),
+                    "method": f["delivery_method"],
+                    "api_id": f["api_id"],
+                    "body": json.loads(f["response"]),
+                }
+            ]
         listed = cast("list[str]", self.redis.lrange(keys.deliveries(rid), 0, -1))
         return first + [json.loads(entry.partition(" ")[2]) for entry in listed]
 
@@ -203,5 +237,3 @@ def _ms_with_micros() -> str:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-

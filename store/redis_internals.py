@@ -34,6 +34,7 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
 
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
 """
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,7 @@ from redis.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError, ResponseError
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
-_poll = get_original("select", "poll")   # the system's poll, also where gevent has patched select
+_poll = get_original("select", "poll")  # the system's poll, also where gevent has patched select
 _POLLIN = get_original("select", "POLLIN")
 
 
@@ -62,8 +63,13 @@ class Parser(_HiredisParser):
 
     def can_read(self, timeout: float = 0) -> bool:
         sock, reader = self._sock, self._reader
-        if timeout == 0 and sock is not None and reader is not None and not reader.has_data() \
-                and not (hasattr(sock, "pending") and sock.pending()):
+        if (
+            timeout == 0
+            and sock is not None
+            and reader is not None
+            and not reader.has_data()
+            and not (hasattr(sock, "pending") and sock.pending())
+        ):
             poller = _poll()
             poller.register(sock, _POLLIN)
             if not poller.poll(0):
@@ -89,7 +95,7 @@ def refusal(error: ResponseError) -> str | None:
     if code in REFUSALS:
         return code
     if "cannot be used with replica instances" in str(error):
-        return "READONLY"   # WAIT on a demoted primary: "ERR WAIT cannot be used with replica instances"
+        return "READONLY"  # WAIT on a demoted primary: "ERR WAIT cannot be used with replica instances"
     wrapped = _WRAPPED.search(str(error))
     return wrapped[1] if wrapped and wrapped[1] in REFUSALS else None
 
@@ -113,13 +119,13 @@ class _LeavesADemotedPrimary:
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().read_response(*args, **kwargs)   # type: ignore[misc]
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError as error:
             code = refusal(error)
             if code is None:
                 raise
             if code == "READONLY":
-                self.disconnect()   # type: ignore[attr-defined]
+                self.disconnect()  # type: ignore[attr-defined]
             raise WriteRefused(code) from error
 
 
@@ -146,30 +152,31 @@ class BlockingSentinelPool(SentinelConnectionPool):
     raises past its maximum), so that thousands of greenlets never open thousands of
     connections, nor fail for want of one."""
 
-    def __init__(self, service_name: str, sentinel_manager: Any, *, max_connections: int,
-                 queue_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, service_name: str, sentinel_manager: Any, *, max_connections: int, queue_timeout: float, **kwargs: Any
+    ) -> None:
         self.queue_timeout = queue_timeout
         super().__init__(service_name, sentinel_manager, max_connections=max_connections, **kwargs)
 
     def reset(self) -> None:
-        super().reset()   # also in a forked child: every connection forgotten, so every slot free
+        super().reset()  # also in a forked child: every connection forgotten, so every slot free
         self._slots = threading.BoundedSemaphore(self.max_connections)
-        self._holding: set[Any] = set()   # connections handed out, each holding a slot
+        self._holding: set[Any] = set()  # connections handed out, each holding a slot
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         if not self._slots.acquire(timeout=self.queue_timeout):
-            raise ConnectionError("No connection available.")   # BlockingConnectionPool's words
+            raise ConnectionError("No connection available.")  # BlockingConnectionPool's words
         try:
             connection = super().get_connection(*args, **kwargs)
         except BaseException:
-            self._slots.release()   # (redis-py's own release of a connection it failed to connect frees none)
+            self._slots.release()  # (redis-py's own release of a connection it failed to connect frees none)
             raise
         self._holding.add(connection)
         return connection
 
     def release(self, connection: Any) -> None:
         super().release(connection)
-        if connection in self._holding:   # not one released twice, nor one handed out before a reset
+        if connection in self._holding:  # not one released twice, nor one handed out before a reset
             self._holding.discard(connection)
             self._slots.release()
 
@@ -181,9 +188,14 @@ def bounded_lookups(sentinel: Sentinel, connections: int, queue_timeout: float) 
     the primary up at once, and opens (and keeps) a connection to a Sentinel of its own."""
     for i, client in enumerate(sentinel.sentinels):
         pool = client.connection_pool
-        sentinel.sentinels[i] = Redis(connection_pool=BlockingConnectionPool(
-            connection_class=pool.connection_class, max_connections=connections, timeout=queue_timeout,
-            **pool.connection_kwargs))
+        sentinel.sentinels[i] = Redis(
+            connection_pool=BlockingConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=connections,
+                timeout=queue_timeout,
+                **pool.connection_kwargs,
+            )
+        )
     return sentinel
 
 
@@ -199,13 +211,13 @@ def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) ->
     itself, but to the address it last had, not through Sentinel, so a connection held across
     a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
     replica) instead of the new one."""
-    own = client.connection   # set only for a single-connection client
+    own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()
     packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]  # type: ignore[arg-type]  # stub: a 1-tuple
 
     def attempt() -> object:
-        if not connection.is_connected:   # closed by an earlier error: see the docstring
+        if not connection.is_connected:  # closed by an earlier error: see the docstring
             connection.connect()
         connection.send_packed_command(packed)
         return connection.read_response()

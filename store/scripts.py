@@ -3,6 +3,7 @@
 Every register or match step is one script, so no interleaving of web and
 worker processes can lose or double-apply anything.
 """
+
 from __future__ import annotations
 
 from functools import cache
@@ -14,13 +15,28 @@ from redis.exceptions import ConnectionError, NoScriptError
 
 from store.keys import API_CLASSES, METRICS, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
-from store.redis_internals import evalsha
 from store.record_format import lua_definitions
+from store.redis_internals import evalsha
 
+# What a script takes as an argument (redis-py encodes each of these).
+ScriptArg = str | int | float | bytes
 LUA = Path(__file__).with_name("lua")
-NAMES = ("submit", "claim", "hand_over", "mark_sending", "register_api_id",
-         "settle", "match_callback", "sweep", "rate_limit", "page", "read",
-         "notify_claim", "notify_settle", "notify_again")
+NAMES = (
+    "submit",
+    "claim",
+    "hand_over",
+    "mark_sending",
+    "register_api_id",
+    "settle",
+    "match_callback",
+    "sweep",
+    "rate_limit",
+    "page",
+    "read",
+    "notify_claim",
+    "notify_settle",
+    "notify_again",
+)
 
 
 @cache
@@ -29,12 +45,14 @@ def source(name: str) -> str:
     prelude = (LUA / "prelude.lua").read_text()
     classes = ", ".join(f"'{c}'" for c in API_CLASSES)
     buckets = ", ".join(repr(b) for b in HISTOGRAM_BUCKETS["request"])
-    return (f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
-            f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
-            f"{lua_definitions()}"
-            f"{prelude}\n"
-            f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
-            "local answer = script()\nflush()\nreturn answer\n")
+    return (
+        f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
+        f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
+        f"{lua_definitions()}"
+        f"{prelude}\n"
+        f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
+        "local answer = script()\nflush()\nreturn answer\n"
+    )
 
 
 WAIT_MS = 1000  # how long one attempt waits for replicas to confirm a write
@@ -59,12 +77,12 @@ class Scripts:
         self._direct = direct
         self._scripts: dict[str, Script] = {n: redis.register_script(source(n)) for n in NAMES}
 
-    def __call__(self, name: str, *args: object) -> object:
+    def __call__(self, name: str, *args: ScriptArg) -> object:
         if self._direct:
             return self.once(name, *args)
         return self._scripts[name](keys=[], args=list(args))
 
-    def once(self, name: str, *args: object) -> object:
+    def once(self, name: str, *args: ScriptArg) -> object:
         """Run a script once, on the client's own connection (a single-connection client's,
         as a worker's send thread holds) or one of its pool's, without redis-py's command
         machinery around it (store/redis_internals.evalsha): for callers that budget their
@@ -72,21 +90,21 @@ class Scripts:
         Redis has forgotten (a restart, a failover) is loaded again the usual way."""
         return self._run(name, args, retried=False)
 
-    def retried(self, name: str, *args: object) -> object:
+    def retried(self, name: str, *args: ScriptArg) -> object:
         """Run a script as `__call__` does, retrying an outage (a failover, a restart) as the
         client's Retry says, on the same connection closed and opened again (with Sentinel:
         to the new primary), as redis-py does; otherwise as `once`, without redis-py's
         per-command machinery (web's submissions)."""
         return self._run(name, args, retried=True)
 
-    def _run(self, name: str, args: tuple[object, ...], retried: bool) -> object:
+    def _run(self, name: str, args: tuple[ScriptArg, ...], retried: bool) -> object:
         script = self._scripts[name]
         try:
             return evalsha(self._redis, script.sha, args, retried)
-        except NoScriptError:   # Redis forgot it (a restart, a failover): redis-py's Script loads it again
+        except NoScriptError:  # Redis forgot it (a restart, a failover): redis-py's Script loads it again
             return script(keys=[], args=list(args))
 
-    def replicated(self, min_replicas: int, name: str, *args: object) -> object:
+    def replicated(self, min_replicas: int, name: str, *args: ScriptArg) -> object:
         """Run a script, then Redis WAIT for `min_replicas`, in one pipeline: WAIT counts the
         replicas that have everything up to its own connection's last write. A counter is
         written in between, because a script that finds its work already done (a repeated

@@ -1,4 +1,5 @@
 """The periodic sweep over every request's timers (see lua/sweep.lua)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ class SweepResult:
 
 
 class Sweeper:
-    def __init__(self, redis: Redis, result_ttl: int, batch: int = 1000,
-                 drainer_stale_ms: int = DRAINER_STALE_MS) -> None:
+    def __init__(
+        self, redis: Redis, result_ttl: int, batch: int = 1000, drainer_stale_ms: int = DRAINER_STALE_MS
+    ) -> None:
         self.redis = redis
         self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
@@ -36,6 +38,7 @@ class Sweeper:
     def sweep(self, now: int | None = None) -> SweepResult:
         """One pass over every timer, as of `now` (ms; default: the clock)."""
         now = now_ms() if now is None else now
-        expired, recovered, purged, ring_id = cast("list[Any]", self.scripts(
-            "sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms))
+        expired, recovered, purged, ring_id = cast(
+            "list[Any]", self.scripts("sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
+        )
         return SweepResult(expired, recovered, purged, ring_id)

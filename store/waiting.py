@@ -12,6 +12,7 @@ re-read its record, so a waiter misses nothing beyond the reconnect itself.
 Who may wait at all, and who is answered early when connections run short, is
 WaiterSlots's to say.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,7 +103,7 @@ class DoneListener:
                     continue
                 if message["type"] == "message":
                     self._wake(message["data"])
-                elif message["type"] == "subscribe":   # Redis confirmed: from here on nothing is missed
+                elif message["type"] == "subscribe":  # Redis confirmed: from here on nothing is missed
                     self._subscribed.set()
                     self._wake_all()
         finally:
@@ -144,7 +145,7 @@ class WaiterSlots:
     def __init__(self, cap: int, per_tenant: int) -> None:
         self.cap, self.per_tenant = cap, per_tenant
         self._lock = threading.Lock()
-        self._by_tenant: dict[str, dict[Waiter, None]] = {}   # oldest first
+        self._by_tenant: dict[str, dict[Waiter, None]] = {}  # oldest first
         self._held = 0
 
     @contextmanager
@@ -184,7 +185,7 @@ class WaiterSlots:
     def _drop(self, waiter: Waiter) -> None:
         group = self._by_tenant.get(waiter.tenant)
         if group is None or waiter not in group:
-            return   # shed already
+            return  # shed already
         del group[waiter]
         self._held -= 1
         if not group:

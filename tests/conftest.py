@@ -11,6 +11,7 @@ test module.
   tests/support/memory.py    the memory cap of `manage.py test`, and the run's high-water
                              marks in the terminal summary
 """
+
 from __future__ import annotations
 
 from hypothesis.internal.conjecture import engine as hypothesis_engine

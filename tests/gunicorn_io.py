@@ -1,6 +1,7 @@
 """gunicorn's own request objects, parsed from a real socket, and the writes an answer made,
 counted: answers are written to one end of a SOCK_SEQPACKET socket pair, where every write
 arrives as one message of its own, so the number of messages is the number of writes."""
+
 from __future__ import annotations
 
 import socket

@@ -1,5 +1,6 @@
 """receiver/auth.py: a bearer API key names its tenant; `name:key` entries let a tenant hold
 two keys while one is rotated; anything else is a 401."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -36,14 +37,17 @@ def test_a_tenant_stays_the_same_when_its_key_changes_or_the_list_is_reordered()
     assert tenant_of(tenants(("x", "acme:new-key")), "Bearer new-key") == before
 
 
-@pytest.mark.parametrize("header, message", [
-    ("", "missing bearer API key"),
-    ("Bearer ", "missing bearer API key"),
-    ("Basic solo-key", "missing bearer API key"),
-    ("Bearer solo", "invalid API key"),
-    ("Bearer acme", "invalid API key"),
-    ("Bearer acme:old-key", "invalid API key"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ("", "missing bearer API key"),
+        ("Bearer ", "missing bearer API key"),
+        ("Basic solo-key", "missing bearer API key"),
+        ("Bearer solo", "invalid API key"),
+        ("Bearer acme", "invalid API key"),
+        ("Bearer acme:old-key", "invalid API key"),
+    ],
+)
 def test_anything_but_a_known_bearer_key_is_unauthorized(header, message):
     with pytest.raises(Unauthorized, match=message):
         tenant_of(tenants(), header)

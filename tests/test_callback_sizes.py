@@ -2,6 +2,7 @@
 request line (a bulk message's uuid list is easily 40 KB), a POST's in its body, each up to
 MAX_BODY_BYTES; anything larger is a JSON 413 or 414 from Answerback, with a log line naming
 the size. Real gunicorn, the session's web, worker and sandbox."""
+
 from __future__ import annotations
 
 import http.client
@@ -16,7 +17,7 @@ from local.processes import wait_for
 from tests.support.api import submit, wait_status
 from tests.support.signed_callbacks import signed_headers
 
-MAX_BODY_BYTES = 64 * 1024   # web's default
+MAX_BODY_BYTES = 64 * 1024  # web's default
 
 
 def uuids(total_bytes: int, each: int = len("&message_uuid=") + 36) -> list[str]:
@@ -30,7 +31,7 @@ JSON_EACH = len('"", ') + 36
 
 @pytest.fixture
 def pending(api, worker, sandbox):
-    sandbox.faults(drop_callback={"rate": 1.0})   # each test delivers the callback itself
+    sandbox.faults(drop_callback={"rate": 1.0})  # each test delivers the callback itself
     yield lambda: wait_status(api, submit(api, "POST", "Message/", {"src": "1", "dst": "2"})["request_id"], "pending")
     sandbox.faults(drop_callback={"rate": 0.0})
 
@@ -45,8 +46,9 @@ def test_a_get_callback_with_a_long_query_string_is_stored(api, web, pending, si
     fields = {"api_id": record["api_id"], "message_uuid": uuids(size)}
     path = f"/callbacks/plivo?rid={record['request_id']}"
     with web.client(key=None) as client:
-        answer = client.get(path + "&" + urlencode(fields, doseq=True),
-                            headers=signed_headers("GET", web.url + path, fields))
+        answer = client.get(
+            path + "&" + urlencode(fields, doseq=True), headers=signed_headers("GET", web.url + path, fields)
+        )
     assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
     done = api.get(f"/v1/requests/{record['request_id']}").json()
     assert done["status"] == "completed" and done["response"]["message_uuid"] == fields["message_uuid"]
@@ -55,7 +57,7 @@ def test_a_get_callback_with_a_long_query_string_is_stored(api, web, pending, si
 def test_a_get_callback_past_max_body_bytes_is_a_json_414_logged_with_its_size(web):
     fields = {"api_id": str(uuid.uuid4()), "message_uuid": uuids(MAX_BODY_BYTES + 4096)}
     query = urlencode(fields, doseq=True)
-    status, kind, answer = raw_get(web.url, "/callbacks/plivo?" + query)   # httpx sends no URL this long
+    status, kind, answer = raw_get(web.url, "/callbacks/plivo?" + query)  # httpx sends no URL this long
     assert status == 414 and kind == "application/json" and str(MAX_BODY_BYTES) in answer["error"]
     in_log(web, f"callback query string of {len(query)} bytes refused")
 
@@ -78,9 +80,10 @@ def test_a_post_callback_up_to_max_body_bytes_is_stored_as_json_or_form(api, web
     path = f"/callbacks/plivo?rid={record['request_id']}"
     if form:
         body = urlencode(fields, doseq=True)
-        headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   **signed_headers("POST", web.url + path, {k: v if isinstance(v, list) else [v]
-                                                            for k, v in fields.items()})}
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            **signed_headers("POST", web.url + path, {k: v if isinstance(v, list) else [v] for k, v in fields.items()}),
+        }
     else:
         body = json.dumps(fields)
         headers = {"Content-Type": "application/json", **signed_headers("POST", web.url + path, fields)}
@@ -106,11 +109,17 @@ def test_headers_a_proxy_adds_fit(api, web, pending):
     record = pending()
     body = {"api_id": record["api_id"], "status": "delivered"}
     path = f"/callbacks/plivo?rid={record['request_id']}"
-    extra = {"Cookie": "lb=" + "x" * 12_000, "X-Forwarded-For": ", ".join(["10.0.0.1"] * 600),
-             **{f"X-Trace-{n}": "t" * 100 for n in range(120)}}
+    extra = {
+        "Cookie": "lb=" + "x" * 12_000,
+        "X-Forwarded-For": ", ".join(["10.0.0.1"] * 600),
+        **{f"X-Trace-{n}": "t" * 100 for n in range(120)},
+    }
     with web.client(key=None) as client:
-        answer = client.post(path, content=json.dumps(body), headers={
-            "Content-Type": "application/json", **extra, **signed_headers("POST", web.url + path, body)})
+        answer = client.post(
+            path,
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json", **extra, **signed_headers("POST", web.url + path, body)},
+        )
     assert answer.status_code == 200 and answer.json() == {"outcome": "matched"}, answer.text[:300]
 
 
@@ -121,7 +130,7 @@ def raw_answer(base_url: str, request: bytes) -> tuple[int, str, dict]:
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
         try:
             sock.sendall(request)
-        except OSError:   # refused before the end: the answer is there to read
+        except OSError:  # refused before the end: the answer is there to read
             pass
         data = b""
         while chunk := sock.recv(65536):
@@ -132,12 +141,15 @@ def raw_answer(base_url: str, request: bytes) -> tuple[int, str, dict]:
     return int(lines[0].split()[1]), headers.get("Content-Type", ""), json.loads(body)
 
 
-@pytest.mark.parametrize("request_bytes, status", [
-    (b"GET /callbacks/plivo?" + b"x=1&" * 300_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
-    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20_000 + b"\r\n\r\n", 431),
-    (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(300)) + b"\r\n", 400),
-    (b"BAD REQUEST\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"GET /callbacks/plivo?" + b"x=1&" * 300_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 20_000 + b"\r\n\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: y\r\n" % n for n in range(300)) + b"\r\n", 400),
+        (b"BAD REQUEST\r\n\r\n", 400),
+    ],
+)
 def test_what_gunicorn_refuses_before_the_app_is_answered_in_json(web, request_bytes, status):
     """A request line past gunicorn's parser's 1 MiB, a header line or header count past the
     limits, a malformed request line: JSON like every other answer, not gunicorn's HTML page."""

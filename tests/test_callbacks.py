@@ -1,5 +1,6 @@
 """The webhook: signatures, body forms, outcomes, and bad input. Signed here
 with the official plivo SDK's own signer, so the check is independent."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,11 @@ from tests.support.signed_callbacks import sdk_signature, signed_headers
 def post_json(web, path_query: str, body: dict, **sign) -> object:
     url = web.url + path_query
     with web.client(key=None) as client:
-        return client.post(path_query, content=json.dumps(body), headers={
-            "Content-Type": "application/json", **signed_headers("POST", url, body, **sign)})
+        return client.post(
+            path_query,
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json", **signed_headers("POST", url, body, **sign)},
+        )
 
 
 def test_signed_json_callback_for_an_unknown_api_id_is_kept_early(web, redis):
@@ -41,8 +45,10 @@ def test_unsigned_or_wrongly_signed_callback_is_403_and_stores_nothing(web, redi
 
 def test_signature_over_another_host_is_refused(web):
     body = {"api_id": str(uuid.uuid4())}
-    headers = {"Content-Type": "application/json",
-               **signed_headers("POST", "http://internal.example:8000/callbacks/plivo", body)}
+    headers = {
+        "Content-Type": "application/json",
+        **signed_headers("POST", "http://internal.example:8000/callbacks/plivo", body),
+    }
     with web.client(key=None) as client:
         assert client.post("/callbacks/plivo", content=json.dumps(body), headers=headers).status_code == 403
 
@@ -54,9 +60,14 @@ def test_form_and_get_callbacks_complete_their_requests(api, web, worker, sandbo
     path = f"/callbacks/plivo?rid={first['request_id']}"
     params = {k: v if isinstance(v, list) else [v] for k, v in form.items()}
     with web.client(key=None) as client:
-        answer = client.post(path, content=urlencode(form, doseq=True), headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            **signed_headers("POST", web.url + path, params)})
+        answer = client.post(
+            path,
+            content=urlencode(form, doseq=True),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                **signed_headers("POST", web.url + path, params),
+            },
+        )
         assert answer.json() == {"outcome": "matched"}
         fields = {"api_id": second["api_id"], "n": "llamada — ✓"}
         path = f"/callbacks/plivo?rid={second['request_id']}"
@@ -80,11 +91,14 @@ def test_late_callback_is_kept_with_late_flag(api, web, worker, sandbox):
     assert done["status"] == "completed" and done["late"] is True and done["response"] == body
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"status": "ok"}, "no api_id"),
-    ({"api_id": "not-a-uuid"}, "not a UUID"),
-    ({"api_id": 5}, "no api_id"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"status": "ok"}, "no api_id"),
+        ({"api_id": "not-a-uuid"}, "not a UUID"),
+        ({"api_id": 5}, "no api_id"),
+    ],
+)
 def test_callback_without_a_usable_api_id_is_400(web, redis, body, message):
     answer = post_json(web, "/callbacks/plivo", body)
     assert answer.status_code == 400 and message in answer.json()["error"]
@@ -124,8 +138,11 @@ def test_main_account_header_is_checked_with_the_main_token(make_stack):
     url = stack.web.url + "/callbacks/plivo"
     with stack.web.client(key=None) as client:
         for token, expected in (("main-token", 200), (AUTH_TOKEN, 403)):
-            headers = {"Content-Type": "application/json", "X-Plivo-Signature-V3-Nonce": "n-" + token,
-                       "X-Plivo-Signature-Ma-V3": sdk_signature("POST", url, body, "n-" + token, token)}
+            headers = {
+                "Content-Type": "application/json",
+                "X-Plivo-Signature-V3-Nonce": "n-" + token,
+                "X-Plivo-Signature-Ma-V3": sdk_signature("POST", url, body, "n-" + token, token),
+            }
             assert client.post("/callbacks/plivo", content=json.dumps(body), headers=headers).status_code == expected
 
 
@@ -133,6 +150,7 @@ def test_v2_signatures_only_when_turned_on(make_stack):
     import base64
     import hashlib
     import hmac
+
     body = {"api_id": str(uuid.uuid4())}
     for db, setting, expected in ((3, "false", 403), (4, "true", 200)):
         stack = make_stack(db=db, workers=0, ACCEPT_V2_SIGNATURES=setting)
@@ -140,7 +158,9 @@ def test_v2_signatures_only_when_turned_on(make_stack):
         v2 = base64.b64encode(hmac.new(AUTH_TOKEN.encode(), (url + "n2").encode(), hashlib.sha256).digest()).decode()
         headers = {"Content-Type": "application/json", "X-Plivo-Signature-V2": v2, "X-Plivo-Signature-V2-Nonce": "n2"}
         with stack.web.client(key=None) as client:
-            assert client.post("/callbacks/plivo?x=1", content=json.dumps(body), headers=headers).status_code == expected
+            assert (
+                client.post("/callbacks/plivo?x=1", content=json.dumps(body), headers=headers).status_code == expected
+            )
 
 
 def test_behind_a_proxy_only_a_signature_over_the_public_url_passes(make_stack):
@@ -148,8 +168,10 @@ def test_behind_a_proxy_only_a_signature_over_the_public_url_passes(make_stack):
     stack = make_stack(db=3, workers=0, PUBLIC_URL=public)
     body = {"api_id": str(uuid.uuid4())}
     with stack.web.client(key=None) as client:
-        for signed_url, expected in ((stack.web.url + "/callbacks/plivo?rid=x", 403),
-                                     (public + "/callbacks/plivo?rid=x", 200)):
+        for signed_url, expected in (
+            (stack.web.url + "/callbacks/plivo?rid=x", 403),
+            (public + "/callbacks/plivo?rid=x", 200),
+        ):
             headers = {"Content-Type": "application/json", **signed_headers("POST", signed_url, body)}
             answer = client.post("/callbacks/plivo?rid=x", content=json.dumps(body), headers=headers)
             assert answer.status_code == expected, (signed_url, answer.text)
@@ -160,11 +182,17 @@ def test_the_webhooks_refusals_are_json_errors_as_every_views_are(web, redis):
     come from receiver/errors.py, with the status, the JSON shape and the headers of any view's."""
     with web.client(key=None) as client:
         answers = {
-            "forged": client.post("/callbacks/plivo", json={"api_id": str(uuid.uuid4())},
-                                  headers={"X-Plivo-Signature-V3": "x", "X-Plivo-Signature-V3-Nonce": "n"}),
+            "forged": client.post(
+                "/callbacks/plivo",
+                json={"api_id": str(uuid.uuid4())},
+                headers={"X-Plivo-Signature-V3": "x", "X-Plivo-Signature-V3-Nonce": "n"},
+            ),
             "text": client.post("/callbacks/plivo", content=b"hello", headers={"Content-Type": "text/plain"}),
-            "huge form": client.post("/callbacks/plivo", content=b"a=" + b"x" * 70_000,
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"}),
+            "huge form": client.post(
+                "/callbacks/plivo",
+                content=b"a=" + b"x" * 70_000,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ),
             "put": client.put("/callbacks/plivo"),
         }
         head = client.head("/callbacks/plivo")
@@ -185,8 +213,9 @@ def test_other_paths_still_reach_flask_and_the_webhooks_path_is_read_as_flask_re
     body = {"api_id": str(uuid.uuid4())}
     with web.client(key=None) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        trailing = client.post("/callbacks/plivo/", json=body,
-                               headers=signed_headers("POST", web.url + "/callbacks/plivo/", body))
+        trailing = client.post(
+            "/callbacks/plivo/", json=body, headers=signed_headers("POST", web.url + "/callbacks/plivo/", body)
+        )
         assert trailing.status_code == 404 and "error" in trailing.json()
         assert client.get("/v1/requests").status_code == 401
     # Flask's URL map reads //callbacks/plivo as /callbacks/plivo, and so does the webhook (httpx
@@ -194,9 +223,12 @@ def test_other_paths_still_reach_flask_and_the_webhooks_path_is_read_as_flask_re
     host, port = web.url.removeprefix("http://").split(":")
     content = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **signed_headers("POST", web.url + "/callbacks/plivo", body)}
-    request = (b"POST //callbacks/plivo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(content)
-               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode() + b"\r\n" + content)
+    request = (
+        b"POST //callbacks/plivo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(content)
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+        + b"\r\n"
+        + content
+    )
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         assert exchange(sock, request).startswith(b"HTTP/1.1 200 ")
     assert redis.exists(f"ab:orphan:{body['api_id']}")
-

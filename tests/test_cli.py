@@ -1,5 +1,6 @@
 """The `answerback` command, run as a real subprocess (the console script in .venv) against
 the real stack: what it prints, and every documented exit code."""
+
 from __future__ import annotations
 
 import json
@@ -19,13 +20,16 @@ CALL = ["from=14155550100", "to=14155550101", "answer_url=https://example.com/an
 @pytest.fixture
 def answerback(web, worker, tmp_path):
     """Run the CLI from a folder outside the project, configured by the environment."""
+
     def run(*args: str, key: str | None = KEY_A, timeout: float = 180) -> subprocess.CompletedProcess:
         env = {**os.environ, "ANSWERBACK_URL": web.url}
         env.pop("ANSWERBACK_API_KEY", None)
         if key is not None:
             env["ANSWERBACK_API_KEY"] = key
-        return subprocess.run([str(BIN / "answerback"), *args], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "answerback"), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+        )
+
     return run
 
 
@@ -39,8 +43,11 @@ def write_jsonl(path: Path, items: list) -> str:
 
 
 def message(n: int) -> dict:
-    return {"method": "POST", "path": "Message/", "params": {"src": "14155550100", "dst": f"1415555{n:04d}",
-                                                             "text": "hi"}}
+    return {
+        "method": "POST",
+        "path": "Message/",
+        "params": {"src": "14155550100", "dst": f"1415555{n:04d}", "text": "hi"},
+    }
 
 
 def test_submit_wait_prints_the_completed_record_and_exits_0(answerback):
@@ -52,8 +59,17 @@ def test_submit_wait_prints_the_completed_record_and_exits_0(answerback):
 
 
 def test_submit_without_wait_exits_0_and_sends_typed_params(answerback, sandbox):
-    accepted = answerback("submit", "post", "Call/", *CALL, "time_limit:=60", "machine_detection:=true",
-                          "--json", "--callback-method", "get")
+    accepted = answerback(
+        "submit",
+        "post",
+        "Call/",
+        *CALL,
+        "time_limit:=60",
+        "machine_detection:=true",
+        "--json",
+        "--callback-method",
+        "get",
+    )
     assert accepted.returncode == 0, accepted.stderr
     record = json.loads(accepted.stdout)
     assert record["status"] == "queued" and record["method"] == "POST" and record["callback_method"] == "GET"
@@ -65,8 +81,10 @@ def test_submit_without_wait_exits_0_and_sends_typed_params(answerback, sandbox)
 
 
 def test_an_idempotency_key_makes_a_second_submit_a_replay(answerback, sandbox):
-    first, again = (json.loads(answerback("submit", "POST", "Call/", *CALL, "--idempotency-key", "cli-1",
-                                          "--json").stdout) for _ in range(2))
+    first, again = (
+        json.loads(answerback("submit", "POST", "Call/", *CALL, "--idempotency-key", "cli-1", "--json").stdout)
+        for _ in range(2)
+    )
     assert first["request_id"] == again["request_id"]
     shown = answerback("submit", "POST", "Call/", *CALL, "--idempotency-key", "cli-1")
     assert shown.returncode == 0 and "replayed" in shown.stdout
@@ -92,22 +110,25 @@ def test_a_wait_that_runs_out_exits_4_and_without_wait_pending_is_0(answerback, 
     assert answerback("get", record["request_id"]).returncode == 0
 
 
-@pytest.mark.parametrize("args, says", [
-    ([], "required"),
-    (["submit", "POST"], "required"),
-    (["submit", "POST", "Call/", "to"], "not KEY=VALUE"),
-    (["submit", "POST", "Call/", "n:=notjson"], "needs a JSON value"),
-    (["submit", "POST", "Call/", "to=1", "to=2"], "given twice"),
-    (["submit", "POST", "Call/", "to=1", "--wait", "soon"], "invalid seconds value"),
-    (["submit", "POST", "/Account/x/Call/", "to=1"], "path: must be relative"),
-    (["submit", "PUT", "Call/", "to=1"], "method: must be GET, POST or DELETE"),
-    (["submit", "POST", "Call/", "to=1", "--notify-url", "https://example.com/hook"], "(HTTP 422)"),
-    (["get", "0191a0b4-0000-7000-8000-000000000000"], "no request with that id (HTTP 404)"),
-    (["result", "0191a0b4-0000-7000-8000-000000000000", "--wait", "1"], "no request with that api_id"),
-    (["ls", "--status", "bogus"], "invalid choice"),
-    (["submit-many", "no-such-file.jsonl"], "cannot read no-such-file.jsonl"),
-    (["frobnicate"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        ([], "required"),
+        (["submit", "POST"], "required"),
+        (["submit", "POST", "Call/", "to"], "not KEY=VALUE"),
+        (["submit", "POST", "Call/", "n:=notjson"], "needs a JSON value"),
+        (["submit", "POST", "Call/", "to=1", "to=2"], "given twice"),
+        (["submit", "POST", "Call/", "to=1", "--wait", "soon"], "invalid seconds value"),
+        (["submit", "POST", "/Account/x/Call/", "to=1"], "path: must be relative"),
+        (["submit", "PUT", "Call/", "to=1"], "method: must be GET, POST or DELETE"),
+        (["submit", "POST", "Call/", "to=1", "--notify-url", "https://example.com/hook"], "(HTTP 422)"),
+        (["get", "0191a0b4-0000-7000-8000-000000000000"], "no request with that id (HTTP 404)"),
+        (["result", "0191a0b4-0000-7000-8000-000000000000", "--wait", "1"], "no request with that api_id"),
+        (["ls", "--status", "bogus"], "invalid choice"),
+        (["submit-many", "no-such-file.jsonl"], "cannot read no-such-file.jsonl"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
 def test_usage_errors_exit_2_with_a_message(answerback, args, says):
     refused = answerback(*args)
     assert refused.returncode == 2 and says in refused.stderr and refused.stdout == ""

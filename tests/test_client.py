@@ -1,5 +1,6 @@
 """The Python client (client/answerback_client) against the real stack: typed records, waiting,
 paging, errors, bulk, the asyncio twin, and submissions retried across a web restart."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,11 @@ CALL = {"from": "14155550100", "to": "14155550101", "answer_url": "https://examp
 
 
 def message(n: int) -> dict:
-    return {"method": "POST", "path": "Message/", "params": {"src": "14155550100", "dst": f"1415555{n:04d}",
-                                                             "text": "hi"}}
+    return {
+        "method": "POST",
+        "path": "Message/",
+        "params": {"src": "14155550100", "dst": f"1415555{n:04d}", "text": "hi"},
+    }
 
 
 @pytest.fixture
@@ -96,7 +100,7 @@ def test_errors_are_exceptions_with_the_servers_message_and_field_errors(ab, web
     assert bad.value.status == 400 and bad.value.message == "invalid submission"
     assert set(bad.value.fields) == {"path", "callback_method"} and "path:" in str(bad.value)
     with pytest.raises(InvalidRequest, match="callback_timeout must be at most"):
-        ab.submit("POST", "Call/", CALL, callback_timeout=10 ** 8)
+        ab.submit("POST", "Call/", CALL, callback_timeout=10**8)
     with pytest.raises(InvalidRequest) as no_notifications:  # this web has no NOTIFY_HOSTS
         ab.submit("POST", "Call/", CALL, notify_url="https://example.com/hook")
     assert no_notifications.value.status == 422
@@ -218,8 +222,9 @@ def test_paging_over_more_than_20_requests_gives_each_exactly_once(ab, sandbox):
     assert len(listed) == 45 and set(listed) == submitted
     newest = [r.request_id for r in ab.requests(limit=25)]
     assert newest == listed[:25]
-    unfinished = [(r.request_id, r.status, r.raw.get("api_id")) for r in ab.wait_many(outcomes, timeout=60)
-                  if not r.finished]
+    unfinished = [
+        (r.request_id, r.status, r.raw.get("api_id")) for r in ab.wait_many(outcomes, timeout=60) if not r.finished
+    ]
     assert not unfinished, (unfinished, sandbox.stats()["callbacks"])
     assert {r.request_id for r in ab.requests(status="completed")} == submitted
     assert list(ab.requests(status="queued")) == []
@@ -236,8 +241,12 @@ def test_requests_submitted_while_paging_do_not_repeat_the_older_ones(ab):
 
 
 def test_submit_many_answers_in_item_order_with_each_refusal(ab):
-    items = [message(0), {"method": "POST", "path": "../x"}, {**message(2), "idempotency_key": "bulk-2"},
-             {"method": "GET", "path": "Call/", "params": {}}]
+    items = [
+        message(0),
+        {"method": "POST", "path": "../x"},
+        {**message(2), "idempotency_key": "bulk-2"},
+        {"method": "GET", "path": "Call/", "params": {}},
+    ]
     seen = []
     outcomes = ab.submit_many(items, concurrency=3, on_result=seen.append)
     assert isinstance(outcomes[1], InvalidRequest) and "path" in outcomes[1].fields
@@ -277,6 +286,7 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
             with pytest.raises(Unauthorized):
                 await stranger.get(req.request_id)
         return req.request_id
+
     assert len(sent_upstream(sandbox, asyncio.run(scenario()))) == 1
 
 
@@ -292,6 +302,7 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
                 outcome.append(client.submit("POST", "Call/", CALL))
         except BaseException as exc:  # handed to the test thread
             outcome.append(exc)
+
     relay.lose_next_answer()
     caller = threading.Thread(target=submit)
     caller.start()
@@ -308,8 +319,9 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
     assert isinstance(req, Request), req
     assert req.replayed  # the retry was answered with the submission web had stored
     with Client(stack.web.url, KEY_A) as ab:
-        wait_for(lambda: ab.get(req.request_id).status not in ("queued", "sending"), 30,
-                 message="the worker to send it")
+        wait_for(
+            lambda: ab.get(req.request_id).status not in ("queued", "sending"), 30, message="the worker to send it"
+        )
         assert [r.request_id for r in ab.requests()] == [req.request_id]
     assert len(sent_upstream(sandbox, req.request_id)) == 1
 
@@ -317,8 +329,17 @@ def test_a_submission_retried_across_a_web_restart_is_sent_upstream_once(make_st
 @pytest.mark.slow
 def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base_env, workdir, sandbox):
     server = RedisServer(workdir / f"redis-client-{uuid.uuid4().hex[:6]}").start()
-    stack = Stack({**base_env, "REDIS_URL": server.url, "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3",
-                   "DRAINER_STALE_SECONDS": "2"}, workdir, 0)
+    stack = Stack(
+        {
+            **base_env,
+            "REDIS_URL": server.url,
+            "SWEEP_INTERVAL": "1",
+            "LEASE_SECONDS": "3",
+            "DRAINER_STALE_SECONDS": "2",
+        },
+        workdir,
+        0,
+    )
     try:
         stack.start_web()
         server.kill()
@@ -330,10 +351,14 @@ def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base
                     outcome.append(client.submit("POST", "Call/", CALL))
             except BaseException as exc:
                 outcome.append(exc)
+
         caller = threading.Thread(target=submit)
         caller.start()
-        wait_for(lambda: "storage unavailable" in stack.web.service.log() or "Redis unavailable" in
-                 stack.web.service.log(), 30, message="web to answer 503 while Redis is down")
+        wait_for(
+            lambda: "storage unavailable" in stack.web.service.log() or "Redis unavailable" in stack.web.service.log(),
+            30,
+            message="web to answer 503 while Redis is down",
+        )
         server.start()
         stack.start_worker()  # a worker's own recovery from a Redis crash is test_redis_crash's subject
         caller.join(60)
@@ -351,8 +376,9 @@ def test_a_submission_retried_through_503s_while_redis_is_down_is_sent_once(base
 @pytest.mark.slow
 def test_a_capped_wait_is_asked_again_until_the_request_finishes(make_stack, sandbox):
     stack = make_stack(WEB_CONCURRENCY="1", MAX_WAITERS="1")  # one wait slot in all
-    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message"]},
-                   callback_delay={"rate": 1.0, "seconds": 3, "paths": ["Call"]})
+    sandbox.faults(
+        drop_callback={"rate": 1.0, "paths": ["Message"]}, callback_delay={"rate": 1.0, "seconds": 3, "paths": ["Call"]}
+    )
     with Client(stack.web.url, KEY_A) as ab, ThreadPoolExecutor(1) as pool:
         item = message(0)
         hog = ab.submit(item["method"], item["path"], item["params"])
@@ -366,7 +392,7 @@ def test_a_capped_wait_is_asked_again_until_the_request_finishes(make_stack, san
 
 def test_backoff_grows_with_full_jitter_and_honours_retry_after():
     backoff = Backoff(retries=6, base=0.5, cap=4.0)
-    assert all(0 <= backoff.delay(n) <= min(4.0, 0.5 * 2 ** n) for n in range(8) for _ in range(50))
+    assert all(0 <= backoff.delay(n) <= min(4.0, 0.5 * 2**n) for n in range(8) for _ in range(50))
     assert max(backoff.delay(5) for _ in range(200)) > 2.0  # it does grow past the first steps
     assert backoff.delay(0, retry_after=7.0) == 7.0 and backoff.delay(0, retry_after=3600) == 60.0
     in_two_minutes = format_datetime(datetime.now(UTC) + timedelta(minutes=2), usegmt=True)

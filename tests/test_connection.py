@@ -2,6 +2,7 @@
 providers hand out), trusted through REDIS_TLS_CA_FILE or, by explicit opt-in,
 REDIS_TLS_INSECURE; refused otherwise. A TLS terminator in front of the real Redis
 plays the provider (tests/tls_terminator.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -38,8 +39,15 @@ def test_tls_without_verification_only_when_asked(self_signed):
         client.ping()
 
 
-@pytest.mark.parametrize("env", [{"REDIS_SENTINELS": "10.0.0.1"}, {"REDIS_SENTINELS": "10.0.0.1:x"},
-                                 {"CALLBACK_HOLD": "45"}, {"REDIS_MIN_REPLICAS": "-1"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"REDIS_SENTINELS": "10.0.0.1"},
+        {"REDIS_SENTINELS": "10.0.0.1:x"},
+        {"CALLBACK_HOLD": "45"},
+        {"REDIS_MIN_REPLICAS": "-1"},
+    ],
+)
 def test_unusable_high_availability_settings_are_refused_at_start(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)
@@ -62,19 +70,22 @@ def test_a_demoted_primary_is_left_so_the_next_attempt_connects_afresh(workdir):
     from local.redis_server import RedisServer
     from store.connection import OUTAGE
     from store.deliveries import Deliveries
+
     primary = RedisServer(workdir / f"redis-primary-{uuid.uuid4().hex[:6]}").start()
     demoted = RedisServer(workdir / f"redis-demoted-{uuid.uuid4().hex[:6]}").start()
     client = connect(demoted.url, retries=0)
     try:
         deliveries = Deliveries(client, 60, 60)
         assert deliveries.store("", "before", {"api_id": "before"}, "POST") == "early"
-        client.replicaof("127.0.0.1", primary.port)   # a replica refuses writes at once, synced or not
-        for write in (lambda: deliveries.store("", "during", {"api_id": "during"}, "POST"),   # a script
-                      lambda: client.set("plain", "1")):                                      # a command
+        client.replicaof("127.0.0.1", primary.port)  # a replica refuses writes at once, synced or not
+        for write in (
+            lambda: deliveries.store("", "during", {"api_id": "during"}, "POST"),  # a script
+            lambda: client.set("plain", "1"),
+        ):  # a command
             first = client.client_id()
             with pytest.raises(OUTAGE):
                 write()
-            assert client.client_id() != first   # the refused connection was closed; this is a new one
+            assert client.client_id() != first  # the refused connection was closed; this is a new one
         client.replicaof("NO", "ONE")
         assert deliveries.store("", "after", {"api_id": "after"}, "POST") == "early"
     finally:

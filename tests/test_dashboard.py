@@ -5,6 +5,7 @@ page that needed a CDN would fail.
 
 Without Chromium the tests skip on a developer's machine and fail in CI (CI=true).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,17 @@ from tests.support.memory import without_memory_cap
 from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SEEN_WITHIN_MS = 15_000   # the page refreshes every 2 s; this is ample under load
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SEEN_WITHIN_MS = 15_000  # the page refreshes every 2 s; this is ample under load
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +43,7 @@ def browser() -> Iterator[Browser]:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
-    with without_memory_cap():   # Chromium reserves far more address space than it uses
+    with without_memory_cap():  # Chromium reserves far more address space than it uses
         playwright = sync_playwright().start()
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield chromium
@@ -56,6 +65,7 @@ def page(browser, web) -> Iterator[Page]:
         else:
             errors.append(f"the page asked for {route.request.url}")
             route.abort()
+
     page.route("**/*", only_web)
     yield page
     context.close()
@@ -68,14 +78,20 @@ def callback(web, rid: str, api_id: str) -> None:
     body = {"api_id": api_id, "message": "call fired", "request_uuid": str(uuid.uuid4())}
     nonce = uuid.uuid4().hex
     with web.client(key=None) as anon:
-        answer = anon.post(url, content=json.dumps(body), headers={
-            "Content-Type": "application/json", "X-Plivo-Signature-V3-Nonce": nonce,
-            "X-Plivo-Signature-V3": sign_v3(AUTH_TOKEN, "POST", url, nonce, body)})
+        answer = anon.post(
+            url,
+            content=json.dumps(body),
+            headers={
+                "Content-Type": "application/json",
+                "X-Plivo-Signature-V3-Nonce": nonce,
+                "X-Plivo-Signature-V3": sign_v3(AUTH_TOKEN, "POST", url, nonce, body),
+            },
+        )
     assert answer.json() == {"outcome": "matched"}
 
 
 def test_dashboard_shows_counts_lists_the_callers_requests_and_follows_them(page, web, worker, sandbox):
-    sandbox.faults(drop_callback={"rate": 1.0})   # the request stays pending until the test calls back
+    sandbox.faults(drop_callback={"rate": 1.0})  # the request stays pending until the test calls back
     page.goto(web.url + "/")
     expect(page).to_have_title("Answerback")
     expect(page.locator("#count-submitted")).to_have_text("0")

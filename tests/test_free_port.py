@@ -1,5 +1,6 @@
 """The one port allocator (local/redis_server.py, `free_port`): a port handed to one
 process is handed to no other while that process lives, and never twice to the same one."""
+
 from __future__ import annotations
 
 import subprocess
@@ -40,11 +41,16 @@ def take_all(ports: range) -> list[int]:
 
 
 def test_a_port_another_process_holds_is_not_handed_out_and_none_twice():
-    with subprocess.Popen([sys.executable, "-c", HOLDER, str(FEW.start), str(FEW.stop)], cwd=ROOT,
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(FEW.start), str(FEW.stop)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
         theirs = [int(port) for port in holder.stdout.readline().split()]
         ours = take_all(FEW)
-        holder.stdin.close()   # the holder ends, and its reservations with it
+        holder.stdin.close()  # the holder ends, and its reservations with it
     assert theirs, "the other process got no port at all"
     assert set(ours).isdisjoint(theirs)
     assert len(set(ours)) == len(ours) and len(set(theirs)) == len(theirs)
@@ -53,7 +59,13 @@ def test_a_port_another_process_holds_is_not_handed_out_and_none_twice():
 
 def test_the_ports_of_a_process_that_ended_are_handed_out_again():
     """Its reservations end with it: a second run of the suite does not find the range used up."""
-    ended = subprocess.run([sys.executable, "-c", HOLDER, str(MORE.start), str(MORE.stop)], cwd=ROOT, input="",
-                           capture_output=True, text=True, check=True)
+    ended = subprocess.run(
+        [sys.executable, "-c", HOLDER, str(MORE.start), str(MORE.stop)],
+        cwd=ROOT,
+        input="",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     theirs = {int(port) for port in ended.stdout.split()}
     assert theirs and theirs <= set(take_all(MORE))

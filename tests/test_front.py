@@ -1,5 +1,6 @@
 """Submissions and callbacks are served before Flask's dispatch (receiver/front.py). Flask's
 view for a submission is the same function: both answer alike, to the header and the byte."""
+
 from __future__ import annotations
 
 import gc
@@ -58,29 +59,35 @@ def test_a_submission_is_answered_before_flask_as_flasks_own_view_answers_it(app
         assert replay[0] == status and replay[1]["Idempotent-Replayed"] == "true"
         assert json.loads(replay[2])["request_id"] == record["request_id"]
     (front_first, _), (flask_first, _) = answers["front"], answers["flask"]
-    without_location = [{k: v for k, v in headers.items() if k != "Location"} for headers in (front_first[1], flask_first[1])]
+    without_location = [
+        {k: v for k, v in headers.items() if k != "Location"} for headers in (front_first[1], flask_first[1])
+    ]
     assert without_location[0] == without_location[1]
     front_record, flask_record = json.loads(front_first[2]), json.loads(flask_first[2])
     assert list(front_record) == list(flask_record)
     different = {"request_id", "submitted_at"}
-    assert {k: v for k, v in front_record.items() if k not in different} == \
-        {k: v for k, v in flask_record.items() if k not in different}
+    assert {k: v for k, v in front_record.items() if k not in different} == {
+        k: v for k, v in flask_record.items() if k not in different
+    }
 
 
-@pytest.mark.parametrize("builder, status", [
-    ({"json": SUBMISSION}, 401),                                                     # no key
-    ({"json": SUBMISSION, "headers": bearer("wrong")}, 401),
-    ({"data": b"method=POST", "content_type": "application/x-www-form-urlencoded", "headers": bearer(KEY)}, 415),
-    ({"data": b"{", "content_type": "application/json", "headers": bearer(KEY)}, 400),
-    ({"json": {**SUBMISSION, "path": "../Call/"}, "headers": bearer(KEY)}, 400),
-    ({"data": b"[" + b" " * 70_000 + b"]", "content_type": "application/json", "headers": bearer(KEY)}, 413),
-])
+@pytest.mark.parametrize(
+    "builder, status",
+    [
+        ({"json": SUBMISSION}, 401),  # no key
+        ({"json": SUBMISSION, "headers": bearer("wrong")}, 401),
+        ({"data": b"method=POST", "content_type": "application/x-www-form-urlencoded", "headers": bearer(KEY)}, 415),
+        ({"data": b"{", "content_type": "application/json", "headers": bearer(KEY)}, 400),
+        ({"json": {**SUBMISSION, "path": "../Call/"}, "headers": bearer(KEY)}, 400),
+        ({"data": b"[" + b" " * 70_000 + b"]", "content_type": "application/json", "headers": bearer(KEY)}, 413),
+    ],
+)
 def test_a_refused_submission_gets_the_same_json_error_before_flask_as_in_it(app, builder, status):
     front = call(app.wsgi_app, "/v1/requests", **builder)
     flask = call(app.wsgi_app.flask_app, "/v1/requests", **builder)
     assert front[0].startswith(f"{status} ") and flask[0] == front[0]
     assert front[2] == flask[2] and json.loads(front[2])["error"]
-    assert front[1] == flask[1]   # Content-Type, Content-Length, WWW-Authenticate on 401
+    assert front[1] == flask[1]  # Content-Type, Content-Length, WWW-Authenticate on 401
     assert app.extensions["answerback"].redis.keys("ab:r*") == []
 
 
@@ -96,6 +103,7 @@ def test_a_request_served_before_flask_leaves_nothing_for_the_garbage_collector(
     """Its request objects are freed the moment it answers. A reference cycle per request
     (werkzeug's environ <-> request) left them to the collector, whose full passes then came
     often and, in a web process holding 10,000 waiters, took up to 0.4 s."""
+
     def once() -> None:
         if what == "callback":
             status, _, body = call(app.wsgi_app, "/callbacks/plivo", json={"api_id": str(uuid.uuid4())})
@@ -106,7 +114,7 @@ def test_a_request_served_before_flask_leaves_nothing_for_the_garbage_collector(
 
     once()
     gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)   # what a collection finds is kept in gc.garbage, not freed
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds is kept in gc.garbage, not freed
     try:
         for _ in range(50):
             once()

@@ -4,6 +4,7 @@ again changes nothing.
 
 Every example starts from an empty database and an empty model (`CallbackEnv.reset`) and
 makes the requests it needs, so a failure replays and shrinks."""
+
 from __future__ import annotations
 
 import json
@@ -36,22 +37,39 @@ def request_in(env: CallbackEnv, state: str) -> tuple[str, str | None]:
 
 
 @settings(FUZZ, max_examples=400)
-@given(state=st.sampled_from(["none", "queued", "pending", "expired", "completed"]),
-       rid_mode=st.sampled_from(["real", "real", "absent", "empty", "random", "uuid"]),
-       api_mode=st.sampled_from(["fresh", "own", "own", "another"]),
-       shape=st.sampled_from(["GET", "JSON", "JSON", "FORM"]),
-       json_fields=st.dictionaries(FIELD_NAMES, RICH_JSON, max_size=5),
-       form_fields=st.dictionaries(FIELD_NAMES, FORM_VALUES, max_size=5),
-       content_type_params=st.sampled_from(["", "; charset=utf-8", "; charset=UTF-8"]),
-       fresh_api_id=st.uuids().map(str), random_rid=st.text(max_size=20), uuid_rid=st.uuids().map(str),
-       signed=st.sampled_from([False, False, True]), nonce=st.uuids().map(str))
+@given(
+    state=st.sampled_from(["none", "queued", "pending", "expired", "completed"]),
+    rid_mode=st.sampled_from(["real", "real", "absent", "empty", "random", "uuid"]),
+    api_mode=st.sampled_from(["fresh", "own", "own", "another"]),
+    shape=st.sampled_from(["GET", "JSON", "JSON", "FORM"]),
+    json_fields=st.dictionaries(FIELD_NAMES, RICH_JSON, max_size=5),
+    form_fields=st.dictionaries(FIELD_NAMES, FORM_VALUES, max_size=5),
+    content_type_params=st.sampled_from(["", "; charset=utf-8", "; charset=UTF-8"]),
+    fresh_api_id=st.uuids().map(str),
+    random_rid=st.text(max_size=20),
+    uuid_rid=st.uuids().map(str),
+    signed=st.sampled_from([False, False, True]),
+    nonce=st.uuids().map(str),
+)
 def test_callbacks_reach_the_store_matched_and_deduplicated(
-        callback_env, state, rid_mode, api_mode, shape, json_fields, form_fields, content_type_params,
-        fresh_api_id, random_rid, uuid_rid, signed, nonce):
+    callback_env,
+    state,
+    rid_mode,
+    api_mode,
+    shape,
+    json_fields,
+    form_fields,
+    content_type_params,
+    fresh_api_id,
+    random_rid,
+    uuid_rid,
+    signed,
+    nonce,
+):
     env = callback_env
     env.reset()
     another_api_id = request_in(env, "pending")[1] if api_mode == "another" else None
-    rid, own_api_id = request_in(env, state)   # after `another`: a queued one must be made last
+    rid, own_api_id = request_in(env, state)  # after `another`: a queued one must be made last
     api_id = {"fresh": None, "own": own_api_id, "another": another_api_id}[api_mode] or fresh_api_id
     rid_param = {"real": rid or None, "absent": None, "empty": "", "random": random_rid, "uuid": uuid_rid}[rid_mode]
 
@@ -76,11 +94,11 @@ def test_callbacks_reach_the_store_matched_and_deduplicated(
             content_type = "application/x-www-form-urlencoded"
             signed_params = {k: v if isinstance(v, list) else [v] for k, v in fields.items()}
     headers = {"Content-Type": content_type + content_type_params} if content_type else {}
-    if signed:   # signed by the project's own signer (test_signature.py holds it to the SDK)
+    if signed:  # signed by the project's own signer (test_signature.py holds it to the SDK)
         try:
             signature = sign_v3(TOKEN, "GET" if shape == "GET" else "POST", PUBLIC_URL + path, nonce, signed_params)
             headers |= {"X-Plivo-Signature-V3-Nonce": nonce, "X-Plivo-Signature-V3": signature}
-        except UnicodeEncodeError:   # a lone surrogate in a JSON string has no UTF-8 to sign: sent unsigned
+        except UnicodeEncodeError:  # a lone surrogate in a JSON string has no UTF-8 to sign: sent unsigned
             signed = False
     sender = env.signed_app.test_client() if signed else client
 
@@ -103,7 +121,7 @@ def test_callbacks_reach_the_store_matched_and_deduplicated(
     assert first.json["outcome"] in OUTCOMES
     assert first.json["outcome"] == expected, (first.json, expected)
     if expected == "duplicate":
-        return   # nothing was stored, so nothing more to check
+        return  # nothing was stored, so nothing more to check
     env.seen.add(digest_input)
     if target:
         record = client.get(f"/v1/requests/{target}", headers=bearer(KEY)).json

@@ -3,6 +3,7 @@ database of its own) is answered without a 5xx, and a refusal writes nothing.
 
 Every example starts from the same seed state (tests/support/fuzz_state.py), so a failure
 replays, shrinks, and prints a `@reproduce_failure` that works."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,15 @@ def assert_json_error(answer, req: Req) -> None:
 def test_any_request_is_answered_without_5xx_and_a_refusal_writes_nothing(fuzz_env, data):
     env = fuzz_env
     env.db.reset()
-    req = data.draw(st.one_of(submission_requests(env.pools), read_requests(env.pools), callback_requests(env.pools),
-                              random_requests(env.pools)), label="request")
+    req = data.draw(
+        st.one_of(
+            submission_requests(env.pools),
+            read_requests(env.pools),
+            callback_requests(env.pools),
+            random_requests(env.pools),
+        ),
+        label="request",
+    )
     req = without_long_waits(req, env.pools)
     before = env.db.snapshot()
     answer = send(env.client(req.app), req)

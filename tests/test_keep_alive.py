@@ -6,6 +6,7 @@ close an idle connection first, a request sent on it just as web timed it out wo
 read: the sender sees the connection close and, like Plivo, does not resend the callback (it
 retries on timeouts only).
 """
+
 import select
 import signal
 import socket
@@ -37,10 +38,10 @@ def connect(url: str) -> socket.socket:
 
 
 def test_an_idle_connection_outlives_the_pool_expiry_of_an_httpx_sender(web):
-    idle = httpx.Limits().keepalive_expiry + 1.5   # how long httpx, a common sender, keeps a pooled connection
+    idle = httpx.Limits().keepalive_expiry + 1.5  # how long httpx, a common sender, keeps a pooled connection
     with connect(web.url) as sock:
         assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
-        time.sleep(idle)   # the idle time under test, not a wait for something to happen
+        time.sleep(idle)  # the idle time under test, not a wait for something to happen
         second = exchange(sock, HEALTH)
     assert second.startswith(b"HTTP/1.1 200"), second
 
@@ -52,7 +53,7 @@ def test_web_closes_a_connection_idle_for_WEB_KEEPALIVE_seconds(base_env, workdi
             assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
             started = time.monotonic()
             sock.settimeout(15)
-            assert sock.recv(1) == b""   # the server's close, once the connection has idled its second
+            assert sock.recv(1) == b""  # the server's close, once the connection has idled its second
             closed_after = time.monotonic() - started
     finally:
         server.service.stop()
@@ -68,9 +69,9 @@ def test_sigterm_closes_idle_connections_at_once(base_env, workdir):
     crowd: list[socket.socket] = []
     try:
         with connect(server.url) as one, connect(server.url) as other:
-            for sock in (one, other):   # answered: each connection now waits for its next request
+            for sock in (one, other):  # answered: each connection now waits for its next request
                 assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
-            for _ in range(1100):   # never asked anything: each waits for its first request
+            for _ in range(1100):  # never asked anything: each waits for its first request
                 crowd.append(connect(server.url))
             wait_for(lambda: len(worker.net_connections("tcp")) >= 1100, 30, message="web to take the crowd")
             started = time.monotonic()
@@ -107,13 +108,13 @@ def test_sigterm_serves_a_request_that_has_started_arriving(base_env, workdir):
     request = a_callback(server.url)
     try:
         with connect(server.url) as sending, connect(server.url) as idle:
-            for sock in (sending, idle):   # answered in this order: each now waits for its next request
+            for sock in (sending, idle):  # answered in this order: each now waits for its next request
                 assert exchange(sock, HEALTH).startswith(b"HTTP/1.1 200")
-            sending.sendall(request[:40])   # a part of the request line and headers
+            sending.sendall(request[:40])  # a part of the request line and headers
             wait_for(lambda: unread_by_web(port, sending) == 0, 10, message="web to read the first bytes")
             server.service.signal(signal.SIGTERM)
             idle.settimeout(10)
-            assert idle.recv(1) == b""   # web has ended the idle waits (sending's was looked at first)
+            assert idle.recv(1) == b""  # web has ended the idle waits (sending's was looked at first)
             answer = exchange(sending, request[40:])
         assert answer.startswith(b"HTTP/1.1 200"), "the connection was closed with its request half arrived"
         assert b"Connection: close" in answer
@@ -163,11 +164,17 @@ def test_a_senders_idle_connection_is_kept_while_idle_clients_and_waiters_make_r
     there are idle client-API connections to close and waiters to answer early (the waiters
     of the tenant holding the most first)."""
     raise_fd_limit()
-    stack = make_stack(db=12, workers=0, WEB_CONCURRENCY="1", MAX_WAITERS="100",   # 1,100 connections
-                       MAX_WAITERS_PER_TENANT="80")
+    stack = make_stack(
+        db=12,
+        workers=0,
+        WEB_CONCURRENCY="1",
+        MAX_WAITERS="100",  # 1,100 connections
+        MAX_WAITERS_PER_TENANT="80",
+    )
     with stack.web.client(KEY_A) as api_a, stack.web.client(KEY_B) as api_b:
-        rids = [(KEY_A, submit(api_a)["request_id"]) for _ in range(80)] + \
-               [(KEY_B, submit(api_b)["request_id"]) for _ in range(20)]
+        rids = [(KEY_A, submit(api_a)["request_id"]) for _ in range(80)] + [
+            (KEY_B, submit(api_b)["request_id"]) for _ in range(20)
+        ]
     worker = web_worker(stack)
     waiters: list[tuple[str, socket.socket]] = []
     idle_clients: list[socket.socket] = []
@@ -175,27 +182,28 @@ def test_a_senders_idle_connection_is_kept_while_idle_clients_and_waiters_make_r
     try:
         for key, rid in rids:
             sock = connect(stack.web.url)
-            sock.sendall(f"GET /v1/requests/{rid}?wait=60 HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: Bearer {key}\r\n\r\n".encode())
+            sock.sendall(
+                f"GET /v1/requests/{rid}?wait=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+            )
             waiters.append((key, sock))
         wait_for(lambda: held(stack) == 100, 30, message="every waiter to be held")
-        for _ in range(20):   # client-API keep-alives: answered, now idle
+        for _ in range(20):  # client-API keep-alives: answered, now idle
             idle_clients.append(connect(stack.web.url))
             assert exchange(idle_clients[-1], HEALTH).startswith(b"HTTP/1.1 200")
-        for _ in range(960):   # never asked anything (they may be a sender's first connection)
+        for _ in range(960):  # never asked anything (they may be a sender's first connection)
             crowd.append(connect(stack.web.url))
         wait_for(lambda: len(worker.net_connections("tcp")) >= 1080, 30, message="web to take the crowd")
         with connect(stack.web.url) as sender:
             assert exchange(sender, a_callback(stack.web.url)).startswith(b"HTTP/1.1 200")
-            time.sleep(BUSY_KEEPALIVE + 3)   # the idle time under test, not a wait for something to happen
+            time.sleep(BUSY_KEEPALIVE + 3)  # the idle time under test, not a wait for something to happen
             second = exchange(sender, a_callback(stack.web.url))
         assert second.startswith(b"HTTP/1.1 200"), "the sender's idle connection was closed under it"
         for sock in idle_clients:
             sock.settimeout(10)
-            assert sock.recv(1) == b""   # closed first: a client of the API reconnects at no cost
+            assert sock.recv(1) == b""  # closed first: a client of the API reconnects at no cost
         shed = [(key, exchange(sock, b"")) for key, sock in waiters if readable(sock)]
         assert shed, "no waiter was answered early"
-        assert {key for key, _ in shed} == {KEY_A}   # the tenant holding the most waiters
+        assert {key for key, _ in shed} == {KEY_A}  # the tenant holding the most waiters
         for _, head in shed:
             assert head.startswith(b"HTTP/1.1 200") and b"X-Wait-Capped: true" in head and b"Connection: close" in head
     finally:

@@ -2,6 +2,7 @@
 carries nothing of the machine it was written on, Lua scripts whose arguments have names,
 one builder of the process stack, and test modules that share helpers through tests/support/
 only."""
+
 from __future__ import annotations
 
 import ast
@@ -39,30 +40,36 @@ def test_no_tracked_file_names_a_machine_path_or_a_document_outside_the_reposito
 
 def test_the_web_process_imports_no_worker_code():
     """Web starts drain jobs by their dotted name (store/drain_jobs.py), with a queue alone."""
-    probe = ("import pkgutil, importlib, sys, receiver\n"
-             "for m in pkgutil.iter_modules(receiver.__path__): importlib.import_module('receiver.' + m.name)\n"
-             "print(sorted(n for n in sys.modules if n == 'workers' or n.startswith('workers.')))")
+    probe = (
+        "import pkgutil, importlib, sys, receiver\n"
+        "for m in pkgutil.iter_modules(receiver.__path__): importlib.import_module('receiver.' + m.name)\n"
+        "print(sorted(n for n in sys.modules if n == 'workers' or n.startswith('workers.')))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def imported_modules(path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
-    return ({alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-            | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module})
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names} | {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
 
 
 def test_no_test_module_imports_another_or_the_conftest():
     """What tests share lives in tests/support/ (fixtures there are plugins that conftest.py
     registers), so that a test module can be read, moved or deleted on its own."""
     test_module = re.compile(r"(tests\.)?(test_\w+|conftest)$")
-    found = [f"{path.relative_to(ROOT)} imports {name}"
-             for path in sorted((ROOT / "tests").rglob("*.py"))
-             for name in sorted(imported_modules(path)) if test_module.match(name)]
+    found = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for name in sorted(imported_modules(path))
+        if test_module.match(name)
+    ]
     assert found == []
 
 
-NAMED_ARGUMENT_SCRIPTS = sorted(NAMES)   # every script (issue 12)
+NAMED_ARGUMENT_SCRIPTS = sorted(NAMES)  # every script (issue 12)
 POSITIONAL = re.compile(r"\b(ARGV|KEYS)\[")
 
 
@@ -95,10 +102,14 @@ def test_the_process_stack_is_built_in_one_place():
     """Tests, benches and the local run start web, workers and the sandbox, and give them their
     environment, through local/stack.py only."""
     builders = re.compile(r"\bgunicorn\(|\bpython\(\"-m\", \"workers\"|[\"']PLIVO_API_URL[\"']\s*:|\bPLIVO_API_URL=")
-    found = [f"{path.relative_to(ROOT)}: {line.strip()}"
-             for folder in ("tests", "bench", "local") for path in sorted((ROOT / folder).rglob("*.py"))
-             if path.relative_to(ROOT).as_posix() not in ("local/stack.py", "local/processes.py")
-             for line in path.read_text().splitlines() if builders.search(line)]
+    found = [
+        f"{path.relative_to(ROOT)}: {line.strip()}"
+        for folder in ("tests", "bench", "local")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path.relative_to(ROOT).as_posix() not in ("local/stack.py", "local/processes.py")
+        for line in path.read_text().splitlines()
+        if builders.search(line)
+    ]
     assert found == []
 
 
@@ -108,13 +119,15 @@ def test_gunicorns_master_imports_neither_store_nor_redis():
     before a worker monkey-patches threading: a lock made at import there stays a real OS lock
     in every worker, and one such lock hung a whole gevent worker (see store/metrics.py). The
     probe loads the configuration through gunicorn's own application, as the master does."""
-    probe = ("import sys\n"
-             "from gunicorn.app.wsgiapp import WSGIApplication\n"
-             "sys.argv = ['gunicorn', '-c', 'gunicorn.conf.py', 'receiver:create_app()']\n"
-             "cfg = WSGIApplication().cfg\n"
-             "assert cfg.worker_class.__module__ == 'receiver.web_worker', cfg.worker_class\n"
-             "cfg.logger_class(cfg)\n"
-             "print(sorted({n.split('.')[0] for n in sys.modules} & {'store', 'redis', 'rq', 'flask', 'workers'}))")
+    probe = (
+        "import sys\n"
+        "from gunicorn.app.wsgiapp import WSGIApplication\n"
+        "sys.argv = ['gunicorn', '-c', 'gunicorn.conf.py', 'receiver:create_app()']\n"
+        "cfg = WSGIApplication().cfg\n"
+        "assert cfg.worker_class.__module__ == 'receiver.web_worker', cfg.worker_class\n"
+        "cfg.logger_class(cfg)\n"
+        "print(sorted({n.split('.')[0] for n in sys.modules} & {'store', 'redis', 'rq', 'flask', 'workers'}))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

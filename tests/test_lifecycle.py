@@ -1,5 +1,6 @@
 """The whole loop on real parts: submit over HTTP, a worker sends to the sandbox,
 the sandbox calls back, the webhook matches, the client reads the result."""
+
 from __future__ import annotations
 
 import time
@@ -14,8 +15,9 @@ def sandbox_requests_for(sandbox, rid):
 
 
 def test_post_request_completes_with_the_sandbox_response(api, sandbox, worker):
-    record = submit(api, "POST", "Call/", {"from": "14155550100", "to": "14155550101",
-                                           "answer_url": "https://example.com/answer"})
+    record = submit(
+        api, "POST", "Call/", {"from": "14155550100", "to": "14155550101", "answer_url": "https://example.com/answer"}
+    )
     assert record["status"] == "queued"
     done = wait_status(api, record["request_id"], "completed")
     assert done["api_id"] and done["response"]["api_id"] == done["api_id"]

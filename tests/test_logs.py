@@ -1,5 +1,6 @@
 """LOG_FORMAT=json: every line web and a worker write is one JSON object, and the lines about
 a request carry its request_id and api_id (logs.py, receiver/gunicorn_logger.py)."""
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,15 @@ def test_json_logs_are_one_object_a_line_tagged_with_the_request(make_stack):
     ids = {"request_id": rid, "api_id": api_id}
     submitted = about(web, "gunicorn.access", 'POST /v1/requests HTTP/1.1" 202')
     assert [e.get("request_id") for e in submitted] == [rid]
-    for line in about(web, "gunicorn.access", "POST /callbacks/plivo") + about(web, "gunicorn.access", f"/v1/results/{api_id}"):
+    for line in about(web, "gunicorn.access", "POST /callbacks/plivo") + about(
+        web, "gunicorn.access", f"/v1/results/{api_id}"
+    ):
         assert {k: line.get(k) for k in ids} == ids, line
     # A request about no request carries no ids: the last request's do not linger in the thread.
     listed = about(web, "gunicorn.access", 'GET /v1/requests?limit=0 HTTP/1.1" 400')
     assert all("request_id" not in e and "api_id" not in e for e in listed), listed
-    assert about(web, "gunicorn.error", "Booting worker")   # gunicorn's own lines too
+    assert about(web, "gunicorn.error", "Booting worker")  # gunicorn's own lines too
 
     sent = about(worker, "workers.sending", f"request {rid} attempt 1: accepted")
     assert all({k: e.get(k) for k in ids} == ids for e in sent), sent
-    assert about(worker, "rq.worker", "drain the outbox")   # RQ's loggers reach the JSON handler
+    assert about(worker, "rq.worker", "drain the outbox")  # RQ's loggers reach the JSON handler

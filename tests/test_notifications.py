@@ -1,6 +1,7 @@
 """Notifications to the application, end to end: a real stack (web, worker, the
 sandbox) notifies a real HTTP server in this test, which verifies every
 notification with the `standardwebhooks` library."""
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,7 @@ from tests.support.api import submit, wait_status, written_keys
 from tests.support.notify_receiver import NEW_SECRET, OLD_SECRET, Receiver
 from tests.support.services import Stack
 
-SCHEDULE = "0.3,0.5,1,1,1,1"           # 7 attempts in about 5 s
+SCHEDULE = "0.3,0.5,1,1,1,1"  # 7 attempts in about 5 s
 DB = 6
 
 
@@ -22,9 +23,15 @@ DB = 6
 def stack(base_env, workdir, redis_server) -> Iterator[Stack]:
     """One stack for this module: notifications allowed to 127.0.0.1, signed with two
     secrets (a rotation under way), a short schedule and a 1 s timeout."""
-    env = {**base_env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{DB}", "SWEEP_INTERVAL": "1",
-           "NOTIFY_HOSTS": "127.0.0.1,*.example.invalid", "WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
-           "NOTIFY_SCHEDULE": SCHEDULE, "NOTIFY_TIMEOUT": "1"}
+    env = {
+        **base_env,
+        "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{DB}",
+        "SWEEP_INTERVAL": "1",
+        "NOTIFY_HOSTS": "127.0.0.1,*.example.invalid",
+        "WEBHOOK_SECRET": f"{NEW_SECRET},{OLD_SECRET}",
+        "NOTIFY_SCHEDULE": SCHEDULE,
+        "NOTIFY_TIMEOUT": "1",
+    }
     built = Stack(env, workdir, DB)
     built.redis.flushdb()
     built.start_web()
@@ -51,6 +58,7 @@ def notified(api, rid: str, status: str = "delivered", timeout: float = 20) -> d
     def reached():
         record = api.get(f"/v1/requests/{rid}").json()
         return record if record["notify"]["status"] == status else None
+
     return wait_for(reached, timeout, 0.05, f"the notification of {rid} to be {status}")
 
 
@@ -67,8 +75,9 @@ def test_completed_request_is_posted_signed_with_its_record(api, receiver):
     assert got["headers"]["Host"] == f"127.0.0.1:{receiver.port}"
     payload = got["payload"]
     assert payload["type"] == "request.completed" and payload["timestamp"] == record["completed_at"]
-    assert {k: v for k, v in payload["data"].items() if k != "notify"} == \
-           {k: v for k, v in record.items() if k != "notify"}
+    assert {k: v for k, v in payload["data"].items() if k != "notify"} == {
+        k: v for k, v in record.items() if k != "notify"
+    }
     assert got["headers"]["webhook-id"] == record["notify"]["webhook_id"] == payload["data"]["notify"]["webhook_id"]
     assert record["notify"]["url"] == receiver.url and record["notify"]["attempts"] == 1
     assert record["notify"]["delivered_at"] and record["notify"]["last_error"] is None
@@ -111,8 +120,11 @@ def test_two_errors_then_success_is_three_attempts_of_one_webhook_id(api, receiv
     assert len(got) == 3 and len({g["headers"]["webhook-id"] for g in got}) == 1
     assert all(g["verified"] == [True] for g in got)
     assert record["notify"]["attempts"] == 3 and record["notify"]["last_error"] == "HTTP 500"
-    assert [(a["status"], a["outcome"]) for a in attempts(api, rid)] == \
-           [(500, "retry"), (500, "retry"), (200, "delivered")]
+    assert [(a["status"], a["outcome"]) for a in attempts(api, rid)] == [
+        (500, "retry"),
+        (500, "retry"),
+        (200, "delivered"),
+    ]
 
 
 def test_retry_after_is_honoured(api, receiver):
@@ -120,7 +132,7 @@ def test_retry_after_is_honoured(api, receiver):
     rid = submit(api, notify_url=receiver.url)["request_id"]
     notified(api, rid)
     first, second = receiver.events(rid)
-    assert second["time"] - first["time"] >= 1.9   # the schedule alone says 0.3 s
+    assert second["time"] - first["time"] >= 1.9  # the schedule alone says 0.3 s
 
 
 def test_redirects_are_not_followed(api, receiver):
@@ -192,7 +204,10 @@ def test_notify_sends_again_now_as_a_new_event(api, receiver):
     wait_for(lambda: len(receiver.events(rid)) == 2, 10, message="the replay")
     again = notified(api, rid)
     assert again["notify"]["webhook_id"] != first["notify"]["webhook_id"]
-    assert [a["webhook_id"] for a in attempts(api, rid)] == [first["notify"]["webhook_id"], again["notify"]["webhook_id"]]
+    assert [a["webhook_id"] for a in attempts(api, rid)] == [
+        first["notify"]["webhook_id"],
+        again["notify"]["webhook_id"],
+    ]
 
 
 def test_notify_again_needs_a_finished_request_with_a_notify_url(api, sandbox, receiver):
@@ -205,10 +220,19 @@ def test_notify_again_needs_a_finished_request_with_a_notify_url(api, sandbox, r
     assert receiver.received == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://hooks.invalid/notify", "https://example.invalid/", "http://127.0.0.2/x", "ftp://127.0.0.1/x",
-    "http://user:secret@127.0.0.1/x", "http://127.0.0.1:99999/x", "http:///x", "/relative",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://hooks.invalid/notify",
+        "https://example.invalid/",
+        "http://127.0.0.2/x",
+        "ftp://127.0.0.1/x",
+        "http://user:secret@127.0.0.1/x",
+        "http://127.0.0.1:99999/x",
+        "http:///x",
+        "/relative",
+    ],
+)
 def test_notify_url_outside_notify_hosts_is_422_and_writes_nothing(api, stack, url):
     answer = api.post("/v1/requests", json={"method": "POST", "path": "Call/", "notify_url": url})
     assert answer.status_code == 422, answer.text
@@ -218,14 +242,21 @@ def test_notify_url_outside_notify_hosts_is_422_and_writes_nothing(api, stack, u
 
 def test_wildcard_host_is_allowed_at_submission(api):
     record = submit(api, "GET", "Call/", {}, notify_url="https://a.example.invalid:8443/n")
-    assert record["notify"] == {"url": "https://a.example.invalid:8443/n", "status": "pending", "attempts": 0,
-                                "last_error": None, "delivered_at": None, "webhook_id": None}
+    assert record["notify"] == {
+        "url": "https://a.example.invalid:8443/n",
+        "status": "pending",
+        "attempts": 0,
+        "last_error": None,
+        "delivered_at": None,
+        "webhook_id": None,
+    }
 
 
 def test_notifications_are_off_without_notify_hosts(web, redis):
     with web.client() as api:
-        answer = api.post("/v1/requests", json={"method": "POST", "path": "Call/",
-                                                "notify_url": "http://127.0.0.1:9/x"})
+        answer = api.post(
+            "/v1/requests", json={"method": "POST", "path": "Call/", "notify_url": "http://127.0.0.1:9/x"}
+        )
     assert answer.status_code == 422 and "NOTIFY_HOSTS" in answer.json()["error"]
     assert written_keys(redis) == []
 
@@ -253,8 +284,15 @@ def test_worker_killed_while_notifications_are_due_loses_none(make_stack, sandbo
     once their lease runs out, with the same webhook-id; those not yet claimed are sent too."""
     receiver = Receiver().start()
     receiver.answers = ["hang"] * 4
-    stack = make_stack(db=8, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_TIMEOUT="2",
-                       NOTIFY_CONCURRENCY="4", NOTIFY_HOST_CONCURRENCY="4", NOTIFY_SCHEDULE="30")
+    stack = make_stack(
+        db=8,
+        NOTIFY_HOSTS="127.0.0.1",
+        WEBHOOK_SECRET=NEW_SECRET,
+        NOTIFY_TIMEOUT="2",
+        NOTIFY_CONCURRENCY="4",
+        NOTIFY_HOST_CONCURRENCY="4",
+        NOTIFY_SCHEDULE="30",
+    )
     try:
         with stack.web.client() as api:
             rids = [submit(api, notify_url=receiver.url)["request_id"] for _ in range(12)]
@@ -279,8 +317,14 @@ def test_a_hanging_endpoint_holds_only_its_own_notifications(make_stack, sandbox
     and taking their callbacks go on as before."""
     stuck, fine = Receiver().start(), Receiver()
     stuck.answers = ["hang"] * 20
-    stack = make_stack(db=9, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_TIMEOUT="30",
-                       NOTIFY_CONCURRENCY="4", NOTIFY_HOST_CONCURRENCY="2")
+    stack = make_stack(
+        db=9,
+        NOTIFY_HOSTS="127.0.0.1",
+        WEBHOOK_SECRET=NEW_SECRET,
+        NOTIFY_TIMEOUT="30",
+        NOTIFY_CONCURRENCY="4",
+        NOTIFY_HOST_CONCURRENCY="2",
+    )
     fine.start()
     try:
         with stack.web.client() as api:
@@ -301,10 +345,15 @@ def test_a_tenant_with_a_secret_of_its_own_gets_no_other_tenants_validly_signed_
     """acme's endpoint checks acme's own secret: its notifications verify there, and one that
     tenant beta points at acme's endpoint (signed with WEBHOOK_SECRET) does not."""
     acme_secret = "whsec_" + base64.b64encode(b"acme's own notification secret").decode()
-    stack = make_stack(db=DB + 1, API_KEYS="acme:acme-key,beta:beta-key", NOTIFY_HOSTS="127.0.0.1",
-                       WEBHOOK_SECRET=NEW_SECRET, TENANT_WEBHOOK_SECRETS=f"acme={acme_secret}",
-                       NOTIFY_SCHEDULE=SCHEDULE)
-    endpoint = Receiver(acme_secret, NEW_SECRET).start()   # checks acme's secret, and the default
+    stack = make_stack(
+        db=DB + 1,
+        API_KEYS="acme:acme-key,beta:beta-key",
+        NOTIFY_HOSTS="127.0.0.1",
+        WEBHOOK_SECRET=NEW_SECRET,
+        TENANT_WEBHOOK_SECRETS=f"acme={acme_secret}",
+        NOTIFY_SCHEDULE=SCHEDULE,
+    )
+    endpoint = Receiver(acme_secret, NEW_SECRET).start()  # checks acme's secret, and the default
     try:
         with stack.web.client("acme-key") as acme, stack.web.client("beta-key") as beta:
             ours = submit(acme, notify_url=endpoint.url)["request_id"]
@@ -315,5 +364,5 @@ def test_a_tenant_with_a_secret_of_its_own_gets_no_other_tenants_validly_signed_
         endpoint.stop()
     [mine] = endpoint.events(ours)
     [forged] = endpoint.events(theirs)
-    assert mine["verified"] == [True, False]     # acme's secret alone
-    assert forged["verified"] == [False, True]   # the default only: acme's endpoint refuses it
+    assert mine["verified"] == [True, False]  # acme's secret alone
+    assert forged["verified"] == [False, True]  # the default only: acme's endpoint refuses it

@@ -3,6 +3,7 @@ claimed host by host, an attempt ends at NOTIFY_TIMEOUT whatever the endpoint
 does, and a claim costs Redis the same whatever the backlog. Real workers, real
 sockets; the backlogs are made through the store's own scripts, as a worker
 finishing requests makes them."""
+
 from __future__ import annotations
 
 import socket
@@ -24,7 +25,7 @@ from store.records import Requests, Submission
 from tests.support.notify_receiver import NEW_SECRET, Receiver
 from workers.notifying import Sender
 
-TIMEOUT = 2   # NOTIFY_TIMEOUT of these tests' workers, seconds
+TIMEOUT = 2  # NOTIFY_TIMEOUT of these tests' workers, seconds
 
 
 class Silent:
@@ -63,7 +64,7 @@ class Trickle:
         self.head = head
         self.listener = socket.create_server(("127.0.0.1", free_port()))
         self.port = self.listener.getsockname()[1]
-        self.connections: list[list[float]] = []   # [opened, closed or 0]
+        self.connections: list[list[float]] = []  # [opened, closed or 0]
         self.stopping = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -88,7 +89,7 @@ class Trickle:
             while not self.stopping.is_set():
                 conn.settimeout(1.0)
                 try:
-                    if conn.recv(1) == b"":        # the sender closed the connection
+                    if conn.recv(1) == b"":  # the sender closed the connection
                         break
                 except TimeoutError:
                     pass
@@ -114,9 +115,12 @@ def finish_requests(redis, n: int, notify_url: str) -> list[str]:
     """N requests finished the way a worker finishes them, each queuing its notification."""
     requests, outbox = Requests(redis, 3600), Outbox(redis, 3600, max_drainers=1)
     host = HostPolicy.parse(("127.0.0.1",)).check_url(notify_url).authority
-    rids = [requests.submit(Submission("t", "POST", "Message/", {"text": "hi"}, "POST", 60,
-                                       notify_url=notify_url, notify_host=host)).record.fields["request_id"]
-            for _ in range(n)]
+    rids = [
+        requests.submit(
+            Submission("t", "POST", "Message/", {"text": "hi"}, "POST", 60, notify_url=notify_url, notify_host=host)
+        ).record.fields["request_id"]
+        for _ in range(n)
+    ]
     while claimed := outbox.claim("test", {keys.API: 500}, [], may_leave=False).items:
         for item in claimed:
             outbox.mark_sending(item)
@@ -137,8 +141,15 @@ def test_a_dead_endpoints_backlog_does_not_hold_up_another_hosts_notification(ma
     receiver: it arrives within NOTIFY_TIMEOUT + 5 s, while the dead one has all the
     room it may have."""
     live = Receiver().start()
-    stack = make_stack(db=12, workers=0, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
-                       NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_CONCURRENCY="32", NOTIFY_HOST_CONCURRENCY="8")
+    stack = make_stack(
+        db=12,
+        workers=0,
+        NOTIFY_HOSTS="127.0.0.1",
+        WEBHOOK_SECRET=NEW_SECRET,
+        NOTIFY_TIMEOUT=str(TIMEOUT),
+        NOTIFY_CONCURRENCY="32",
+        NOTIFY_HOST_CONCURRENCY="8",
+    )
     try:
         finish_requests(stack.redis, 1500, silent.url)
         stack.start_worker()
@@ -160,13 +171,18 @@ def test_a_trickling_endpoint_is_cut_at_notify_timeout_and_never_sent_twice_at_o
     delay, and two attempts of the event are never open at once (the lease is longer
     than an attempt)."""
     trickle = Trickle()
-    stack = make_stack(db=13, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET,
-                       NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_SCHEDULE="2,2")
+    stack = make_stack(
+        db=13, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, NOTIFY_TIMEOUT=str(TIMEOUT), NOTIFY_SCHEDULE="2,2"
+    )
     notifications = Notifications(stack.redis, Settings.from_env(stack.env).notify_lease_ms)
     try:
         [rid] = finish_requests(stack.redis, 1, trickle.url)
-        wait_for(lambda: trickle.overlapping() or len(notifications.attempts(rid)) >= 2, 40, 0.02,
-                 "two attempts, or two connections open at once")
+        wait_for(
+            lambda: trickle.overlapping() or len(notifications.attempts(rid)) >= 2,
+            40,
+            0.02,
+            "two attempts, or two connections open at once",
+        )
         assert not trickle.overlapping()
         tried = notifications.attempts(rid)
     finally:
@@ -201,8 +217,11 @@ def own_redis(tmp_path) -> Iterator[object]:
 
 
 def commands_run(redis) -> int:
-    return sum(int(stats["calls"]) for name, stats in redis.info("commandstats").items()
-               if name not in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_info", "cmdstat_config"))
+    return sum(
+        int(stats["calls"])
+        for name, stats in redis.info("commandstats").items()
+        if name not in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_info", "cmdstat_config")
+    )
 
 
 def test_a_claim_costs_the_same_whatever_the_backlog_of_a_host_without_room(own_redis):
@@ -224,8 +243,9 @@ def test_notifications_queued_without_host_queues_are_moved_into_them_and_sent(o
     the host queues by the claims, a batch at a time, keeping each due time: all of it is
     claimed, a leased one only once its lease is over."""
     notifications = Notifications(own_redis, lease_ms=60_000)
-    rids = finish_requests(own_redis, 300, "http://127.0.0.1:9/hook") + \
-        finish_requests(own_redis, 30, "http://127.0.0.1:10/hook")
+    rids = finish_requests(own_redis, 300, "http://127.0.0.1:9/hook") + finish_requests(
+        own_redis, 30, "http://127.0.0.1:10/hook"
+    )
     leased = rids[0]
     due = dict(own_redis.zrange(keys.NOTIFY_DUE, 0, -1, withscores=True))
     due[leased] += 3_600_000

@@ -1,5 +1,6 @@
 """The OpenAPI document is the contract: schemathesis generates requests from
 it and checks every answer against it (status codes, content types, bodies)."""
+
 from __future__ import annotations
 
 import base64
@@ -50,21 +51,23 @@ def test_every_answer_conforms_to_the_openapi_document(openapi_app, mode):
             strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
         except Exception:
             continue
+
         @given(case=strategy)
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def conforms(case):
-            redis.flushdb()   # every example from an empty database, so that a failure replays
+            redis.flushdb()  # every example from an empty database, so that a failure replays
             # A fresh Idempotency-Key: one reused with another body is rightly a 422.
             if mode == "positive":
                 headers = {"Authorization": f"Bearer {KEY_A}", "Idempotency-Key": uuid.uuid4().hex}
             elif getattr(case.meta.components.get(ParameterLocation.HEADER), "mode", None) != GenerationMode.NEGATIVE:
                 headers = {"Authorization": f"Bearer {KEY_A}"}
-            else:   # the headers are what is wrong (a key missing or malformed): sent as generated
+            else:  # the headers are what is wrong (a key missing or malformed): sent as generated
                 headers = {}
             case.call_and_validate(headers=headers, checks=CHECKS.get_all())
+
         try:
             conforms()
-        except Unsatisfiable:   # nothing of this operation can break the document (no parameters)
+        except Unsatisfiable:  # nothing of this operation can break the document (no parameters)
             assert mode == "negative"
             continue
         tried += 1
@@ -98,8 +101,11 @@ def test_the_document_states_this_deployments_longest_callback_timeout(redis_ser
     client = app.test_client()
     submission = client.get("/openapi.json").json["components"]["schemas"]["Submission"]
     assert [b.get("maximum") for b in submission["properties"]["callback_timeout"]["anyOf"]] == [1234, None]
-    answer = client.post("/v1/requests", headers={"Authorization": f"Bearer {KEY_A}"},
-                         json={"method": "GET", "path": "Call/", "callback_timeout": 1235})
+    answer = client.post(
+        "/v1/requests",
+        headers={"Authorization": f"Bearer {KEY_A}"},
+        json={"method": "GET", "path": "Call/", "callback_timeout": 1235},
+    )
     assert answer.status_code == 400 and "1234" in answer.json["error"]
 
 

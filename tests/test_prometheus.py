@@ -1,5 +1,6 @@
 """/metrics latency histograms on the real stack: each one's labels and counts equal what
 happened, its buckets are cumulative, and two web services' observations add up in Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,7 +55,7 @@ def post_callback(web, body: dict, nonce: str | None = None, signed: bool = True
 
 def test_histograms_count_every_callback_send_and_completion_across_web_services(make_stack, workdir):
     stack = make_stack(db=10)
-    other = start_web(stack.env, workdir, "web-db10-other")   # a second machine: its own two processes
+    other = start_web(stack.env, workdir, "web-db10-other")  # a second machine: its own two processes
     try:
         with stack.web.client() as api:
             rids = [submit(api)["request_id"] for _ in range(REQUESTS)]
@@ -63,21 +64,29 @@ def test_histograms_count_every_callback_send_and_completion_across_web_services
         early = {"api_id": str(uuid.uuid4()), "status": "ok"}
         nonce = uuid.uuid4().hex
         assert post_callback(other, early, nonce).json() == {"outcome": "early"}
-        assert post_callback(stack.web, early, nonce).json() == {"outcome": "duplicate"}   # a replay
+        assert post_callback(stack.web, early, nonce).json() == {"outcome": "duplicate"}  # a replay
         assert post_callback(other, {"api_id": str(uuid.uuid4())}, signed=False).status_code == 403
         assert post_callback(stack.web, {"status": "no api_id"}).status_code == 400
         assert post_callback(other, {"status": "no api_id"}).status_code == 400
 
         expected = {
-            "answerback_webhook_duration_seconds": {"matched": REQUESTS, "early": 1, "duplicate": 1,
-                                                    "rejected": 1, "invalid": 2},
+            "answerback_webhook_duration_seconds": {
+                "matched": REQUESTS,
+                "early": 1,
+                "duplicate": 1,
+                "rejected": 1,
+                "invalid": 2,
+            },
             "answerback_request_duration_seconds": {"completed": REQUESTS},
             "answerback_upstream_duration_seconds": {"accepted": REQUESTS},
         }
         for metric, wanted in expected.items():
-            wait_for(lambda metric=metric, wanted=wanted: counts(stack.web, metric) == wanted, 15,
-                     message=f"{metric} to count {wanted} (it counts {counts(stack.web, metric)})")
-        seen = histograms(other)   # any web answers the same totals: they live in Redis
+            wait_for(
+                lambda metric=metric, wanted=wanted: counts(stack.web, metric) == wanted,
+                15,
+                message=f"{metric} to count {wanted} (it counts {counts(stack.web, metric)})",
+            )
+        seen = histograms(other)  # any web answers the same totals: they live in Redis
         for metric, series in seen.items():
             assert {value: entry["count"] for value, entry in series.items()} == expected[metric]
             for value, entry in series.items():
@@ -88,7 +97,7 @@ def test_histograms_count_every_callback_send_and_completion_across_web_services
                 assert entry["count"] == cumulative[-1]
                 assert entry["sum"] > 0
         request = seen["answerback_request_duration_seconds"]["completed"]
-        assert request["sum"] < REQUESTS * 60   # sandbox callbacks come within a second or so
+        assert request["sum"] < REQUESTS * 60  # sandbox callbacks come within a second or so
     finally:
         other.service.stop()
 

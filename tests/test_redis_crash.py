@@ -2,6 +2,7 @@
 no callback answered 200 is lost, the webhook answers 503 (never 200) once the hold
 is over while Redis is down, and web and workers reconnect by themselves once it is
 back (AOF, appendfsync everysec)."""
+
 from __future__ import annotations
 
 import threading
@@ -21,8 +22,14 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def crash_stack(base_env, workdir, sandbox):
     server = RedisServer(workdir / f"redis-crash-{uuid.uuid4().hex[:6]}").start()
-    env = {**base_env, "REDIS_URL": server.url, "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3",
-           "DRAINER_STALE_SECONDS": "2", "CALLBACK_HOLD": "1"}
+    env = {
+        **base_env,
+        "REDIS_URL": server.url,
+        "SWEEP_INTERVAL": "1",
+        "LEASE_SECONDS": "3",
+        "DRAINER_STALE_SECONDS": "2",
+        "CALLBACK_HOLD": "1",
+    }
     stack = Stack(env, workdir, 0)
     stack.start_web()
     stack.start_worker()
@@ -88,7 +95,10 @@ def test_a_forged_callback_is_refused_403_while_redis_is_down(crash_stack):
     server.kill()
     with stack.web.client(key=None) as client:
         path = f"/callbacks/plivo?rid={uuid.uuid4()}"
-        answer = client.post(path, json={"api_id": str(uuid.uuid4())}, headers={
-            "X-Plivo-Signature-V3-Nonce": "12345", "X-Plivo-Signature-V3": "forged"})
+        answer = client.post(
+            path,
+            json={"api_id": str(uuid.uuid4())},
+            headers={"X-Plivo-Signature-V3-Nonce": "12345", "X-Plivo-Signature-V3": "forged"},
+        )
     assert answer.status_code == 403, (answer.status_code, answer.text)
     assert answer.json()["error"]

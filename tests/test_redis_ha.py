@@ -2,6 +2,7 @@
 submissions, a 60 s pause ridden out by holding on and spooling (with a web restart
 in the middle), and a worker killed mid-drain. Real redis-servers, Sentinels, web,
 workers and sandbox. Each test prints the figures the issue asks for."""
+
 from __future__ import annotations
 
 import threading
@@ -58,8 +59,11 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"REDIS_URL": "redis://localhost/0", "REDIS_SENTINEL_MASTER": MASTER,
-                "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)}
+        return {
+            "REDIS_URL": "redis://localhost/0",
+            "REDIS_SENTINEL_MASTER": MASTER,
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels),
+        }
 
     def stop(self) -> None:
         for server in [*self.sentinels, *self.replicas, self.primary]:
@@ -79,11 +83,11 @@ class CallbackStream:
 
     def __init__(self, web_url: str, records: list[dict], senders: int, pace_s: float) -> None:
         self.web_url, self.records, self.senders, self.pace_s = web_url, records, senders, pace_s
-        self.answers: dict[str, tuple[int, float, str]] = {}   # rid -> (status, seconds, outcome)
+        self.answers: dict[str, tuple[int, float, str]] = {}  # rid -> (status, seconds, outcome)
 
     def run(self) -> None:
         with ThreadPoolExecutor(self.senders) as pool:
-            shares = [pool.submit(self._send, self.records[i::self.senders]) for i in range(self.senders)]
+            shares = [pool.submit(self._send, self.records[i :: self.senders]) for i in range(self.senders)]
         for share in shares:
             share.result()
 
@@ -112,20 +116,29 @@ def pending_records(api, n: int, method: str = "POST", path: str = "Message/") -
 def not_kept_once(api, records: list[dict]) -> tuple[list[dict], list[dict]]:
     """(lost, applied more than once): requests whose delivered callback is not in them, or twice."""
     stored = [api.get(f"/v1/requests/{r['request_id']}").json() for r in records]
-    lost = [s for r, s in zip(records, stored)
-            if s["status"] != "completed" or s["response"] != {"api_id": r["api_id"], "status": "delivered"}]
+    lost = [
+        s
+        for r, s in zip(records, stored)
+        if s["status"] != "completed" or s["response"] != {"api_id": r["api_id"], "status": "delivered"}
+    ]
     return lost, [s for s in stored if s["deliveries"] > 1]
 
 
 def test_primary_killed_under_callbacks_and_submissions(cluster, base_env, workdir, sandbox):
-    env = {**base_env, **cluster.env, "REDIS_MIN_REPLICAS": "1", "SWEEP_INTERVAL": "1",
-           "LEASE_SECONDS": "10", "DRAINER_STALE_SECONDS": "3"}
+    env = {
+        **base_env,
+        **cluster.env,
+        "REDIS_MIN_REPLICAS": "1",
+        "SWEEP_INTERVAL": "1",
+        "LEASE_SECONDS": "10",
+        "DRAINER_STALE_SECONDS": "3",
+    }
     stack = Stack(env, workdir, 0)
     try:
         stack.start_web()
         stack.start_worker()
         stack.start_worker()
-        sandbox.faults(drop_callback=1.0)   # this test is the upstream's callback sender
+        sandbox.faults(drop_callback=1.0)  # this test is the upstream's callback sender
         with stack.web.client() as api:
             records = pending_records(api, 120)
             stream = CallbackStream(stack.web.url, records, senders=4, pace_s=0.1)
@@ -134,8 +147,10 @@ def test_primary_killed_under_callbacks_and_submissions(cluster, base_env, workd
 
             def submissions():
                 while not stop.is_set():
-                    answer = api.post("/v1/requests", json={"method": "POST", "path": "Message/",
-                                                            "params": {"src": "1", "dst": "2", "text": "y"}})
+                    answer = api.post(
+                        "/v1/requests",
+                        json={"method": "POST", "path": "Message/", "params": {"src": "1", "dst": "2", "text": "y"}},
+                    )
                     assert answer.status_code in (202, 503), answer.text
                     assert answer.status_code == 202 or answer.headers["Retry-After"]
                     submitted.append((answer.status_code, answer.json().get("request_id", "")))
@@ -152,7 +167,7 @@ def test_primary_killed_under_callbacks_and_submissions(cluster, base_env, workd
             wait_for(lambda: cluster.master_port() not in (old, None), 30, 0.05, "Sentinel to promote a replica")
             failover_s = time.monotonic() - killed_at
             streamer.join(180)
-            time.sleep(2)   # submissions carry on a moment with the new primary
+            time.sleep(2)  # submissions carry on a moment with the new primary
             stop.set()
             submitter.join(30)
             statuses = stream.statuses()
@@ -162,14 +177,16 @@ def test_primary_killed_under_callbacks_and_submissions(cluster, base_env, workd
             missing = [rid for rid in accepted if api.get(f"/v1/requests/{rid}").status_code != 200]
             assert missing == [], "submissions answered 202 but gone after the failover"
             for rid in accepted:
-                wait_status(api, rid, "pending", timeout=60)   # the workers carry on with the new primary
+                wait_status(api, rid, "pending", timeout=60)  # the workers carry on with the new primary
         sent = sandbox.stats()["by_rid"]
         twice = [rid for rid in [r["request_id"] for r in records] + accepted if sent.get(rid, 0) > 1]
-        print(f"\nfailover: primary replaced in {failover_s:.2f} s; callbacks sent {len(records)}, "
-              f"acknowledged {len(acknowledged)}, lost {len(lost)}, applied twice {len(twice_applied)}, "
-              f"503s {statuses.count(503)}, "
-              f"longest held {stream.longest_hold():.2f} s; submissions {len(submitted)}, "
-              f"503 {len(submitted) - len(accepted)}; POSTs sent twice {len(twice)}")
+        print(
+            f"\nfailover: primary replaced in {failover_s:.2f} s; callbacks sent {len(records)}, "
+            f"acknowledged {len(acknowledged)}, lost {len(lost)}, applied twice {len(twice_applied)}, "
+            f"503s {statuses.count(503)}, "
+            f"longest held {stream.longest_hold():.2f} s; submissions {len(submitted)}, "
+            f"503 {len(submitted) - len(accepted)}; POSTs sent twice {len(twice)}"
+        )
         assert statuses == [200] * len(records)
         assert lost == [] and twice_applied == [] and twice == []
     finally:
@@ -198,16 +215,16 @@ def test_redis_paused_60_s_callbacks_held_then_spooled_and_replayed_across_a_web
         server.pause()
         paused_at = time.monotonic()
         before = CallbackStream(stack.web.url, records[:20], senders=20, pace_s=0)
-        before.run()     # CALLBACK_HOLD (30 s) passes with Redis paused: spooled
+        before.run()  # CALLBACK_HOLD (30 s) passes with Redis paused: spooled
         assert before.statuses() == [200] * 20
         spooled = [rid for rid, (_, _, outcome) in before.answers.items() if outcome == "spooled"]
         assert len(spooled) == 20 and sum(1 for _ in spool.iterdir()) >= 1
-        stack.web.service.stop()   # web restarts while the spool holds entries and Redis is away
+        stack.web.service.stop()  # web restarts while the spool holds entries and Redis is away
         web = stack.start_web()
         after = CallbackStream(web.url, records[20:], senders=10, pace_s=0)
         after_thread = threading.Thread(target=after.run)
         after_thread.start()
-        time.sleep(max(0.0, 60 - (time.monotonic() - paused_at)))   # the outage itself: 60 s
+        time.sleep(max(0.0, 60 - (time.monotonic() - paused_at)))  # the outage itself: 60 s
         server.resume()
         after_thread.join(60)
         assert after.statuses() == [200] * 10
@@ -215,16 +232,21 @@ def test_redis_paused_60_s_callbacks_held_then_spooled_and_replayed_across_a_web
             wait_for(lambda: not any(spool.iterdir()), 30, 0.2, "the spool to be replayed")
             lost, twice_applied = not_kept_once(api, records)
             metrics = api.get("/metrics").text
-    replays = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                  if line.startswith("answerback_spool_replays_total"))
+    replays = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("answerback_spool_replays_total")
+    )
     longest = max(before.longest_hold(), after.longest_hold())
-    print(f"\nspool: Redis paused 60 s; callbacks sent 30, acknowledged 30 (spooled {len(spooled)}, "
-          f"replayed {replays:.0f}), lost {len(lost)}, applied twice {len(twice_applied)}, "
-          f"503s {(before.statuses() + after.statuses()).count(503)}, "
-          f"longest held {longest:.2f} s")
+    print(
+        f"\nspool: Redis paused 60 s; callbacks sent 30, acknowledged 30 (spooled {len(spooled)}, "
+        f"replayed {replays:.0f}), lost {len(lost)}, applied twice {len(twice_applied)}, "
+        f"503s {(before.statuses() + after.statuses()).count(503)}, "
+        f"longest held {longest:.2f} s"
+    )
     assert lost == [] and twice_applied == []
     assert replays == len(spooled)
-    assert longest < 40   # Plivo's read timeout
+    assert longest < 40  # Plivo's read timeout
 
 
 def test_a_spool_that_cannot_be_written_answers_503(base_env, workdir, sandbox):
@@ -247,13 +269,18 @@ def test_a_spool_that_cannot_be_written_answers_503(base_env, workdir, sandbox):
 
 def test_worker_killed_mid_drain_its_requests_are_back_within_20_s(make_stack, sandbox):
     # production timing: a drain job is dead after 15 s of silence, leases run 60 s
-    stack = make_stack(LEASE_SECONDS="60", DRAINER_STALE_SECONDS="15", RATE_LIMIT_CALLS="2/1",
-                       CALLS_IN_FLIGHT="4", SEND_CONCURRENCY="4")
+    stack = make_stack(
+        LEASE_SECONDS="60",
+        DRAINER_STALE_SECONDS="15",
+        RATE_LIMIT_CALLS="2/1",
+        CALLS_IN_FLIGHT="4",
+        SEND_CONCURRENCY="4",
+    )
     sandbox.faults(slow_answer={"rate": 1.0, "seconds": 5}, drop_callback=1.0)
     with stack.web.client() as api:
         rids = [submit(api, "POST", "Call/", {"to": str(i)})["request_id"] for i in range(8)]
         wait_for(lambda: sandbox.requests(), 15, 0.05, "the first call in flight")
-        stack.workers[0].kill()   # it holds calls in flight and calls waiting for their turn
+        stack.workers[0].kill()  # it holds calls in flight and calls waiting for their turn
         killed_at = time.monotonic()
         sandbox.faults(slow_answer={"rate": 0.0, "seconds": 0})
         stack.start_worker()
@@ -261,12 +288,15 @@ def test_worker_killed_mid_drain_its_requests_are_back_within_20_s(make_stack, s
         def all_back() -> list[dict] | None:
             records = [api.get(f"/v1/requests/{rid}").json() for rid in rids]
             return records if all(r["status"] in ("pending", "completed") for r in records) else None
+
         records = wait_for(all_back, 40, 0.2, "every request sent or taken back")
         back_s = time.monotonic() - killed_at
     sent = sandbox.stats()["by_rid"]
     left_with_the_dead = [r for r in records if r["api_id"] is None]
-    print(f"\nworker crash: every request back in work {back_s:.1f} s after the kill "
-          f"({len(left_with_the_dead)} may have left with the dead worker: pending, not resent)")
+    print(
+        f"\nworker crash: every request back in work {back_s:.1f} s after the kill "
+        f"({len(left_with_the_dead)} may have left with the dead worker: pending, not resent)"
+    )
     assert all(sent.get(rid) == 1 for rid in rids), sent
     assert left_with_the_dead and all(r["error"]["reason"].startswith("the worker stopped") for r in left_with_the_dead)
     assert back_s < 20
@@ -278,8 +308,14 @@ def test_submissions_right_after_a_failover_are_sent_promptly(cluster, base_env,
     one opened to the killed primary must follow Sentinel to the new one, not retry the
     dead address (or, once the old primary is back, a replica) for the send's whole budget."""
     stale_s, rounds = 3, 3
-    env = {**base_env, **cluster.env, "REDIS_MIN_REPLICAS": "1", "SWEEP_INTERVAL": "1",
-           "LEASE_SECONDS": "60", "DRAINER_STALE_SECONDS": str(stale_s)}
+    env = {
+        **base_env,
+        **cluster.env,
+        "REDIS_MIN_REPLICAS": "1",
+        "SWEEP_INTERVAL": "1",
+        "LEASE_SECONDS": "60",
+        "DRAINER_STALE_SECONDS": str(stale_s),
+    }
     stack = Stack(env, workdir, 0)
     servers = [cluster.primary, *cluster.replicas]
     took: list[float] = []
@@ -290,18 +326,19 @@ def test_submissions_right_after_a_failover_are_sent_promptly(cluster, base_env,
         sandbox.faults(drop_callback=1.0)
         with stack.web.client() as api:
             for _ in range(rounds):
-                pending_records(api, 20)   # the send threads hold connections to this primary
+                pending_records(api, 20)  # the send threads hold connections to this primary
                 old = wait_for(cluster.master_port, 10, message="the Sentinels to name the primary")
                 killed = next(s for s in servers if s.port == old)
                 killed.kill()
-                wait_for(lambda old=old: cluster.master_port() not in (old, None), 30, 0.05,
-                         "Sentinel to promote a replica")
+                wait_for(
+                    lambda old=old: cluster.master_port() not in (old, None), 30, 0.05, "Sentinel to promote a replica"
+                )
                 rids = [_submitted_once_accepted(api, i) for i in range(10)]
                 started = time.monotonic()
                 for rid in rids:
                     wait_status(api, rid, "pending", timeout=stale_s + 30)
                 took.append(time.monotonic() - started)
-                killed.replica_of = cluster.master_port()   # back, as a replica of the new primary
+                killed.replica_of = cluster.master_port()  # back, as a replica of the new primary
                 killed.start()
                 wait_for(lambda killed=killed: _replicating(killed), 30, 0.1, "the old primary to replicate again")
         print(f"\nsubmissions after a failover: all sent within {', '.join(f'{s:.1f}' for s in took)} s")
@@ -312,11 +349,15 @@ def test_submissions_right_after_a_failover_are_sent_promptly(cluster, base_env,
 
 def _submitted_once_accepted(api, i: int) -> str:
     """A submission, repeated while it is answered 503 (the new primary's replica not yet back)."""
+
     def accepted():
-        answer = api.post("/v1/requests", json={"method": "POST", "path": "Message/",
-                                                "params": {"src": "1", "dst": str(i), "text": "z"}})
+        answer = api.post(
+            "/v1/requests",
+            json={"method": "POST", "path": "Message/", "params": {"src": "1", "dst": str(i), "text": "z"}},
+        )
         assert answer.status_code in (202, 503), answer.text
         return answer.json()["request_id"] if answer.status_code == 202 else None
+
     return wait_for(accepted, 30, 0.1, "a submission to be accepted")
 
 

@@ -1,5 +1,6 @@
 """Nothing lost, nothing sent twice: retries, rate limits and crashes, on real
 processes (each test on a web + workers stack of its own) against the sandbox."""
+
 from __future__ import annotations
 
 import signal
@@ -26,8 +27,12 @@ def test_5xx_then_success(make_stack, sandbox):
     with stack.web.client() as api:
         done = wait_status(api, submit(api)["request_id"], "completed")
     assert done["attempts"] == 3
-    assert [r["status"] for r in received(sandbox, done["request_id"])] in ([500, 500, 200], [500, 503, 200],
-                                                                             [503, 500, 200], [503, 503, 200])
+    assert [r["status"] for r in received(sandbox, done["request_id"])] in (
+        [500, 500, 200],
+        [500, 503, 200],
+        [503, 500, 200],
+        [503, 503, 200],
+    )
 
 
 def test_429_then_success_honours_retry_after_and_pauses_every_send(make_stack, sandbox):
@@ -76,8 +81,7 @@ def test_post_without_an_answer_is_sent_once_and_completed_by_its_callback(make_
 
 def test_get_without_an_answer_is_retried(make_stack, sandbox):
     stack = make_stack(PLIVO_TIMEOUT="1")
-    sandbox.faults(slow_answer={"rate": 1.0, "seconds": 2, "times": 1},
-                   callback_delay={"rate": 1.0, "seconds": 3})
+    sandbox.faults(slow_answer={"rate": 1.0, "seconds": 2, "times": 1}, callback_delay={"rate": 1.0, "seconds": 3})
     with stack.web.client() as api:
         done = wait_status(api, submit(api, "GET", "Call/", {})["request_id"], "completed")
     assert done["attempts"] == 2
@@ -130,8 +134,9 @@ def test_worker_killed_mid_batch_loses_nothing_and_sends_no_post_twice(make_stac
     stack = make_stack(SEND_CONCURRENCY="4", CALLBACK_TIMEOUT="6")
     sandbox.faults(slow_answer={"rate": 1.0, "seconds": 2}, drop_callback={"rate": 0.5})
     with stack.web.client() as api:
-        posts = [submit(api, "POST", "Message/", {"src": "1", "dst": str(i), "text": "x"})["request_id"]
-                 for i in range(12)]
+        posts = [
+            submit(api, "POST", "Message/", {"src": "1", "dst": str(i), "text": "x"})["request_id"] for i in range(12)
+        ]
         gets = [submit(api, "GET", "Call/", {})["request_id"] for _ in range(4)]
         wait_for(lambda: len(received(sandbox)) >= 4, message="the first batch in flight")
         stack.workers[0].kill()
@@ -161,8 +166,9 @@ def test_a_backlog_of_calls_does_not_hold_up_other_apis(make_stack, sandbox):
     stack = make_stack(RATE_LIMIT_CALLS="2/1", SEND_CONCURRENCY="4")
     with stack.web.client() as api:
         calls = [submit(api)["request_id"] for _ in range(12)]
-        messages = [submit(api, "POST", "Message/", {"src": "1", "dst": str(i), "text": "x"})["request_id"]
-                    for i in range(8)]
+        messages = [
+            submit(api, "POST", "Message/", {"src": "1", "dst": str(i), "text": "x"})["request_id"] for i in range(8)
+        ]
         sent_messages = [wait_status(api, rid, "completed", timeout=30) for rid in messages]
         calls_done = [wait_status(api, rid, "completed", timeout=60) for rid in calls]
     last_call_sent = max(r["sent_at"] for r in calls_done)

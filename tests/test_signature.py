@@ -16,6 +16,7 @@ than GET/POST (it raises ValidationError), surrogates in the signature header
 on percent-encoded non-ASCII (gh-74668); there the SDK runs with that stdlib
 fix patched in, which changes nothing for ASCII.
 """
+
 from __future__ import annotations
 
 import base64
@@ -104,23 +105,25 @@ def random_signature(seed: bytes) -> str:
 
 # Known answers ------------------------------------------------------------
 
+
 @pytest.mark.fast
 @pytest.mark.parametrize(
     "method, url, params, message",
     [
         ("GET", "https://h.example.com/cb", {}, "https://h.example.com/cb"),
         ("GET", "https://h.example.com/cb?b=2&a=1&a=0", {}, "https://h.example.com/cb?a=0&a=1&b=2"),
-        ("GET", "https://h.example.com/cb?a=1", {"a": "2", "c": ["4", "3"]},
-         "https://h.example.com/cb?a=1&c=3&c=4"),
+        ("GET", "https://h.example.com/cb?a=1", {"a": "2", "c": ["4", "3"]}, "https://h.example.com/cb?a=1&c=3&c=4"),
         ("POST", "https://h.example.com/cb", {}, "https://h.example.com/cb"),
         ("POST", "https://h.example.com/cb?b=2&a=1", {}, "https://h.example.com/cb?a=1&b=2"),
         ("POST", "https://h.example.com/cb", {"z": "1", "a": ["y", "x"]}, "https://h.example.com/cb?axayz1"),
-        ("POST", "https://h.example.com/cb?b=2&a=1", {"z": 1, "a": ["y", "x"]},
-         "https://h.example.com/cb?a=1&b=2.axayz1"),
-        ("POST", "https://h.example.com/cb", {"n": {"b": True, "a": 0.5}},
-         "https://h.example.com/cb?na0.5bTrue"),
-        ("POST", "https://h.example.com/caf%C3%A9;v=1#top", {"k": None},
-         "https://h.example.com/caf%C3%A9?kNone"),
+        (
+            "POST",
+            "https://h.example.com/cb?b=2&a=1",
+            {"z": 1, "a": ["y", "x"]},
+            "https://h.example.com/cb?a=1&b=2.axayz1",
+        ),
+        ("POST", "https://h.example.com/cb", {"n": {"b": True, "a": 0.5}}, "https://h.example.com/cb?na0.5bTrue"),
+        ("POST", "https://h.example.com/caf%C3%A9;v=1#top", {"k": None}, "https://h.example.com/caf%C3%A9?kNone"),
     ],
 )
 def test_message_is_built_as_plivo_md_describes(method, url, params, message):
@@ -233,8 +236,13 @@ def test_ma_header_verifies_with_the_main_account_token():
     ],
 )
 def test_signature_for_anything_else_is_rejected(signed_as, checked_as):
-    request = {"token": TOKEN, "method": "POST", "url": PUBLIC + "?rid=7", "nonce": NONCE,
-               "params": {"api_id": API_ID, "status": "success"}}
+    request = {
+        "token": TOKEN,
+        "method": "POST",
+        "url": PUBLIC + "?rid=7",
+        "nonce": NONCE,
+        "params": {"api_id": API_ID, "status": "success"},
+    }
     signer, checker = {**request, **signed_as}, {**request, **checked_as}
     signature = sdk_sign(**signer)
     assert not verify_v3(signatures=signature, **checker)
@@ -244,13 +252,20 @@ def test_signature_for_anything_else_is_rejected(signed_as, checked_as):
 @pytest.mark.fast
 @pytest.mark.parametrize(
     "changes",
-    [{"nonce": ""}, {"nonce": None}, {"signatures": ""}, {"signatures": None}, {"token": ""},
-     {"method": "PUT"}, {"url": ""}, {"params": ["not", "a", "mapping"]}],
+    [
+        {"nonce": ""},
+        {"nonce": None},
+        {"signatures": ""},
+        {"signatures": None},
+        {"token": ""},
+        {"method": "PUT"},
+        {"url": ""},
+        {"params": ["not", "a", "mapping"]},
+    ],
 )
 def test_missing_or_unusable_input_never_verifies(changes):
     signature = sign_v3(TOKEN, "GET", PUBLIC, NONCE, {})
-    request = {"token": TOKEN, "method": "GET", "url": PUBLIC, "nonce": NONCE,
-               "signatures": signature, "params": {}}
+    request = {"token": TOKEN, "method": "GET", "url": PUBLIC, "nonce": NONCE, "signatures": signature, "params": {}}
     assert verify_v3(**request)
     assert not verify_v3(**{**request, **changes})
 
@@ -334,8 +349,13 @@ decoys = st.lists(signatures | decoy_text, max_size=2)  # the SDK raises on surr
 def callbacks(draw) -> dict:
     """A delivered callback with a header holding the right signature, or only wrong ones."""
     method = draw(st.sampled_from(["GET", "POST"]))
-    callback = {"token": draw(tokens), "method": method, "url": draw(urls()), "nonce": draw(nonces),
-                "params": draw(get_params if method == "GET" else post_params)}
+    callback = {
+        "token": draw(tokens),
+        "method": method,
+        "url": draw(urls()),
+        "nonce": draw(nonces),
+        "params": draw(get_params if method == "GET" else post_params),
+    }
     kind = draw(st.sampled_from(["right", "random", "token", "param", "url"]))
     signer = dict(callback)
     if kind == "token":
@@ -378,9 +398,11 @@ def test_sign_v3_round_trips(callback):
     except UnicodeDecodeError:
         return  # a query that is not UTF-8 has no once-encoded reading
     assert verify_v3(signatures=signature, **request)
-    if v3_message(request["method"], request["url"], request["params"], "latin-1") == v3_message(
-        request["method"], request["url"], request["params"]
-    ) and request["nonce"].isascii():
+    if (
+        v3_message(request["method"], request["url"], request["params"], "latin-1")
+        == v3_message(request["method"], request["url"], request["params"])
+        and request["nonce"].isascii()
+    ):
         assert signature == sdk_sign(**request)
 
 

@@ -5,6 +5,7 @@ not stop the worker's other connections, and a bad entry that does not hold up t
 A long outage is compressed honestly: the replayer's pause (SPOOL_REPLAY_INTERVAL) is
 shortened so that many replays fail between two callbacks, as at one callback a second
 with the production pause, and CALLBACK_HOLD is 0 so that each callback is spooled at once."""
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,16 @@ def own_redis(workdir):
 def spool_web(base_env: dict, workdir: Path, server: RedisServer, spool: Path, **settings: str) -> Web:
     """A web of one gevent worker spooling at once (no hold), at debug level so that each
     failed replay is logged."""
-    return start_web({**base_env, "REDIS_URL": server.url}, workdir, f"web-spool-{uuid.uuid4().hex[:6]}",
-                     SPOOL_DIR=str(spool), CALLBACK_HOLD="0", WEB_CONCURRENCY="1", LOG_LEVEL="debug",
-                     **settings)
+    return start_web(
+        {**base_env, "REDIS_URL": server.url},
+        workdir,
+        f"web-spool-{uuid.uuid4().hex[:6]}",
+        SPOOL_DIR=str(spool),
+        CALLBACK_HOLD="0",
+        WEB_CONCURRENCY="1",
+        LOG_LEVEL="debug",
+        **settings,
+    )
 
 
 def worker_pid(web: Web) -> int:
@@ -53,6 +61,7 @@ def worker_pid(web: Web) -> int:
     def child() -> int | None:
         children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
         return int(children[0]) if len(children) == 1 else None
+
     return wait_for(child, 10, message="the web's one worker")
 
 
@@ -86,15 +95,20 @@ def test_a_long_outage_keeps_one_spool_file_and_flat_descriptors(base_env, workd
             for _ in range(callbacks):
                 assert callback(client, web) == "spooled"
                 failed = web.service.log().count(FAILED_ROUND)
-                wait_for(lambda failed=failed: web.service.log().count(FAILED_ROUND) >= failed + rounds_between, 30,
-                         message=f"{rounds_between} more replays to fail")
+                wait_for(
+                    lambda failed=failed: web.service.log().count(FAILED_ROUND) >= failed + rounds_between,
+                    30,
+                    message=f"{rounds_between} more replays to fail",
+                )
                 files.append(len(spool_files(spool)))
                 fds.append(descriptors(pid))
         with web.client() as api:
             during = api.get("/metrics").text
         rounds = web.service.log().count(FAILED_ROUND)
-        print(f"\nspool outage: {callbacks} callbacks spooled across {rounds} failed replays; "
-              f"spool files {min(files)}..{max(files)}, worker descriptors {min(fds)}..{max(fds)}")
+        print(
+            f"\nspool outage: {callbacks} callbacks spooled across {rounds} failed replays; "
+            f"spool files {min(files)}..{max(files)}, worker descriptors {min(fds)}..{max(fds)}"
+        )
         assert files == [1] * callbacks
         # A descriptor may be open for a moment as it is read (a Redis connection being
         # refused, a directory being fsynced): flat means no more than that, not one per round.
@@ -104,7 +118,7 @@ def test_a_long_outage_keeps_one_spool_file_and_flat_descriptors(base_env, workd
         wait_for(lambda: not spool_files(spool), 30, 0.05, "the spool to be replayed")
         with web.client() as api:
             after = api.get("/metrics").text
-        assert metric(after, "answerback_spool_replays_total") == callbacks   # each once: none lost, none twice
+        assert metric(after, "answerback_spool_replays_total") == callbacks  # each once: none lost, none twice
         assert metric(after, "answerback_spool_entries") == 0
         assert len(list(spool.iterdir())) == 0
     finally:
@@ -122,11 +136,24 @@ def test_a_slow_fsync_does_not_stall_the_workers_other_connections(base_env, wor
         pid = worker_pid(web)
         own_redis.kill()
         with open(attach_log, "wb") as stderr:
-            tracer = subprocess.Popen(["strace", "-f", "-e", "trace=fsync", "-o", str(trace), "-e",
-                                       f"inject=fsync:delay_enter={int(delay_s * 1e6)}", "-p", str(pid)],
-                                      stderr=stderr)
-        wait_for(lambda: "attached" in attach_log.read_text() or tracer.poll() is not None, 10,
-                 message="strace to attach")
+            tracer = subprocess.Popen(
+                [
+                    "strace",
+                    "-f",
+                    "-e",
+                    "trace=fsync",
+                    "-o",
+                    str(trace),
+                    "-e",
+                    f"inject=fsync:delay_enter={int(delay_s * 1e6)}",
+                    "-p",
+                    str(pid),
+                ],
+                stderr=stderr,
+            )
+        wait_for(
+            lambda: "attached" in attach_log.read_text() or tracer.poll() is not None, 10, message="strace to attach"
+        )
         if tracer.poll() is not None:
             pytest.skip(f"strace cannot attach here: {attach_log.read_text()[-300:]}")
         with web.client(key=None) as client:
@@ -139,6 +166,7 @@ def test_a_slow_fsync_does_not_stall_the_workers_other_connections(base_env, wor
                         started = time.monotonic()
                         assert callback(sender, web) == "spooled"
                         held.append(time.monotonic() - started)
+
             sender = threading.Thread(target=spool_some)
             sender.start()
             during = []
@@ -149,10 +177,12 @@ def test_a_slow_fsync_does_not_stall_the_workers_other_connections(base_env, wor
         tracer.wait(10)
         fsyncs = [line.split() for line in trace.read_text().splitlines() if "fsync(" in line]
         on_the_hub = [line for line in fsyncs if int(line[0]) == pid]
-        print(f"\nspool fsync delayed {delay_s} s: callbacks answered in {min(held):.2f}..{max(held):.2f} s; "
-              f"/healthz worst {max(baseline) * 1000:.0f} ms before, {max(during) * 1000:.0f} ms during "
-              f"({len(during)} requests); fsyncs {len(fsyncs)}, on the hub's thread {len(on_the_hub)}")
-        assert len(held) == spooled and min(held) >= delay_s   # the answer waits for its fsync
+        print(
+            f"\nspool fsync delayed {delay_s} s: callbacks answered in {min(held):.2f}..{max(held):.2f} s; "
+            f"/healthz worst {max(baseline) * 1000:.0f} ms before, {max(during) * 1000:.0f} ms during "
+            f"({len(during)} requests); fsyncs {len(fsyncs)}, on the hub's thread {len(on_the_hub)}"
+        )
+        assert len(held) == spooled and min(held) >= delay_s  # the answer waits for its fsync
         assert on_the_hub == [] and len(fsyncs) >= spooled
         assert max(during) < max(baseline) + delay_s / 2
     finally:
@@ -171,8 +201,17 @@ def test_a_bad_entry_is_kept_aside_and_the_rest_replayed(base_env, workdir, own_
     """A file left by a web that is gone, with two entries the store cannot take among good ones."""
     spool = workdir / f"spool-{uuid.uuid4().hex[:6]}"
     spool.mkdir()
-    good = [{"rid": str(uuid.uuid4()), "api_id": str(uuid.uuid4()), "body": {"n": n}, "method": "POST",
-             "nonce": "", "received_at": int(time.time() * 1000)} for n in range(4)]
+    good = [
+        {
+            "rid": str(uuid.uuid4()),
+            "api_id": str(uuid.uuid4()),
+            "body": {"n": n},
+            "method": "POST",
+            "nonce": "",
+            "received_at": int(time.time() * 1000),
+        }
+        for n in range(4)
+    ]
     bad = [{"api_id": str(uuid.uuid4()), "not_a_field": 1}, ["not", "an", "object"]]
     lines = [good[0], bad[0], good[1], good[2], bad[1], good[3]]
     (spool / f"{new_id()}{SUFFIX}").write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -4,6 +4,7 @@ every interleaving of worker and callback ends in one defined record.
 On a database of their own, flushed before each test: the session's worker sweeps database
 0 every second (it takes the sweep lock and expires, recovers and rings requests there), so
 a test there would race with it."""
+
 from __future__ import annotations
 
 import threading
@@ -189,7 +190,7 @@ def test_a_finished_request_is_purged_with_its_indexes_after_its_keep_time(redis
     sweeper = Sweeper(redis, result_ttl=1)
     assert sweeper.sweep(now=finished_at + 999).purged == 0
     assert requests.get(purged) is not None
-    later = sweeper.sweep(now=finished_at + 1000 + 10_000 + 1000)   # due, and its bucket wholly past
+    later = sweeper.sweep(now=finished_at + 1000 + 10_000 + 1000)  # due, and its bucket wholly past
     assert later.purged == 2
     assert requests.get(purged) is None and requests.page("t9", None, 0, 20) == (0, [])
     assert requests.page("t9", "completed", 0, 20) == (0, [])
@@ -203,12 +204,12 @@ def test_requests_of_a_drain_job_that_stopped_beating_come_back_before_their_lea
     items = {c.rid: c for c in outbox.claim("dead-drainer", {"api": 10, "calls": 10}, [], may_leave=False).items}
     for rid in (sent, sent_get):
         assert outbox.mark_sending(items[rid]) == 1
-    redis.zadd(keys.DRAINERS, {"dead-drainer": 0})   # its heartbeat stopped long ago; leases run 60 s
+    redis.zadd(keys.DRAINERS, {"dead-drainer": 0})  # its heartbeat stopped long ago; leases run 60 s
     assert Sweeper(redis, TTL).sweep().recovered == 3
     status = {rid: requests.get(rid).to_json() for rid in (claimed, sent, sent_get)}
     assert status[claimed]["status"] == "queued"
-    assert status[claimed]["attempts"] == 0         # never marked sending: provably never sent, goes out again
-    assert status[sent]["status"] == "pending"      # a POST that may have left is never sent twice
+    assert status[claimed]["attempts"] == 0  # never marked sending: provably never sent, goes out again
+    assert status[sent]["status"] == "pending"  # a POST that may have left is never sent twice
     assert status[sent_get]["status"] == "queued"
     # the job was only slow (a Redis outage) and claims them again: its old hold on them is void
     again = {c.rid: c for c in outbox.claim("dead-drainer", {"api": 10, "calls": 10}, [], may_leave=False).items}
@@ -217,7 +218,7 @@ def test_requests_of_a_drain_job_that_stopped_beating_come_back_before_their_lea
     outbox.completed(items[sent_get], {"late": True})
     assert requests.get(sent_get).status == "queued"
     assert outbox.mark_sending(again[claimed]) == 1
-    assert outbox.mark_sending(again[claimed]) == 1   # again, after an outage cut the answer off: no change
+    assert outbox.mark_sending(again[claimed]) == 1  # again, after an outage cut the answer off: no change
     assert requests.get(claimed).to_json()["attempts"] == 1
 
 
@@ -230,11 +231,11 @@ def test_a_beating_drain_job_keeps_its_requests(stores, redis):
 
 
 def test_a_write_not_confirmed_by_enough_replicas_is_not_taken_as_kept(redis):
-    deliveries = Deliveries(redis, TTL, TTL, min_replicas=1)   # the test Redis has no replica
+    deliveries = Deliveries(redis, TTL, TTL, min_replicas=1)  # the test Redis has no replica
     api_id = str(uuid.uuid4())
     with pytest.raises(NotReplicated) as raised:
         deliveries.store("", api_id, {"api_id": api_id}, "POST")
-    assert raised.value.result == "early"   # written on the primary, yet not acknowledged
+    assert raised.value.result == "early"  # written on the primary, yet not acknowledged
 
 
 def test_a_delivery_is_stored_after_redis_forgot_the_scripts(redis):
@@ -262,7 +263,7 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
     its connection, so that its late answer is never read as the next call's. On a Redis of its
     own: it is stopped (SIGSTOP) for a moment."""
     server = RedisServer(workdir / f"redis-once-{uuid.uuid4().hex[:6]}").start()
-    client = connect(server.url, socket_timeout=0.5, retries=0, max_connections=1)   # one connection, reused
+    client = connect(server.url, socket_timeout=0.5, retries=0, max_connections=1)  # one connection, reused
     try:
         deliveries = Deliveries(client, TTL, TTL)
         kept, cut_off = str(uuid.uuid4()), str(uuid.uuid4())
@@ -273,7 +274,7 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
                 deliveries.store("", cut_off, {"api_id": cut_off}, "POST")
         finally:
             server.resume()
-        assert deliveries.store("", kept, {"api_id": kept}, "POST") == "duplicate"   # not the late "early"
+        assert deliveries.store("", kept, {"api_id": kept}, "POST") == "duplicate"  # not the late "early"
         assert deliveries.store("", cut_off, {"api_id": cut_off}, "POST") in ("early", "duplicate")
     finally:
         client.close()
@@ -283,37 +284,43 @@ def test_a_script_call_cut_off_by_a_timeout_leaves_no_answer_for_the_next_call(w
 @pytest.mark.parametrize("idempotency_key", [None, "key-1"])
 def test_a_submission_retried_after_its_answer_was_lost_is_stored_once(workdir, idempotency_key):
     """A submission's script is sent again (as redis-py's Retry says: Scripts.retried) when its
-    answer does not come in time, and Redis may then run the submit script twice. Was: the second run wrote the record afresh and put
-    the request in the outbox a second time (a second send, had a worker taken the first);
-    with an Idempotency-Key the first submission was answered as a replay of itself.
+    answer does not come in time, and Redis may then run the submit script twice: the second
+    run must neither write the record afresh nor put the request in the outbox a second time
+    (a second send, had a worker taken the first), and with an Idempotency-Key the first
+    submission must not be answered as a replay of itself.
     On a Redis of its own, stopped (SIGSTOP) until the second attempt is on its way."""
     server = RedisServer(workdir / f"redis-resubmit-{uuid.uuid4().hex[:6]}").start()
     client = connect(server.url, socket_timeout=0.3, retries=2)
     me = psutil.Process()
 
     def connections() -> set[int]:
-        return {c.laddr.port for c in me.net_connections("tcp")
-                if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED}
+        return {
+            c.laddr.port
+            for c in me.net_connections("tcp")
+            if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED
+        }
 
     def scripts_run() -> int:
         return client.info("commandstats")["cmdstat_evalsha"]["calls"]
 
     try:
         requests = Requests(client, TTL)
-        earlier = submit(requests)   # the script is loaded: the attempts below run it at once
-        client.delete(keys.DRAINERS)   # no drain job alive: the submission registers one to start
+        earlier = submit(requests)  # the script is loaded: the attempts below run it at once
+        client.delete(keys.DRAINERS)  # no drain job alive: the submission registers one to start
         first, runs = connections(), scripts_run()
         server.pause()
         try:
             with ThreadPoolExecutor(1) as pool:
-                submitting = pool.submit(requests.submit, Submission(
-                    "t1", "POST", "Call/", {"to": "1"}, "POST", 60, idempotency_key=idempotency_key))
+                submitting = pool.submit(
+                    requests.submit,
+                    Submission("t1", "POST", "Call/", {"to": "1"}, "POST", 60, idempotency_key=idempotency_key),
+                )
                 wait_for(lambda: connections() - first, 10, message="redis-py's second attempt")
                 server.resume()
                 submitted = submitting.result(timeout=30)
         finally:
             server.resume()
-        assert scripts_run() - runs >= 2   # the script did run again
+        assert scripts_run() - runs >= 2  # the script did run again
         rid = submitted.record.fields["request_id"]
         assert submitted.created and not submitted.conflict
         # the drain job the first run registered is still answered, so that it gets started
@@ -334,6 +341,7 @@ def test_a_send_threads_scripts_run_on_its_own_connection_and_survive_a_flush(wo
     measures: bench/throughput.py shows it.) On a Redis of its own, so that CLIENT LIST shows
     only this test's clients."""
     from redis import Redis
+
     server = RedisServer(workdir / f"redis-direct-{uuid.uuid4().hex[:6]}").start()
     client = connect(server.url)
     try:
@@ -359,9 +367,9 @@ def test_a_sweep_drops_a_dead_drain_job_even_with_nothing_to_send(stores, redis)
     """A drain job rung but never run (its enqueue lost, its worker gone) must not be counted
     as a drainer for ever: the drainers gauge would say a worker is draining."""
     requests, outbox, _ = stores
-    rid = submit(requests)   # rings a drain job: one drainer registered
+    rid = submit(requests)  # rings a drain job: one drainer registered
     assert redis.zcard(keys.DRAINERS) == 1
-    claim_and_send(outbox, rid)   # the outbox is empty now; nobody heart-beats the rung job
+    claim_and_send(outbox, rid)  # the outbox is empty now; nobody heart-beats the rung job
     sweeper = Sweeper(redis, TTL, drainer_stale_ms=1000)
     sweeper.sweep(now_ms() + 5000)
     assert redis.zcard(keys.DRAINERS) == 0

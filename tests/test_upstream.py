@@ -1,4 +1,5 @@
 """The worker's upstream client: proxies from the environment, for real."""
+
 from __future__ import annotations
 
 import base64
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 class ForwardProxy(BaseHTTPRequestHandler):
     """A plain-HTTP forward proxy: takes absolute-URI requests, forwards them, records them."""
+
     seen: ClassVar[list[str]] = []
 
     def _forward(self) -> None:
@@ -75,11 +77,13 @@ def test_no_proxy_bypasses_the_proxy(make_stack, sandbox, proxy):
 def test_query_strings_are_written_as_before_the_client_changed():
     """httpx wrote GET/DELETE params this way; the upstream must see the same query."""
     from workers.upstream import query
+
     assert query({"a": True, "b": False, "c": None, "d": [1, "x y"], "e": 1.5}) == "a=true&b=false&c=&d=1&d=x+y&e=1.5"
 
 
 def test_no_proxy_covers_the_upstream_host(monkeypatch):
     from workers.upstream import environment_proxy
+
     for name in ("https_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
@@ -119,8 +123,14 @@ class Upstream:
                         return
                     data += chunk
                 head, _, data = data.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 while len(data) < length:
                     data += conn.recv(65536)
                 data = data[length:]
@@ -129,8 +139,10 @@ class Upstream:
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
                 body = json.dumps({"message": "async api spawned", "api_id": str(uuid.uuid4())}).encode()
-                conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                conn.sendall(
+                    b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
 
     def close(self) -> None:
         self.listener.close()
@@ -139,12 +151,15 @@ class Upstream:
 def client_for(upstream: Upstream, **settings):
     from config import Settings
     from workers.upstream import PlivoClient
-    return PlivoClient(Settings(plivo_api_url=upstream.url, plivo_auth_id="MA1", plivo_auth_token="token",
-                                plivo_timeout=5, **settings))
+
+    return PlivoClient(
+        Settings(plivo_api_url=upstream.url, plivo_auth_id="MA1", plivo_auth_token="token", plivo_timeout=5, **settings)
+    )
 
 
 def claimed(method: str = "POST", path: str = "Call/"):
     from store.outbox import Claimed
+
     return Claimed(str(uuid.uuid4()), method, path, {"to": "1555"}, "POST", 1, 60, "api")
 
 
@@ -164,7 +179,7 @@ def test_a_reused_connection_reset_after_the_request_left_never_sends_a_post_twi
     assert first.kind == "accepted"
     if method == "POST":
         assert second.kind == "unknown" and second.error["exception"] == "SEND_FAIL_REWIND"
-        assert [number for number, _ in upstream.seen] == [1, 1]   # sent once, on the reused connection
+        assert [number for number, _ in upstream.seen] == [1, 1]  # sent once, on the reused connection
     else:
         assert second.kind == "accepted"
         assert [number for number, _ in upstream.seen] == [1, 1, 2]
@@ -175,12 +190,13 @@ def test_an_idle_connection_is_retired_before_the_upstream_would_close_it(monkey
     """A connection idle IDLE_CONNECTION_S is not used again, so a send cannot cross an
     upstream closing it as idle; a busy connection is kept."""
     import workers.upstream
+
     monkeypatch.setattr(workers.upstream, "IDLE_CONNECTION_S", 2)
     upstream = Upstream()
     client = client_for(upstream)
     try:
-        for pause in (0, 0, 3, 0):   # back-to-back sends may stall up to 2 s on a busy machine
-            time.sleep(pause)   # the idle time is what is tested
+        for pause in (0, 0, 3, 0):  # back-to-back sends may stall up to 2 s on a busy machine
+            time.sleep(pause)  # the idle time is what is tested
             assert client.send(claimed(), "http://127.0.0.1:1/cb").kind == "accepted"
     finally:
         client.close()
@@ -191,18 +207,28 @@ def test_an_idle_connection_is_retired_before_the_upstream_would_close_it(monkey
 def test_a_refused_connection_is_safe_to_retry_and_a_silent_upstream_is_not():
     from config import Settings
     from workers.upstream import PlivoClient
+
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))   # bound, never listening: connections to it are refused
-    refused = PlivoClient(Settings(plivo_api_url=f"http://127.0.0.1:{closed.getsockname()[1]}/v1/",
-                                   plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
-    silent = PlivoClient(Settings(plivo_api_url=f"http://127.0.0.1:{port}/v1/", plivo_auth_id="MA1",
-                                  plivo_auth_token="t", plivo_timeout=0.5))
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections to it are refused
+    refused = PlivoClient(
+        Settings(
+            plivo_api_url=f"http://127.0.0.1:{closed.getsockname()[1]}/v1/",
+            plivo_auth_id="MA1",
+            plivo_auth_token="t",
+            plivo_timeout=5,
+        )
+    )
+    silent = PlivoClient(
+        Settings(
+            plivo_api_url=f"http://127.0.0.1:{port}/v1/", plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=0.5
+        )
+    )
     try:
         verdict = refused.send(claimed(), "http://127.0.0.1:1/cb")
         assert verdict.kind == "retry" and verdict.error["exception"] == "COULDNT_CONNECT"
-        verdict = silent.send(claimed(), "http://127.0.0.1:1/cb")   # accepted by the kernel, never answered
+        verdict = silent.send(claimed(), "http://127.0.0.1:1/cb")  # accepted by the kernel, never answered
         assert verdict.kind == "unknown" and verdict.error["exception"] == "OPERATION_TIMEDOUT"
         assert silent.send(claimed("GET"), "http://127.0.0.1:1/cb").kind == "retry"
     finally:
@@ -218,6 +244,7 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
     import ssl
 
     import trustme
+
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
@@ -230,13 +257,13 @@ def test_an_upstream_whose_certificate_does_not_verify_gets_nothing_and_is_safe_
             with context.wrap_socket(conn, server_side=True) as tls:
                 received.append(tls.recv(65536))
         except (OSError, ssl.SSLError):
-            pass   # the client gives up during the handshake
+            pass  # the client gives up during the handshake
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     verdict = sent_once(f"https://127.0.0.1:{listener.getsockname()[1]}/v1/", thread, listener)
     assert verdict.kind == "retry" and verdict.error["exception"] == "PEER_FAILED_VERIFICATION"
-    assert b"".join(received) == b""   # no byte of the request (TLS 1.3: the server may finish its handshake first)
+    assert b"".join(received) == b""  # no byte of the request (TLS 1.3: the server may finish its handshake first)
 
 
 def test_sends_from_one_thread_after_another_reuse_the_warmest_connection():
@@ -305,6 +332,7 @@ def sent_once(api_url: str, server: threading.Thread, listener: socket.socket):
     """One POST from a client of its own to `api_url`; then `server` is joined, `listener` closed."""
     from config import Settings
     from workers.upstream import PlivoClient
+
     client = PlivoClient(Settings(plivo_api_url=api_url, plivo_auth_id="MA1", plivo_auth_token="t", plivo_timeout=5))
     try:
         return client.send(claimed(), "http://127.0.0.1:1/cb")

@@ -1,5 +1,6 @@
 """receiver/validation.py: what a submission and the query arguments may be, checked before
 anything is written, and the field a 400 names."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,29 +31,43 @@ def refused(data) -> dict[str, str]:
 
 
 def test_a_submission_is_taken_with_its_method_and_path_normalised():
-    taken = parse_submission({"method": "get", "path": "Account//Call", "params": {"limit": 5, "to": ["a", 1]},
-                              "callback_method": "get", "callback_timeout": 30.0})
-    assert (taken.method, taken.path, taken.callback_method, taken.callback_timeout) == ("GET", "Account/Call/",
-                                                                                         "GET", 30)
+    taken = parse_submission(
+        {
+            "method": "get",
+            "path": "Account//Call",
+            "params": {"limit": 5, "to": ["a", 1]},
+            "callback_method": "get",
+            "callback_timeout": 30.0,
+        }
+    )
+    assert (taken.method, taken.path, taken.callback_method, taken.callback_timeout) == (
+        "GET",
+        "Account/Call/",
+        "GET",
+        30,
+    )
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"method": "PUT"}, "method"),
-    ({"path": "/Call/"}, "path"),
-    ({"path": "https://evil.example/Call/"}, "path"),
-    ({"path": "Call/../Account/"}, "path"),
-    ({"path": "Call/%2e%2e/"}, "path"),
-    ({"path": ""}, "path"),
-    ({"params": {"callback_url": "http://x.example/"}}, "params"),
-    ({"method": "GET", "params": {"to": {"nested": 1}}}, "body"),   # the whole: it depends on the method
-    ({"callback_timeout": 0}, "callback_timeout"),
-    ({"callback_timeout": 1.5}, "callback_timeout"),
-    ({"callback_timeout": True}, "callback_timeout"),
-    ({"callback_timeout": "30"}, "callback_timeout"),
-    ({"callback_method": "PATCH"}, "callback_method"),
-    ({"notify_url": ""}, "notify_url"),
-    ({"surprise": 1}, "surprise"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"method": "PUT"}, "method"),
+        ({"path": "/Call/"}, "path"),
+        ({"path": "https://evil.example/Call/"}, "path"),
+        ({"path": "Call/../Account/"}, "path"),
+        ({"path": "Call/%2e%2e/"}, "path"),
+        ({"path": ""}, "path"),
+        ({"params": {"callback_url": "http://x.example/"}}, "params"),
+        ({"method": "GET", "params": {"to": {"nested": 1}}}, "body"),  # the whole: it depends on the method
+        ({"callback_timeout": 0}, "callback_timeout"),
+        ({"callback_timeout": 1.5}, "callback_timeout"),
+        ({"callback_timeout": True}, "callback_timeout"),
+        ({"callback_timeout": "30"}, "callback_timeout"),
+        ({"callback_method": "PATCH"}, "callback_method"),
+        ({"notify_url": ""}, "notify_url"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
 def test_a_submission_out_of_shape_is_a_400_naming_the_field(change, field):
     assert list(refused(CALL | change)) == [field]
 
@@ -63,13 +78,16 @@ def test_a_body_that_is_not_an_object_is_a_400(data):
         parse_submission(data)
 
 
-@pytest.mark.parametrize("body, problem", [
-    (b"{", "not valid JSON"),
-    (b'{"x": NaN}', "not valid JSON"),
-    (b'{"x": 1e999}', "not valid JSON"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-    (b"\xff", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b"{", "not valid JSON"),
+        (b'{"x": NaN}', "not valid JSON"),
+        (b'{"x": 1e999}', "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"\xff", "not valid JSON"),
+    ],
+)
 def test_a_body_that_is_not_json_is_a_400_saying_why(body, problem):
     request = EnvironBuilder(method="POST", data=body).get_request()
     with pytest.raises(BadRequest, match=problem):

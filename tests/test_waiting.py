@@ -1,6 +1,7 @@
 """Waiting holds thousands: one web process (gevent) holds every waiting client up to
 MAX_WAITERS, answers each when its request finishes, keeps taking callbacks meanwhile,
 answers waiters past the cap at once, and answers every waiter on SIGTERM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,9 +33,12 @@ WAITERS = 1000
 async def hold_then_finish(stack, rids: list[str]) -> tuple[list[str], list[httpx.Response]]:
     url = stack.web.url
     no_pool = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    async with httpx.AsyncClient(base_url=url, timeout=90, limits=no_pool,
-                                 headers={"Authorization": f"Bearer {KEY_A}"}) as clients, \
-            httpx.AsyncClient(base_url=url, timeout=30) as webhook:
+    async with (
+        httpx.AsyncClient(
+            base_url=url, timeout=90, limits=no_pool, headers={"Authorization": f"Bearer {KEY_A}"}
+        ) as clients,
+        httpx.AsyncClient(base_url=url, timeout=30) as webhook,
+    ):
         waits = [asyncio.create_task(clients.get(f"/v1/requests/{rid}", params={"wait": 60})) for rid in rids]
         while held(stack) < len(rids):
             assert not any(w.done() for w in waits), "a waiter was answered before its request finished"
@@ -42,17 +46,17 @@ async def hold_then_finish(stack, rids: list[str]) -> tuple[list[str], list[http
         early = [await post_callback(webhook, url, None) for _ in range(20)]
         assert not any(w.done() for w in waits)
         for start in range(0, len(rids), 50):
-            await asyncio.gather(*(post_callback(webhook, url, rid) for rid in rids[start:start + 50]))
+            await asyncio.gather(*(post_callback(webhook, url, rid) for rid in rids[start : start + 50]))
         return early, await asyncio.gather(*waits)
 
 
 def test_a_thousand_waiters_are_all_held_and_answered_when_their_requests_finish(make_stack):
     raise_fd_limit()
-    stack = make_stack(db=8, workers=0, WEB_CONCURRENCY="1")   # no worker: the requests stay queued
+    stack = make_stack(db=8, workers=0, WEB_CONCURRENCY="1")  # no worker: the requests stay queued
     with stack.web.client() as api:
         rids = [submit(api)["request_id"] for _ in range(WAITERS)]
     early, answers = asyncio.run(hold_then_finish(stack, rids))
-    assert early == ["early"] * 20      # callbacks kept being stored while a thousand waited
+    assert early == ["early"] * 20  # callbacks kept being stored while a thousand waited
     assert [a.status_code for a in answers] == [200] * WAITERS
     assert not [a for a in answers if "X-Wait-Capped" in a.headers]
     assert [a.json()["request_id"] for a in answers] == rids
@@ -88,7 +92,7 @@ def test_waiters_past_the_cap_answer_at_once_and_callbacks_still_get_through(mak
 def test_one_tenant_holds_at_most_its_share_of_the_waiters(make_stack):
     """MAX_WAITERS_PER_TENANT (by default half of MAX_WAITERS): one tenant's crowd of waiters
     cannot take the slots of the others."""
-    stack = make_stack(db=13, workers=0, WEB_CONCURRENCY="1", MAX_WAITERS="4")   # 2 a tenant
+    stack = make_stack(db=13, workers=0, WEB_CONCURRENCY="1", MAX_WAITERS="4")  # 2 a tenant
     with stack.web.client(KEY_A) as api_a, stack.web.client(KEY_B) as api_b:
         ours = {KEY_A: submit(api_a)["request_id"], KEY_B: submit(api_b)["request_id"]}
 
@@ -116,7 +120,7 @@ def test_sigterm_answers_every_waiter_at_once_and_finishes_a_callback_in_progres
         with stack.web.client() as client:
             started = time.monotonic()
             answer = client.get(f"/v1/requests/{rid}", params={"wait": 60})
-            assert answer.headers["Connection"] == "close"   # begun before SIGTERM, answered after: not kept
+            assert answer.headers["Connection"] == "close"  # begun before SIGTERM, answered after: not kept
             return answer.status_code, answer.json()["status"], time.monotonic() - started
 
     with ThreadPoolExecutor(len(rids)) as pool:
@@ -129,12 +133,15 @@ def test_sigterm_answers_every_waiter_at_once_and_finishes_a_callback_in_progres
         sending.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n".encode() + body[:10])
         ours = sending.getsockname()[1]
         worker = web_worker(stack)
-        wait_for(lambda: any(c.raddr and c.raddr.port == ours for c in worker.net_connections()), 10,
-                 message="web to take the callback's connection")
+        wait_for(
+            lambda: any(c.raddr and c.raddr.port == ours for c in worker.net_connections()),
+            10,
+            message="web to take the callback's connection",
+        )
         stack.web.service.signal(signal.SIGTERM)
         answers = [w.result(timeout=30) for w in waits]
     assert {(status, state) for status, state, _ in answers} == {(200, "queued")}
-    assert max(seconds for _, _, seconds in answers) < 60   # answered, not timed out
+    assert max(seconds for _, _, seconds in answers) < 60  # answered, not timed out
     sending.sendall(body[10:])
     reply = HTTPResponse(sending)
     reply.begin()
@@ -183,8 +190,7 @@ def to_redis(worker: psutil.Process, redis_port: int) -> int:
 
 
 @pytest.mark.parametrize("sentinel", [False, True], ids=["plain", "sentinel"])
-def test_web_holds_no_more_redis_connections_than_its_pools_and_reserves_their_descriptors(
-        base_env, workdir, sentinel):
+def test_web_holds_no_more_redis_connections_than_its_pools_and_reserves_their_descriptors(base_env, workdir, sentinel):
     """130 requests of each kind at once (reads, waits, callbacks: one Redis pool each) while
     Redis hangs, so that each holds a Redis connection or queues for one: web opens no more
     than its pools' sizes, with Sentinel as without it, everything it holds beside client
@@ -213,8 +219,11 @@ def test_web_holds_no_more_redis_connections_than_its_pools_and_reserves_their_d
             for request in reads + waits + callbacks:
                 senders.append(socket.create_connection(("127.0.0.1", web_port), timeout=60))
                 senders[-1].sendall(raw_request(*request))
-            wait_for(lambda: all_read(web_port, 390) and to_redis(worker, primary.port) >= full, 30,
-                     message="every pool of web to be in use")
+            wait_for(
+                lambda: all_read(web_port, 390) and to_redis(worker, primary.port) >= full,
+                30,
+                message="every pool of web to be in use",
+            )
             conns = worker.net_connections("tcp")
             redis_connections = sum(1 for c in conns if c.raddr and c.raddr.port == primary.port)
             beside_clients = worker.num_fds() - sum(1 for c in conns if c.laddr.port == web_port and c.raddr)

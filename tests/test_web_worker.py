@@ -4,6 +4,7 @@ tests/contracts/test_gunicorn_contract.py).
 
 Answers are written to a socket pair that counts writes (tests/gunicorn_io.py).
 """
+
 import pytest
 from gunicorn.config import Config
 from gunicorn.http.wsgi import Response
@@ -40,7 +41,7 @@ def test_an_answer_without_a_body_is_sent_when_the_request_ends(pair):
     resp.start_response("200 OK", [("Content-Length", "15")])
     resp.write(b"")
     resp.close()
-    assert messages(theirs) == []   # held: a body could still come
+    assert messages(theirs) == []  # held: a body could still come
     out.flush()
     [answer] = messages(theirs)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n")
@@ -51,7 +52,7 @@ def test_a_streamed_answer_keeps_its_order_and_each_later_chunk_is_its_own_write
     req, cfg = parsed(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     out = OneWrite(ours)
     resp = Response(req, out, cfg)
-    resp.start_response("200 OK", [])   # no length: chunked
+    resp.start_response("200 OK", [])  # no length: chunked
     resp.write(b"one")
     resp.write(b"two")
     resp.close()
@@ -66,7 +67,7 @@ def test_anything_else_done_with_the_socket_sends_the_held_headers_first(pair):
     ours, theirs = pair
     out = OneWrite(ours)
     out.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
-    out.fileno()   # e.g. gunicorn's sendfile, or its shutdown after an error
+    out.fileno()  # e.g. gunicorn's sendfile, or its shutdown after an error
     assert messages(theirs) == [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"]
 
 
@@ -87,7 +88,7 @@ def configured(**settings) -> Config:
 def test_a_settled_config_reads_every_setting_as_gunicorns_config_does():
     cfg = configured(keepalive=75, forwarded_allow_ips="10.0.0.0/8", limit_request_fields=50)
     settled = SettledConfig(cfg)
-    for _ in range(2):   # the first read, then the kept one
+    for _ in range(2):  # the first read, then the kept one
         for name in cfg.settings:
             assert getattr(settled, name) == getattr(cfg, name), name
         assert settled.is_ssl == cfg.is_ssl and settled.sendfile == cfg.sendfile

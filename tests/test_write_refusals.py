@@ -3,6 +3,7 @@ replicas...) is an outage like a lost connection: a callback is held for CALLBAC
 then spooled, a submission gets 503 with Retry-After, and once Redis takes writes again the
 spool is replayed. An error that no retry mends (a bug, bad data) is a 500 with its cause
 logged. Real redis-servers, web, worker and sandbox."""
+
 from __future__ import annotations
 
 import subprocess
@@ -42,7 +43,7 @@ def misconf(admin: Redis) -> Callable[[], None]:
     """A background save that fails (as on a full disk) stops writes while save points are set."""
     folder = admin.config_get("dir")["dir"]
     admin.config_set("save", "3600 1")
-    admin.config_set("dir", "/proc")   # no file can be made there, even by root
+    admin.config_set("dir", "/proc")  # no file can be made there, even by root
     admin.bgsave()
     wait_for(lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "err", 10, 0.05, "a failed save")
     admin.config_set("dir", folder)
@@ -51,6 +52,7 @@ def misconf(admin: Redis) -> Callable[[], None]:
         admin.bgsave()
         wait_for(lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "ok", 10, 0.05, "a good save")
         admin.config_set("save", "")
+
     return undo
 
 
@@ -95,18 +97,27 @@ def test_a_refused_command_or_script_is_an_outage_and_passes_with_the_refusal(se
     client.close()
 
 
-@pytest.mark.parametrize("text, code", [
-    ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "MASTERDOWN"),
-    ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", "BUSY"),
-    ("Error running script (call to f_0a1b): @user_script:3: @user_script: 3: -NOREPLICAS Not enough "
-     "good replicas to write.", "NOREPLICAS"),
-    ("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica "
-     "is configured to be writable (which is not the default) writes to replicas are just local and are not "
-     "propagated.", "READONLY"),
-    ("BUSYKEY Target key name already exists.", None),
-    ("WRONGTYPE Operation against a key holding the wrong kind of value", None),
-    ("Error running script (call to f_0a1b): @user_script:3: user_script:3: bad argument", None),
-])
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.", "MASTERDOWN"),
+        ("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.", "BUSY"),
+        (
+            "Error running script (call to f_0a1b): @user_script:3: @user_script: 3: -NOREPLICAS Not enough "
+            "good replicas to write.",
+            "NOREPLICAS",
+        ),
+        (
+            "ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica "
+            "is configured to be writable (which is not the default) writes to replicas are just local and are not "
+            "propagated.",
+            "READONLY",
+        ),
+        ("BUSYKEY Target key name already exists.", None),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", None),
+        ("Error running script (call to f_0a1b): @user_script:3: user_script:3: bad argument", None),
+    ],
+)
 def test_refusals_are_told_from_errors_by_their_code_also_inside_a_scripts_error(text, code):
     """Refusals a test cannot easily make a real Redis give; the ones above are real."""
     assert refusal(ResponseError(text)) == code
@@ -115,12 +126,19 @@ def test_refusals_are_told_from_errors_by_their_code_also_inside_a_scripts_error
 @pytest.fixture
 def refusing_stack(server, admin, base_env, workdir, sandbox) -> Iterator[Stack]:
     spool = workdir / f"spool-{uuid.uuid4().hex[:6]}"
-    env = {**base_env, "REDIS_URL": server.url, "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3",
-           "DRAINER_STALE_SECONDS": "2", "CALLBACK_HOLD": str(HOLD_S), "SPOOL_DIR": str(spool)}
+    env = {
+        **base_env,
+        "REDIS_URL": server.url,
+        "SWEEP_INTERVAL": "1",
+        "LEASE_SECONDS": "3",
+        "DRAINER_STALE_SECONDS": "2",
+        "CALLBACK_HOLD": str(HOLD_S),
+        "SPOOL_DIR": str(spool),
+    }
     stack = Stack(env, workdir, 0)
     stack.start_web()
     stack.start_worker()
-    sandbox.faults(drop_callback=1.0)   # the test delivers each callback itself
+    sandbox.faults(drop_callback=1.0)  # the test delivers each callback itself
     yield stack
     sandbox.faults(drop_callback=0.0)
     stack.stop()
@@ -161,7 +179,7 @@ def test_an_error_no_retry_mends_is_a_500_logged_with_its_cause(refusing_stack, 
         submit(api)
         listing = next(key for key in admin.scan_iter("ab:tenant:*:all"))
         admin.delete(listing)
-        admin.set(listing, "not a sorted set")   # bad data: every read of the listing fails
+        admin.set(listing, "not a sorted set")  # bad data: every read of the listing fails
         answer = api.get("/v1/requests")
     assert answer.status_code == 500 and answer.json() == {"error": "internal error"}
     log = stack.web.service.log_path.read_text()

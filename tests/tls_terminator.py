@@ -1,6 +1,7 @@
 """A TLS terminator in front of a real Redis, playing a managed provider whose certificate no
 public CA signed (the bundled redis-server is built without TLS). Each piece of the plain
 stream is sent on as it arrives, so replies Redis writes at once share one TLS record."""
+
 from __future__ import annotations
 
 import socket
@@ -27,7 +28,7 @@ class _Pipe(socketserver.BaseRequestHandler):
         try:
             tls = self.server.context.wrap_socket(self.request, server_side=True)
         except (ssl.SSLError, OSError):
-            return   # the client refused our certificate
+            return  # the client refused our certificate
         with tls, socket.create_connection(("127.0.0.1", self.server.redis_port)) as plain:
             threading.Thread(target=_copy, args=(plain, tls), daemon=True).start()
             _copy(tls, plain)

@@ -1,4 +1,5 @@
 """`python -m workers`: one RQ worker process that runs drain jobs and the sweep."""
+
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,7 @@ class SendWorker(SimpleWorker):
 def main() -> None:
     ctx = context()
     level = ctx.settings.log_level.upper()
-    logs.configure(ctx.settings.log_format, level)   # before RQ's loggers: see logs.configure
+    logs.configure(ctx.settings.log_format, level)  # before RQ's loggers: see logs.configure
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:
         Notifier(ctx.settings, ctx.notifications, shutdown).start()

@@ -1,4 +1,5 @@
 """When to try a request again: exponential backoff with full jitter, honouring Retry-After."""
+
 from __future__ import annotations
 
 import random

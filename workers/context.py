@@ -1,4 +1,5 @@
 """What one worker process keeps across jobs: settings, Redis, the HTTP pool, the send threads."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ class SendStore:
     life (a pooled command checks a connection out and back in and polls its socket every time),
     with the outbox and the rate limiter on it. Their scripts go straight to that connection
     (Scripts `direct`): a send thread retries Redis outages itself (workers/sending.py, `within`)."""
+
     outbox: Outbox
     limiter: RateLimiter
 
@@ -56,8 +58,15 @@ class WorkerContext:
 
     def _outbox(self, redis: Redis, direct: bool = False) -> Outbox:
         s = self.settings
-        return Outbox(redis, s.result_ttl, s.max_drainers, s.lease_seconds * 1000,
-                      s.drainer_stale_seconds * 1000, s.redis_min_replicas, direct)
+        return Outbox(
+            redis,
+            s.result_ttl,
+            s.max_drainers,
+            s.lease_seconds * 1000,
+            s.drainer_stale_seconds * 1000,
+            s.redis_min_replicas,
+            direct,
+        )
 
     def send_store(self) -> SendStore:
         """The calling thread's own SendStore, made on its first send."""
@@ -73,16 +82,19 @@ class WorkerContext:
 
     @cached_property
     def sweeper(self) -> Sweeper:
-        return Sweeper(self.redis, self.settings.result_ttl,
-                       drainer_stale_ms=self.settings.drainer_stale_seconds * 1000)
+        return Sweeper(
+            self.redis, self.settings.result_ttl, drainer_stale_ms=self.settings.drainer_stale_seconds * 1000
+        )
 
     @cached_property
     def limiter(self) -> RateLimiter:
         return self._limiter(self.redis)
 
     def _limiter(self, redis: Redis, direct: bool = False) -> RateLimiter:
-        limits = {keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
-                  keys.API: Limit.parse(self.settings.rate_limit_api)}
+        limits = {
+            keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
+            keys.API: Limit.parse(self.settings.rate_limit_api),
+        }
         return RateLimiter(redis, self.settings.plivo_auth_id, limits, direct=direct)
 
     @cached_property

@@ -1,4 +1,5 @@
 """RQ jobs: drain the outbox, sending its requests concurrently."""
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,7 @@ from store import keys
 from store.drain_jobs import enqueue_drain_job
 from store.outbox import Claim, Claimed
 
-if TYPE_CHECKING:   # imported by the job when it runs (see drain)
+if TYPE_CHECKING:  # imported by the job when it runs (see drain)
     from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,13 @@ def drain(drainer_id: str) -> int:
         _collect(ctx.settings, in_flight, finished, until, batch if more else 0)
 
 
-def _collect(settings: Settings, in_flight: dict[Future[None], Claimed], finished: queue.SimpleQueue[Future[None]],
-             until: float, enough: int) -> None:
+def _collect(
+    settings: Settings,
+    in_flight: dict[Future[None], Claimed],
+    finished: queue.SimpleQueue[Future[None]],
+    until: float,
+    enough: int,
+) -> None:
     """Take finished sends off `in_flight` until `enough` slots are free (0: only wait until `until`)."""
     while in_flight:
         free = sum(_wanted(settings, in_flight.values()).values())
@@ -101,8 +107,10 @@ def _wanted(settings: Settings, in_flight: Iterable[Claimed]) -> dict[str, int]:
     """Free send slots for other APIs; call creations only up to CALLS_IN_FLIGHT, since
     each of them may wait long for its rate-limit turn."""
     held = Counter(item.api_class for item in in_flight)
-    return {keys.API: max(0, settings.send_concurrency - sum(held.values())),
-            keys.CALLS: max(0, settings.calls_in_flight - held[keys.CALLS])}
+    return {
+        keys.API: max(0, settings.send_concurrency - sum(held.values())),
+        keys.CALLS: max(0, settings.calls_in_flight - held[keys.CALLS]),
+    }
 
 
 def _ring(ctx: WorkerContext, ring_id: str) -> None:

@@ -2,6 +2,7 @@
 notifications and POSTs each, signed per Standard Webhooks, from a pool of its
 own (never the send threads), with at most NOTIFY_HOST_CONCURRENCY in flight to
 one host, so a slow or dead endpoint holds only its own notifications."""
+
 from __future__ import annotations
 
 import json
@@ -35,13 +36,16 @@ from workers.backoff import parse_retry_after
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1
-JITTER = 0.1   # each scheduled delay is stretched or shrunk by up to 10 %
+JITTER = 0.1  # each scheduled delay is stretched or shrunk by up to 10 %
 
 
 def payload(record: RequestRecord) -> bytes:
     """The event: its type names the final status; `data` is the record as GET returns it."""
-    body = {"type": f"request.{record.status}", "timestamp": iso(record.fields.get("completed_at")),
-            "data": record.to_json()}
+    body = {
+        "type": f"request.{record.status}",
+        "timestamp": iso(record.fields.get("completed_at")),
+        "data": record.to_json(),
+    }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -61,13 +65,16 @@ class Signer:
         text = body.decode()
         hooks = self._tenant_hooks.get(tenant, self._hooks)
         signatures = " ".join(hook.sign(msg_id, moment, text) for hook in hooks)
-        return {"webhook-id": msg_id, "webhook-timestamp": str(int(moment.timestamp())),
-                "webhook-signature": signatures}
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(moment.timestamp())),
+            "webhook-signature": signatures,
+        }
 
 
 @dataclass(frozen=True)
 class Answer:
-    status: int | None = None     # HTTP status, None when none came
+    status: int | None = None  # HTTP status, None when none came
     error: str = ""
     retry_after: str | None = None
 
@@ -98,10 +105,17 @@ class DeadlineBackend(httpcore.NetworkBackend):
         self.deadline = deadline
         self.sockets = httpcore.SyncBackend()
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        stream = self.sockets.connect_tcp(host, port, self.deadline.left(timeout, httpcore.ConnectTimeout),
-                                          local_address, socket_options)
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.sockets.connect_tcp(
+            host, port, self.deadline.left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
         return DeadlineStream(stream, self.deadline)
 
     def sleep(self, seconds: float) -> None:
@@ -133,12 +147,14 @@ class DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self.stream.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
         """The handshake as a whole is bounded: the ssl module counts a socket's timeout
         from the handshake's start, not per read."""
-        stream = self.stream.start_tls(ssl_context, server_hostname,
-                                       self.deadline.left(timeout, httpcore.ConnectTimeout))
+        stream = self.stream.start_tls(
+            ssl_context, server_hostname, self.deadline.left(timeout, httpcore.ConnectTimeout)
+        )
         return DeadlineStream(stream, self.deadline)
 
     def get_extra_info(self, info: str) -> Any:
@@ -163,7 +179,8 @@ class Sender:
         if pool is None:
             deadline = self._local.deadline = Deadline()
             pool = self._local.pool = httpcore.ConnectionPool(
-                max_connections=4, max_keepalive_connections=4, network_backend=DeadlineBackend(deadline))
+                max_connections=4, max_keepalive_connections=4, network_backend=DeadlineBackend(deadline)
+            )
         return pool, self._local.deadline
 
     def post(self, url: str, msg_id: str, body: bytes, tenant: str = "") -> Answer:
@@ -180,10 +197,12 @@ class Sender:
         pool, deadline = self._connections()
         deadline.at = ends
         try:
-            with pool.stream("POST", request_url, headers=list(headers.items()), content=body,
-                             extensions=extensions) as answer:
-                retry_after = next((v.decode("latin-1") for k, v in answer.headers if k.lower() == b"retry-after"),
-                                   None)
+            with pool.stream(
+                "POST", request_url, headers=list(headers.items()), content=body, extensions=extensions
+            ) as answer:
+                retry_after = next(
+                    (v.decode("latin-1") for k, v in answer.headers if k.lower() == b"retry-after"), None
+                )
                 success = 200 <= answer.status < 300
                 return Answer(answer.status, "" if success else f"HTTP {answer.status}", retry_after)
         except httpcore.TimeoutException as exc:
@@ -205,6 +224,7 @@ class Sender:
                 found.set_result(self.policy.resolve(url))
             except (NotAllowed, OSError) as exc:
                 found.set_exception(exc)
+
         threading.Thread(target=lookup, name="notify-lookup", daemon=True).start()
         return found.result(timeout=max(0.0, ends - time.monotonic()))
 
@@ -212,15 +232,19 @@ class Sender:
 def _pinned(url: str, target: Target, ip: IPAddress) -> tuple[httpcore.URL, dict[str, str], dict[str, Any]]:
     """The URL with the checked address in place of the name; Host and TLS name stay the name's."""
     original = httpx.URL(url)
-    headers = {"Host": original.netloc.decode("ascii"), "User-Agent": "answerback/1",
-               "Content-Type": "application/json"}
+    headers = {
+        "Host": original.netloc.decode("ascii"),
+        "User-Agent": "answerback/1",
+        "Content-Type": "application/json",
+    }
     extensions: dict[str, Any] = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
     pinned = httpcore.URL(scheme=original.raw_scheme, host=str(ip), port=target.port, target=original.raw_path)
     return pinned, headers, extensions
 
 
-def next_delay(schedule: tuple[float, ...], attempts: int, retry_after: str | None,
-               rng: random.Random | None = None) -> float | None:
+def next_delay(
+    schedule: tuple[float, ...], attempts: int, retry_after: str | None, rng: random.Random | None = None
+) -> float | None:
     """Seconds until the next attempt after `attempts` failed ones, or None: give up."""
     if attempts > len(schedule):
         return None
@@ -245,7 +269,7 @@ class Notifier(threading.Thread):
         while not self.stopping.is_set():
             try:
                 self.step(in_flight)
-            except Exception:   # the thread must outlive any one failure; leases resend what was lost
+            except Exception:  # the thread must outlive any one failure; leases resend what was lost
                 log.exception("notifier step failed")
                 self.stopping.wait(1.0)
 
@@ -298,10 +322,24 @@ class Notifier(threading.Thread):
                 outcome = "failed"
             else:
                 next_due = now_ms() + int(delay * 1000)
-        entry = {"webhook_id": due.webhook_id, "type": f"request.{record.status}", "attempt": attempt,
-                 "at": at, "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                 "status": answer.status, "outcome": outcome, "error": answer.error or None}
+        entry = {
+            "webhook_id": due.webhook_id,
+            "type": f"request.{record.status}",
+            "attempt": attempt,
+            "at": at,
+            "duration_ms": round((time.monotonic() - started) * 1000, 1),
+            "status": answer.status,
+            "outcome": outcome,
+            "error": answer.error or None,
+        }
         self.notifications.settle(due, outcome, entry, answer.error, next_due)
-        log.log(logging.DEBUG if outcome == "delivered" else logging.INFO,
-                "notification %s for request %s to %s attempt %d: %s%s", due.event, due.rid, due.host,
-                attempt, outcome, f" ({answer.error})" if answer.error else "")
+        log.log(
+            logging.DEBUG if outcome == "delivered" else logging.INFO,
+            "notification %s for request %s to %s attempt %d: %s%s",
+            due.event,
+            due.rid,
+            due.host,
+            attempt,
+            outcome,
+            f" ({answer.error})" if answer.error else "",
+        )

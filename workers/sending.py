@@ -1,4 +1,5 @@
 """One send attempt of one request, and what its answer does to the record."""
+
 from __future__ import annotations
 
 import logging

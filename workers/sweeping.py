@@ -1,4 +1,5 @@
 """The sweep, run on schedule by a thread in every worker process, by one of them at a time."""
+
 from __future__ import annotations
 
 import logging
@@ -38,5 +39,4 @@ class SweepTicker(threading.Thread):
         if result.ring_id:
             enqueue_drain_job(self.ctx.queue, result.ring_id, self.ctx.settings)
         if result.expired or result.recovered or result.purged:
-            log.info("sweep: %d expired, %d recovered, %d purged",
-                     result.expired, result.recovered, result.purged)
+            log.info("sweep: %d expired, %d recovered, %d purged", result.expired, result.recovered, result.purged)

@@ -19,6 +19,7 @@ must never be sent twice (docs/architecture.md, "Safe retries"):
   close idle keep-alive connections (commonly after 5 s or more), and a request going out
   on one just as the server closes it would be lost on the wire.
 """
+
 from __future__ import annotations
 
 import io
@@ -43,6 +44,7 @@ IDLE_CONNECTION_S = 4
 class Verdict:
     """accepted: api_id known, the callback will come; completed: a synchronous answer;
     failed: refused; retry: safe to send again; unknown: may have acted, never resend."""
+
     kind: Literal["accepted", "completed", "failed", "retry", "unknown"]
     api_id: str = ""
     body: Any = None
@@ -63,13 +65,13 @@ class PlivoClient:
         self.credentials = f"{settings.plivo_auth_id}:{settings.plivo_auth_token}"
         self.timeout_ms = max(1, int(settings.plivo_timeout * 1000))
         self.proxy = environment_proxy(settings.plivo_api_url) or ""
-        self._idle: list[pycurl.Curl] = []      # not in use, the one used last at the end
-        self._handles: list[pycurl.Curl] = []   # all of them, for close
+        self._idle: list[pycurl.Curl] = []  # not in use, the one used last at the end
+        self._handles: list[pycurl.Curl] = []  # all of them, for close
         self._lock = threading.Lock()
 
     def _take(self) -> pycurl.Curl:
         try:
-            return self._idle.pop()   # atomic: no two sends get the same handle
+            return self._idle.pop()  # atomic: no two sends get the same handle
         except IndexError:
             handle = pycurl.Curl()
             with self._lock:
@@ -86,14 +88,14 @@ class PlivoClient:
     def _exchange(self, curl: pycurl.Curl, item: Claimed, callback_url: str) -> Verdict:
         args = {**item.params, "callback_url": callback_url, "callback_method": item.callback_method}
         url = self.account_url + item.path
-        curl.reset()   # options only: the handle keeps its connection
+        curl.reset()  # options only: the handle keeps its connection
         self._options(curl)
         if item.method == "POST":
             body = json.dumps(args, separators=(",", ":")).encode()
             curl.setopt(pycurl.URL, url)
             curl.setopt(pycurl.POST, 1)
             curl.setopt(pycurl.POSTFIELDSIZE, len(body))
-            curl.setopt(pycurl.READFUNCTION, io.BytesIO(body).read)   # no seek function: never resent
+            curl.setopt(pycurl.READFUNCTION, io.BytesIO(body).read)  # no seek function: never resent
             curl.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json", "Expect:"])
         else:
             curl.setopt(pycurl.URL, f"{url}?{query(args)}")
@@ -124,8 +126,8 @@ class PlivoClient:
         curl.setopt(pycurl.TIMEOUT_MS, self.timeout_ms)
         curl.setopt(pycurl.MAXAGE_CONN, IDLE_CONNECTION_S)
         curl.setopt(pycurl.CAINFO, certifi.where())
-        curl.setopt(pycurl.PROXY_CAINFO, certifi.where())   # an https:// proxy is verified as the upstream is
-        curl.setopt(pycurl.PROXY, self.proxy)   # "" is no proxy, whatever libcurl would read
+        curl.setopt(pycurl.PROXY_CAINFO, certifi.where())  # an https:// proxy is verified as the upstream is
+        curl.setopt(pycurl.PROXY, self.proxy)  # "" is no proxy, whatever libcurl would read
         curl.setopt(pycurl.NOPROXY, "")
 
     def close(self) -> None:
@@ -158,7 +160,7 @@ def header(lines: list[bytes], name: bytes) -> str | None:
 def environment_proxy(url: str) -> str | None:
     """The proxy the environment names for `url`, or None (none set, or NO_PROXY covers its host)."""
     parts = urlsplit(url)
-    if urllib.request.proxy_bypass_environment(parts.hostname or ""):   # type: ignore[attr-defined]  # undocumented, not in typeshed
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):  # type: ignore[attr-defined]  # undocumented, not in typeshed
         return None
     proxies = urllib.request.getproxies_environment()
     return proxies.get(parts.scheme) or proxies.get("all")
@@ -167,10 +169,12 @@ def environment_proxy(url: str) -> str | None:
 def query(args: dict[str, Any]) -> str:
     """Query-string parameters written as httpx writes them: lists repeat their key,
     booleans are true/false, None is empty."""
+
     def text(value: Any) -> str:
         if value is True or value is False:
             return "true" if value else "false"
         return "" if value is None else str(value)
+
     pairs = [(k, text(v)) for k, value in args.items() for v in (value if isinstance(value, list) else [value])]
     return urlencode(pairs)
 
@@ -198,8 +202,11 @@ def _body(content: bytes) -> Any:
 
 # libcurl's error codes by name (pycurl.E_OPERATION_TIMEDOUT is 28): a record names the error,
 # not libcurl's message, which may quote the proxy's address.
-_CURL_ERRORS = {value: name[2:] for name, value in vars(pycurl).items()
-                if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)}
+_CURL_ERRORS = {
+    value: name[2:]
+    for name, value in vars(pycurl).items()
+    if name.startswith("E_") and not name.startswith(("E_MULTI_", "E_SHARE_")) and isinstance(value, int)
+}
 
 
 def _transport_error(reason: str, code: int) -> dict[str, Any]:

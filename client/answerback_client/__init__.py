@@ -1,14 +1,28 @@
 """Answerback from Python: submit upstream requests, wait for their callbacks, list, bulk.
 
-    from answerback_client import Client
-    with Client("http://127.0.0.1:8000", api_key=KEY) as ab:
-        done = ab.submit("POST", "Call/", {"to": "14155550101", ...}).wait(timeout=30)
+from answerback_client import Client
+with Client("http://127.0.0.1:8000", api_key=KEY) as ab:
+    done = ab.submit("POST", "Call/", {"to": "14155550101", ...}).wait(timeout=30)
 """
+
 from answerback_client.aio import AsyncClient, AsyncRequest
 from answerback_client.base import VERSION as __version__
 from answerback_client.client import Client, Request
 from answerback_client.errors import AnswerbackError, InvalidRequest, NotFound, Unauthorized, Unavailable
 from answerback_client.records import FINAL_STATUSES, Delivery, Record
 
-__all__ = ["AnswerbackError", "AsyncClient", "AsyncRequest", "Client", "Delivery", "FINAL_STATUSES",
-           "InvalidRequest", "NotFound", "Record", "Request", "Unauthorized", "Unavailable", "__version__"]
+__all__ = [
+    "AnswerbackError",
+    "AsyncClient",
+    "AsyncRequest",
+    "Client",
+    "Delivery",
+    "FINAL_STATUSES",
+    "InvalidRequest",
+    "NotFound",
+    "Record",
+    "Request",
+    "Unauthorized",
+    "Unavailable",
+    "__version__",
+]

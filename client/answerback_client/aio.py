@@ -1,4 +1,5 @@
 """The asyncio twin of `Client`: the same methods, awaited."""
+
 from __future__ import annotations
 
 import asyncio
@@ -58,11 +59,25 @@ class AsyncClient(BaseClient):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def submit(self, method: str, path: str, params: dict[str, Any] | None = None, *,
-                     callback_method: str | None = None, callback_timeout: int | None = None,
-                     notify_url: str | None = None, idempotency_key: str | None = None) -> AsyncRequest:
-        body = submission_body(method, path, params, callback_method=callback_method,
-                               callback_timeout=callback_timeout, notify_url=notify_url)
+    async def submit(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        callback_method: str | None = None,
+        callback_timeout: int | None = None,
+        notify_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncRequest:
+        body = submission_body(
+            method,
+            path,
+            params,
+            callback_method=callback_method,
+            callback_timeout=callback_timeout,
+            notify_url=notify_url,
+        )
         return self._record(await self._run(self._ops.submit(body, idempotency_key)))
 
     async def get(self, request_id: str, wait: float = 0) -> AsyncRequest:
@@ -83,24 +98,37 @@ class AsyncClient(BaseClient):
             for data in pager.take(await self._run(self._ops.send(call))):
                 yield self._record_of(data)
 
-    async def submit_many(self, items: Iterable[dict[str, Any]], concurrency: int = 8,
-                          on_result: Callable[[Any], None] | None = None) -> list[AsyncRequest | AnswerbackError]:
+    async def submit_many(
+        self, items: Iterable[dict[str, Any]], concurrency: int = 8, on_result: Callable[[Any], None] | None = None
+    ) -> list[AsyncRequest | AnswerbackError]:
         async def one(item: dict[str, Any]) -> AsyncRequest:
             return self._record(await self._run(self._ops.submit(*split_item(item))))
+
         return await self._each(one, items, concurrency, on_result)
 
-    async def wait_many(self, requests: Iterable[Record], timeout: float | None = 60.0, concurrency: int = 8,
-                        on_result: Callable[[Any], None] | None = None) -> list[AsyncRequest | AnswerbackError]:
+    async def wait_many(
+        self,
+        requests: Iterable[Record],
+        timeout: float | None = 60.0,
+        concurrency: int = 8,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[AsyncRequest | AnswerbackError]:
         deadline = deadline_after(timeout)
-        return await self._each(lambda r: self.wait(r.request_id, seconds_left(deadline)), requests, concurrency,
-                          on_result)
+        return await self._each(
+            lambda r: self.wait(r.request_id, seconds_left(deadline)), requests, concurrency, on_result
+        )
 
     async def _read(self, path: str, wait: float) -> AsyncRequest:
         operation = self._ops.wait(path, wait) if wait else self._ops.read(path)
         return self._record(await self._run(operation))
 
-    async def _each(self, work: Callable[[Any], Awaitable[AsyncRequest]], items: Iterable[Any], concurrency: int,
-                    on_result: Callable[[Any], None] | None) -> list[AsyncRequest | AnswerbackError]:
+    async def _each(
+        self,
+        work: Callable[[Any], Awaitable[AsyncRequest]],
+        items: Iterable[Any],
+        concurrency: int,
+        on_result: Callable[[Any], None] | None,
+    ) -> list[AsyncRequest | AnswerbackError]:
         batch, slots = Batch(), asyncio.Semaphore(max(1, concurrency))
 
         async def one(item: Any) -> AsyncRequest | AnswerbackError:
@@ -112,6 +140,7 @@ class AsyncClient(BaseClient):
             if on_result:
                 on_result(outcome)
             return outcome
+
         return list(await asyncio.gather(*(one(item) for item in items)))
 
     async def _run(self, operation: Operation[T]) -> T:

@@ -1,4 +1,5 @@
 """What the blocking and the asyncio client share: settings, and turning answers into records."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,16 @@ class BaseClient:
 
     record_type: type[Record] = Record
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 10.0,
-                 retries: int = 6, backoff: float = 0.5, max_backoff: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int = 6,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+    ) -> None:
         self.url = (url or os.environ.get("ANSWERBACK_URL") or DEFAULT_URL).rstrip("/")
         key = api_key or os.environ.get("ANSWERBACK_API_KEY")
         if not key:
@@ -31,8 +40,10 @@ class BaseClient:
         self.timeout = timeout
         self._ops = Operations(Backoff(retries, backoff, max_backoff))
         self._http_options: dict[str, Any] = {
-            "base_url": self.url, "timeout": timeout,
-            "headers": {"Authorization": f"Bearer {key}", "User-Agent": f"answerback-client/{VERSION}"}}
+            "base_url": self.url,
+            "timeout": timeout,
+            "headers": {"Authorization": f"Bearer {key}", "User-Agent": f"answerback-client/{VERSION}"},
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -2,6 +2,7 @@
 
 Settings come from ANSWERBACK_URL and ANSWERBACK_API_KEY (the key is never an argument, so it
 stays out of `ps` and shell history). Exit codes: see EXIT_CODES."""
+
 from __future__ import annotations
 
 import argparse
@@ -99,10 +100,17 @@ def split_param(pair: str) -> tuple[str, bool, str]:
 
 # ---- commands -------------------------------------------------------------------------------
 
+
 def cmd_submit(client: Client, args: argparse.Namespace, out: Console) -> int:
-    record = client.submit(args.method, args.path, parse_params(args.params),
-                           callback_method=args.callback_method, callback_timeout=args.callback_timeout,
-                           notify_url=args.notify_url, idempotency_key=args.idempotency_key)
+    record = client.submit(
+        args.method,
+        args.path,
+        parse_params(args.params),
+        callback_method=args.callback_method,
+        callback_timeout=args.callback_timeout,
+        notify_url=args.notify_url,
+        idempotency_key=args.idempotency_key,
+    )
     if args.wait is not None:
         record = record.wait(args.wait)
     return show_record(out, record, args)
@@ -126,15 +134,24 @@ def cmd_ls(client: Client, args: argparse.Namespace, out: Console) -> int:
 
 def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> int:
     items = read_items(args.file)
-    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as progress:
-        outcomes = client.submit_many([item for _, item in items], args.concurrency,
-                                      on_result=ticker(progress, "submitting", len(items)))
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as progress:
+        outcomes = client.submit_many(
+            [item for _, item in items], args.concurrency, on_result=ticker(progress, "submitting", len(items))
+        )
         accepted = [o for o in outcomes if isinstance(o, Request)]
         if args.wait is not None:
             limit = None if args.wait == NO_LIMIT else args.wait
-            finals = iter(client.wait_many(accepted, limit, args.concurrency,
-                                           on_result=ticker(progress, "waiting", len(accepted))))
+            finals = iter(
+                client.wait_many(
+                    accepted, limit, args.concurrency, on_result=ticker(progress, "waiting", len(accepted))
+                )
+            )
             outcomes = [next(finals) if isinstance(o, Request) else o for o in outcomes]
     lines = [line for line, _ in items]
     if args.json:
@@ -147,7 +164,7 @@ def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> i
 def read_items(path: str) -> list[tuple[int, dict[str, Any]]]:
     """Every line of a JSON-lines file, checked before anything is sent; blank lines skipped."""
     try:
-        with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as lines:
+        with sys.stdin if path == "-" else open(path, encoding="utf-8") as lines:
             numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
@@ -170,8 +187,9 @@ def ticker(progress: Progress, description: str, total: int) -> Callable[[Any], 
 
 def exit_code_for_batch(outcomes: list[Request | AnswerbackError], waited: bool) -> int:
     errors = [o for o in outcomes if isinstance(o, AnswerbackError)]
-    codes = {exit_code_for_error(e) for e in errors} | {exit_code_for_record(o, waited) for o in outcomes
-                                                         if isinstance(o, Record)}
+    codes = {exit_code_for_error(e) for e in errors} | {
+        exit_code_for_record(o, waited) for o in outcomes if isinstance(o, Record)
+    }
     if UNREACHABLE in codes:
         return UNREACHABLE
     if errors or FINAL_FAILURE in codes:
@@ -180,6 +198,7 @@ def exit_code_for_batch(outcomes: list[Request | AnswerbackError], waited: bool)
 
 
 # ---- output ---------------------------------------------------------------------------------
+
 
 def show_record(out: Console, record: Record, args: argparse.Namespace) -> int:
     if args.json:
@@ -194,8 +213,9 @@ def show_record(out: Console, record: Record, args: argparse.Namespace) -> int:
     return exit_code_for_record(record, waited=bool(getattr(args, "wait", None)))
 
 
-def show_list(out: Console, objects: Iterable[Record | Delivery], table: Callable[[Any], Table],
-              args: argparse.Namespace) -> int:
+def show_list(
+    out: Console, objects: Iterable[Record | Delivery], table: Callable[[Any], Table], args: argparse.Namespace
+) -> int:
     if args.json:
         print_json_lines(o.raw for o in objects)
     else:
@@ -204,14 +224,25 @@ def show_list(out: Console, objects: Iterable[Record | Delivery], table: Callabl
 
 
 def record_lines(record: Record) -> list[str]:
-    rows = [("request_id", record.request_id), ("status", styled_status(record.status)),
-            ("request", f"{record.method} {record.path}"), ("api_id", record.api_id),
-            ("submitted_at", record.submitted_at), ("sent_at", record.sent_at),
-            ("completed_at", record.completed_at), ("deadline", record.deadline),
-            ("attempts", record.attempts), ("deliveries", record.deliveries),
-            ("late", record.late or None), ("replayed", record.replayed or None)]
-    return [f"[bold]{name:<14}[/bold]{short_time(value) if isinstance(value, datetime) else value}"
-            for name, value in rows if value is not None]
+    rows = [
+        ("request_id", record.request_id),
+        ("status", styled_status(record.status)),
+        ("request", f"{record.method} {record.path}"),
+        ("api_id", record.api_id),
+        ("submitted_at", record.submitted_at),
+        ("sent_at", record.sent_at),
+        ("completed_at", record.completed_at),
+        ("deadline", record.deadline),
+        ("attempts", record.attempts),
+        ("deliveries", record.deliveries),
+        ("late", record.late or None),
+        ("replayed", record.replayed or None),
+    ]
+    return [
+        f"[bold]{name:<14}[/bold]{short_time(value) if isinstance(value, datetime) else value}"
+        for name, value in rows
+        if value is not None
+    ]
 
 
 def styled_status(status: str) -> str:
@@ -222,8 +253,14 @@ def styled_status(status: str) -> str:
 def requests_table(records: Iterable[Record]) -> Table:
     table = Table("request_id", "status", "request", "api_id", "submitted_at", "completed_at", box=None)
     for r in records:
-        table.add_row(r.request_id, styled_status(r.status), f"{r.method} {r.path}", r.api_id or "",
-                      short_time(r.submitted_at), short_time(r.completed_at))
+        table.add_row(
+            r.request_id,
+            styled_status(r.status),
+            f"{r.method} {r.path}",
+            r.api_id or "",
+            short_time(r.submitted_at),
+            short_time(r.completed_at),
+        )
     return table
 
 
@@ -243,8 +280,11 @@ def show_summary(out: Console, lines: list[int], outcomes: list[Request | Answer
     out.print(f"{len(outcomes)} lines, {accepted} accepted")
     for status, count in sorted(counts.items(), key=lambda item: -item[1]):
         out.print(styled_status(f"{status:<10}") + f" {count}")
-    failures = [(line, o) for line, o in zip(lines, outcomes)
-                if isinstance(o, AnswerbackError) or o.status in ("failed", "expired")]
+    failures = [
+        (line, o)
+        for line, o in zip(lines, outcomes)
+        if isinstance(o, AnswerbackError) or o.status in ("failed", "expired")
+    ]
     if failures:
         out.print(f"[bold]failures ({len(failures)})[/bold]")
     for line, outcome in failures:
@@ -278,20 +318,32 @@ def print_json_lines(objects: Iterable[dict[str, Any]]) -> None:
 
 # ---- arguments ------------------------------------------------------------------------------
 
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", help="Answerback's base URL (default: $ANSWERBACK_URL, else http://127.0.0.1:8000)")
     common.add_argument("--timeout", type=positive_float, default=10.0, help="seconds to connect and per read")
     common.add_argument("--retries", type=int, default=6, help="retries on connection errors and 503 (default 6)")
     common.add_argument("--json", action="store_true", help="JSON (lines) instead of tables")
-    top = argparse.ArgumentParser(prog="answerback", description=__doc__.split("\n\n")[0], epilog=EXIT_CODES,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = argparse.ArgumentParser(
+        prog="answerback",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--version", action="version", version=f"answerback-client {VERSION}")
     commands = top.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable[..., int], help: str, **extra: Any) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=help, description=help, epilog=EXIT_CODES,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter, **extra)
+        sub = commands.add_parser(
+            name,
+            parents=[common],
+            help=help,
+            description=help,
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **extra,
+        )
         sub.set_defaults(command=run)
         return sub
 
@@ -316,8 +368,14 @@ def parser() -> argparse.ArgumentParser:
     many = command("submit-many", cmd_submit_many, "submit every line of a JSON-lines file (- for stdin)")
     many.add_argument("file", metavar="FILE.jsonl")
     many.add_argument("--concurrency", type=int, default=8, metavar="N", help="submissions in flight (default 8)")
-    many.add_argument("--wait", type=seconds, nargs="?", const=NO_LIMIT, metavar="SECONDS",
-                      help="then wait for every request to finish (up to SECONDS; no value: no limit)")
+    many.add_argument(
+        "--wait",
+        type=seconds,
+        nargs="?",
+        const=NO_LIMIT,
+        metavar="SECONDS",
+        help="then wait for every request to finish (up to SECONDS; no value: no limit)",
+    )
     return top
 
 

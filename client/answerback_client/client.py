@@ -1,4 +1,5 @@
 """The blocking client."""
+
 from __future__ import annotations
 
 import time
@@ -62,13 +63,27 @@ class Client(BaseClient):
     def close(self) -> None:
         self._http.close()
 
-    def submit(self, method: str, path: str, params: dict[str, Any] | None = None, *,
-               callback_method: str | None = None, callback_timeout: int | None = None,
-               notify_url: str | None = None, idempotency_key: str | None = None) -> Request:
+    def submit(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        callback_method: str | None = None,
+        callback_timeout: int | None = None,
+        notify_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Request:
         """Submit an upstream request; answers at once with it `queued` (or the earlier one,
         `replayed`, for an Idempotency-Key used before)."""
-        body = submission_body(method, path, params, callback_method=callback_method,
-                               callback_timeout=callback_timeout, notify_url=notify_url)
+        body = submission_body(
+            method,
+            path,
+            params,
+            callback_method=callback_method,
+            callback_timeout=callback_timeout,
+            notify_url=notify_url,
+        )
         return self._record(self._run(self._ops.submit(body, idempotency_key)))
 
     def get(self, request_id: str, wait: float = 0) -> Request:
@@ -94,28 +109,40 @@ class Client(BaseClient):
             for data in pager.take(self._run(self._ops.send(call))):
                 yield self._record_of(data)
 
-    def submit_many(self, items: Iterable[dict[str, Any]], concurrency: int = 8,
-                    on_result: Callable[[Any], None] | None = None) -> list[Request | AnswerbackError]:
+    def submit_many(
+        self, items: Iterable[dict[str, Any]], concurrency: int = 8, on_result: Callable[[Any], None] | None = None
+    ) -> list[Request | AnswerbackError]:
         """Submit every item (a submission body, optionally with `idempotency_key`), `concurrency`
         at a time. Answers, in item order, each one's Request or the error that refused it;
         `on_result` is called with each as it comes (from worker threads)."""
+
         def one(item: dict[str, Any]) -> Request:
             return self._record(self._run(self._ops.submit(*split_item(item))))
+
         return self._each(one, items, concurrency, on_result)
 
-    def wait_many(self, requests: Iterable[Record], timeout: float | None = 60.0, concurrency: int = 8,
-                  on_result: Callable[[Any], None] | None = None) -> list[Request | AnswerbackError]:
+    def wait_many(
+        self,
+        requests: Iterable[Record],
+        timeout: float | None = 60.0,
+        concurrency: int = 8,
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Request | AnswerbackError]:
         """Wait for each request as `Request.wait` does, `concurrency` at a time."""
         deadline = deadline_after(timeout)
-        return self._each(lambda r: self.wait(r.request_id, seconds_left(deadline)), requests, concurrency,
-                          on_result)
+        return self._each(lambda r: self.wait(r.request_id, seconds_left(deadline)), requests, concurrency, on_result)
 
     def _read(self, path: str, wait: float) -> Request:
         operation = self._ops.wait(path, wait) if wait else self._ops.read(path)
         return self._record(self._run(operation))
 
-    def _each(self, work: Callable[[Any], Request], items: Iterable[Any], concurrency: int,
-              on_result: Callable[[Any], None] | None) -> list[Request | AnswerbackError]:
+    def _each(
+        self,
+        work: Callable[[Any], Request],
+        items: Iterable[Any],
+        concurrency: int,
+        on_result: Callable[[Any], None] | None,
+    ) -> list[Request | AnswerbackError]:
         batch = Batch()
 
         def one(item: Any) -> Request | AnswerbackError:
@@ -126,6 +153,7 @@ class Client(BaseClient):
             if on_result:
                 on_result(outcome)
             return outcome
+
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             return list(pool.map(one, items))
 

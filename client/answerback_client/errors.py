@@ -1,4 +1,5 @@
 """What can go wrong talking to Answerback, as exceptions a caller can tell apart."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,9 +45,17 @@ class Unavailable(AnswerbackError):
 
 
 BY_STATUS: dict[int, type[AnswerbackError]] = {
-    401: Unauthorized, 403: Unauthorized, 404: NotFound,
-    400: InvalidRequest, 413: InvalidRequest, 415: InvalidRequest, 422: InvalidRequest,
-    429: Unavailable, 502: Unavailable, 503: Unavailable, 504: Unavailable,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    400: InvalidRequest,
+    413: InvalidRequest,
+    415: InvalidRequest,
+    422: InvalidRequest,
+    429: Unavailable,
+    502: Unavailable,
+    503: Unavailable,
+    504: Unavailable,
 }
 
 

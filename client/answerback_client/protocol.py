@@ -4,6 +4,7 @@ blocking and the asyncio client alike.
 An operation is a generator: it yields the HTTP `Call`s and `Pause`s it needs and is sent
 back each answer (or thrown the transport error), so a client only has to drive it
 (`Client._run`, `AsyncClient._run`). Retries, backoff, the `?wait` loop and paging live here."""
+
 from __future__ import annotations
 
 import email.utils
@@ -44,8 +45,14 @@ class Call:
     def arguments(self, timeout: float) -> dict[str, Any]:
         """Keyword arguments for `httpx.Client.request` and `httpx.AsyncClient.request`.
         A held answer needs a read timeout longer than the hold."""
-        return {"method": self.method, "url": self.path, "params": self.params, "json": self.json,
-                "headers": self.headers, "timeout": httpx.Timeout(timeout, read=timeout + self.wait)}
+        return {
+            "method": self.method,
+            "url": self.path,
+            "params": self.params,
+            "json": self.json,
+            "headers": self.headers,
+            "timeout": httpx.Timeout(timeout, read=timeout + self.wait),
+        }
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class Backoff:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(retry_after, MAX_RETRY_AFTER)
-        return random.uniform(0, min(self.cap, self.base * 2 ** attempt))
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -98,7 +105,7 @@ class Operations:
         attempt = 0
         while True:
             try:
-                response = cast(httpx.Response, (yield call))   # a Call is answered with its response
+                response = cast(httpx.Response, (yield call))  # a Call is answered with its response
             except httpx.TransportError as exc:
                 error = unreachable(exc)
                 if not isinstance(error, Unavailable) or attempt >= self.backoff.retries:
@@ -196,7 +203,7 @@ class Pager:
         self.more = bool(page["meta"].get("next")) and bool(objects)
         fresh = [o for o in objects if o["request_id"] not in self.seen]
         if self.left is not None:
-            fresh = fresh[:self.left]
+            fresh = fresh[: self.left]
             self.left -= len(fresh)
         self.seen.update(o["request_id"] for o in fresh)
         return fresh

@@ -1,4 +1,5 @@
 """Request records and callback deliveries as typed objects; the server's JSON stays in `raw`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields

@@ -5,6 +5,7 @@ store reaches into: re-read store/redis_internals.py (its docstring lists what i
 The parser's `can_read(0)` is asked in each state a pooled connection can be in (idle, a reply
 on the socket, a reply in hiredis's buffer, decrypted TLS bytes, EOF, disconnected), and must
 answer as redis-py's own parser does."""
+
 from __future__ import annotations
 
 import inspect
@@ -36,11 +37,13 @@ READONLY = "return redis.error_reply('READONLY You can not write against a read 
 
 def can_read(parser: Parser) -> tuple[object, object]:
     """What ours and redis-py's own parser answer to `can_read(0)`: True, False or ConnectionError."""
+
     def ask(method) -> object:
         try:
             return method(parser, 0)
         except ConnectionError:
             return ConnectionError
+
     return ask(Parser.can_read), ask(_HiredisParser.can_read)
 
 
@@ -60,37 +63,45 @@ def connection(redis_server) -> Iterator[Connection]:
 def test_a_connection_builds_its_parser_from_the_class_it_is_given(connection):
     parser = connection._parser
     assert type(parser) is Parser, f"redis-py no longer builds its parser from parser_class: {RE_READ}"
-    assert parser._sock is not None and parser._sock.fileno() >= 0 and parser._reader is not None, \
+    assert parser._sock is not None and parser._sock.fileno() >= 0 and parser._reader is not None, (
         f"redis-py's hiredis parser no longer keeps _sock and _reader once connected: {RE_READ}"
+    )
     connection.disconnect()
-    assert parser._sock is None and parser._reader is None, \
+    assert parser._sock is None and parser._reader is None, (
         f"redis-py's hiredis parser no longer forgets _sock and _reader once disconnected: {RE_READ}"
+    )
 
 
 def test_an_idle_connection_has_nothing_to_read(connection):
     connection.send_command("PING")
     assert connection.read_response() in ("PONG", b"PONG")
-    assert can_read(connection._parser) == (False, False), \
+    assert can_read(connection._parser) == (False, False), (
         f"redis-py's parser changed what can_read(0) answers on an idle connection: {RE_READ}"
+    )
 
 
 def test_a_reply_on_the_socket_can_be_read(connection):
     connection.send_command("PING")
     assert readable(connection._parser._sock)
-    assert can_read(connection._parser) == (True, True), \
+    assert can_read(connection._parser) == (True, True), (
         f"redis-py's parser changed what can_read(0) answers with a reply on the socket: {RE_READ}"
+    )
     assert connection.read_response() in ("PONG", b"PONG")
 
 
 def test_a_reply_left_in_hiredis_buffer_can_be_read(connection):
     connection.send_packed_command(connection.pack_commands([("PING",), ("ECHO", "left")]))
     sock = connection._parser._sock
-    wait_for(lambda: len(sock.recv(64, socket.MSG_PEEK)) == len(b"+PONG\r\n$4\r\nleft\r\n"), 5,
-             message="both replies on the socket")
+    wait_for(
+        lambda: len(sock.recv(64, socket.MSG_PEEK)) == len(b"+PONG\r\n$4\r\nleft\r\n"),
+        5,
+        message="both replies on the socket",
+    )
     assert connection.read_response() in ("PONG", b"PONG")
     assert connection._parser._reader.has_data(), "hiredis read both replies at once: the state under test"
-    assert can_read(connection._parser) == (True, True), \
+    assert can_read(connection._parser) == (True, True), (
         f"redis-py's parser changed what can_read(0) answers with a reply in hiredis's buffer: {RE_READ}"
+    )
     assert connection.read_response() in ("left", b"left")
 
 
@@ -98,14 +109,16 @@ def test_a_connection_closed_by_redis_is_refused(connection, redis):
     connection.send_command("CLIENT", "ID")
     redis.client_kill_filter(_id=connection.read_response())
     assert readable(connection._parser._sock)
-    assert can_read(connection._parser) == (ConnectionError, ConnectionError), \
+    assert can_read(connection._parser) == (ConnectionError, ConnectionError), (
         f"redis-py's parser changed what can_read(0) answers at EOF: {RE_READ}"
+    )
 
 
 def test_a_disconnected_connection_is_refused(connection):
     connection.disconnect()
-    assert can_read(connection._parser) == (ConnectionError, ConnectionError), \
+    assert can_read(connection._parser) == (ConnectionError, ConnectionError), (
         f"redis-py's parser changed what can_read(0) answers once disconnected: {RE_READ}"
+    )
 
 
 def test_decrypted_tls_bytes_can_be_read(redis_server, redis, tmp_path):
@@ -116,8 +129,9 @@ def test_decrypted_tls_bytes_can_be_read(redis_server, redis, tmp_path):
     first_reply = len(f"${len(value)}\r\n{value}\r\n")
     with tls_in_front_of(redis_server.port, tmp_path) as (url, ca_file):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-        connection = SSLConnection(host="127.0.0.1", port=port, ssl_ca_certs=ca_file, parser_class=Parser,
-                                   socket_read_size=first_reply)
+        connection = SSLConnection(
+            host="127.0.0.1", port=port, ssl_ca_certs=ca_file, parser_class=Parser, socket_read_size=first_reply
+        )
         try:
             connection.connect()
             connection.send_packed_command(connection.pack_commands([("GET", "contract:tls"), ("PING",)]))
@@ -125,8 +139,9 @@ def test_decrypted_tls_bytes_can_be_read(redis_server, redis, tmp_path):
             assert readable(sock)
             assert connection.read_response() in (value, value.encode())
             assert sock.pending() and not select.select([sock], [], [], 0)[0], "the state under test"
-            assert can_read(connection._parser) == (True, True), \
+            assert can_read(connection._parser) == (True, True), (
                 f"redis-py's parser changed what can_read(0) answers with TLS bytes pending: {RE_READ}"
+            )
             assert connection.read_response() in ("PONG", b"PONG")
         finally:
             connection.disconnect()
@@ -141,17 +156,20 @@ def test_evalsha_answers_as_redis_pys_script_does(redis_server, decode, retried)
         script = client.register_script(ECHO)
         args = ("text", 41, b"bytes", 2.5)
         expected = script(args=list(args))
-        assert evalsha(client, script.sha, args, retried) == expected, \
+        assert evalsha(client, script.sha, args, retried) == expected, (
             f"redis-py's Script answers differently from EVALSHA on its connection: {RE_READ}"
+        )
         failing = client.register_script(FAILS)
         with pytest.raises(ResponseError) as theirs:
             failing()
         with pytest.raises(ResponseError) as ours:
             evalsha(client, failing.sha, (), retried)
-        assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value)), \
+        assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value)), (
             f"redis-py reads a script's error differently: {RE_READ}"
-        assert evalsha(client, script.sha, args, retried) == expected, \
+        )
+        assert evalsha(client, script.sha, args, retried) == expected, (
             f"redis-py's connection is not released, or not usable, after a script's error: {RE_READ}"
+        )
     finally:
         client.close()
 
@@ -182,21 +200,22 @@ def test_scripts_answer_as_redis_pys_script_does_after_redis_forgot_them(redis):
 def test_a_connection_cut_mid_command_is_closed_or_retried(redis_server, redis):
     """On a single-connection client (a worker's send thread), nothing checks the connection
     before the command: the cut shows while it runs."""
-    pool = BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=1,
-                                           retry=Retry(_NoBackoff(), 1))
+    pool = BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=1, retry=Retry(_NoBackoff(), 1))
     client = Redis(connection_pool=pool, single_connection_client=True)
     assert client.connection is not None, f"redis-py's single-connection client has no `connection`: {RE_READ}"
     try:
         script = client.register_script("return 'answered'")
         script()
         redis.client_kill_filter(_id=client.client_id())
-        assert evalsha(client, script.sha, (), True) == b"answered", \
+        assert evalsha(client, script.sha, (), True) == b"answered", (
             f"redis-py's Retry no longer retries an outage on a connection opened again: {RE_READ}"
+        )
         redis.client_kill_filter(_id=client.client_id())
         with pytest.raises(ConnectionError):
             evalsha(client, script.sha, (), False)
-        assert evalsha(client, script.sha, (), False) == b"answered", \
+        assert evalsha(client, script.sha, (), False) == b"answered", (
             f"redis-py's connection does not open again after it was closed: {RE_READ}"
+        )
     finally:
         client.close()
         pool.disconnect()
@@ -232,21 +251,23 @@ def test_a_connection_answered_readonly_closes_itself(redis_server):
         first = client.client_id()
         with pytest.raises(ConnectionError):
             client.eval(READONLY, 0)
-        assert client.client_id() != first, \
-            f"redis-py's Connection.read_response or disconnect changed: {RE_READ}"
+        assert client.client_id() != first, f"redis-py's Connection.read_response or disconnect changed: {RE_READ}"
     finally:
         client.close()
 
 
 def test_the_methods_called_keep_their_signatures():
-    expected = {Connection.send_packed_command: ["self", "command", "check_health"],
-                Connection.read_response: ["self", "disable_decoding"],
-                Retry.call_with_retry: ["self", "do", "fail"]}
+    expected = {
+        Connection.send_packed_command: ["self", "command", "check_health"],
+        Connection.read_response: ["self", "disable_decoding"],
+        Retry.call_with_retry: ["self", "do", "fail"],
+    }
     for method, names in expected.items():
         found = list(inspect.signature(method).parameters)
-        assert found[:len(names)] == names, f"redis-py changed {method.__qualname__}{found}: {RE_READ}"
-    assert Redis(connection_pool=BlockingConnectionPool()).connection is None, \
+        assert found[: len(names)] == names, f"redis-py changed {method.__qualname__}{found}: {RE_READ}"
+    assert Redis(connection_pool=BlockingConnectionPool()).connection is None, (
         f"redis-py's pooled client no longer has connection None: {RE_READ}"
+    )
 
 
 @pytest.fixture
@@ -259,20 +280,21 @@ def sentinel_target(redis_server, workdir) -> Iterator[RedisTarget]:
 def test_a_sentinel_pool_holds_its_maximum_and_queues_past_it(sentinel_target):
     client = connect(sentinel_target, max_connections=2, queue_timeout=0.2)
     pool = client.connection_pool
-    assert type(pool) is BlockingSentinelPool, \
+    assert type(pool) is BlockingSentinelPool, (
         f"redis-py's Sentinel.master_for no longer builds the connection_pool_class given: {RE_READ}"
+    )
     assert client.ping()
     taken = [pool.get_connection(), pool.get_connection()]
     with pytest.raises(ConnectionError):
-        pool.get_connection()   # past the maximum: queued, then refused
+        pool.get_connection()  # past the maximum: queued, then refused
     pool.release(taken[-1])
-    pool.release(taken.pop())   # released twice: no second slot freed
+    pool.release(taken.pop())  # released twice: no second slot freed
     taken.append(pool.get_connection())
     with pytest.raises(ConnectionError):
         pool.get_connection()
-    pool.reset()                # as in a forked child: every connection forgotten
+    pool.reset()  # as in a forked child: every connection forgotten
     for connection in taken:
-        pool.release(connection)   # handed out before the reset: ignored
+        pool.release(connection)  # handed out before the reset: ignored
     assert client.ping() and client.ping()
     client.close()
 
@@ -283,11 +305,12 @@ def test_a_sentinel_pool_frees_the_slot_of_a_connection_that_could_not_connect(w
     try:
         target = RedisTarget("redis://localhost/0", (("127.0.0.1", sentinel.port),), "mymaster")
         client = connect(target, max_connections=1, queue_timeout=0.2, retries=0)
-        for _ in range(3):   # nothing listens where the primary is said to be
+        for _ in range(3):  # nothing listens where the primary is said to be
             with pytest.raises(ConnectionError) as refused:
                 client.connection_pool.get_connection()
-            assert "No connection available" not in str(refused.value), \
+            assert "No connection available" not in str(refused.value), (
                 f"a connection that could not connect kept its slot: {RE_READ}"
+            )
         client.close()
     finally:
         sentinel.stop()
@@ -297,9 +320,11 @@ def test_a_sentinels_lookups_go_through_the_bounded_pool(sentinel_target, redis_
     client = connect(sentinel_target)
     sentinel = client.connection_pool.sentinel_manager
     pools = [c.connection_pool for c in sentinel.sentinels]
-    assert all(type(p) is BlockingConnectionPool and p.max_connections == 2 for p in pools), \
+    assert all(type(p) is BlockingConnectionPool and p.max_connections == 2 for p in pools), (
         f"redis-py's Sentinel no longer keeps its clients of the Sentinels in `sentinels`: {RE_READ}"
+    )
     assert sentinel.discover_master("mymaster") == ("127.0.0.1", redis_server.port)
-    assert len(pools[0]._connections) == 1, \
+    assert len(pools[0]._connections) == 1, (
         f"redis-py's Sentinel no longer asks the Sentinels through the clients in `sentinels`: {RE_READ}"
+    )
     client.close()

@@ -1,4 +1,5 @@
 """What a test does through the public API, and what it then finds in Redis."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,8 +10,9 @@ from local.processes import wait_for
 from store import keys
 
 
-def submit(api: httpx.Client, method: str = "POST", path: str = "Call/", params: dict | None = None,
-           **extra: Any) -> dict[str, Any]:
+def submit(
+    api: httpx.Client, method: str = "POST", path: str = "Call/", params: dict | None = None, **extra: Any
+) -> dict[str, Any]:
     body = {"method": method, "path": path, "params": params if params is not None else {"to": "14155550101"}}
     answer = api.post("/v1/requests", json=body | extra)
     assert answer.status_code == 202, answer.text
@@ -23,6 +25,7 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
     def reached():
         record = api.get(f"/v1/requests/{rid}").json()
         return record if record["status"] in wanted else None
+
     return wait_for(reached, timeout, 0.05, f"request {rid} to reach {wanted}")
 
 

@@ -7,6 +7,7 @@ another request, or meet other keys), so Hypothesis can neither shrink it nor pr
 database is flushed and the seed restored (`Db.reset`), and a model is rebuilt from
 nothing (`CallbackEnv.reset`).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -29,21 +30,39 @@ from tests.support.fuzz_strategies import KEY, OTHER_KEY, Pools, bearer
 DB_FUZZ, DB_CALLBACKS = 9, 10
 TOKEN = "fuzz-plivo-token"
 PUBLIC_URL = "http://answerback.fuzz.example"
-IGNORED_KEYS = {b"ab:metrics"}   # a refusal is counted, not stored
+IGNORED_KEYS = {b"ab:metrics"}  # a refusal is counted, not stored
 
 # Every property states its own max_examples. No example database (a replay comes from the
 # printed seed or @reproduce_failure blob), no explain phase (after a failure it traces every
 # later run with sys.settrace and keeps each trace), and the first bug ends the run.
-FUZZ = settings(deadline=None, database=None, print_blob=True, report_multiple_bugs=False,
-                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 def build_app(redis_url: str, token: str):
-    return receiver.create_app(Settings.from_env({
-        "REDIS_URL": redis_url, "API_KEYS": f"{KEY},{OTHER_KEY}", "PLIVO_AUTH_ID": "MAFUZZ0000000000000A",
-        "PLIVO_AUTH_TOKEN": token, "PUBLIC_URL": PUBLIC_URL, "QUEUE_NAME": "answerback-fuzz"}))
+    return receiver.create_app(
+        Settings.from_env(
+            {
+                "REDIS_URL": redis_url,
+                "API_KEYS": f"{KEY},{OTHER_KEY}",
+                "PLIVO_AUTH_ID": "MAFUZZ0000000000000A",
+                "PLIVO_AUTH_TOKEN": token,
+                "PUBLIC_URL": PUBLIC_URL,
+                "QUEUE_NAME": "answerback-fuzz",
+            }
+        )
+    )
 
 
 def close_app(app) -> None:
@@ -61,9 +80,13 @@ def submit_via(client, key: str, **extra: Any) -> str:
     return answer.json["request_id"]
 
 
-READERS = {b"string": lambda p, n: p.get(n), b"hash": lambda p, n: p.hgetall(n),
-           b"list": lambda p, n: p.lrange(n, 0, -1), b"set": lambda p, n: p.smembers(n),
-           b"zset": lambda p, n: p.zrange(n, 0, -1, withscores=True)}
+READERS = {
+    b"string": lambda p, n: p.get(n),
+    b"hash": lambda p, n: p.hgetall(n),
+    b"list": lambda p, n: p.lrange(n, 0, -1),
+    b"set": lambda p, n: p.smembers(n),
+    b"zset": lambda p, n: p.zrange(n, 0, -1, withscores=True),
+}
 
 
 class Db:
@@ -128,6 +151,7 @@ class Db:
 class FuzzEnv:
     """Two apps on one database (one requires signed callbacks, one takes them unsigned, so
     that parsing and matching are fuzzed too) and the seed's ids."""
+
     db: Db
     apps: dict[str, Any]
     pools: Pools
@@ -176,16 +200,17 @@ def seeded(fuzz_env) -> FuzzEnv:
 class CallbackEnv:
     """An app taking unsigned callbacks and one requiring signatures, on one database, and
     the model of what Redis must hold: rebuilt from nothing for every example (`reset`)."""
+
     db: Db
     app: Any
     signed_app: Any
     outbox: Outbox
     sweeper: Sweeper
     redis: Any
-    status: dict[str, str] = field(default_factory=dict)      # rid -> status we expect it to have
+    status: dict[str, str] = field(default_factory=dict)  # rid -> status we expect it to have
     api_to_rid: dict[str, str] = field(default_factory=dict)  # api ids Redis maps to a request
-    seen: set[tuple[str, str]] = field(default_factory=set)   # (target, digest input) stored once
-    tenant: str = ""                                          # KEY's tenant id, as records hold it
+    seen: set[tuple[str, str]] = field(default_factory=set)  # (target, digest input) stored once
+    tenant: str = ""  # KEY's tenant id, as records hold it
 
     def reset(self) -> None:
         self.db.raw.flushdb()
@@ -193,8 +218,14 @@ class CallbackEnv:
 
     def watched(self, rid: str, api_id: str) -> list[bytes]:
         """The keys a delivery for `rid` / `api_id` could change (new keys show in DBSIZE)."""
-        names = [*map(keys.outbox, keys.API_CLASSES), keys.RETRY, keys.LEASES, keys.DEADLINES, keys.PURGE_NEXT,
-                 keys.DRAINERS]
+        names = [
+            *map(keys.outbox, keys.API_CLASSES),
+            keys.RETRY,
+            keys.LEASES,
+            keys.DEADLINES,
+            keys.PURGE_NEXT,
+            keys.DRAINERS,
+        ]
         names += [keys.tenant_requests(self.tenant, status) for status in (None, *STATUSES)]
         names += [keys.api_id(api_id), keys.orphan(api_id)]
         if rid:

@@ -1,6 +1,7 @@
 """The memory side of a test run: the cap `manage.py test` puts on every process, a way to
 start a program without it, and the run's high-water marks in the terminal summary.
 Registered as a pytest plugin by tests/conftest.py."""
+
 from __future__ import annotations
 
 import resource
@@ -12,7 +13,7 @@ import pytest
 from local.processes import Service
 
 SERVICES: list[Service] = []  # every child service started, for the memory summary
-WORKER_PEAKS: list[dict[str, int]] = []   # under pytest-xdist: what each test process reported
+WORKER_PEAKS: list[dict[str, int]] = []  # under pytest-xdist: what each test process reported
 
 
 def track(service: Service) -> Service:
@@ -42,16 +43,24 @@ def without_memory_cap() -> Iterator[None]:
 
 def pytest_report_header() -> str:
     cap = memory_cap()
-    return ("memory cap: none (run the suite with `python3 manage.py test` to get one)" if cap is None else
-            f"memory cap: {cap >> 20} MiB of address space per process (TEST_MEMORY_LIMIT)")
+    return (
+        "memory cap: none (run the suite with `python3 manage.py test` to get one)"
+        if cap is None
+        else f"memory cap: {cap >> 20} MiB of address space per process (TEST_MEMORY_LIMIT)"
+    )
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     if call.excinfo is not None and call.excinfo.errisinstance(MemoryError) and memory_cap():
-        report.sections.append(("memory cap", f"{item.nodeid} hit the cap of {memory_cap() >> 20} MiB of address "
-                                              "space per process (TEST_MEMORY_LIMIT, set by manage.py test)"))
+        report.sections.append(
+            (
+                "memory cap",
+                f"{item.nodeid} hit the cap of {memory_cap() >> 20} MiB of address "
+                "space per process (TEST_MEMORY_LIMIT, set by manage.py test)",
+            )
+        )
     return report
 
 
@@ -65,7 +74,7 @@ def memory_peaks() -> dict[str, int]:
 
 
 def pytest_sessionfinish(session) -> None:
-    if hasattr(session.config, "workeroutput"):   # an xdist test process: report to the controller
+    if hasattr(session.config, "workeroutput"):  # an xdist test process: report to the controller
         session.config.workeroutput["memory_peaks"] = memory_peaks()
 
 

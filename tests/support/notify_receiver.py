@@ -1,5 +1,6 @@
 """The application's side of notifications, for tests: a real HTTP server that
 verifies every notification with the `standardwebhooks` library."""
+
 from __future__ import annotations
 
 import base64
@@ -53,8 +54,9 @@ class Receiver:
         headers = dict(handler.headers.items())
         verified = [self._verifies(hook, body, headers) for hook in self.hooks]
         payload = json.loads(body)
-        self.received.append({"headers": headers, "payload": payload, "verified": verified,
-                              "path": handler.path, "time": time.time()})
+        self.received.append(
+            {"headers": headers, "payload": payload, "verified": verified, "path": handler.path, "time": time.time()}
+        )
         answer = self.answers.pop(0) if self.answers else 200
         if answer == "hang":
             self.release.wait(30)

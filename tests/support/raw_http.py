@@ -2,6 +2,7 @@
 kept-alive connection after a body the server did not read. It reads at most a bounded
 answer, so a server that never ends its headers or lies about a length cannot make a test
 allocate without bound."""
+
 from __future__ import annotations
 
 import socket
@@ -27,8 +28,9 @@ def exchange(sock: socket.socket, request: bytes) -> bytes:
             return b""
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     if length > MAX_BODY:
         raise AnswerTooLarge(f"Content-Length {length} is past {MAX_BODY}")
     left = length - len(rest)

@@ -2,6 +2,7 @@
 worker; and stacks of web and workers on a database of their own, for tests that kill or
 reconfigure processes. State is reset between tests (`clean_state`). Registered as a pytest
 plugin by tests/conftest.py, so every test can ask for these fixtures by name."""
+
 from __future__ import annotations
 
 import os
@@ -85,8 +86,17 @@ def sandbox(workdir) -> Iterator[Sandbox]:
 @pytest.fixture(scope="session")
 def base_env(redis_server, sandbox) -> dict[str, str]:
     """What web and workers of the session share; each web adds its own port and URL."""
-    return local_stack.app_env(os.environ, redis_server.url, f"{KEY_A},{KEY_B}", sandbox.port, AUTH_TOKEN,
-                              PLIVO_TIMEOUT="5", ACCESS_LOG="-", RATE_LIMIT_CALLS="500/1", RATE_LIMIT_API="2000/1")
+    return local_stack.app_env(
+        os.environ,
+        redis_server.url,
+        f"{KEY_A},{KEY_B}",
+        sandbox.port,
+        AUTH_TOKEN,
+        PLIVO_TIMEOUT="5",
+        ACCESS_LOG="-",
+        RATE_LIMIT_CALLS="500/1",
+        RATE_LIMIT_API="2000/1",
+    )
 
 
 class Web:
@@ -142,9 +152,15 @@ def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
     def quiet() -> bool:
         redis.delete(*unstarted)  # a send that ended in a retry schedules it again
         _, gauges, _ = metrics.snapshot(redis)
-        left.update(in_flight=gauges["in_flight"], drainers=gauges["drainers"], queued_jobs=queue.count,
-                    running_jobs=running.count, sandbox_callbacks=sandbox.stats()["callbacks"]["pending"])
+        left.update(
+            in_flight=gauges["in_flight"],
+            drainers=gauges["drainers"],
+            queued_jobs=queue.count,
+            running_jobs=running.count,
+            sandbox_callbacks=sandbox.stats()["callbacks"]["pending"],
+        )
         return not any(left.values())
+
     try:
         wait_for(quiet, 60, 0.05, "the session's worker to finish what the last test left in flight")
     except AssertionError as exc:
@@ -159,8 +175,11 @@ def clean_state(request) -> None:
         sandbox = STARTED["sandbox"]
         if STARTED.get("worker"):
             wait_for_quiet_worker(request.getfixturevalue("redis"), sandbox)
-        wait_for(lambda: sandbox.stats()["callbacks"]["pending"] == 0, 30,
-                 message="the sandbox to finish the last test's callbacks")
+        wait_for(
+            lambda: sandbox.stats()["callbacks"]["pending"] == 0,
+            30,
+            message="the sandbox to finish the last test's callbacks",
+        )
     if "redis" in names or "web" in names or "worker" in names:
         client = request.getfixturevalue("redis")
         stale = list(client.scan_iter(keys.PREFIX + "*", count=1000))
@@ -215,8 +234,14 @@ def make_stack(base_env, workdir, redis_server) -> Iterator[Any]:
     stacks: list[Stack] = []
 
     def make(db: int = 1, workers: int = 1, **overrides: str) -> Stack:
-        env = {**base_env, "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{db}",
-               "SWEEP_INTERVAL": "1", "LEASE_SECONDS": "3", "DRAINER_STALE_SECONDS": "2", **overrides}
+        env = {
+            **base_env,
+            "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/{db}",
+            "SWEEP_INTERVAL": "1",
+            "LEASE_SECONDS": "3",
+            "DRAINER_STALE_SECONDS": "2",
+            **overrides,
+        }
         stack = Stack(env, workdir, db)
         stack.redis.flushdb()
         stacks.append(stack)

@@ -1,5 +1,6 @@
 """Plivo callbacks to Answerback's webhook, signed with the official plivo SDK's own signer
 (so the webhook's check is tested against an independent implementation)."""
+
 from __future__ import annotations
 
 import json
@@ -12,23 +13,29 @@ from tests.support.services import AUTH_TOKEN
 
 
 def sdk_signature(method: str, url: str, params: dict, nonce: str, token: str = AUTH_TOKEN) -> str:
-    message = (construct_get_url(url, dict(params)) if method == "GET"
-               else construct_post_url(url, dict(params))).decode()
+    message = (
+        construct_get_url(url, dict(params)) if method == "GET" else construct_post_url(url, dict(params))
+    ).decode()
     return get_signature_v3(token.encode(), message, nonce.encode()).decode()
 
 
 def signed_headers(method: str, url: str, params: dict, nonce: str | None = None, token: str = AUTH_TOKEN) -> dict:
     nonce = nonce or uuid.uuid4().hex
-    return {"X-Plivo-Signature-V3": sdk_signature(method, url, params, nonce, token),
-            "X-Plivo-Signature-V3-Nonce": nonce}
+    return {
+        "X-Plivo-Signature-V3": sdk_signature(method, url, params, nonce, token),
+        "X-Plivo-Signature-V3-Nonce": nonce,
+    }
 
 
 def callback(url: str, rid: str | None, api_id: str) -> tuple[str, bytes, dict[str, str]]:
     """(path and query, body, headers) of one signed JSON callback to the web at `url`."""
     path = "/callbacks/plivo" + (f"?rid={rid}" if rid else "")
     body = {"api_id": api_id, "status": "completed"}
-    return path, json.dumps(body).encode(), {"Content-Type": "application/json",
-                                             **signed_headers("POST", url + path, body)}
+    return (
+        path,
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json", **signed_headers("POST", url + path, body)},
+    )
 
 
 async def post_callback(client: httpx.AsyncClient, url: str, rid: str | None) -> str:
@@ -44,7 +51,10 @@ def delivery(client, web_url: str, record: dict) -> httpx.Response | None:
     path = f"/callbacks/plivo?rid={record['request_id']}"
     body = {"api_id": record["api_id"], "status": "delivered"}
     try:
-        return client.post(path, content=json.dumps(body), headers={
-            "Content-Type": "application/json", **signed_headers("POST", web_url + path, body)})
+        return client.post(
+            path,
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json", **signed_headers("POST", web_url + path, body)},
+        )
     except httpx.TransportError:  # the web process itself never goes down here; not acknowledged
         return None
