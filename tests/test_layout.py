@@ -144,3 +144,10 @@ def test_every_test_the_fault_catalogue_names_exists():
         if not path.exists() or (test and not re.search(rf"^(async )?def {test}\(", path.read_text(), re.M)):
             missing.append(f"{file}::{test}" if test else file)
     assert missing == []
+
+
+def test_every_test_file_is_mapped_to_its_modules_in_the_tests_readme():
+    """tests/README.md is where a newcomer finds the test of a module: no test file is left out."""
+    mapped = (ROOT / "tests" / "README.md").read_text()
+    files = [p for p in (ROOT / "tests").rglob("test_*.py") if "support" not in p.parts]
+    assert [p.name for p in files if p.name not in mapped] == []
