@@ -34,9 +34,14 @@ class Cluster:
         self.primary = RedisServer(root / "primary").start()
         self.replicas = [RedisServer(root / f"replica{i}", replica_of=self.primary.port).start() for i in (1, 2)]
         self.sentinels = [SentinelServer(root / f"sentinel{i}", self.primary.port).start() for i in (1, 2, 3)]
-        wait_for(self.ready, 30, 0.2, "every Sentinel to know the other two and both replicas")
+        wait_for(self.ready, 30, 0.2, "both replicas in sync and every Sentinel to know them and each other")
 
     def ready(self) -> bool:
+        """Every Sentinel knows the others and both replicas, and both replicas are in sync
+        (Redis 7 starts a replica's first sync only after repl-diskless-sync-delay, 5 s: until
+        then WAIT 1 cannot be met and a submission is rightly answered 503)."""
+        if not all(_replicating(replica) for replica in self.replicas):
+            return False
         for sentinel in self.sentinels:
             with Redis(port=sentinel.port, decode_responses=True) as client:
                 state = client.sentinel_master(MASTER)
