@@ -36,7 +36,8 @@ class Silent:
         self.listener = socket.create_server(("127.0.0.1", free_port()), backlog=2048)
         self.port = self.listener.getsockname()[1]
         self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.accepting = threading.Thread(target=self._accept, daemon=True)
+        self.accepting.start()
 
     @property
     def url(self) -> str:
@@ -50,7 +51,11 @@ class Silent:
                 return
 
     def stop(self) -> None:
+        """Close the listener, wait for the accepting thread to see it (a connection it takes
+        meanwhile is held too), then close every held connection."""
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not, on Linux)
         self.listener.close()
+        self.accepting.join(5)
         for conn in self.held:
             conn.close()
 
@@ -66,6 +71,7 @@ class Trickle:
         self.port = self.listener.getsockname()[1]
         self.connections: list[list[float]] = []  # [opened, closed or 0]
         self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -78,28 +84,46 @@ class Trickle:
                 conn = self.listener.accept()[0]
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            serving = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(serving)
+            serving.start()
 
     def _serve(self, conn: socket.socket) -> None:
         times = [time.monotonic(), 0.0]
         self.connections.append(times)
         with conn:
-            conn.recv(65536)
-            conn.sendall(self.head)
-            while not self.stopping.is_set():
-                conn.settimeout(1.0)
-                try:
-                    if conn.recv(1) == b"":  # the sender closed the connection
-                        break
-                except TimeoutError:
-                    pass
-                except OSError:
-                    break
-                try:
-                    conn.sendall(b"x")
-                except OSError:
-                    break
+            conn.settimeout(1.0)  # every wait ends within a second, so stop() can join this thread
+            if self._answer_head(conn):
+                self._trickle(conn)
         times[1] = time.monotonic()
+
+    def _answer_head(self, conn: socket.socket) -> bool:
+        """Read the request, answer `head`: False when the sender went away first."""
+        while not self.stopping.is_set():
+            try:
+                if not conn.recv(65536):
+                    return False
+                conn.sendall(self.head)
+                return True
+            except TimeoutError:
+                continue
+            except OSError:
+                return False
+        return False
+
+    def _trickle(self, conn: socket.socket) -> None:
+        while not self.stopping.is_set():
+            try:
+                if conn.recv(1) == b"":  # the sender closed the connection
+                    break
+            except TimeoutError:
+                pass
+            except OSError:
+                break
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break
 
     def overlapping(self) -> bool:
         """Two connections open at once."""
@@ -107,8 +131,13 @@ class Trickle:
         return any(later[0] < earlier[1] for earlier, later in pairwise(spans))
 
     def stop(self) -> None:
+        """Close the listener and every connection (each serving thread ends within a second),
+        so that no socket is left for the garbage collector to find open."""
         self.stopping.set()
+        self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
+        for serving in self.threads:
+            serving.join(5)
 
 
 def finish_requests(redis, n: int, notify_url: str) -> list[str]:
