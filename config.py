@@ -382,6 +382,15 @@ class Settings:
         accepts="keys, comma-separated",
         secret=True,
     )
+    tenant_move_interval: float = setting(
+        REQUESTS,
+        "TENANT_MOVE_INTERVAL",
+        60.0,
+        "Seconds between web's looks for requests filed under an id an API key had before (its unsalted "
+        "id, or its own before it was named): found ones move to the key's tenant (docs/operations.md).",
+        read=_positive,
+        accepts="seconds, more than 0",
+    )
     callback_method: str = choice(
         REQUESTS,
         "CALLBACK_METHOD",

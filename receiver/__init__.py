@@ -11,6 +11,8 @@ from config import Settings
 if TYPE_CHECKING:  # Flask is imported by create_app: gunicorn's master imports this package for its logger only
     from flask import Flask
 
+    from receiver.services import Services
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
+    _start_tenants(built)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, ops, prometheus, openapi, dashboard):
@@ -39,3 +42,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # documented way to add WSGI middleware; mypy sees only that it is a method.
     app.wsgi_app = Front(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _start_tenants(built: Services) -> None:
+    """What API_KEYS serves, logged (never a key); requests under the keys' former ids moved."""
+    from receiver import auth
+
+    auth.log_api_keys(built.settings.api_keys)
+    auth.start_alias_moves(built)

@@ -13,11 +13,12 @@ from receiver.errors import Unauthorized
 pytestmark = pytest.mark.fast
 
 KEYS = ("solo-key", "acme:old-key", "acme:new-key", "other:new-key-2")
+SALT = "ab" * 32  # a deployment's salt (store/tenants.py keeps it in Redis)
 
 
 def tenants(entries=KEYS) -> SimpleNamespace:
-    """What tenant_of reads of the web's services: its API_KEYS, and the table built from them."""
-    return SimpleNamespace(settings=SimpleNamespace(api_keys=entries), key_table=None)
+    """What tenant_of reads of the web's services: the table built from its API_KEYS."""
+    return SimpleNamespace(settings=SimpleNamespace(api_keys=entries), key_table=key_table(entries, SALT))
 
 
 def test_a_named_tenants_keys_all_name_it_and_other_keys_their_own_tenant():
@@ -28,7 +29,7 @@ def test_a_named_tenants_keys_all_name_it_and_other_keys_their_own_tenant():
 
 
 def test_keys_are_held_only_as_hashes():
-    table = key_table(KEYS)
+    table = key_table(KEYS, SALT)
     assert not any(secret in repr(table) for secret in ("solo-key", "old-key", "new-key", "acme"))
 
 
