@@ -11,8 +11,6 @@ from config import Settings
 if TYPE_CHECKING:  # Flask is imported by create_app: gunicorn's master imports this package for its logger only
     from flask import Flask
 
-    from receiver.services import Services
-
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
-    _start_tenants(built)
+    _log_api_keys(settings)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, ops, prometheus, openapi, dashboard):
@@ -44,9 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _start_tenants(built: Services) -> None:
-    """What API_KEYS serves, logged (never a key); requests under the keys' former ids moved."""
+def _log_api_keys(settings: Settings) -> None:
+    """How many keys and which tenant names web serves (never a key), and keys that look odd."""
     from receiver import auth
 
-    auth.log_api_keys(built.settings.api_keys)
-    auth.start_alias_moves(built)
+    auth.log_api_keys(settings.api_keys)
