@@ -29,10 +29,12 @@ def submitted_as_before(requests: Requests, tenant: str, idem: str | None = None
     return requests.submit(sub).record.fields["request_id"]
 
 
-def test_a_submission_first_taken_under_an_alias_is_answered_not_created_again(redis):
+def test_a_request_filed_under_an_alias_is_read_and_answers_its_idempotency_key(redis):
     requests = Requests(redis, 600)
     old, new = unsalted(K), keys.salted_tenant(salt(redis), K)
     first = submitted_as_before(requests, old, idem="once")
+    assert requests.get_for(new, first, (old,)) is not None
+    assert requests.get_for(new, first) is None and requests.get_for(unsalted(OTHER), first, (new,)) is None
     sub = Submission(new, "POST", "Call/", {"to": "14155550101"}, "POST", 60, idempotency_key="once", aliases=(old,))
     again = requests.submit(sub)
     assert not again.created and again.record.fields["request_id"] == first
