@@ -4,11 +4,12 @@
 -- named (found by the caller with SCAN), which keep their expiry. Only records whose
 -- tenant is the alias move; running it again, or from several processes at once, finds
 -- nothing more to do.
--- ARGV: alias tenant limit (records to move; 0: none) statuses (space-separated) idem_key...
+-- ARGV: alias tenant limit (records to move; 0: none) status_list (the statuses, space-separated) [idem_key...]
 -- Answers {records moved, records still filed under the alias}.
-local alias, tenant, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local alias, tenant, limit, status_list = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local idem_keys = {unpack(ARGV, 5)}
 local statuses = {}
-for status in string.gmatch(ARGV[4], '%S+') do table.insert(statuses, status) end
+for status in string.gmatch(status_list, '%S+') do table.insert(statuses, status) end
 local moved = 0
 if limit > 0 then
   for _, rid in ipairs(redis.call('ZRANGE', tkey(alias), 0, limit - 1)) do
@@ -28,8 +29,7 @@ if limit > 0 then
   end
 end
 local from = P .. 'idem:' .. alias .. ':'
-for i = 5, #ARGV do
-  local name = ARGV[i]
+for _, name in ipairs(idem_keys) do
   if name:sub(1, #from) == from then
     local value = redis.call('GET', name)
     if value then
