@@ -376,7 +376,8 @@ class Settings:
         "API_KEYS",
         (),
         "Bearer keys accepted on `/v1/*`. Each is a tenant of its own, or `name:key` names its tenant, so that "
-        "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests). `manage.py run` "
+        "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests; `old` listed as "
+        "`acme:old` keeps its requests with acme: docs/operations.md). `manage.py run` "
         "makes one when unset.",
         read=_list,
         accepts="keys, comma-separated",
