@@ -11,6 +11,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
@@ -44,7 +45,8 @@ def _named(entry: str) -> tuple[str, str] | None:
 
 def key_table(entries: tuple[str, ...], deployment_salt: str) -> tuple[tuple[str, Tenant], ...]:
     """(hash of key, its tenant) for every API_KEYS entry. A tenant's aliases are every id one
-    of its keys had before (store/tenants.py), except the id of a tenant listed itself."""
+    of its keys had before (store/tenants.py), except the id of a tenant listed itself and an id
+    two tenants could claim (one key listed twice, under two names): whose it is, is unknown."""
     owners: list[tuple[str, str]] = []
     former: tuple[str, ...]
     aliases: dict[str, dict[str, None]] = {}
@@ -58,10 +60,9 @@ def key_table(entries: tuple[str, ...], deployment_salt: str) -> tuple[tuple[str
             former = (keys.legacy_tenant(entry),)
         owners.append((_digest(key), tenant))
         aliases.setdefault(tenant, {}).update(dict.fromkeys(former))
-    listed = set(aliases)
-    return tuple(
-        (key_hash, Tenant(tenant, tuple(a for a in aliases[tenant] if a not in listed))) for key_hash, tenant in owners
-    )
+    claims = Counter(alias for former_ids in aliases.values() for alias in former_ids)
+    kept = {t: tuple(a for a in ids if a not in aliases and claims[a] == 1) for t, ids in aliases.items()}
+    return tuple((key_hash, Tenant(tenant, kept[tenant])) for key_hash, tenant in owners)
 
 
 def _table(svc: Services) -> tuple[tuple[str, Tenant], ...]:
@@ -106,8 +107,13 @@ def log_api_keys(entries: tuple[str, ...]) -> None:
     that reads as `name:key` but looks like one key with a colon in it (its parts could be a
     key's: neither is logged)."""
     names: set[str] = set()
+    first: dict[str, int] = {}
     for position, entry in enumerate(entries, 1):
         named = _named(entry)
+        key = named[1] if named else entry
+        if key in first:
+            log.warning("API_KEYS entries %d and %d hold the same key: it is the later one's", first[key], position)
+        first.setdefault(key, position)
         if named is None:
             continue
         if TENANT_NAME.fullmatch(named[0]) and len(named[1]) >= MIN_NAMED_KEY:

@@ -52,3 +52,9 @@ def test_a_tenant_stays_the_same_when_its_key_changes_or_the_list_is_reordered()
 def test_anything_but_a_known_bearer_key_is_unauthorized(header, message):
     with pytest.raises(Unauthorized, match=message):
         tenant_of(tenants(), header)
+
+
+def test_a_key_listed_twice_leaves_no_alias_two_tenants_would_take():
+    """Both tenants would move the key's unsalted id's requests to themselves, each taking some."""
+    twice, once = key_table(("twice-listed-key", "acme:twice-listed-key", "other-key"), SALT)[1:]
+    assert twice[1].aliases == () and len(once[1].aliases) == 1
