@@ -376,11 +376,21 @@ class Settings:
         "API_KEYS",
         (),
         "Bearer keys accepted on `/v1/*`. Each is a tenant of its own, or `name:key` names its tenant, so that "
-        "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests). `manage.py run` "
+        "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests; `old` listed as "
+        "`acme:old` keeps its requests with acme: docs/operations.md). `manage.py run` "
         "makes one when unset.",
         read=_list,
         accepts="keys, comma-separated",
         secret=True,
+    )
+    tenant_move_interval: float = setting(
+        REQUESTS,
+        "TENANT_MOVE_INTERVAL",
+        60.0,
+        "Seconds between web's looks for requests filed under an id an API key had before (its unsalted "
+        "id, or its own before it was named): found ones move to the key's tenant (docs/operations.md).",
+        read=_positive,
+        accepts="seconds, more than 0",
     )
     callback_method: str = choice(
         REQUESTS,

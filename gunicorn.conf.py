@@ -49,6 +49,14 @@ limit_request_fields = 200
 control_socket_disable = True  # gunicorn 27: one fixed control-socket path per user would clash between instances
 
 
+def post_worker_init(worker: Worker) -> None:
+    """Each web worker moves requests filed under its keys' former tenant ids (receiver/auth.py),
+    now and periodically. Here, not in create_app: apps made in tests' own process get no thread."""
+    from receiver.auth import start_alias_moves
+
+    start_alias_moves(worker.wsgi.extensions["answerback"])
+
+
 def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Flush the worker's latency observations not yet in Redis (store/metrics.py; atexit
     does too, but gunicorn's exit path is not ours to rely on)."""

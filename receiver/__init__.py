@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
+    _log_api_keys(settings)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, ops, prometheus, openapi, dashboard):
@@ -39,3 +40,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     # documented way to add WSGI middleware; mypy sees only that it is a method.
     app.wsgi_app = Front(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _log_api_keys(settings: Settings) -> None:
+    """How many keys and which tenant names web serves (never a key), and keys that look odd."""
+    from receiver import auth
+
+    auth.log_api_keys(settings.api_keys)

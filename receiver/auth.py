@@ -1,63 +1,154 @@
 """Bearer API keys. Each key is a tenant of its own, unless entries of API_KEYS
 name their tenant (`name:key`), so that a tenant's key can be rotated: both
-`acme:old` and `acme:new` then see acme's requests. Keys are held only as hashes."""
+`acme:old` and `acme:new` then see acme's requests. Keys are held only as hashes;
+tenant ids and their aliases are store/tenants.py's."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
 from flask import g, request
+from redis.exceptions import RedisError
 
 from receiver.errors import Unauthorized
 from receiver.services import Services, services
 from store import keys
+from store.tenants import Tenant, move_aliases, salt
 
 P = ParamSpec("P")
 R = TypeVar("R")
+log = logging.getLogger(__name__)
+
+# What a tenant name in `name:key` looks like, and the shortest key part of one: an entry
+# with a colon that is not like this is more likely one key with a colon in it.
+TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MIN_NAMED_KEY = 16
 
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def key_table(entries: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """(hash of key, tenant id) for every API_KEYS entry."""
-    table = []
+def _named(entry: str) -> tuple[str, str] | None:
+    name, sep, key = entry.partition(":")
+    return (name, key) if sep and name and key else None
+
+
+def key_table(entries: tuple[str, ...], deployment_salt: str) -> tuple[tuple[str, Tenant], ...]:
+    """(hash of key, its tenant) for every API_KEYS entry. A tenant's aliases are every id one
+    of its keys had before (store/tenants.py), except the id of a tenant listed itself and an id
+    two tenants could claim (one key listed twice, under two names): whose it is, is unknown."""
+    owners: list[tuple[str, str]] = []
+    former: tuple[str, ...]
+    aliases: dict[str, dict[str, None]] = {}
     for entry in entries:
-        name, sep, key = entry.partition(":")
-        if sep and name and key:
-            table.append((_digest(key), keys.named_tenant(name)))
+        named = _named(entry)
+        if named:
+            tenant, key = keys.named_tenant(named[0]), named[1]
+            former = (keys.legacy_tenant(key), keys.salted_tenant(deployment_salt, key))
         else:
-            table.append((_digest(entry), _digest(entry)[:32]))
-    return tuple(table)
+            tenant, key = keys.salted_tenant(deployment_salt, entry), entry
+            former = (keys.legacy_tenant(entry),)
+        owners.append((_digest(key), tenant))
+        aliases.setdefault(tenant, {}).update(dict.fromkeys(former))
+    claims = Counter(alias for former_ids in aliases.values() for alias in former_ids)
+    kept = {t: tuple(a for a in ids if a not in aliases and claims[a] == 1) for t, ids in aliases.items()}
+    return tuple((key_hash, Tenant(tenant, kept[tenant])) for key_hash, tenant in owners)
 
 
-def tenant_of(svc: Services, authorization: str) -> str:
+def _table(svc: Services) -> tuple[tuple[str, Tenant], ...]:
+    """Built at the first authentication, with the deployment's salt (one read, or its creation)."""
+    if svc.key_table is None:
+        svc.key_table = key_table(svc.settings.api_keys, salt(svc.redis, svc.settings.redis_min_replicas))
+    return svc.key_table
+
+
+def identity_of(svc: Services, authorization: str) -> Tenant:
     """The tenant whose key an Authorization header presents; compared in constant time
     against every key."""
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("missing bearer API key")
-    if svc.key_table is None:
-        svc.key_table = key_table(svc.settings.api_keys)
     presented = _digest(key.strip())
-    tenant = ""
-    for key_hash, owner in svc.key_table:
+    tenant = None
+    for key_hash, owner in _table(svc):
         if hmac.compare_digest(presented, key_hash):
             tenant = owner
-    if not tenant:
+    if tenant is None:
         raise Unauthorized("invalid API key")
     return tenant
+
+
+def tenant_of(svc: Services, authorization: str) -> str:
+    return identity_of(svc, authorization).id
 
 
 def require_key(view: Callable[P, R]) -> Callable[P, R]:
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        g.tenant = tenant_of(services(), request.headers.get("Authorization", ""))
+        tenant = identity_of(services(), request.headers.get("Authorization", ""))
+        g.tenant, g.tenant_aliases = tenant.id, tenant.aliases
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def log_api_keys(entries: tuple[str, ...]) -> None:
+    """At start: how many keys, which tenant names (never a key), and a warning for each entry
+    that reads as `name:key` but looks like one key with a colon in it (its parts could be a
+    key's: neither is logged)."""
+    names: set[str] = set()
+    first: dict[str, int] = {}
+    for position, entry in enumerate(entries, 1):
+        named = _named(entry)
+        key = named[1] if named else entry
+        if key in first:
+            log.warning("API_KEYS entries %d and %d hold the same key: it is the later one's", first[key], position)
+        first.setdefault(key, position)
+        if named is None:
+            continue
+        if TENANT_NAME.fullmatch(named[0]) and len(named[1]) >= MIN_NAMED_KEY:
+            names.add(named[0])
+            continue
+        log.warning(
+            "API_KEYS entry %d is read as `name:key` (the key after the first colon, of the tenant named "
+            "before it), but its name is not like a tenant name or its key is under %d characters; if the "
+            "whole entry is one key, list it as `name:` followed by the key",
+            position,
+            MIN_NAMED_KEY,
+        )
+    unnamed = sum(1 for entry in entries if _named(entry) is None)
+    log.info(
+        "serving %d API keys: %d of unnamed tenants, named tenants: %s",
+        len(entries),
+        unnamed,
+        ", ".join(sorted(names)) or "none",
+    )
+
+
+def start_alias_moves(svc: Services) -> None:
+    """Move requests filed under the aliases of the configured keys' tenants, now and every
+    TENANT_MOVE_INTERVAL: during a rolling deployment, processes of the version before still
+    file requests under the unsalted ids."""
+    threading.Thread(target=_move_aliases, args=(svc,), name="tenant-aliases", daemon=True).start()
+
+
+def _move_aliases(svc: Services) -> None:
+    while True:
+        try:
+            tenants = {tenant.id: tenant for _, tenant in _table(svc)}
+            moved = move_aliases(svc.redis, svc.requests.scripts, tenants.values())
+            if moved:
+                log.info("moved %d requests from former tenant ids of API keys to their tenants", moved)
+        except RedisError as exc:
+            log.warning("could not move requests of former tenant ids (%s); trying again", type(exc).__name__)
+        time.sleep(svc.settings.tenant_move_interval)

@@ -12,7 +12,7 @@ from werkzeug.wrappers import Request
 
 import logs
 from notify_hosts import NotAllowed
-from receiver.auth import require_key, tenant_of
+from receiver.auth import identity_of, require_key
 from receiver.errors import BadRequest, Conflict, NotFound, Unprocessable, UnsupportedMediaType
 from receiver.json_provider import compact_json
 from receiver.services import Services, services
@@ -47,7 +47,7 @@ def submit() -> Response:
 
 def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tuple[str, str]]]:
     """A submission's answer: 202 and the new (or, with a known Idempotency-Key, the first) record."""
-    tenant = tenant_of(svc, req.headers.get("Authorization", ""))
+    tenant = identity_of(svc, req.headers.get("Authorization", ""))
     if not req.is_json:
         raise UnsupportedMediaType("request body must be application/json")
     form = parse_submission(json_body(req))
@@ -60,7 +60,8 @@ def serve_submission(svc: Services, req: Request) -> tuple[str, bytes, list[tupl
     notify_host = _notify_host(svc, form.notify_url)
     submitted = svc.requests.submit(
         Submission(
-            tenant=tenant,
+            tenant=tenant.id,
+            aliases=tenant.aliases,
             method=form.method,
             path=form.path,
             params=form.params,
@@ -174,7 +175,7 @@ def _page_link(limit: int, offset: int, status: str | None) -> str:
 
 def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:
     requests = requests or services().requests
-    record = requests.get_for(g.tenant, rid) if is_uuid(rid) else None
+    record = requests.get_for(g.tenant, rid, g.tenant_aliases) if is_uuid(rid) else None
     if record is None:
         raise NotFound("no request with that id")
     logs.bind(request_id=rid, api_id=record.fields.get("api_id") or "")

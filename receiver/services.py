@@ -24,6 +24,7 @@ from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
 from store.records import Requests
+from store.tenants import Tenant
 from store.waiting import DoneListener, WaiterSlots
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Services:
     spool: Spool | None = None
     _replayer_pid: int = field(default=0, repr=False)
     _replayer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    key_table: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
+    key_table: tuple[tuple[str, Tenant], ...] | None = field(default=None, repr=False)  # receiver/auth.py
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

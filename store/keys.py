@@ -4,6 +4,7 @@ from the prefix they are given (see lua/prelude.lua)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 PREFIX = "ab:"
 
@@ -67,6 +68,22 @@ def named_tenant(name: str) -> str:
     """The tenant id of a tenant named in API_KEYS (`name:key`): its keys can change, its id
     (and so its requests) stays."""
     return "n" + hashlib.sha256(("tenant:" + name).encode()).hexdigest()[:31]
+
+
+# 32 random bytes (hex) of this deployment, the key of unnamed keys' tenant ids (salted_tenant).
+# Created once (SET NX) and never changed: deleting it moves every unnamed key to a new, empty tenant.
+TENANT_SALT = PREFIX + "tenant:salt"
+
+
+def salted_tenant(salt: str, key: str) -> str:
+    """The tenant id of an API key listed without a name: an HMAC of the key with the deployment's
+    salt, so that a key cannot be confirmed or guessed offline from the ids in key names and records."""
+    return hmac.new(bytes.fromhex(salt), key.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def legacy_tenant(key: str) -> str:
+    """The id an unnamed key's tenant had before ids were salted: an alias its requests move from."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
 def tenant_requests(tenant: str, status: str | None = None) -> str:

@@ -113,6 +113,7 @@ class Submission:
     idempotency_key: str | None = None
     notify_url: str = ""
     notify_host: str = ""  # host:port of notify_url: notifications to one host share its concurrency
+    aliases: tuple[str, ...] = ()  # ids the tenant's key had before (store/tenants.py)
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,15 @@ class Requests:
         rid, now, submitted_at = new_id(), now_ms(), _ms_with_micros()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
         idem_key = idem_value = body_digest = ""
+        alias_idem_keys: list[str] = []
         if sub.idempotency_key is not None:
             idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
+            alias_idem_keys = [keys.idempotency(alias, _digest(sub.idempotency_key)) for alias in sub.aliases]
             body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
         # With min_replicas an accepted submission survives a failover; NotReplicated is an
         # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
-        args = (
+        args: tuple[str | int, ...] = (
             rid,
             sub.tenant,
             sub.method,
@@ -162,6 +165,7 @@ class Requests:
             api_class(sub.method, sub.path),
             sub.notify_url,
             sub.notify_host,
+            *alias_idem_keys,
         )
         if self.min_replicas:
             answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
@@ -191,9 +195,11 @@ class Requests:
         fields = _pairs(cast("list[str]", self.scripts("read", rid)))
         return RequestRecord(fields) if fields.get("tenant") else None
 
-    def get_for(self, tenant: str, rid: str) -> RequestRecord | None:
+    def get_for(self, tenant: str, rid: str, aliases: tuple[str, ...] = ()) -> RequestRecord | None:
+        """The record if it is the tenant's, or still filed under one of its aliases (ids its key
+        had before, until store/tenants.py moves it)."""
         record = self.get(rid)
-        return record if record and record.tenant == tenant else None
+        return record if record and (record.tenant == tenant or record.tenant in aliases) else None
 
     def rid_for_api_id(self, api_id: str) -> str | None:
         return cast("str | None", self.redis.get(keys.api_id(api_id)))

@@ -36,6 +36,7 @@ NAMES = (
     "notify_claim",
     "notify_settle",
     "notify_again",
+    "move_tenant",
 )
 
 

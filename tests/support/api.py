@@ -31,5 +31,6 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
 
 def written_keys(redis) -> list[str]:
     """Answerback's data keys in Redis: not the sweep's lock (workers take it every
-    second) nor the metrics counters (a refusal is counted, not stored)."""
-    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (keys.SWEEP_LOCK, keys.METRICS)]
+    second), the metrics counters (a refusal is counted, not stored) nor the tenant salt."""
+    ignored = (keys.SWEEP_LOCK, keys.METRICS, keys.TENANT_SALT)
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in ignored]

@@ -1,0 +1,48 @@
+-- Requests filed under an alias of a tenant (an id its key had before: the unsalted hash
+-- of the key, or the key's own id before it was named) move to the tenant, a batch at a
+-- time: its index entries, each record's `tenant` field, and the Idempotency-Key entries
+-- named (found by the caller with SCAN), which keep their expiry. Only records whose
+-- tenant is the alias move; running it again, or from several processes at once, finds
+-- nothing more to do.
+-- ARGV: alias tenant limit (records to move; 0: none) status_list (the statuses, space-separated) [idem_key...]
+-- Answers {records moved, records still filed under the alias}.
+local alias, tenant, limit, status_list = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local idem_keys = {unpack(ARGV, 5)}
+local statuses = {}
+for status in string.gmatch(status_list, '%S+') do table.insert(statuses, status) end
+local moved = 0
+if limit > 0 then
+  for _, rid in ipairs(redis.call('ZRANGE', tkey(alias), 0, limit - 1)) do
+    local r = load(rid)
+    if r and r.tenant == alias then
+      local at = redis.call('ZSCORE', tkey(alias), rid)
+      redis.call('ZADD', tkey(tenant), at, rid)
+      redis.call('ZREM', tkey(alias, r.status), rid)
+      redis.call('ZADD', tkey(tenant, r.status), at, rid)
+      update(rid, {tenant = tenant})
+      moved = moved + 1
+    else
+      -- Gone, or not the alias's: only its entries under the alias go.
+      for _, status in ipairs(statuses) do redis.call('ZREM', tkey(alias, status), rid) end
+    end
+    redis.call('ZREM', tkey(alias), rid)
+  end
+end
+local from = P .. 'idem:' .. alias .. ':'
+for _, name in ipairs(idem_keys) do
+  if name:sub(1, #from) == from then
+    local value = redis.call('GET', name)
+    if value then
+      local target = P .. 'idem:' .. tenant .. ':' .. name:sub(#from + 1)
+      local ttl = redis.call('PTTL', name)
+      -- The tenant's own entry for that key, if it has one, stays: it answers its retries.
+      if ttl > 0 then
+        redis.call('SET', target, value, 'PX', ttl, 'NX')
+      else
+        redis.call('SET', target, value, 'NX')
+      end
+      redis.call('DEL', name)
+    end
+  end
+end
+return {moved, redis.call('ZCARD', tkey(alias))}

@@ -1,0 +1,89 @@
+"""Tenant ids and their aliases.
+
+An API key listed without a name is a tenant whose id is an HMAC of the key with this
+deployment's salt (keys.salted_tenant): the ids are in key names and records, and an
+unsalted hash there would let anyone who reads them confirm a key, or guess a weak one,
+offline. A key listed as `name:key` is the tenant keys.named_tenant(name).
+
+A tenant's aliases are the ids its keys had before: an unnamed key's unsalted id (from
+versions before the salt), and for a named key both its unsalted and its salted unnamed id
+(the key was listed without a name before, as a rotation starts). Reads by id accept a
+record filed under an alias, submissions check the aliases' Idempotency-Key entries, and
+`move_aliases` moves what is filed under an alias to the tenant, so that none of a key's
+requests leaves its owner whichever way its key is listed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+from redis.exceptions import ConnectionError
+
+from store import keys
+from store.records import STATUSES
+from store.scripts import Scripts
+
+SALT_BYTES = 32
+MOVE_BATCH = 200  # records, or Idempotency-Key entries, one run of move_tenant.lua moves
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: str
+    aliases: tuple[str, ...] = ()
+
+
+def salt(redis: Redis, min_replicas: int = 0) -> str:
+    """The deployment's salt (hex), created by the first process that asks. With REDIS_MIN_REPLICAS
+    it is not used before replicas hold it: a failover losing it would change every unnamed
+    tenant's id, and their requests would seem gone."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.TENANT_SALT, secrets.token_hex(SALT_BYTES), nx=True)
+        pipe.get(keys.TENANT_SALT)
+        if min_replicas:
+            pipe.wait(min_replicas, 1000)
+        answers = pipe.execute()
+    if min_replicas and answers[2] < min_replicas:
+        raise ConnectionError(f"only {answers[2]} replica(s) confirmed the tenant salt")
+    value = cast("str | bytes", answers[1])
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def move_aliases(redis: Redis, scripts: Scripts, tenants: Iterable[Tenant]) -> int:
+    """Move what is filed under each tenant's aliases to the tenant; the records moved. One
+    pipelined EXISTS per alias when there is nothing to move."""
+    moves = [(alias, tenant.id) for tenant in tenants for alias in tenant.aliases]
+    if not moves:
+        return 0
+    with redis.pipeline(transaction=False) as pipe:
+        for alias, _ in moves:
+            pipe.exists(keys.tenant_requests(alias))
+        found = pipe.execute()
+    return sum(
+        _move(redis, scripts, alias, tenant) for (alias, tenant), there in zip(moves, found, strict=True) if there
+    )
+
+
+def _move(redis: Redis, scripts: Scripts, alias: str, tenant: str) -> int:
+    statuses = " ".join(STATUSES)
+    moved = 0
+    while True:
+        count, left = cast("list[int]", scripts("move_tenant", alias, tenant, MOVE_BATCH, statuses))
+        moved += count
+        if not left:
+            break
+    # An Idempotency-Key entry is written with its record's index entry: one is left only
+    # where an index entry was. Their names hold only a digest of the key: found by SCAN.
+    batch: list[str] = []
+    for name in redis.scan_iter(match=keys.idempotency(alias, "*"), count=1000):
+        batch.append(name.decode() if isinstance(name, bytes) else name)
+        if len(batch) == MOVE_BATCH:
+            scripts("move_tenant", alias, tenant, 0, statuses, *batch)
+            batch = []
+    if batch:
+        scripts("move_tenant", alias, tenant, 0, statuses, *batch)
+    return moved
