@@ -49,6 +49,13 @@ limit_request_fields = 200
 control_socket_disable = True  # gunicorn 27: one fixed control-socket path per user would clash between instances
 
 
+def post_worker_init(worker: Worker) -> None:
+    """A web process serving from now on publishes its heartbeat (receiver/health.py)."""
+    from receiver.health import start
+
+    start(worker.wsgi)
+
+
 def worker_exit(server: Arbiter, worker: Worker) -> None:
     """Flush the worker's latency observations not yet in Redis (store/metrics.py; atexit
     does too, but gunicorn's exit path is not ours to rely on)."""

@@ -30,6 +30,7 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
 
 
 def written_keys(redis) -> list[str]:
-    """Answerback's data keys in Redis: not the sweep's lock (workers take it every
-    second) nor the metrics counters (a refusal is counted, not stored)."""
-    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (keys.SWEEP_LOCK, keys.METRICS)]
+    """Answerback's data keys in Redis: not the sweep's lock and mark (workers set them every
+    second), the processes' heartbeats, nor the metrics counters (a refusal is counted, not stored)."""
+    kept = (keys.SWEEP_LOCK, keys.SWEEP_LAST, keys.PROCESSES, keys.PROCESS_BEATS, keys.METRICS)
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in kept]
