@@ -51,9 +51,7 @@ def test_without_a_worker_none_is_alive_and_a_worker_started_is_seen(make_stack)
 
     stack.start_worker()
     wait_for(lambda: metrics(stack.web)["answerback_workers_alive"] == 1, 15, 0.2, "the worker's heartbeat")
-    found = wait_for(
-        lambda: (s := status(stack.web))["sweep_age_seconds"] is not None and s, 15, 0.2, "a sweep to run"
-    )
+    found = wait_for(lambda: (s := status(stack.web))["sweep_age_seconds"] is not None and s, 15, 0.2, "a sweep to run")
     assert found["workers_alive"] == 1 and found["sweep_age_seconds"] < 5, found
     assert codes(found) == [], found
     assert found["settings"]["distinct"] == 1
