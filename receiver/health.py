@@ -123,7 +123,7 @@ def status(svc: Services, report: HealthReport) -> dict[str, Any]:
         },
         "clock": {
             "offset_seconds": None if heartbeat is None or heartbeat.offset_s is None else round(heartbeat.offset_s, 4),
-            "max_offset_seconds": max(offsets, key=abs) if offsets else None,
+            "max_offset_seconds": round(max(offsets, key=abs), 4) if offsets else None,
         },
         "redis": {
             "durable": report.durability.durable,
