@@ -292,6 +292,10 @@ class Heartbeat(threading.Thread):
         now, offset, durability = self.health.clock()
         if durability.durable is False and self.durable is not False:
             log.warning(durability.warning())
+        elif durability.durable is None and self.offset_s is None:
+            log.info(
+                "Redis's durability is unknown: it refuses CONFIG GET (a managed Redis); check it with the provider"
+            )
         self.offset_s, self.durable = offset, durability.durable
         self.health.beat(self.process_id, {**self.published, "offset_s": round(offset, 4)}, now)
 

@@ -4,13 +4,17 @@ settings, the sweep's age."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from config import Settings
 from local.processes import wait_for
+from store import keys
+from store.health import Health, fingerprint, setting_digests
 from tests.support.api import submit
-from tests.support.services import start_web
+from tests.support.services import AUTH_TOKEN, KEY_A, start_web
 
 DB_ALONE, DB_TWO_WEBS = 4, 14
 
@@ -93,3 +97,20 @@ def test_a_redis_that_is_not_durable_is_warned_about_and_reported(make_stack, re
     finally:
         redis.config_set("maxmemory-policy", policy)
         redis.config_set("appendonly", "yes")
+
+
+def test_a_process_whose_clock_is_off_is_named_and_no_secret_is_published(web, redis):
+    """A heartbeat as a worker on a machine 15 s ahead would publish it (Health.beat, the real
+    write) on the session's database: clock_offset names it. What any process publishes holds
+    digests of its settings, never a secret's value."""
+    health = Health(redis)
+    now, _, _ = health.clock()
+    digests = setting_digests(Settings.from_env({"PLIVO_AUTH_TOKEN": AUTH_TOKEN, "API_KEYS": KEY_A}))
+    beat = {"kind": "worker", "host": "skewed", "pid": 7, "queue": "answerback", "settings": digests}
+    health.beat("worker:skewed:7:test", {**beat, "fingerprint": fingerprint(digests), "offset_s": 15.0}, now)
+    found = status(web)
+    assert found["clock"]["max_offset_seconds"] == 15.0
+    message = next(p["message"] for p in found["problems"] if p["code"] == "clock_offset")
+    assert "worker on skewed (+15.0 s)" in message
+    published = json.dumps(redis.hgetall(keys.PROCESS_BEATS)) + json.dumps(found)
+    assert AUTH_TOKEN not in published and KEY_A not in published
