@@ -50,10 +50,13 @@ control_socket_disable = True  # gunicorn 27: one fixed control-socket path per 
 
 
 def post_worker_init(worker: Worker) -> None:
-    """Each web worker moves requests filed under its keys' former tenant ids (receiver/auth.py),
-    now and periodically. Here, not in create_app: apps made in tests' own process get no thread."""
+    """A web process serving from now on publishes its heartbeat (receiver/health.py) and moves
+    requests filed under its keys' former tenant ids (receiver/auth.py), now and periodically.
+    Here, not in create_app: apps made in tests' own process start no background work."""
     from receiver.auth import start_alias_moves
+    from receiver.health import start
 
+    start(worker.wsgi)
     start_alias_moves(worker.wsgi.extensions["answerback"])
 
 

@@ -18,6 +18,7 @@ from receiver.dashboard import CARDS
 from receiver.services import services
 from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
 from store.deliveries import OUTCOMES, SPOOLED
+from store.health import WEB, WORKER
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
 
@@ -148,6 +149,71 @@ PAGE = {
         "objects": {"type": "array", "items": {"$ref": "#/components/schemas/Request"}},
     },
 }
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+STATUS = {
+    "type": "object",
+    "required": ["workers_alive", "webs_alive", "sweep_age_seconds", "settings", "clock", "redis", "problems"],
+    "properties": {
+        "workers_alive": {"type": "integer", "description": "workers heart-beating on this web's queue"},
+        "webs_alive": {"type": "integer"},
+        "sweep_age_seconds": {**NUMBER_OR_NULL, "description": "null: no sweep has run"},
+        "settings": {
+            "type": "object",
+            "required": ["distinct", "differing", "fingerprints"],
+            "properties": {
+                "distinct": {"type": "integer", "description": "distinct fingerprints among live processes"},
+                "differing": {"type": "array", "items": {"type": "string"}, "description": "variables that differ"},
+                "fingerprints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["fingerprint", "processes"],
+                        "properties": {
+                            "fingerprint": {"type": "string"},
+                            "processes": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["kind", "host", "pid"],
+                                    "properties": {
+                                        "kind": {"enum": [WEB, WORKER]},
+                                        "host": {"type": "string"},
+                                        "pid": {"type": "integer"},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "clock": {
+            "type": "object",
+            "required": ["offset_seconds", "max_offset_seconds"],
+            "properties": {"offset_seconds": NUMBER_OR_NULL, "max_offset_seconds": NUMBER_OR_NULL},
+        },
+        "redis": {
+            "type": "object",
+            "required": ["durable", "appendonly", "maxmemory_policy"],
+            "properties": {
+                "durable": {"type": ["boolean", "null"], "description": "null: the provider forbids CONFIG"},
+                "appendonly": {"type": ["string", "null"]},
+                "maxmemory_policy": {"type": ["string", "null"]},
+            },
+        },
+        "problems": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "see docs/operations.md, Health"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
@@ -256,6 +322,13 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/status": {
+        "get": {
+            "summary": "The system's health: workers alive, the sweep, settings, clocks, Redis, problems",
+            "security": SECURED,
+            "responses": {"200": _json("Status", "the health now"), **AUTH_ERRORS},
+        },
+    },
     "/callbacks/plivo": {
         "post": {
             "summary": "Plivo callback (JSON or form body), V3-signed",
@@ -330,6 +403,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "CallbackOutcome": CALLBACK_ANSWER,
                 "Notify": NOTIFY,
                 "NotificationAttempts": ATTEMPTS,
+                "Status": STATUS,
             },
         },
         "paths": PATHS,

@@ -3,6 +3,7 @@ and the timing of the webhook, which feeds answerback_webhook_duration_seconds."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from functools import wraps
 from time import perf_counter
@@ -17,6 +18,8 @@ from werkzeug.exceptions import HTTPException
 
 from receiver.errors import ApiError, InvalidSignature
 from receiver.services import Services, services
+from store.drain_jobs import live_drainers
+from store.health import Health, HealthReport, this_process
 from store.metrics import HISTOGRAM_BUCKETS, Histogram, observe, snapshot
 
 bp = Blueprint("metrics", __name__)
@@ -105,6 +108,7 @@ class RedisCollector:
                 if key.startswith(prefix):
                     counted.add_metric([key[len(prefix) :]], value)
             yield counted
+        gauges["drainers"] = live_drainers(services().redis, services().settings.drainer_stale_seconds * 1000)
         for name, value in gauges.items():
             yield GaugeMetricFamily(f"answerback_{name}", f"Requests now: {name.replace('_', ' ')}.", value=value)
         for key, (name, help_text, label) in HISTOGRAMS.items():
@@ -112,6 +116,40 @@ class RedisCollector:
             for outcome, histogram in sorted(histograms[key].items()):
                 timed.add_metric([outcome], _cumulative(HISTOGRAM_BUCKETS[key], histogram), histogram.sum)
             yield timed
+        yield from _health(services(), Health(services().redis).report())
+
+
+def _health(svc: Services, report: HealthReport) -> Iterator[Metric]:
+    """The heartbeats' figures (store/health.py); what each means is in docs/operations.md."""
+    yield GaugeMetricFamily(
+        "answerback_workers_alive",
+        "Worker processes alive (heart-beating) on this web's Redis database and queue.",
+        value=len(report.workers(svc.settings.queue_name)),
+    )
+    yield GaugeMetricFamily(
+        "answerback_sweep_age_seconds",
+        "Seconds since the sweep last ran (+Inf: never, as far as Redis remembers).",
+        value=math.inf if report.sweep_age_s is None else report.sweep_age_s,
+    )
+    yield GaugeMetricFamily(
+        "answerback_settings_fingerprints",
+        "Distinct fingerprints of the shared settings among live processes (more than 1: they disagree).",
+        value=len(report.fingerprints()),
+    )
+    heartbeat = this_process()
+    if heartbeat is not None and heartbeat.offset_s is not None:
+        yield GaugeMetricFamily(
+            "answerback_clock_offset_seconds",
+            "This process's clock minus Redis's clock.",
+            value=heartbeat.offset_s,
+        )
+    if report.durability.durable is not None:
+        yield GaugeMetricFamily(
+            "answerback_redis_durable",
+            "Whether Redis keeps every write: appendonly yes and maxmemory-policy noeviction "
+            "(absent where CONFIG is forbidden).",
+            value=int(report.durability.durable),
+        )
 
 
 def _cumulative(bounds: tuple[float, ...], histogram: Histogram) -> list[tuple[str, float]]:

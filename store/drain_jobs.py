@@ -3,9 +3,12 @@ drain jobs themselves start one with a queue alone, without importing the worker
 
 from __future__ import annotations
 
+from redis import Redis
 from rq import Queue
 
 from config import Settings
+from store import keys
+from store.connection import now_ms
 
 DRAIN_JOB = "workers.jobs.drain"
 
@@ -22,3 +25,11 @@ def enqueue_drain_job(queue: Queue, ring_id: str, settings: Settings) -> None:
         failure_ttl=86400,
         description="drain the outbox",
     )
+
+
+def live_drainers(redis: Redis, stale_ms: int, now: int | None = None) -> int:
+    """Drain jobs that heart-beat within `stale_ms` (ms) of `now` (default: the clock). A dead
+    one stays registered until a sweep or a claim drops it, and with no worker running
+    nothing does: counting them all would report a drain job no process runs."""
+    now = now_ms() if now is None else now
+    return int(redis.zcount(keys.DRAINERS, now - stale_ms, "+inf"))

@@ -24,6 +24,9 @@ PURGE_NEXT = PREFIX + "purge:next"  # the first purge bucket (list ab:purge:{n})
 DRAINERS = PREFIX + "drainers"  # zset drain job id -> last heartbeat (ms)
 DONE_CHANNEL = PREFIX + "done"  # pub/sub: request ids that reached a final status
 SWEEP_LOCK = PREFIX + "sweep:lock"  # held by the one process sweeping
+SWEEP_LAST = PREFIX + "sweep:last"  # when the sweep last ran (ms, Redis's clock)
+PROCESSES = PREFIX + "processes"  # zset process id -> its last heartbeat (ms, Redis's clock); see health.py
+PROCESS_BEATS = PREFIX + "processes:beats"  # hash process id -> what its last heartbeat published (JSON)
 METRICS = PREFIX + "metrics"  # hash of counters every process adds to
 # zset request id -> when its notification is due (ms); a claim leases it by pushing that forward
 NOTIFY_DUE = PREFIX + "notify:pending"

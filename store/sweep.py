@@ -42,3 +42,7 @@ class Sweeper:
             "list[Any]", self.scripts("sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
         )
         return SweepResult(expired, recovered, purged, ring_id)
+
+    def mark_ran(self, at_ms: int) -> None:
+        """The sweep ran at `at_ms` (Redis's clock: every process reads its age, see health.py)."""
+        self.redis.set(keys.SWEEP_LAST, at_ms)

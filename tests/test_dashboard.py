@@ -127,6 +127,22 @@ def test_a_wrong_key_is_told_so_on_the_page(page, web):
     expect(page.locator("#rows")).to_be_hidden()
 
 
+def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):
+    """From /v1/status: here a Redis that is not durable (the session's, put back after)."""
+    page.goto(web.url + "/")
+    page.fill("#key", KEY_A)
+    page.click("#lookup button")
+    banner = page.locator('#problems .problem[data-code="redis_not_durable"]')
+    expect(page.locator("#note")).to_have_text("0 in all")
+    expect(banner).to_have_count(0)
+    redis.config_set("appendonly", "no")
+    try:
+        expect(banner).to_contain_text("appendonly=no", timeout=SEEN_WITHIN_MS)
+    finally:
+        redis.config_set("appendonly", "yes")
+    expect(banner).to_have_count(0, timeout=SEEN_WITHIN_MS)
+
+
 def test_the_docs_page_renders_the_api_from_this_server_alone(page, web):
     page.goto(web.url + "/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Answerback", timeout=SEEN_WITHIN_MS)

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 
 import logs
+from store.health import WORKER, start_heartbeat
 from workers.context import context, shutdown
 from workers.notifying import Notifier
 from workers.sweeping import SweepTicker
@@ -32,6 +33,7 @@ def main() -> None:
     ctx = context()
     level = ctx.settings.log_level.upper()
     logs.configure(ctx.settings.log_format, level)  # before RQ's loggers: see logs.configure
+    start_heartbeat(ctx.redis, WORKER, ctx.settings)  # alive even while no job runs
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:
         Notifier(ctx.settings, ctx.notifications, shutdown).start()

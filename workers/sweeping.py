@@ -10,6 +10,7 @@ import threading
 from redis.exceptions import RedisError
 
 from store.drain_jobs import enqueue_drain_job
+from store.health import redis_now_ms
 from workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SweepTicker(threading.Thread):
         if not self.ctx.sweeper.try_lock(self.holder, interval * 0.9):
             return
         result = self.ctx.sweeper.sweep()
+        self.ctx.sweeper.mark_ran(redis_now_ms())
         if result.ring_id:
             enqueue_drain_job(self.ctx.queue, result.ring_id, self.ctx.settings)
         if result.expired or result.recovered or result.purged:

@@ -30,7 +30,8 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
 
 
 def written_keys(redis) -> list[str]:
-    """Answerback's data keys in Redis: not the sweep's lock (workers take it every
-    second), the metrics counters (a refusal is counted, not stored) nor the tenant salt."""
-    ignored = (keys.SWEEP_LOCK, keys.METRICS, keys.TENANT_SALT)
-    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in ignored]
+    """Answerback's data keys in Redis: not the sweep's lock and mark (workers set them every
+    second), the processes' heartbeats, the metrics counters (a refusal is counted, not stored)
+    nor the tenant salt."""
+    kept = (keys.SWEEP_LOCK, keys.SWEEP_LAST, keys.PROCESSES, keys.PROCESS_BEATS, keys.METRICS, keys.TENANT_SALT)
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in kept]
