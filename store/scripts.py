@@ -36,6 +36,9 @@ NAMES = (
     "notify_claim",
     "notify_settle",
     "notify_again",
+    "quarantine_keep",
+    "quarantine_page",
+    "quarantine_remove",
 )
 
 
