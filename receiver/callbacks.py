@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from functools import cache
+from io import BytesIO
 from typing import Any, NoReturn, cast
 
 from flask import Blueprint
@@ -158,8 +159,9 @@ def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
             raise BadRequest("callback body is not a JSON object")
         return dict(data), data
     if req.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        req.get_data(cache=True)  # kept as received, should the callback be quarantined; parsed from it
-        form = req.form.to_dict(flat=False)
+        data = req.get_data(cache=True)  # read once, kept as received should it be quarantined
+        _, parsed, _ = req.make_form_data_parser().parse(BytesIO(data), req.mimetype, len(data), req.mimetype_params)
+        form = parsed.to_dict(flat=False)
         return _flatten(form), form
     if not req.get_data(cache=True):
         return {}, {}
