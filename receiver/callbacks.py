@@ -244,7 +244,7 @@ def _quarantine(svc: Services, req: Request, reason: str) -> None:
         "query": req.environ.get("QUERY_STRING", ""),
         "headers": {name: req.headers[name] for name in KEPT_HEADERS if name in req.headers},
         "checked_url": checked_url(svc, req),
-        "size": len(req.get_data(cache=True)),
+        "size": len(req.get_data(cache=True)) + len(req.query_string),
     }
     try:
         kept = svc.quarantine.keep(description, req.get_data(cache=True))

@@ -160,7 +160,7 @@ QUARANTINED = {
         "method": {"type": "string"},
         "url": {"type": "string", "description": "path and query as received"},
         "checked_url": {"type": "string", "description": "the URL its signature was checked against (no query)"},
-        "size": {"type": "integer", "description": "bytes of its body"},
+        "size": {"type": "integer", "description": "bytes of its body and query"},
         "received_at": TIME,
         "headers": {
             "type": "object",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -203,6 +204,12 @@ def test_a_public_url_mismatch_quarantines_callbacks_until_a_web_with_the_right_
         assert {e["reason"] for e in listed["objects"]} == {"signature"}
         recheck = anon.post("/v1/quarantine/recheck", headers=bearer(ADMIN)).json()
         assert recheck == {"checked": 3, "applied": 0, "outcomes": {}, "quarantined": 3}  # still the wrong URL
+        assert anon.get("/dashboard/counts").json()["quarantined"] == 3
+        banner = re.search(
+            r'<p class="banner" id="banner-quarantined" ?(hidden)?><b[^>]*>(\d+)</b> callbacks quarantined',
+            anon.get("/").text,
+        )
+        assert banner and banner.groups() == (None, "3")
     log = wrong.service.log()
     refusals = [line for line in log.splitlines() if "callback refused (signature)" in line]
     assert len(refusals) == 1 and f"checked against {WRONG_URL}/callbacks/plivo?rid=" in refusals[0], refusals
