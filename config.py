@@ -392,6 +392,16 @@ class Settings:
         read=_positive,
         accepts="seconds, more than 0",
     )
+    admin_api_keys: tuple[str, ...] = setting(
+        REQUESTS,
+        "ADMIN_API_KEYS",
+        (),
+        "Bearer keys for the admin endpoints (`/v1/quarantine`); a key of `API_KEYS` alone is refused there "
+        "(403). Empty: no admin endpoint is usable.",
+        read=_list,
+        accepts="keys, comma-separated",
+        secret=True,
+    )
     callback_method: str = choice(
         REQUESTS,
         "CALLBACK_METHOD",
@@ -468,6 +478,21 @@ class Settings:
         "Seconds between the spool's attempts to replay its callbacks into Redis while it holds any.",
         read=_positive,
         accepts="seconds, more than 0",
+    )
+    quarantine_ttl: int = integer(
+        CALLBACKS,
+        "QUARANTINE_TTL",
+        7 * 86400,
+        "Seconds a callback refused for its signature or its shape (which our own settings may cause) is kept "
+        "in the quarantine, to be verified again at web's start and on `POST /v1/quarantine/recheck`.",
+        low=1,
+    )
+    quarantine_max_bytes: int = integer(
+        CALLBACKS,
+        "QUARANTINE_MAX_BYTES",
+        32 * 1024 * 1024,
+        "Redis memory the quarantine may take, each callback counted as its size plus 256 bytes; past it "
+        "the oldest are dropped (and counted). 0: nothing is kept.",
     )
 
     send_concurrency: int = integer(

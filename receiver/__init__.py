@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
-    from receiver import callbacks, dashboard, errors, health, openapi, ops, prometheus, requests_api
+    from receiver import callbacks, dashboard, errors, health, openapi, ops, prometheus, quarantine, requests_api
     from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
     from receiver.services import Services
@@ -28,12 +28,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["answerback"] = built = Services.build(settings)
     built.start_spool_replayer()
+    quarantine.recheck_at_start(built)
     if not settings.verify_signatures:
         log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
     _log_api_keys(settings)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
-    for module in (callbacks, requests_api, health, ops, prometheus, openapi, dashboard):
+    for module in (callbacks, requests_api, health, quarantine, ops, prometheus, openapi, dashboard):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.docs_bp)
     # Callbacks and submissions, served before Flask's dispatch. Replacing wsgi_app is Flask's

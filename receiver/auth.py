@@ -13,13 +13,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from functools import wraps
+from functools import cache, wraps
 from typing import ParamSpec, TypeVar
 
 from flask import g, request
 from redis.exceptions import RedisError
 
-from receiver.errors import Unauthorized
+from receiver.errors import Forbidden, Unauthorized
 from receiver.services import Services, services
 from store import keys
 from store.tenants import Tenant, move_aliases, salt
@@ -152,3 +152,31 @@ def _move_aliases(svc: Services) -> None:
         except RedisError as exc:
             log.warning("could not move requests of former tenant ids (%s); trying again", type(exc).__name__)
         time.sleep(svc.settings.tenant_move_interval)
+
+
+@cache
+def admin_key_hashes(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """ADMIN_API_KEYS, held only as hashes."""
+    return tuple(hashlib.sha256(entry.encode()).hexdigest() for entry in entries)
+
+
+def require_admin(view: Callable[P, R]) -> Callable[P, R]:
+    """An admin endpoint: an ADMIN_API_KEYS key (compared in constant time against every one);
+    a key of API_KEYS alone is a 403, no key or an unknown one a 401."""
+
+    @wraps(view)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        svc, authorization = services(), request.headers.get("Authorization", "")
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("missing bearer API key")
+        presented = hashlib.sha256(key.strip().encode()).hexdigest()
+        admin = False
+        for key_hash in admin_key_hashes(svc.settings.admin_api_keys):
+            admin |= hmac.compare_digest(presented, key_hash)
+        if not admin:
+            tenant_of(svc, authorization)  # an unknown key: 401
+            raise Forbidden("this endpoint takes an admin key (ADMIN_API_KEYS)")
+        return view(*args, **kwargs)
+
+    return wrapper

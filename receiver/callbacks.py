@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from functools import cache
+from io import BytesIO
 from typing import Any, NoReturn, cast
 
 from flask import Blueprint
+from redis.exceptions import RedisError
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Request
 
 import logs
-from receiver.errors import BadRequest, InvalidSignature, UriTooLong
+from receiver.errors import ApiError, BadRequest, InvalidSignature, UriTooLong
 from receiver.prometheus import timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
 from store.connection import OUTAGE, now_ms, within
 from store.deliveries import SPOOLED
-from store.metrics import count
 from store.scripts import NotReplicated
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,8 @@ def serve(svc: Services, request: Request) -> tuple[str, bytes, tuple[tuple[str,
 
 @timed_webhook
 def receive(svc: Services, request: Request) -> str:
-    """Keep one delivery; answers its outcome."""
+    """Keep one delivery; answers its outcome. One refused for a reason our own settings may
+    cause is kept in the quarantine before the refusal is answered."""
     if request.method == "HEAD":  # a HEAD must change nothing
         raise MethodNotAllowed(valid_methods=list(METHODS))
     if len(request.query_string) > svc.settings.max_body_bytes + URL_ALLOWANCE:
@@ -64,17 +68,49 @@ def receive(svc: Services, request: Request) -> str:
             svc.settings.max_body_bytes,
         )
         raise UriTooLong(f"callback query string is larger than {svc.settings.max_body_bytes} bytes")
-    body, signed_params = _read_delivery(request)
+    try:
+        delivery = check(svc, request)
+    except Refused as refused:
+        _quarantine(svc, request, refused.reason)
+        raise refused.error from None
+    return keep(svc, delivery)
+
+
+REFUSAL_REASONS = ("signature", "body", "api_id")  # what a quarantined callback was refused for
+
+
+class Refused(Exception):
+    """A check refused a callback for `reason` (signature, body, api_id), a refusal our own
+    settings may cause; `error` is the answer to its sender."""
+
+    def __init__(self, reason: str, error: ApiError) -> None:
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
+def check(svc: Services, request: Request) -> dict[str, Any]:
+    """The delivery a callback carries, verified with the current settings; raises Refused.
+    The webhook and the quarantine's re-check (receiver/quarantine.py) both go through it."""
+    try:
+        body, signed_params = _read_delivery(request)
+    except BadRequest as exc:
+        raise Refused("body", exc) from None
     nonce = _check_signature(svc, request, signed_params)
-    rid = request.args.get(RID_PARAM, "")
-    rid = rid if is_uuid(rid) else ""
+    rid = _rid(request)
     logs.bind(request_id=rid)
     if request.method == "GET":
         body.pop(RID_PARAM, None)
-    api_id = _api_id(body)
+    try:
+        api_id = _api_id(body)
+    except BadRequest as exc:
+        raise Refused("api_id", exc) from None
     logs.bind(api_id=api_id)
-    delivery = dict(rid=rid, api_id=api_id, body=body, method=request.method, nonce=nonce, received_at=now_ms())
-    return keep(svc, delivery)
+    return dict(rid=rid, api_id=api_id, body=body, method=request.method, nonce=nonce, received_at=now_ms())
+
+
+def _rid(request: Request) -> str:
+    rid = request.args.get(RID_PARAM, "")
+    return rid if is_uuid(rid) else ""
 
 
 @cache
@@ -123,7 +159,9 @@ def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:
             raise BadRequest("callback body is not a JSON object")
         return dict(data), data
     if req.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = req.form.to_dict(flat=False)
+        data = req.get_data(cache=True)  # read once, kept as received should it be quarantined
+        _, parsed, _ = req.make_form_data_parser().parse(BytesIO(data), req.mimetype, len(data), req.mimetype_params)
+        form = parsed.to_dict(flat=False)
         return _flatten(form), form
     if not req.get_data(cache=True):
         return {}, {}
@@ -148,7 +186,7 @@ def _check_signature(svc: Services, req: Request, params: dict[str, Any]) -> str
     settings = svc.settings
     if not settings.verify_signatures:
         return ""
-    url = settings.public_url + req.path
+    url = checked_url(svc, req)
     if req.query_string:
         url += "?" + req.query_string.decode("utf-8", "replace")
     nonce = req.headers.get("X-Plivo-Signature-V3-Nonce", "")
@@ -157,19 +195,83 @@ def _check_signature(svc: Services, req: Request, params: dict[str, Any]) -> str
         signatures = req.headers.get(header, "")
         if signatures and verify_v3(token, req.method, url, nonce, signatures, params):
             return "v3:" + nonce
-    if settings.accept_v2_signatures and _v2_signed(
-        req, settings.plivo_auth_token, main_token, settings.public_url + req.path
-    ):
+    if settings.accept_v2_signatures and _v2_signed(req, settings.plivo_auth_token, main_token, checked_url(svc, req)):
         return "v2:" + req.headers.get("X-Plivo-Signature-V2-Nonce", "")
-    try:
-        count(svc.redis, "rejected_signature")
-    except OUTAGE:  # Redis down: still a 403, not a 503 that would tell a forger it was the outage
-        log.warning("rejected_signature not counted: Redis unavailable")
-    raise InvalidSignature("callback signature is missing or invalid")
+    raise Refused("signature", InvalidSignature("callback signature is missing or invalid"))
 
 
 def _v2_signed(req: Request, token: str, main_token: str, url: str) -> bool:
     nonce = req.headers.get("X-Plivo-Signature-V2-Nonce", "")
     return verify_v2(token, url, nonce, req.headers.get("X-Plivo-Signature-V2", "")) or verify_v2(
         main_token, url, nonce, req.headers.get("X-Plivo-Signature-Ma-V2", "")
+    )
+
+
+def checked_url(svc: Services, req: Request) -> str:
+    """The URL, without its query, that a callback's signature is checked against."""
+    return svc.settings.public_url + req.path
+
+
+# Headers a quarantined callback keeps: those its check reads, and those that tell an operator
+# which URL its sender called (the signature ones are never shown: receiver/quarantine.py).
+KEPT_HEADERS = (
+    "Content-Type",
+    "X-Plivo-Signature-V3",
+    "X-Plivo-Signature-V3-Nonce",
+    "X-Plivo-Signature-Ma-V3",
+    "X-Plivo-Signature-V2",
+    "X-Plivo-Signature-V2-Nonce",
+    "X-Plivo-Signature-Ma-V2",
+    "Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "User-Agent",
+)
+REFUSAL_LOG_EVERY_S = 10.0
+_refusals_logged: dict[str, tuple[float, int]] = {}  # reason -> (when last logged, refusals since not logged)
+_refusals_lock = threading.Lock()
+
+
+def _quarantine(svc: Services, req: Request, reason: str) -> None:
+    """Keep a refused callback whole (request line, the headers it needs, body) in the
+    quarantine, in one round trip; with Redis away it is not kept and the refusal stands."""
+    rid = _rid(req)
+    description = {
+        "reason": reason,
+        "rid": rid,
+        "method": req.method,
+        "path": req.environ.get("PATH_INFO", ""),
+        "query": req.environ.get("QUERY_STRING", ""),
+        "headers": {name: req.headers[name] for name in KEPT_HEADERS if name in req.headers},
+        "checked_url": checked_url(svc, req),
+        "size": len(req.get_data(cache=True)) + len(req.query_string),
+    }
+    try:
+        kept = svc.quarantine.keep(description, req.get_data(cache=True))
+        outcome = "kept in the quarantine" if kept else "too large to keep"
+    except RedisError as exc:  # still the refusal, not a 503 that would tell a forger it was the outage
+        outcome = f"not kept: Redis unavailable ({type(exc).__name__})"
+    _log_refusal(reason, rid, checked_url(svc, req), req.headers.get("Host", ""), outcome)
+
+
+def _log_refusal(reason: str, rid: str, url: str, host: str, kept: str) -> None:
+    """One WARNING line per reason every REFUSAL_LOG_EVERY_S in this process, saying how many
+    were refused meanwhile: a flood of forgeries must not flood the log. Never the signature,
+    the token or the body (GET callbacks carry theirs in the query: only the rid is shown)."""
+    now = time.monotonic()
+    with _refusals_lock:
+        last, unlogged = _refusals_logged.get(reason, (-REFUSAL_LOG_EVERY_S, 0))
+        if now - last < REFUSAL_LOG_EVERY_S:
+            _refusals_logged[reason] = (last, unlogged + 1)
+            return
+        _refusals_logged[reason] = (now, 0)
+    log.warning(
+        "callback refused (%s): rid=%s, checked against %s%s (Host: %r); %s%s",
+        reason,
+        rid or "none",
+        url,
+        f"?{RID_PARAM}={rid}" if rid else "",
+        host,
+        kept,
+        f"; {unlogged} more refused for this reason in the last {REFUSAL_LOG_EVERY_S:.0f} s" if unlogged else "",
     )

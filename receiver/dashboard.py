@@ -32,7 +32,8 @@ CARDS = (
 def counts() -> dict[str, int]:
     counters, gauges, _ = snapshot(services().redis)
     source = {"counter": counters, "gauge": gauges}
-    return {card: source[kind].get(name, 0) for card, _, kind, name in CARDS}
+    cards = {card: source[kind].get(name, 0) for card, _, kind, name in CARDS}
+    return {**cards, "quarantined": services().quarantine.size()}  # a banner, not a card
 
 
 @bp.get("/")

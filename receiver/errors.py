@@ -40,6 +40,10 @@ class InvalidSignature(ApiError):
     status = 403
 
 
+class Forbidden(ApiError):
+    status = 403
+
+
 class NotFound(ApiError):
     status = 404
 

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import CALLBACK_METHODS, Settings
+from receiver.callbacks import REFUSAL_REASONS
 from receiver.dashboard import CARDS
 from receiver.services import services
 from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
@@ -131,7 +132,7 @@ ATTEMPTS = {
         }
     },
 }
-PAGE = {
+PAGE: dict[str, Any] = {
     "type": "object",
     "required": ["meta", "objects"],
     "properties": {
@@ -214,11 +215,48 @@ STATUS = {
         },
     },
 }
+ADMIN_ERRORS = {**AUTH_ERRORS, "403": _error("not an admin key (ADMIN_API_KEYS)")}
+QUARANTINED = {
+    "type": "object",
+    "required": ["id", "reason", "rid", "method", "url", "checked_url", "size", "received_at", "headers"],
+    "properties": {
+        "id": {"type": "string"},
+        "reason": {"enum": list(REFUSAL_REASONS), "description": "what the webhook refused it for"},
+        "rid": {"type": "string", "description": "the request id in its URL; empty when none or not a UUID"},
+        "method": {"type": "string"},
+        "url": {"type": "string", "description": "path and query as received"},
+        "checked_url": {"type": "string", "description": "the URL its signature was checked against (no query)"},
+        "size": {"type": "integer", "description": "bytes of its body and query"},
+        "received_at": TIME,
+        "headers": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "those kept, without the signature headers",
+        },
+    },
+}
+QUARANTINE_PAGE = {
+    **PAGE,
+    "properties": {
+        **PAGE["properties"],
+        "objects": {"type": "array", "items": {"$ref": "#/components/schemas/Quarantined"}},
+    },
+}
+RECHECK = {
+    "type": "object",
+    "required": ["checked", "applied", "outcomes", "quarantined"],
+    "properties": {
+        "checked": {"type": "integer"},
+        "applied": {"type": "integer", "description": "now verified: applied as a new callback, taken out"},
+        "outcomes": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "quarantined": {"type": "integer", "description": "left in the quarantine"},
+    },
+}
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
     "400": _error("no usable api_id, or a body that cannot be parsed"),
-    "403": _error("missing or invalid Plivo signature"),
+    "403": _error("missing or invalid Plivo signature (the callback is kept in the quarantine)"),
     "413": _error("body too large"),
     "503": _error("cannot be stored in Redis within CALLBACK_HOLD, nor spooled"),
 }
@@ -329,6 +367,28 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json("Status", "the health now"), **AUTH_ERRORS},
         },
     },
+    "/v1/quarantine": {
+        "get": {
+            "summary": "List the quarantined callbacks, newest first (admin key)",
+            "security": SECURED,
+            "parameters": [
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
+                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+            ],
+            "responses": {
+                "200": _json("QuarantinePage", "a page"),
+                "400": _error("bad limit or offset, or an unknown query parameter"),
+                **ADMIN_ERRORS,
+            },
+        },
+    },
+    "/v1/quarantine/recheck": {
+        "post": {
+            "summary": "Verify the quarantined callbacks again with the current settings; apply those that pass",
+            "security": SECURED,
+            "responses": {"200": _json("Recheck", "what the re-check did"), **ADMIN_ERRORS},
+        },
+    },
     "/callbacks/plivo": {
         "post": {
             "summary": "Plivo callback (JSON or form body), V3-signed",
@@ -370,8 +430,11 @@ PATHS: dict[str, Any] = {
                         "application/json": {
                             "schema": {
                                 "type": "object",
-                                "required": [card[0] for card in CARDS],
-                                "properties": {card[0]: {"type": "integer"} for card in CARDS},
+                                "required": [*(card[0] for card in CARDS), "quarantined"],
+                                "properties": {
+                                    **{card[0]: {"type": "integer"} for card in CARDS},
+                                    "quarantined": {"type": "integer"},
+                                },
                             }
                         }
                     },
@@ -404,6 +467,9 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Notify": NOTIFY,
                 "NotificationAttempts": ATTEMPTS,
                 "Status": STATUS,
+                "Quarantined": QUARANTINED,
+                "QuarantinePage": QUARANTINE_PAGE,
+                "Recheck": RECHECK,
             },
         },
         "paths": PATHS,

@@ -32,6 +32,12 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
     "waits_": ("answerback_waits", "Waiting reads, by how they were served.", "kind"),
     "notify_": ("answerback_notification_attempts", "Notification attempts, by outcome.", "outcome"),
     "spool_replays_": ("answerback_spool_replays", "Spooled callbacks replayed into Redis, by outcome.", "outcome"),
+    "quarantine_applied_": (
+        "answerback_quarantine_applied",
+        "Quarantined callbacks that verified on a re-check and were applied, by outcome.",
+        "outcome",
+    ),
+    "quarantine_dropped_": ("answerback_quarantine_dropped", "Quarantined callbacks dropped, by reason.", "reason"),
 }
 
 HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
@@ -93,6 +99,9 @@ class RedisCollector:
             yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=0)
             return
         yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=1)
+        yield GaugeMetricFamily(
+            "answerback_quarantined", "Refused callbacks kept in the quarantine.", value=services().quarantine.size()
+        )
         yield _counter("answerback_requests_submitted", "Requests submitted.", counters.get("submitted", 0))
         yield _counter(
             "answerback_ratelimit_waits", "Sends that waited for a rate-limit turn.", counters.get("ratelimit_waits", 0)

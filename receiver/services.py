@@ -23,6 +23,7 @@ from store.deliveries import Deliveries
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
+from store.quarantine import Quarantine
 from store.records import Requests
 from store.tenants import Tenant
 from store.waiting import DoneListener, WaiterSlots
@@ -47,6 +48,7 @@ class Services:
     queue: Queue
     notifications: Notifications
     notify_hosts: HostPolicy
+    quarantine: Quarantine
     waiters: WaiterSlots = field(repr=False)
     waiter_requests: Requests = field(repr=False)
     spool: Spool | None = None
@@ -77,6 +79,7 @@ class Services:
             queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
+            quarantine=Quarantine(callback_redis, settings.quarantine_ttl, settings.quarantine_max_bytes),
             waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
             waiter_requests=Requests(
                 connect(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),

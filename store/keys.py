@@ -33,6 +33,12 @@ NOTIFY_DUE = PREFIX + "notify:pending"
 NOTIFY_HOSTS = PREFIX + "notify:hosts"  # zset host:port -> when a claim looks at its queue next (ms)
 # zset as NOTIFY_DUE, left by versions without per-host queues; emptied by claims
 NOTIFY_DUE_UNSPLIT = PREFIX + "notify:due"
+# The quarantine of refused callbacks (store/quarantine.py): zset entry id -> when kept (ms),
+# hash entry id -> entry, the bytes they count; and the lock of the re-check web runs at start.
+QUARANTINE = PREFIX + "quarantine"
+QUARANTINE_ENTRIES = PREFIX + "quarantine:entries"
+QUARANTINE_BYTES = PREFIX + "quarantine:bytes"
+QUARANTINE_LOCK = PREFIX + "quarantine:lock"
 
 
 def request(rid: str) -> str:

@@ -37,6 +37,9 @@ NAMES = (
     "notify_settle",
     "notify_again",
     "move_tenant",
+    "quarantine_keep",
+    "quarantine_page",
+    "quarantine_remove",
 )
 
 

@@ -302,3 +302,16 @@ local function rate_turn(key, limit, window, member, waited)
   if waited > 0 then redis.call('HINCRBY', P .. 'metrics', 'ratelimit_waits', 1) end
   return 0
 end
+
+-- The quarantine of refused callbacks (store/quarantine.py): entry id -> when kept (ms), the
+-- entries by id, and the bytes they count (each entry's length plus a fixed overhead).
+local QUARANTINE, QUARANTINE_ENTRIES, QUARANTINE_BYTES = P .. 'quarantine', P .. 'quarantine:entries', P .. 'quarantine:bytes'
+
+-- Take one entry out of the quarantine; answers the bytes it counted (0: it was not there).
+local function quarantine_drop(id, overhead)
+  if redis.call('ZREM', QUARANTINE, id) == 0 then return 0 end
+  local size = redis.call('HSTRLEN', QUARANTINE_ENTRIES, id) + overhead
+  redis.call('HDEL', QUARANTINE_ENTRIES, id)
+  redis.call('DECRBY', QUARANTINE_BYTES, size)
+  return size
+end

@@ -29,9 +29,13 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
     return wait_for(reached, timeout, 0.05, f"request {rid} to reach {wanted}")
 
 
+QUARANTINE_KEYS = (keys.QUARANTINE, keys.QUARANTINE_ENTRIES, keys.QUARANTINE_BYTES)
+
+
 def written_keys(redis) -> list[str]:
     """Answerback's data keys in Redis: not the sweep's lock and mark (workers set them every
-    second), the processes' heartbeats, the metrics counters (a refusal is counted, not stored)
-    nor the tenant salt."""
+    second), the processes' heartbeats, the metrics counters, the tenant salt nor the quarantine
+    (a refused callback is counted and quarantined, never stored as a delivery;
+    tests/test_quarantine.py checks the quarantine)."""
     kept = (keys.SWEEP_LOCK, keys.SWEEP_LAST, keys.PROCESSES, keys.PROCESS_BEATS, keys.METRICS, keys.TENANT_SALT)
-    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in kept]
+    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (*kept, *QUARANTINE_KEYS)]

@@ -1,0 +1,38 @@
+-- Keep a refused callback in the quarantine and count its refusal (rejected_<reason>), in one
+-- call. Entries older than the TTL go first, then the oldest until the new one fits within
+-- max_bytes: an endless stream of forged callbacks costs at most max_bytes. Each entry dropped
+-- is counted (quarantine_dropped_expired, quarantine_dropped_full). Answers the entry's id
+-- ('' if it was not kept): `now-n`, n counting the entries kept in the same millisecond, so
+-- that ids of equal scores (which Redis orders by id) are in the order they were kept.
+-- ARGV: entry now ttl_ms max_bytes overhead reason
+local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+count('rejected_' .. reason)
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
+  quarantine_drop(old, overhead)
+  count('quarantine_dropped_expired')
+end
+local size = #entry + overhead
+if size > max_bytes then
+  count('quarantine_dropped_full')
+  return ''
+end
+if redis.call('ZCARD', QUARANTINE) == 0 then redis.call('DEL', QUARANTINE_BYTES) end
+while tonumber(redis.call('GET', QUARANTINE_BYTES) or '0') + size > max_bytes do
+  local oldest = redis.call('ZRANGE', QUARANTINE, 0, 0)[1]
+  if not oldest then
+    redis.call('DEL', QUARANTINE_BYTES)
+    break
+  end
+  quarantine_drop(oldest, overhead)
+  count('quarantine_dropped_full')
+end
+local last = redis.call('ZREVRANGEBYSCORE', QUARANTINE, now, now, 'LIMIT', 0, 1)[1]
+local id = string.format('%d-%06d', now, last and tonumber(string.match(last, '-(%d+)$')) + 1 or 0)
+redis.call('ZADD', QUARANTINE, now, id)
+redis.call('HSET', QUARANTINE_ENTRIES, id, entry)
+redis.call('INCRBY', QUARANTINE_BYTES, size)
+for _, key in ipairs({QUARANTINE, QUARANTINE_ENTRIES, QUARANTINE_BYTES}) do
+  redis.call('PEXPIRE', key, ttl_ms)
+end
+return id
