@@ -666,7 +666,9 @@ class Settings:
                 "a result; set it, or ALLOW_UNSIGNED_CALLBACKS=true for local use"
             )
         if not self.plivo_api_url.endswith("/v1/"):
-            raise ConfigError(f"PLIVO_API_URL must end in /v1/, like https://api.plivo.com/v1/; not {self.plivo_api_url!r}")
+            raise ConfigError(
+                f"PLIVO_API_URL must end in /v1/, like https://api.plivo.com/v1/; not {self.plivo_api_url!r}"
+            )
         if role == "web" and not self.api_keys:
             raise ConfigError("API_KEYS is empty: web would refuse every call on /v1/*; set at least one key")
 
