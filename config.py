@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NoReturn, get_args
+from urllib.parse import urlsplit
 
 CallbackMethod = Literal["POST", "GET"]  # what the upstream may be asked to call back with; the first is the default
 CALLBACK_METHODS: tuple[CallbackMethod, ...] = get_args(CallbackMethod)
@@ -329,16 +331,16 @@ class Settings:
         UPSTREAM,
         "PLIVO_AUTH_TOKEN",
         "",
-        "The upstream account's token; it also verifies callback signatures. Empty: callbacks are accepted "
-        "unsigned and a warning is logged (for local use only).",
+        "The upstream account's token; it also verifies callback signatures. Required: web and workers refuse "
+        "to start without it unless `ALLOW_UNSIGNED_CALLBACKS` is on.",
         secret=True,
     )
     plivo_api_url: str = setting(
         UPSTREAM,
         "PLIVO_API_URL",
         "https://api.plivo.com/v1/",
-        "The upstream's base URL, ending in `/v1/` (a missing final `/` is added). `manage.py run` points it "
-        "at the sandbox when no credentials are set.",
+        "The upstream's base URL, ending in `/v1/` (a missing final `/` is added; any other ending is refused "
+        "at start). `manage.py run` points it at the sandbox when no credentials are set.",
         read=_api_url,
         accepts="URL",
     )
@@ -377,8 +379,8 @@ class Settings:
         (),
         "Bearer keys accepted on `/v1/*`. Each is a tenant of its own, or `name:key` names its tenant, so that "
         "a tenant's key can be rotated (`acme:old` and `acme:new` both see acme's requests; `old` listed as "
-        "`acme:old` keeps its requests with acme: docs/operations.md). `manage.py run` "
-        "makes one when unset.",
+        "`acme:old` keeps its requests with acme: docs/operations.md). Required: web refuses to start "
+        "without one (workers do not use it). `manage.py run` makes one when unset.",
         read=_list,
         accepts="keys, comma-separated",
         secret=True,
@@ -428,11 +430,12 @@ class Settings:
     public_url: str = setting(
         CALLBACKS,
         "PUBLIC_URL",
-        "http://127.0.0.1:8000",
-        "The externally reachable base URL of web: callback URLs and signature checks use it.",
+        "",
+        "The externally reachable base URL of web: workers hand the upstream callback URLs under it and web "
+        "checks callback signatures against it, so web and workers must be given the same one. Required: "
+        "web and workers refuse to start without an absolute `http://` or `https://` URL.",
         read=_base_url,
         accepts="URL",
-        shown_default="`http://127.0.0.1:$PORT`",
     )
     plivo_main_auth_token: str = setting(
         CALLBACKS,
@@ -443,6 +446,12 @@ class Settings:
         secret=True,
     )
     accept_v2_signatures: bool = flag(CALLBACKS, "ACCEPT_V2_SIGNATURES", "Accept the deprecated V2 signature too.")
+    allow_unsigned_callbacks: bool = flag(
+        CALLBACKS,
+        "ALLOW_UNSIGNED_CALLBACKS",
+        "Start without `PLIVO_AUTH_TOKEN` and accept callbacks without a signature: anyone who can reach web "
+        "can then forge a request's result. For local use only (a bench, a sandbox without a token).",
+    )
     replay_window: int = integer(
         CALLBACKS,
         "REPLAY_WINDOW",
@@ -669,11 +678,77 @@ class Settings:
             raw = env.get(declaration.variable, "").strip()
             if raw:
                 values[name] = declaration.read(declaration.variable, raw)
-        values.setdefault("public_url", f"http://127.0.0.1:{values.get('port', cls.port)}")
         values.setdefault("max_waiters_per_tenant", max(1, values.get("max_waiters", cls.max_waiters) // 2))
         if values.get("notify_hosts") and not values.get("webhook_secrets"):
             raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
         return cls(**values)
+
+    def check_start(self, role: Role) -> None:
+        """What web (`role` "web") or a worker refuses to start with, beyond what each setting's
+        own rules refuse: settings that would not stop the process but would lose every result
+        silently (callback URLs nobody can reach or verify, forgeable callbacks, an API nobody
+        can call, an upstream that answers 404). Raises ConfigError naming the variable."""
+        url = urlsplit(self.public_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            shown = f"not {self.public_url!r}" if self.public_url else "it is not set"
+            raise ConfigError(
+                "PUBLIC_URL must be the absolute http(s) URL web is reached at, the same for web and workers "
+                f"(callback URLs and their signatures use it); {shown}"
+            )
+        if not self.plivo_auth_token and not self.allow_unsigned_callbacks:
+            raise ConfigError(
+                "PLIVO_AUTH_TOKEN is not set: without it callbacks cannot be verified and anyone could forge "
+                "a result; set it, or ALLOW_UNSIGNED_CALLBACKS=true for local use"
+            )
+        if not self.plivo_api_url.endswith("/v1/"):
+            raise ConfigError(
+                f"PLIVO_API_URL must end in /v1/, like https://api.plivo.com/v1/; not {self.plivo_api_url!r}"
+            )
+        if role == "web" and not self.api_keys:
+            raise ConfigError("API_KEYS is empty: web would refuse every call on /v1/*; set at least one key")
+
+    def summary(self) -> str:
+        """What this process uses, for its start-up log line: never a password, key or token."""
+        if self.redis_sentinels:
+            where = "sentinels " + ",".join(f"{host}:{port}" for host, port in self.redis_sentinels)
+            where += f" master {self.redis_sentinel_master}"
+        else:
+            url = urlsplit(self.redis_url)
+            where = url.path if url.scheme == "unix" else f"{url.hostname}:{url.port or 6379}"
+        return (
+            f"Redis {where} db {redis_db(self.redis_url)}, queue {self.queue_name}, callbacks to "
+            f"{self.callback_url}, signatures {'checked' if self.verify_signatures else 'NOT checked'}, "
+            f"notifications {'on' if self.notify_hosts else 'off'}"
+        )
+
+
+Role = Literal["web", "worker"]
+EX_CONFIG = 78  # sysexits.h: a configuration error; a supervisor should not restart the process in a loop
+
+
+def redis_db(url: str) -> int:
+    """The database number a Redis URL names (`/N`, or `?db=N` for a unix socket), 0 if none."""
+    parts = urlsplit(url)
+    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
+    raw = query.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "")
+    return int(raw) if raw.isdigit() else 0
+
+
+def settings_for(role: Role) -> Settings:
+    """The process's settings, checked for `role`; anything wrong ends the process at once with one
+    line on stderr naming the variable, and exit status EX_CONFIG (gunicorn's master included: it
+    reads this in gunicorn.conf.py, before it starts any worker)."""
+    try:
+        settings = Settings.from_env()
+        settings.check_start(role)
+    except ConfigError as exc:
+        refuse(role, str(exc))
+    return settings
+
+
+def refuse(role: str, message: str) -> NoReturn:
+    print(f"answerback {role}: refusing to start: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(EX_CONFIG)
 
 
 def declarations() -> dict[str, Declaration]:

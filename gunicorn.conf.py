@@ -14,13 +14,15 @@ import sys
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from config import Settings, raise_fd_limit, web_capacity
+from config import raise_fd_limit, settings_for, web_capacity
 
 if TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
     from gunicorn.workers.base import Worker
 
-_settings = Settings.from_env()
+# Checked here, in the master: a setting web refuses stops gunicorn before any worker starts
+# (a worker that failed on it would only be started again and again).
+_settings = settings_for("web")
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "receiver.web_worker.WebWorker"  # gevent, answering waiters at once on SIGTERM
 workers = _settings.web_concurrency

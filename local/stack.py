@@ -3,8 +3,9 @@ RQ workers. The tests, the benches and `manage.py run` all build theirs from her
 one place that knows which environment each process needs and how to tell that it is up.
 
 Web and workers share one environment (`app_env`): the Redis, the API keys, the upstream (the
-sandbox, unless Plivo credentials are given) and the web's public URL, which workers put into the
-callback URLs they hand to the upstream.
+sandbox, unless Plivo credentials are given) and the web's public URL (`web_env`), which workers put
+into the callback URLs they hand to the upstream. Each is set explicitly: web and workers refuse to
+start without them (config.Settings.check_start).
 """
 
 from __future__ import annotations
@@ -88,12 +89,13 @@ def start_web(
     name: str = "web",
     conf: str = "gunicorn.conf.py",
     app: str = "receiver:create_app()",
+    wait: bool = True,
 ) -> Service:
-    """A web (or another app, for a bench's baseline) under gunicorn on env's PORT, once it answers."""
+    """A web (or another app, for a bench's baseline) under gunicorn on env's PORT, once it answers
+    (`wait=False`: at once, for a web expected to refuse its settings and exit)."""
     port = int(env["PORT"])
-    return Service(
-        name, gunicorn(app, conf, f"127.0.0.1:{port}"), dict(env), log_dir, local_url(port) + "/healthz"
-    ).start()
+    ready = local_url(port) + "/healthz" if wait else None
+    return Service(name, gunicorn(app, conf, f"127.0.0.1:{port}"), dict(env), log_dir, ready).start()
 
 
 def start_worker(env: Mapping[str, str], log_dir: Path, name: str = "worker", argv: list[str] | None = None) -> Service:

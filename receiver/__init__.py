@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from receiver import callbacks, dashboard, errors, health, openapi, ops, prometheus, quarantine, requests_api
     from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
-    from receiver.services import Services
+    from receiver.services import Services, log_start
 
     settings = settings or Settings.from_env()
     app = Flask(__name__)
@@ -29,8 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["answerback"] = built = Services.build(settings)
     built.start_spool_replayer()
     quarantine.recheck_at_start(built)
-    if not settings.verify_signatures:
-        log.warning("PLIVO_AUTH_TOKEN is not set: callbacks are accepted without a signature")
+    log_start(settings)
     _log_api_keys(settings)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)

@@ -142,5 +142,13 @@ def wait_cap(settings: Settings) -> int:
     return cap
 
 
+def log_start(settings: Settings) -> None:
+    """What this web process uses, in its first lines: enough to see a web and its workers
+    disagree (another Redis database, queue or public URL), never a secret."""
+    log.info("web starting: %s; %d API keys", settings.summary(), len(settings.api_keys))
+    if not settings.verify_signatures:
+        log.warning("PLIVO_AUTH_TOKEN is not set (ALLOW_UNSIGNED_CALLBACKS): callbacks are accepted unsigned")
+
+
 def services() -> Services:
     return current_app.extensions["answerback"]

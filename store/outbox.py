@@ -94,9 +94,12 @@ class Outbox:
         so a crash before it leaves the request provably unsent (it is sent again), and a crash
         after it never resends a POST. Only the claim that took `item` may mark it.
         1: marked sending (again for the same claim: still 1, so a retry after an outage is safe);
-        0: no longer queued for this claim, nothing to send. With a rate-limit turn's arguments
+        0: no longer queued for this claim, or its callback_timeout passed before it was sent
+        (it is expired now), nothing to send. With a rate-limit turn's arguments
         (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
-        answer = self.scripts.replicated(self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), *turn)
+        answer = self.scripts.replicated(
+            self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), self.result_ttl, *turn
+        )
         return cast(int, answer)
 
     def register_api_id(self, rid: str, api_id: str, timeout_s: int, claim_id: str = "") -> str:

@@ -84,6 +84,7 @@ def test_late_callback_is_kept_with_late_flag(api, web, worker, sandbox):
     sandbox.faults(drop_callback={"rate": 1.0})
     record = submit(api, callback_timeout=1)
     expired = wait_status(api, record["request_id"], "expired")
+    assert expired["error"] == {"reason": "no callback within callback_timeout"}
     body = {"api_id": expired["api_id"], "late": "yes"}
     answer = post_json(web, f"/callbacks/plivo?rid={record['request_id']}", body)
     assert answer.json() == {"outcome": "late"}

@@ -108,7 +108,7 @@ def test_values_are_read_as_declared():
             "ACCESS_LOG": "-",
         }
     )
-    assert (settings.port, settings.public_url) == (9001, "http://127.0.0.1:9001")  # PUBLIC_URL follows PORT
+    assert (settings.port, settings.public_url) == (9001, "")  # no default: web and workers refuse to start without one
     assert (settings.callback_method, settings.log_level, settings.log_format) == ("GET", "debug", "json")
     assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380)) and settings.redis_sentinel_master == "main"
     assert settings.redis_tls_insecure and not settings.accept_v2_signatures

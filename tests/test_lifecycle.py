@@ -111,3 +111,18 @@ def test_results_by_api_id_wait_too(api, sandbox, worker):
     pending = wait_status(api, record["request_id"], {"pending", "completed"})
     done = api.get(f"/v1/results/{pending['api_id']}", params={"wait": 30}).json()
     assert done["status"] == "completed" and done["request_id"] == record["request_id"]
+
+
+def test_a_request_not_sent_within_its_callback_timeout_is_never_sent(make_stack, sandbox):
+    """No worker ran while its callback_timeout passed: the first worker to start expires it,
+    and the upstream never sees it (a call placed that late is worse than none)."""
+    stack = make_stack(db=14, workers=0)
+    with stack.web.client() as api:
+        record = submit(api, callback_timeout=1)
+        submitted = time.monotonic()
+        wait_for(lambda: time.monotonic() > submitted + 1.2, 5, message="the callback_timeout to pass")
+        stack.start_worker()
+        expired = wait_status(api, record["request_id"], "expired")
+    assert expired["error"] == {"reason": "not sent within callback_timeout", "attempts": 0}
+    assert expired["sent_at"] is None and expired["attempts"] == 0
+    assert sandbox_requests_for(sandbox, record["request_id"]) == []

@@ -135,7 +135,13 @@ print("imported")
 
 
 def test_web_and_workers_import_with_nothing_but_requirements_txt():
-    env = {"PATH": "/usr/bin:/bin", "API_KEYS": "k", "REDIS_URL": "redis://127.0.0.1:1/0", "PLIVO_AUTH_TOKEN": "t"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "API_KEYS": "k",
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "PLIVO_AUTH_TOKEN": "t",
+        "PUBLIC_URL": "http://127.0.0.1:1",
+    }
     run = subprocess.run(
         [sys.executable, "-c", ONLY_RUNTIME, ",".join(pins(RUNTIME))],
         cwd=ROOT,

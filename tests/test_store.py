@@ -56,6 +56,35 @@ def claim_and_send(outbox, rid, drainer="drainer-1"):
     return item
 
 
+NOT_SENT = {"reason": "not sent within callback_timeout", "attempts": 0}
+
+
+def test_a_request_not_sent_within_its_callback_timeout_is_expired_by_the_sweep(stores, redis):
+    requests, outbox, _ = stores
+    rid = requests.submit(Submission("t1", "POST", "Call/", {"to": "1"}, "POST", 1)).record.fields["request_id"]
+    sent = submit(requests)  # sent, and waiting for its callback: expired when that is late
+    claim_and_send(outbox, sent)
+    outbox.register_api_id(sent, str(uuid.uuid4()), 1)
+    assert Sweeper(redis, TTL).sweep(now_ms() + 500).expired == 0
+    assert Sweeper(redis, TTL).sweep(now_ms() + 2000).expired == 2
+    record = requests.get(rid).to_json()
+    assert record["status"] == "expired" and record["error"] == NOT_SENT and record["sent_at"] is None
+    assert requests.get(sent).to_json()["error"] == {"reason": "no callback within callback_timeout"}
+    assert outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False).items == []
+
+
+def test_a_claim_taken_before_the_callback_timeout_sends_nothing_after_it(stores):
+    """The last gate before a request leaves: the claim was in time, the send would not be."""
+    requests, outbox, _ = stores
+    rid = requests.submit(Submission("t1", "POST", "Call/", {"to": "1"}, "POST", 1)).record.fields["request_id"]
+    [item] = outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False).items
+    submitted = now_ms()
+    wait_for(lambda: now_ms() > submitted + 1100, 5, message="the request's callback_timeout to pass")
+    assert outbox.mark_sending(item) == 0
+    record = requests.get(rid).to_json()
+    assert record["status"] == "expired" and record["error"] == NOT_SENT and record["attempts"] == 0
+
+
 def test_new_ids_are_uuid7_as_uuid_writes_them_and_ordered_by_time():
     ids = []
     for _ in range(50):

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 
 import logs
+from config import settings_for
 from store.health import WORKER, start_heartbeat
 from workers.context import context, shutdown
 from workers.notifying import Notifier
@@ -30,10 +31,12 @@ class SendWorker(SimpleWorker):
 
 
 def main() -> None:
+    settings_for("worker")  # a setting the worker refuses ends it here, with one line naming it
     ctx = context()
     level = ctx.settings.log_level.upper()
     logs.configure(ctx.settings.log_format, level)  # before RQ's loggers: see logs.configure
     start_heartbeat(ctx.redis, WORKER, ctx.settings)  # alive even while no job runs
+    log.info("worker starting: %s", ctx.settings.summary())
     SweepTicker(ctx).start()
     if ctx.settings.notify_hosts:
         Notifier(ctx.settings, ctx.notifications, shutdown).start()

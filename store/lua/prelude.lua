@@ -199,6 +199,26 @@ local function finish(rid, now, ttl)
   queue_notification(rid, now)
 end
 
+-- A request whose `callback_timeout` passed before it was sent is never sent: a call
+-- placed that late is worse than none. Its send-by time, from its submission; a
+-- request sent and taken back (a retry, a GET whose worker died) keeps it too.
+local NOT_SENT = 'not sent within callback_timeout'
+local function send_by(r)
+  return tonumber(r.submitted_at) + tonumber(r.timeout) * 1000
+end
+
+local function expire_unsent(rid, now, ttl)
+  local r = load(rid)
+  local reason = {reason = NOT_SENT, attempts = tonumber(r.attempts) or 0}
+  if r.error then
+    local ok, last = pcall(cjson.decode, r.error)
+    reason.last_error = ok and last or r.error
+  end
+  update(rid, {error = cjson.encode(reason), drainer = false, claim_id = false})
+  move_status(rid, 'expired')
+  finish(rid, now, ttl)
+end
+
 local function index_api_id(rid, api_id)
   local known = field(rid, 'api_id')
   if not known or known == '' then update(rid, {api_id = api_id}) end

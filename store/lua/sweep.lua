@@ -1,4 +1,4 @@
--- The periodic sweep: expire overdue requests, recover requests whose drain
+-- The periodic sweep: expire overdue requests (never sent, or no callback in time), recover requests whose drain
 -- job died, purge finished ones past their keep time, and ring a drain job
 -- when work waits with none alive.
 -- ARGV: now limit ttl ring_id stale_before
@@ -9,10 +9,19 @@ local ring_id = ARGV[4]                 -- the drain job to start, if one is nee
 local stale_before = tonumber(ARGV[5])  -- a drain job whose last heartbeat is older is dead
 local counts = {0, 0, 0}
 
+-- A deadline is a queued request's send-by time (prelude's send_by) or a pending one's
+-- time for its callback. A request `sending` at its send-by time is in flight: its
+-- send settles it (pending, with a deadline of its own, or final) or it goes back to
+-- queued and expires on a later pass; its entry stays until then.
+local NO_CALLBACK = cjson.encode({reason = 'no callback within callback_timeout'})
 for _, rid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', P .. 'deadlines', rid)
   local status = field(rid, 'status')
-  if status == 'pending' or status == 'sending' then
+  if status ~= 'sending' then redis.call('ZREM', P .. 'deadlines', rid) end
+  if status == 'queued' then
+    expire_unsent(rid, now, ttl)
+    counts[1] = counts[1] + 1
+  elseif status == 'pending' then
+    if not field(rid, 'error') then update(rid, {error = NO_CALLBACK}) end
     move_status(rid, 'expired')
     finish(rid, now, ttl)
     counts[1] = counts[1] + 1
