@@ -94,6 +94,17 @@ def redis_not_durable(svc: Services, report: HealthReport) -> Problem | None:
     )
 
 
+def quarantined(svc: Services, report: HealthReport) -> Problem | None:
+    held = svc.quarantine.size()
+    if not held:
+        return None
+    return Problem(
+        "quarantined",
+        f"{held} refused callbacks are quarantined (GET /v1/quarantine, admin key): usually PUBLIC_URL or "
+        "PLIVO_AUTH_TOKEN differs between web and workers. Fix the setting, then POST /v1/quarantine/recheck.",
+    )
+
+
 # Every problem /v1/status reports and the dashboard shows as a banner, in this order. A new
 # kind of problem is one more check here; its code is documented in docs/operations.md.
 CHECKS: list[Check] = [no_worker, sweep_late, settings_disagree, clock_offset, redis_not_durable]

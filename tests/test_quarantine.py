@@ -210,6 +210,8 @@ def test_a_public_url_mismatch_quarantines_callbacks_until_a_web_with_the_right_
             anon.get("/").text,
         )
         assert banner and banner.groups() == (None, "3")
+        codes = [p["code"] for p in api.get("/v1/status").json()["problems"]]
+        assert "quarantined" in codes, codes
     log = wrong.service.log()
     refusals = [line for line in log.splitlines() if "callback refused (signature)" in line]
     assert len(refusals) == 1 and f"checked against {WRONG_URL}/callbacks/plivo?rid=" in refusals[0], refusals

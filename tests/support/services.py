@@ -182,8 +182,10 @@ def clean_state(request) -> None:
         )
     if "redis" in names or "web" in names or "worker" in names:
         client = request.getfixturevalue("redis")
-        # Not the tenant salt: the session's web holds it, as any web does (docs/operations.md).
-        stale = [k for k in client.scan_iter(keys.PREFIX + "*", count=1000) if k != keys.TENANT_SALT]
+        # Not the tenant salt (the session's web holds it, as any web does: docs/operations.md) nor
+        # the heartbeats (else the session's worker looks dead until its next beat).
+        kept = (keys.TENANT_SALT, keys.PROCESSES, keys.PROCESS_BEATS)
+        stale = [k for k in client.scan_iter(keys.PREFIX + "*", count=1000) if k not in kept]
         if stale:
             client.delete(*stale)
     if "sandbox" in names or "worker" in names:
