@@ -70,14 +70,9 @@ def move_aliases(redis: Redis, scripts: Scripts, tenants: Iterable[Tenant]) -> i
 
 def _move(redis: Redis, scripts: Scripts, alias: str, tenant: str) -> int:
     statuses = " ".join(STATUSES)
-    moved = 0
-    while True:
-        count, left = cast("list[int]", scripts("move_tenant", alias, tenant, MOVE_BATCH, statuses))
-        moved += count
-        if not left:
-            break
-    # An Idempotency-Key entry is written with its record's index entry: one is left only
-    # where an index entry was. Their names hold only a digest of the key: found by SCAN.
+    # The Idempotency-Key entries first: a move cut off half way leaves the alias's index in
+    # place, so the next look finds it and finishes. Their names hold only a digest of the
+    # key: found by SCAN.
     batch: list[str] = []
     for name in redis.scan_iter(match=keys.idempotency(alias, "*"), count=1000):
         batch.append(name.decode() if isinstance(name, bytes) else name)
@@ -86,4 +81,10 @@ def _move(redis: Redis, scripts: Scripts, alias: str, tenant: str) -> int:
             batch = []
     if batch:
         scripts("move_tenant", alias, tenant, 0, statuses, *batch)
+    moved = 0
+    while True:
+        count, left = cast("list[int]", scripts("move_tenant", alias, tenant, MOVE_BATCH, statuses))
+        moved += count
+        if not left:
+            break
     return moved
