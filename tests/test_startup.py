@@ -14,8 +14,6 @@ from local.processes import Service, wait_for
 from local.redis_server import free_port
 from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B, start_web
 
-UPSTREAM = "PLIVO_API_URL"  # given a wrong value on purpose: local/stack.py wires the real one
-
 REFUSED = [
     ("web", {"PUBLIC_URL": ""}, "PUBLIC_URL must be the absolute http(s) URL"),
     ("worker", {"PUBLIC_URL": ""}, "PUBLIC_URL must be the absolute http(s) URL"),
@@ -24,8 +22,8 @@ REFUSED = [
     ("web", {"API_KEYS": ""}, "API_KEYS is empty"),
     ("web", {"PLIVO_AUTH_TOKEN": ""}, "PLIVO_AUTH_TOKEN is not set"),
     ("worker", {"PLIVO_AUTH_TOKEN": "", "ALLOW_UNSIGNED_CALLBACKS": "no"}, "PLIVO_AUTH_TOKEN is not set"),
-    ("web", {UPSTREAM: "https://api.plivo.com/v2/"}, "PLIVO_API_URL must end in /v1/"),
-    ("worker", {UPSTREAM: "https://api.plivo.com/"}, "PLIVO_API_URL must end in /v1/"),
+    ("web", {"PLIVO_API_URL": "https://api.plivo.com/v2/"}, "PLIVO_API_URL must end in /v1/"),
+    ("worker", {"PLIVO_API_URL": "https://api.plivo.com/"}, "PLIVO_API_URL must end in /v1/"),
 ]
 
 
