@@ -107,7 +107,7 @@ def quarantined(svc: Services, report: HealthReport) -> Problem | None:
 
 # Every problem /v1/status reports and the dashboard shows as a banner, in this order. A new
 # kind of problem is one more check here; its code is documented in docs/operations.md.
-CHECKS: list[Check] = [no_worker, sweep_late, settings_disagree, clock_offset, redis_not_durable]
+CHECKS: list[Check] = [no_worker, sweep_late, settings_disagree, clock_offset, redis_not_durable, quarantined]
 
 
 def problems(svc: Services, report: HealthReport) -> list[Problem]:

@@ -143,6 +143,26 @@ def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):
     expect(banner).to_have_count(0, timeout=SEEN_WITHIN_MS)
 
 
+def test_quarantined_callbacks_can_be_rechecked_from_the_page_with_an_admin_key(page, web):
+    """A refused callback shows in the problems; Re-check is refused to a tenant's key and
+    runs with an admin key (here also a tenant's: KEY_B), saying what it did."""
+    with web.client(key=None) as anon:
+        forged = anon.post(
+            f"/callbacks/plivo?rid={uuid.uuid4()}",
+            json={"api_id": str(uuid.uuid4()), "status": "forged"},
+            headers={"X-Plivo-Signature-V3": "bm90IGEgc2lnbmF0dXJl", "X-Plivo-Signature-V3-Nonce": "12345"},
+        )
+    assert forged.status_code == 403
+    page.goto(web.url + "/")
+    for key, said in ((KEY_A, "admin key"), (KEY_B, "checked 1, applied 0, 1 left")):
+        page.fill("#key", key)
+        page.click("#lookup button")
+        page.get_by_role("button", name="Re-check quarantined callbacks").click()
+        expect(page.locator('#problems .problem[data-code="quarantined"]')).to_contain_text(
+            said, timeout=SEEN_WITHIN_MS
+        )
+
+
 def test_the_docs_page_renders_the_api_from_this_server_alone(page, web):
     page.goto(web.url + "/docs/")
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("Answerback", timeout=SEEN_WITHIN_MS)

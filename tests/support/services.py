@@ -94,6 +94,7 @@ def base_env(redis_server, sandbox) -> dict[str, str]:
         AUTH_TOKEN,
         PLIVO_TIMEOUT="5",
         ACCESS_LOG="-",
+        ADMIN_API_KEYS=KEY_B,  # also a tenant's key: the console signs in with one key
         RATE_LIMIT_CALLS="500/1",
         RATE_LIMIT_API="2000/1",
     )
