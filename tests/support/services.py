@@ -5,6 +5,7 @@ plugin by tests/conftest.py, so every test can ask for these fixtures by name.""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.support.memory import track
 AUTH_ID = local_stack.SANDBOX_AUTH_ID
 AUTH_TOKEN = "sandbox-test-token"
 KEY_A, KEY_B = "test-key-a", "test-key-b"
+STARTS = itertools.count(1)  # see unique()
 STARTED: dict[str, Any] = {}  # session services already running, for clean_state
 
 
@@ -109,14 +111,20 @@ class Web:
         return httpx.Client(base_url=self.url, headers=headers, timeout=90)
 
 
+def unique(name: str) -> str:
+    """A service's name, and so its log file (appended to), for this start only: two tests that
+    start a service under one name would otherwise read each other's log lines."""
+    return f"{name}-{next(STARTS)}"
+
+
 def start_web(base_env: dict[str, str], workdir: Path, name: str = "web", **overrides: str) -> Web:
     port = free_port()
-    service = track(local_stack.start_web(local_stack.web_env(base_env, port, **overrides), workdir, name))
+    service = track(local_stack.start_web(local_stack.web_env(base_env, port, **overrides), workdir, unique(name)))
     return Web(service, local_stack.local_url(port))
 
 
 def start_worker(base_env: dict[str, str], workdir: Path, name: str = "worker", **overrides: str) -> Service:
-    return track(local_stack.start_worker({**base_env, **overrides}, workdir, name))
+    return track(local_stack.start_worker({**base_env, **overrides}, workdir, unique(name)))
 
 
 @pytest.fixture(scope="session")
