@@ -191,8 +191,11 @@ def test_a_public_url_mismatch_quarantines_callbacks_until_a_web_with_the_right_
     wrong = stack.web
     right_url = wrong.url  # what the worker put into its callback URLs
     with wrong.client() as api, wrong.client(key=None) as anon:
+        # A request not sent within its callback_timeout is never sent: the short one must be
+        # sent before it expires, so the worker is up first, and 4 s leaves room on a busy machine.
+        wait_for(lambda: api.get("/v1/status").json()["workers_alive"], 15, 0.05, "the worker's heartbeat")
         normal = submit(api)["request_id"]
-        short = submit(api, callback_timeout=1)["request_id"]
+        short = submit(api, callback_timeout=4)["request_id"]
         wait_for(lambda: metric(wrong.url, "answerback_quarantined") == {"": 2.0}, 15, 0.05, "two quarantined")
         normal_record = wait_status(api, normal, "pending")
         forged_body = {"api_id": normal_record["api_id"], "status": "forged"}
