@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.api import submit, wait_status, written_keys
+from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status, written_keys
 from tests.support.raw_http import exchange
 from tests.support.services import AUTH_TOKEN
 from tests.support.signed_callbacks import sdk_signature, signed_headers
@@ -82,7 +82,7 @@ def test_form_and_get_callbacks_complete_their_requests(api, web, worker, sandbo
 
 def test_late_callback_is_kept_with_late_flag(api, web, worker, sandbox):
     sandbox.faults(drop_callback={"rate": 1.0})
-    record = submit(api, callback_timeout=1)
+    record = submit(api, callback_timeout=SENT_THEN_EXPIRED_S)
     expired = wait_status(api, record["request_id"], "expired")
     assert expired["error"] == {"reason": "no callback within callback_timeout"}
     body = {"api_id": expired["api_id"], "late": "yes"}

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from local.processes import wait_for
-from tests.support.api import submit, wait_status, written_keys
+from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status, written_keys
 from tests.support.notify_receiver import NEW_SECRET, OLD_SECRET, Receiver
-from tests.support.services import Stack
+from tests.support.services import Stack, clear
 
 SCHEDULE = "0.3,0.5,1,1,1,1"  # 7 attempts in about 5 s
 DB = 6
@@ -42,7 +42,7 @@ def stack(base_env, workdir, redis_server) -> Iterator[Stack]:
 
 @pytest.fixture
 def api(stack, sandbox) -> Iterator[Any]:
-    stack.redis.flushdb()
+    clear(stack.redis, "*")
     with stack.web.client() as client:
         yield client
 
@@ -57,6 +57,7 @@ def receiver() -> Iterator[Receiver]:
 def notified(api, rid: str, status: str = "delivered", timeout: float = 20) -> dict[str, Any]:
     def reached():
         record = api.get(f"/v1/requests/{rid}").json()
+        assert "notify" in record, record
         return record if record["notify"]["status"] == status else None
 
     return wait_for(reached, timeout, 0.05, f"the notification of {rid} to be {status}")
@@ -102,8 +103,8 @@ def test_expired_request_is_notified(api, sandbox, receiver):
 
 
 def test_late_callback_after_expiry_is_a_second_event(api, sandbox, receiver):
-    sandbox.faults(callback_delay={"rate": 1.0, "seconds": 4})
-    rid = submit(api, callback_timeout=1, notify_url=receiver.url)["request_id"]
+    sandbox.faults(callback_delay={"rate": 1.0, "seconds": SENT_THEN_EXPIRED_S + 3})
+    rid = submit(api, callback_timeout=SENT_THEN_EXPIRED_S, notify_url=receiver.url)["request_id"]
     wait_for(lambda: len(receiver.events(rid)) == 2, 30, message="both events")
     expired, late = receiver.events(rid)
     assert expired["payload"]["type"] == "request.expired"

@@ -22,7 +22,7 @@ from local.redis_server import free_port
 from receiver import callbacks, create_app
 from store import keys
 from store.quarantine import ENTRY_OVERHEAD, Quarantine
-from tests.support.api import submit, wait_status
+from tests.support.api import submit, wait_status, wait_worker
 from tests.support.services import AUTH_TOKEN, KEY_A, start_web
 from tests.support.signed_callbacks import signed_headers
 
@@ -193,7 +193,7 @@ def test_a_public_url_mismatch_quarantines_callbacks_until_a_web_with_the_right_
     with wrong.client() as api, wrong.client(key=None) as anon:
         # A request not sent within its callback_timeout is never sent: the short one must be
         # sent before it expires, so the worker is up first, and 4 s leaves room on a busy machine.
-        wait_for(lambda: api.get("/v1/status").json()["workers_alive"], 15, 0.05, "the worker's heartbeat")
+        wait_worker(api)
         normal = submit(api)["request_id"]
         short = submit(api, callback_timeout=4)["request_id"]
         wait_for(lambda: metric(wrong.url, "answerback_quarantined") == {"": 2.0}, 15, 0.05, "two quarantined")

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from local.processes import wait_for
-from tests.support.api import submit, wait_status
+from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status, wait_worker
 
 pytestmark = pytest.mark.slow
 
@@ -90,9 +90,10 @@ def test_get_without_an_answer_is_retried(make_stack, sandbox):
 
 def test_no_callback_expires_then_a_late_one_is_kept(make_stack, sandbox):
     stack = make_stack()
-    sandbox.faults(callback_delay={"rate": 1.0, "seconds": 4})
+    sandbox.faults(callback_delay={"rate": 1.0, "seconds": SENT_THEN_EXPIRED_S + 3})
     with stack.web.client() as api:
-        rid = submit(api, callback_timeout=1)["request_id"]
+        wait_worker(api)
+        rid = submit(api, callback_timeout=SENT_THEN_EXPIRED_S)["request_id"]
         expired = wait_status(api, rid, "expired")
         assert expired["completed_at"] and expired["response"] is None
         done = api.get(f"/v1/requests/{rid}", params={"wait": 10}).json()

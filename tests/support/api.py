@@ -19,6 +19,17 @@ def submit(
     return answer.json()
 
 
+# A callback_timeout for a request that must be sent before it expires (a request not sent
+# within it never is): room for a busy machine. A callback meant to come late is delayed 3 s
+# more, past the sweep that expires the request (every SWEEP_INTERVAL).
+SENT_THEN_EXPIRED_S = 3
+
+
+def wait_worker(api: httpx.Client) -> None:
+    """Until a worker heart-beats on the web's queue: it will send what is submitted next."""
+    wait_for(lambda: api.get("/v1/status").json()["workers_alive"], 15, 0.05, "a worker's heartbeat")
+
+
 def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: float = 15) -> dict[str, Any]:
     wanted = {statuses} if isinstance(statuses, str) else statuses
 

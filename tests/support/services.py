@@ -176,6 +176,17 @@ def wait_for_quiet_worker(redis, sandbox: Sandbox) -> None:
         raise AssertionError(f"{exc}: still {left}") from None
 
 
+def clear(client: Redis, pattern: str = keys.PREFIX + "*") -> None:
+    """Empty a database that running web processes use of Answerback's keys (`pattern`: "*"
+    for RQ's too), but for the tenant salt (each web process holds it once read: a second one
+    would give the same key another tenant, see docs/operations.md) and the heartbeats (else
+    a worker looks dead until its next beat)."""
+    kept = (keys.TENANT_SALT, keys.PROCESSES, keys.PROCESS_BEATS)
+    stale = [k for k in client.scan_iter(pattern, count=1000) if k not in kept]
+    if stale:
+        client.delete(*stale)
+
+
 @pytest.fixture(autouse=True)
 def clean_state(request) -> None:
     """Every test starts with no Answerback keys in Redis and a sandbox without faults."""
@@ -190,13 +201,7 @@ def clean_state(request) -> None:
             message="the sandbox to finish the last test's callbacks",
         )
     if "redis" in names or "web" in names or "worker" in names:
-        client = request.getfixturevalue("redis")
-        # Not the tenant salt (the session's web holds it, as any web does: docs/operations.md) nor
-        # the heartbeats (else the session's worker looks dead until its next beat).
-        kept = (keys.TENANT_SALT, keys.PROCESSES, keys.PROCESS_BEATS)
-        stale = [k for k in client.scan_iter(keys.PREFIX + "*", count=1000) if k not in kept]
-        if stale:
-            client.delete(*stale)
+        clear(request.getfixturevalue("redis"))
     if "sandbox" in names or "worker" in names:
         request.getfixturevalue("sandbox").reset()
 
