@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from receiver.errors import Forbidden, Unauthorized
 from receiver.services import Services, services
 from store import keys
-from store.tenants import Tenant, move_aliases, salt
+from store.tenants import Tenant, keep_salt, move_aliases, salt
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,7 +68,8 @@ def key_table(entries: tuple[str, ...], deployment_salt: str) -> tuple[tuple[str
 def _table(svc: Services) -> tuple[tuple[str, Tenant], ...]:
     """Built at the first authentication, with the deployment's salt (one read, or its creation)."""
     if svc.key_table is None:
-        svc.key_table = key_table(svc.settings.api_keys, salt(svc.redis, svc.settings.redis_min_replicas))
+        svc.tenant_salt = salt(svc.redis, svc.settings.redis_min_replicas)
+        svc.key_table = key_table(svc.settings.api_keys, svc.tenant_salt)
     return svc.key_table
 
 
@@ -146,6 +147,13 @@ def _move_aliases(svc: Services) -> None:
     while True:
         try:
             tenants = {tenant.id: tenant for _, tenant in _table(svc)}
+            if svc.tenant_salt and not keep_salt(svc.redis, svc.tenant_salt):
+                log.error(
+                    "the tenant salt in Redis (%s) is not the one this process uses: it was deleted and "
+                    "made again, so unnamed keys' requests are split between two tenant ids; restart "
+                    "every web process (docs/operations.md, Tenants and keys)",
+                    keys.TENANT_SALT,
+                )
             moved = move_aliases(svc.redis, svc.requests.scripts, tenants.values())
             if moved:
                 log.info("moved %d requests from former tenant ids of API keys to their tenants", moved)

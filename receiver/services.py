@@ -55,6 +55,7 @@ class Services:
     _replayer_pid: int = field(default=0, repr=False)
     _replayer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     key_table: tuple[tuple[str, Tenant], ...] | None = field(default=None, repr=False)  # receiver/auth.py
+    tenant_salt: str | None = field(default=None, repr=False)  # what key_table was built with
 
     @classmethod
     def build(cls, settings: Settings) -> Services:

@@ -37,6 +37,17 @@ class Tenant:
     aliases: tuple[str, ...] = ()
 
 
+def keep_salt(redis: Redis, held: str) -> bool:
+    """Put back the salt this process holds if it is gone from Redis (deleted, or a restore
+    from a backup without it), so that processes starting later read the same one; False when
+    Redis holds another one."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.TENANT_SALT, held, nx=True)
+        pipe.get(keys.TENANT_SALT)
+        value = cast("str | bytes", pipe.execute()[1])
+    return (value.decode() if isinstance(value, bytes) else value) == held
+
+
 def salt(redis: Redis, min_replicas: int = 0) -> str:
     """The deployment's salt (hex), created by the first process that asks. With REDIS_MIN_REPLICAS
     it is not used before replicas hold it: a failover losing it would change every unnamed

@@ -89,6 +89,15 @@ def test_keys_tenants_stay_theirs_across_the_salt_and_a_rotation(make_stack, api
         legacy.append(k.post("/v1/requests", json=BODY).json()["request_id"])
         assert other.get("/v1/requests").json()["meta"]["total_count"] == 0
 
+    # The salt deleted (by hand, or a restore without it): the web that holds it puts it back,
+    # so that a web starting later reads the same one; another salt in its place is an error.
+    held = stack.redis.get(keys.TENANT_SALT)
+    stack.redis.delete(keys.TENANT_SALT)
+    wait_for(lambda: stack.redis.get(keys.TENANT_SALT) == held, 10, 0.05, "the salt put back")
+    stack.redis.set(keys.TENANT_SALT, "00" * 32)
+    wait_for(lambda: "is not the one this process uses" in web.service.log(), 10, 0.05, "the salt error")
+    stack.redis.set(keys.TENANT_SALT, held)
+
     # The rotation: K becomes acme's, with a new key K2; "x:tiny9q" is one key by accident.
     web.service.stop()
     stack.env["API_KEYS"] = f"acme:{K},acme:{K2},{OTHER},x:tiny9q"
