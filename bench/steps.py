@@ -31,7 +31,7 @@ from typing import Any  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 from werkzeug.wrappers import Request  # noqa: E402
 
-from bench.harness import API_KEY, AUTH_ID, AUTH_TOKEN  # noqa: E402
+from bench.harness import API_KEY, AUTH_TOKEN  # noqa: E402
 from local.redis_server import RedisServer  # noqa: E402
 
 PUBLIC_URL = "http://127.0.0.1:8000"
@@ -39,16 +39,19 @@ SUBMISSION = {"method": "POST", "path": "Message/", "params": {"src": "141555501
 
 
 def app_environment(redis_url: str) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_url,
-        "API_KEYS": API_KEY,
-        "PLIVO_AUTH_ID": AUTH_ID,
-        "PLIVO_AUTH_TOKEN": AUTH_TOKEN,
-        "PLIVO_API_URL": "http://127.0.0.1:9/v1/",
-        "PUBLIC_URL": PUBLIC_URL,
-        "RATE_LIMIT_API": "100000/1",
-        "RATE_LIMIT_CALLS": "100000/1",
-    }
+    """Web's settings as the benches' stacks have them; the upstream (port 9) is never called."""
+    from local.stack import app_env
+
+    return app_env(
+        {},
+        redis_url,
+        API_KEY,
+        9,
+        AUTH_TOKEN,
+        PUBLIC_URL=PUBLIC_URL,
+        RATE_LIMIT_API="100000/1",
+        RATE_LIMIT_CALLS="100000/1",
+    )
 
 
 class Steps:
@@ -90,7 +93,7 @@ class Steps:
 
         url = f"{PUBLIC_URL}/callbacks/plivo?rid={rid}"
         body = {"api_id": api_id, "message_uuid": str(uuid.uuid4()), "status": "delivered", "to": "14155550101"}
-        headers = {"Content-Type": "application/json", **signature_headers(AUTH_TOKEN, "POST", url, body)}
+        headers = [("Content-Type", "application/json"), *signature_headers(AUTH_TOKEN, "POST", url, body).items()]
         return EnvironBuilder(
             path="/callbacks/plivo",
             query_string=f"rid={rid}",
@@ -102,7 +105,7 @@ class Steps:
 
     @staticmethod
     def submission() -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+        headers = [("Authorization", f"Bearer {API_KEY}"), ("Content-Type", "application/json")]
         return EnvironBuilder(
             path="/v1/requests", method="POST", data=json.dumps(SUBMISSION), headers=headers, base_url=PUBLIC_URL
         ).get_environ()
@@ -114,8 +117,11 @@ class Steps:
         svc, wsgi = self.svc, self.app.wsgi_app
         status: list[str] = []
 
-        def start_response(line: str, headers: Any, exc_info: Any = None) -> None:
+        def record_status(line: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], object]:
             status.append(line)
+            return len
+
+        start_response: Any = record_status  # a WSGI start_response
 
         def fresh_callbacks() -> list[dict[str, Any]]:
             return [self.callback(rid, api_id) for rid, api_id in self.sent_requests(n)]
@@ -192,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             steps.round(50)  # warm: scripts loaded, connections open
             rounds = [steps.round(args.requests) for _ in range(args.rounds)]
         finally:
+            from store.metrics import flush_observations
+
+            flush_observations()  # the webhook's latencies, while Redis is still there to take them
             redis.stop()
     print(f"bench.steps  CPU µs per request, least of {args.rounds} rounds of {args.requests} (web's own process)")
     for name in rounds[0]:
