@@ -7,16 +7,20 @@ processes with SEND_CONCURRENCY=C. Then, in the same run:
   baseline   a plain httpx thread pool of W*C threads POSTs the same asynchronous
              `Message/` requests straight to the sandbox and waits for each answer
              (callbacks dropped): the upstream's raw capacity at that concurrency.
-  answerback N submissions to POST /v1/requests from a keep-alive thread pool (pycurl,
-             cheap: it shares the cores with what it measures, see `submitter`); the
-             clock runs from the first submission until all N are `completed`
-             (the Redis counter ab:metrics finished_completed).
+  answerback N submissions to POST /v1/requests for each sender mode (MODES): `fresh`, a
+             plain client on a new connection per submission and every callback on a
+             connection of its own, as Plivo delivers them (the figure to plan with);
+             `client`, the project's own client (httpx) with fresh callbacks; `kept`,
+             kept-alive pycurl everywhere (the best case). The clock runs from the first
+             submission until all N are `completed` (the Redis counter ab:metrics
+             finished_completed). Callbacks are always signed.
   baseline   again, so drift of the machine during the run shows.
 
-The figure to read is the RATIO answerback completed/s : mean baseline/s; the
-absolute figures are printed for the record only (2-core machines are noisy).
+The figure to read is each mode's RATIO answerback completed/s : mean baseline/s and its
+CPU ms per completed request; the absolute figures are printed for the record only
+(2-core machines are noisy).
 
-  python -m bench.throughput [--requests N] [--workers W] [--concurrency C] [--upstream-ms 50]
+  python -m bench.throughput [--modes fresh,client,kept] [--requests N] [--workers W] [--concurrency C]
 """
 
 from __future__ import annotations
