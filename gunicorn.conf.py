@@ -54,7 +54,10 @@ control_socket_disable = True  # gunicorn 27: one fixed control-socket path per 
 def post_worker_init(worker: Worker) -> None:
     """A web process serving from now on publishes its heartbeat (receiver/health.py) and moves
     requests filed under its keys' former tenant ids (receiver/auth.py), now and periodically.
-    Here, not in create_app: apps made in tests' own process start no background work."""
+    Here, not in create_app: apps made in tests' own process start no background work. Another
+    app under this file (the benches' no-op baseline, bench/noop_app.py) has none of it."""
+    if "answerback" not in getattr(worker.wsgi, "extensions", {}):
+        return
     from receiver.auth import start_alias_moves
     from receiver.health import start
 

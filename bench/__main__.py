@@ -17,6 +17,8 @@ BENCHES = {
     "notifications": "bench.notifications",
     "memory": "bench.memory",
     "waiting": "bench.waiting",
+    "steps": "bench.steps",
+    "ingest": "bench.ingest",
     "redis_client": "bench.redis_client",
     "http_parser": "bench.http_parser",
 }

@@ -8,6 +8,8 @@ a Python client on the same cores costs as little CPU as it can.
   python -m bench.http_load finish URL RIDS_FILE --connections 32 --rate R [--signed TOKEN]
       one callback for each request id in RIDS_FILE (one a line) on C connections, R a
       second at most (0: as fast as answers come); prints the same figures.
+  --fresh: every request on a new connection, closed by the client once its answer came
+      (as Plivo delivers callbacks), instead of C kept-alive ones.
 
 Also the library the waiting bench uses in-process: `hold` keeps one connection per waiter.
 """
@@ -79,6 +81,7 @@ async def _connection(
     latencies: list[float],
     statuses: dict[int, int],
     bodies: list[bytes] | None,
+    fresh: bool = False,
 ) -> None:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
@@ -96,7 +99,7 @@ async def _connection(
             statuses[answer.status] = statuses.get(answer.status, 0) + 1
             if bodies is not None:
                 bodies.append(answer.body)
-            if b"connection: close" in answer.headers.lower():
+            if fresh or b"connection: close" in answer.headers.lower():
                 writer.close()
                 reader = writer = None
     finally:
@@ -111,11 +114,13 @@ async def drive(
     seconds: float | None = None,
     bodies: list[bytes] | None = None,
     rate: float = 0.0,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Send `requests` over `connections` keep-alive connections, each waiting for its answer
     before the next; stop when they run out or after `seconds`. Answer bodies go to `bodies`.
     `rate` > 0: no faster than that many per second, evenly spaced (a steady stream of
-    callbacks rather than as many as the server can take)."""
+    callbacks rather than as many as the server can take). `fresh`: a new connection for
+    every request, closed once its answer came (C of them at a time)."""
     parts = urlsplit(url)
     started = time.perf_counter()
     deadline = started + seconds if seconds else None
@@ -132,7 +137,7 @@ async def drive(
 
     await asyncio.gather(
         *(
-            _connection(parts.hostname, parts.port, next_request, latencies, statuses, bodies)
+            _connection(parts.hostname, parts.port, next_request, latencies, statuses, bodies, fresh)
             for _ in range(connections)
         )
     )
@@ -187,16 +192,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=0.0, help="finish: callbacks per second (0: no limit)")
     parser.add_argument("--signed", default="", metavar="TOKEN", help="sign callbacks with this auth token")
+    parser.add_argument("--fresh", action="store_true", help="a new connection per request (closed after it)")
     args = parser.parse_args(argv)
     raise_fd_limit()
     if args.mode == "closed":
         requests = (callback_request(args.url + args.what, args.signed) for _ in itertools.count())
-        result = asyncio.run(drive(args.url, requests, args.connections, args.seconds))
+        result = asyncio.run(drive(args.url, requests, args.connections, args.seconds, fresh=args.fresh))
     else:
         with open(args.what) as f:
             rids = [line.strip() for line in f if line.strip()]
         requests = (callback_request(f"{args.url}/callbacks/plivo?rid={rid}", args.signed) for rid in rids)
-        result = asyncio.run(drive(args.url, requests, args.connections, rate=args.rate))
+        result = asyncio.run(drive(args.url, requests, args.connections, rate=args.rate, fresh=args.fresh))
     result["cpu_s"] = sum(os.times()[:2])
     print(json.dumps(result), flush=True)
     return 0

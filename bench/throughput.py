@@ -7,21 +7,26 @@ processes with SEND_CONCURRENCY=C. Then, in the same run:
   baseline   a plain httpx thread pool of W*C threads POSTs the same asynchronous
              `Message/` requests straight to the sandbox and waits for each answer
              (callbacks dropped): the upstream's raw capacity at that concurrency.
-  answerback N submissions to POST /v1/requests from a keep-alive thread pool (pycurl,
-             cheap: it shares the cores with what it measures, see `submitter`); the
-             clock runs from the first submission until all N are `completed`
-             (the Redis counter ab:metrics finished_completed).
+  answerback N submissions to POST /v1/requests for each sender mode (MODES): `fresh`, a
+             plain client on a new connection per submission and every callback on a
+             connection of its own, as Plivo delivers them (the figure to plan with);
+             `client`, the project's own client (httpx) with fresh callbacks; `kept`,
+             kept-alive pycurl everywhere (the best case). The clock runs from the first
+             submission until all N are `completed` (the Redis counter ab:metrics
+             finished_completed). Callbacks are always signed.
   baseline   again, so drift of the machine during the run shows.
 
-The figure to read is the RATIO answerback completed/s : mean baseline/s; the
-absolute figures are printed for the record only (2-core machines are noisy).
+The figure to read is each mode's RATIO answerback completed/s : mean baseline/s and its
+CPU ms per completed request; the absolute figures are printed for the record only
+(2-core machines are noisy).
 
-  python -m bench.throughput [--requests N] [--workers W] [--concurrency C] [--upstream-ms 50]
+  python -m bench.throughput [--modes fresh,client,kept] [--requests N] [--workers W] [--concurrency C]
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import io
 import itertools
 import json
@@ -36,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 import pycurl
@@ -56,6 +62,28 @@ from store.records import Requests
 GOAL_PER_S = 250
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "bench"}
 FINAL = ("finished_completed", "finished_failed", "finished_expired")
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How the requests reach web: who submits them, and how the sandbox delivers their callbacks
+    (always signed, as Plivo signs them)."""
+
+    name: str
+    submitter: str  # "pycurl" kept alive, "client" (answerback_client, httpx), "plain" (a new connection each)
+    fresh_callbacks: bool  # each callback on a connection of its own, as Plivo delivers them
+    meaning: str
+
+
+MODES = {
+    mode.name: mode
+    for mode in (
+        Mode("fresh", "plain", True, "plain client, a new connection per submission; callbacks fresh (as Plivo)"),
+        Mode("client", "client", True, "answerback_client (httpx, kept alive); callbacks fresh (as Plivo)"),
+        Mode("kept", "pycurl", False, "pycurl kept alive; callbacks kept alive (the best case)"),
+    )
+}
+PLAN_MODE = "fresh"  # the figure to size a deployment with
 # Commands Redis counts when a script runs them: part of the script's own time, not sent by clients.
 SCRIPTED = (
     "get",
@@ -238,12 +266,22 @@ class Counters:
 
 
 def answerback(
-    stack: Stack, n: int, submitters: int, upstream_s: float, warmup: int, timeout: float, stop: threading.Event
+    stack: Stack,
+    n: int,
+    submitters: int,
+    upstream_s: float,
+    warmup: int,
+    timeout: float,
+    stop: threading.Event,
+    mode: Mode = MODES["kept"],
 ) -> Phase:
-    set_faults(stack, slow_answer={"rate": 1.0, "seconds": upstream_s})
+    faults: dict[str, object] = {"slow_answer": {"rate": 1.0, "seconds": upstream_s}}
+    if mode.fresh_callbacks:
+        faults["fresh_connection"] = 1.0
+    set_faults(stack, **faults)
     redis = Redis.from_url(stack.redis_url, decode_responses=True)
     counters = Counters(redis)
-    with submitter(stack.web_url, submitters) as submit:
+    with SUBMITTERS[mode.submitter](stack.web_url, submitters) as submit:
         accepted_at: list[float] = [0.0] * n
 
         def one(i: int) -> str | None:
@@ -278,7 +316,10 @@ def answerback(
         rids = submitting.result()
         seconds = (done_at or time.perf_counter()) - started
         after, commands_after = counters.finished(), redis.info("commandstats")
-    phase = measure.stop(Phase("answerback", n, seconds, after["finished_completed"] - before["finished_completed"]))
+    phase = measure.stop(
+        Phase(f"answerback {mode.name}", n, seconds, after["finished_completed"] - before["finished_completed"])
+    )
+    phase.extra["mode"] = mode
     accepted = [t for t, rid in zip(accepted_at, rids) if isinstance(rid, str)]
     phase.extra["accepted"] = len(accepted)
     phase.extra["submit_seconds"] = (max(accepted) - started) if accepted else 0.0
@@ -362,6 +403,44 @@ def submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | Non
     finally:
         for curl in handles:
             curl.close()
+
+
+@contextmanager
+def client_submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | None]]:
+    """The project's own Python client (answerback_client: httpx, one pool of kept-alive
+    connections shared by the threads), as an application would submit."""
+    from answerback_client import Client
+
+    with Client(web_url, API_KEY, retries=0) as client:
+
+        def submit() -> str | None:
+            return client.submit("POST", "Message/", PARAMS).request_id
+
+        yield submit
+
+
+@contextmanager
+def plain_submitter(web_url: str, connections: int) -> Iterator[Callable[[], str | None]]:
+    """A plain HTTP client (the standard library's http.client) on a new connection per
+    submission, closed after the answer: an application that keeps no pool."""
+    parts = urlsplit(web_url)
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    body = json.dumps({"method": "POST", "path": "Message/", "params": PARAMS}).encode()
+
+    def submit() -> str | None:
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+        try:
+            connection.request("POST", "/v1/requests", body, headers)
+            answer = connection.getresponse()
+            data = answer.read()
+        finally:
+            connection.close()
+        return json.loads(data)["request_id"] if answer.status == 202 else None
+
+    yield submit
+
+
+SUBMITTERS = {"pycurl": submitter, "client": client_submitter, "plain": plain_submitter}
 
 
 def latencies(redis: Redis, rids: list[str]) -> tuple[dict[str, list[int]], list[tuple[int, int, int]]]:
@@ -480,17 +559,21 @@ def ceiling_lines(ab: Phase, base: float, goal: float = 0.6) -> list[str]:
 
 def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     bases = [p for p in phases if p.name.startswith("baseline")]
-    ab = next(p for p in phases if p.name == "answerback")
+    runs = [p for p in phases if p.name.startswith("answerback")]
     in_flight = args.workers * args.concurrency
+    base = statistics.mean(p.rate for p in bases)
+    spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
     print()
     print(
-        f"bench.throughput  N={args.requests}  workers={args.workers}  SEND_CONCURRENCY={args.concurrency}"
+        f"bench.throughput  N={args.requests} per mode  workers={args.workers}  SEND_CONCURRENCY={args.concurrency}"
         f"  (in flight {in_flight})  upstream {args.upstream_ms:g} ms  submitters={args.submitters}"
         f"  baseline procs={args.baseline_procs}"
         f"  cores={os.cpu_count()}"
     )
     for p in phases:
-        if p is ab:
+        if p in runs:
+            print()
+            print(f"{p.name}: {p.extra['mode'].meaning}")
             x = p.extra
             accepted_per_s = x["accepted"] / x["submit_seconds"] if x["submit_seconds"] else 0
             print(
@@ -503,21 +586,30 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
         else:
             print(f"{p.name:<18} {p.ok:>6} answered  in {p.seconds:6.2f} s = {p.rate:7.1f} answers/s")
         print(cpu_line(p))
-        if p is ab:
+        if p in runs:
             print(cost_line(p))
             if line := commands_line(p):
                 print(line)
-    base = statistics.mean(p.rate for p in bases)
-    spread = (max(p.rate for p in bases) - min(p.rate for p in bases)) / base if base else 0.0
+            mode_details(p, base, accepted_per_s)
+    print()
     ideal = in_flight / (args.upstream_ms / 1000)
     print(
-        f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
-        f"   (baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%)"
+        f"baseline mean {base:.1f}/s, before/after differ by {spread * 100:.0f}%;"
+        f" baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s -> {base / ideal:.2f}"
     )
-    accepted_ratio = ab.extra["accepted"] / ab.extra["submit_seconds"] / base if ab.extra["submit_seconds"] else 0
-    print(f"      submissions/s : baseline/s = {accepted_ratio:.2f}")
+    print(summary_table(runs, base))
+    plan = next((p for p in runs if p.extra["mode"].name == PLAN_MODE), runs[0])
+    verdict = "met" if plan.rate >= GOAL_PER_S else "NOT met"
     print(
-        f"      baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s -> {base / ideal:.2f}"
+        f"goal >= {GOAL_PER_S} completed/s on this machine ({plan.extra['mode'].name} mode): {verdict}"
+        f" ({plan.rate:.0f}/s; absolute, noisy)"
+    )
+
+
+def mode_details(ab: Phase, base: float, accepted_per_s: float) -> None:
+    print(
+        f"RATIO completed/s : baseline/s = {ab.rate / base:.2f}"
+        f"      submissions/s : baseline/s = {accepted_per_s / base:.2f}"
     )
     for line in ceiling_lines(ab, base):
         print(line)
@@ -529,16 +621,40 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
     print(stage_line(ab.extra["marks"]))
     box = ab.extra["sandbox"]
     print(
-        f"sandbox during answerback: {box['requests']['total']} requests {box['requests']['by_status']},"
+        f"sandbox during {ab.name}: {box['requests']['total']} requests {box['requests']['by_status']},"
         f" callbacks delivered {box['callbacks']['delivered']} failed {box['callbacks']['failed']}"
     )
-    verdict = "met" if ab.rate >= GOAL_PER_S else "NOT met"
-    print(f"goal >= {GOAL_PER_S} completed/s on this machine: {verdict} ({ab.rate:.0f}/s; absolute, noisy)")
+
+
+def summary_table(runs: list[Phase], base: float) -> str:
+    """The modes side by side: the ratio, and CPU ms per completed request by process."""
+    lines = [
+        "mode     RATIO  completed/s   CPU ms per completed request: web  workers  redis = Answerback"
+        "  | sandbox  bench client"
+    ]
+    for p in runs:
+        per = per_request_ms(p)
+        workers = sum(v for k, v in per.items() if k.startswith("worker"))
+        own = per.get("web", 0.0) + workers + per.get("redis", 0.0)
+        mark = "   <- plan with this one" if p.extra["mode"].name == PLAN_MODE else ""
+        lines.append(
+            f"{p.extra['mode'].name:<8} {p.rate / base if base else 0:5.2f}  {p.rate:11.1f}"
+            f"   {' ' * 30}{per.get('web', 0):4.2f}  {workers:7.2f}  {per.get('redis', 0):5.2f}"
+            f" = {own:10.2f}  | {per.get('sandbox', 0):7.2f}  {per.get('bench', 0):12.2f}{mark}"
+        )
+    return "\n".join(lines)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", "-n", type=int, default=3000, help="submissions measured (default 3000)")
+    parser.add_argument("--requests", "-n", type=int, default=2000, help="submissions measured per mode (2000)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated sender modes, run in this order between the two baselines (default all: "
+        + "; ".join(f"{m.name}: {m.meaning}" for m in MODES.values())
+        + ")",
+    )
     parser.add_argument("--workers", "-w", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--concurrency", "-c", type=int, default=32, help="SEND_CONCURRENCY per worker (default 32)")
     parser.add_argument("--upstream-ms", type=float, default=50.0, help="the sandbox's answer latency (default 50)")
@@ -571,6 +687,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args(argv)
+    args.modes = [name.strip() for name in args.modes.split(",") if name.strip()]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes: choose among {', '.join(MODES)}")
     if args.baseline_procs is None:
         args.baseline_procs = max(args.workers, 2)
     args.baseline_procs = max(1, min(args.baseline_procs, args.workers * args.concurrency))
@@ -609,10 +728,13 @@ def main(argv: list[str] | None = None) -> int:
                 baseline(stack, args.requests, in_flight, upstream_s, "baseline (before)", stop, args.baseline_procs)
             )
             print(f"  {phases[-1].name}: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
-            phases.append(
-                answerback(stack, args.requests, args.submitters, upstream_s, args.warmup, args.timeout, stop)
-            )
-            print(f"  answerback: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
+            for name in args.modes:
+                phases.append(
+                    answerback(
+                        stack, args.requests, args.submitters, upstream_s, args.warmup, args.timeout, stop, MODES[name]
+                    )
+                )
+                print(f"  {phases[-1].name}: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
             phases.append(
                 baseline(stack, args.requests, in_flight, upstream_s, "baseline (after)", stop, args.baseline_procs)
             )

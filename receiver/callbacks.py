@@ -13,6 +13,7 @@ import time
 from functools import cache
 from io import BytesIO
 from typing import Any, NoReturn, cast
+from urllib.parse import parse_qsl
 
 from flask import Blueprint
 from redis.exceptions import RedisError
@@ -97,20 +98,25 @@ def check(svc: Services, request: Request) -> dict[str, Any]:
         raise Refused("body", exc) from None
     nonce = _check_signature(svc, request, signed_params)
     rid = _rid(request)
-    logs.bind(request_id=rid)
     if request.method == "GET":
         body.pop(RID_PARAM, None)
     try:
         api_id = _api_id(body)
     except BadRequest as exc:
+        logs.bind(request_id=rid)
         raise Refused("api_id", exc) from None
-    logs.bind(api_id=api_id)
+    logs.bind(request_id=rid, api_id=api_id)
     return dict(rid=rid, api_id=api_id, body=body, method=request.method, nonce=nonce, received_at=now_ms())
 
 
 def _rid(request: Request) -> str:
-    rid = request.args.get(RID_PARAM, "")
-    return rid if is_uuid(rid) else ""
+    """The request id the callback URL carries ("" when none, or not a UUID): the first `rid`
+    of the query, decoded as `request.args` decodes it, without building the MultiDict of every
+    argument that `request.args` is (a POST callback's query has nothing else to read)."""
+    for name, value in parse_qsl(request.query_string.decode(), keep_blank_values=True, errors="replace"):
+        if name == RID_PARAM:
+            return value if is_uuid(value) else ""
+    return ""
 
 
 @cache

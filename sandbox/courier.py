@@ -3,7 +3,9 @@
 Connect timeout 2 s, read timeout 40 s, one retry on a connect or read timeout
 only; any answer, whatever its status, ends the delivery. A small pool of
 threads sends them, each on a libcurl handle of its own (pycurl) that keeps its
-keep-alive connection; delayed deliveries wait in one Timer.
+keep-alive connection; delayed deliveries wait in one Timer. Plivo itself delivers each
+callback on a connection of its own: the `fresh_connection` fault does that (a new
+connection, closed once the answer came), the cost a receiver pays in production.
 
 pycurl rather than httpx or urllib3, as workers/upstream.py: the sandbox shares the
 bench's cores with Answerback, and with those clients most of a callback's CPU went to
@@ -82,30 +84,31 @@ class Courier:
         # Early callbacks are sent from the API's own threads too: each thread has a handle.
         self._handles = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox-courier")
-        self._timer = Timer(lambda callback: self._pool.submit(self.deliver, callback))
+        self._timer = Timer(lambda item: self._pool.submit(self.deliver, *item))
 
     def dispatch(self, callback: Callback, plan: DeliveryPlan) -> None:
         if plan.dropped:
             self._stats.callback_dropped()
         if plan.early:
-            self.deliver_now(callback)
+            self.deliver_now(callback, plan.fresh)
         for delay in plan.delays:
-            self.deliver_later(callback, delay)
+            self.deliver_later(callback, delay, plan.fresh)
 
-    def deliver_later(self, callback: Callback, delay: float) -> None:
+    def deliver_later(self, callback: Callback, delay: float, fresh: bool = False) -> None:
         self._stats.callback_planned()
-        self._timer.add(delay, callback)
+        self._timer.add(delay, (callback, fresh))
 
-    def deliver_now(self, callback: Callback) -> None:
+    def deliver_now(self, callback: Callback, fresh: bool = False) -> None:
         """Deliver in the caller's thread (an early callback beats the API's own answer)."""
         self._stats.callback_planned()
-        self.deliver(callback)
+        self.deliver(callback, fresh)
 
-    def deliver(self, callback: Callback) -> None:
-        """One delivery, counted whatever happens: a pool thread must never fail silently."""
+    def deliver(self, callback: Callback, fresh: bool = False) -> None:
+        """One delivery, counted whatever happens: a pool thread must never fail silently.
+        `fresh`: on a new connection, closed after the answer."""
         status, error = None, None
         try:
-            status = self._send(callback)
+            status = self._send(callback, fresh)
         except DeliveryError as failure:
             error = failure.name
         except Exception as failure:
@@ -113,17 +116,17 @@ class Courier:
             error = type(failure).__name__
         self._stats.callback_finished(status, error, rid_of(callback.target.url), callback.body.get("api_id"))
 
-    def _send(self, callback: Callback) -> int:
+    def _send(self, callback: Callback, fresh: bool) -> int:
         request = callback.outgoing(self._config.auth_token, self._config.callback_format)
         try:
-            return self._attempt(request)
+            return self._attempt(request, fresh)
         except DeliveryError as failure:
             if not failure.timed_out:
                 raise
             self._stats.callback_retried()
-            return self._attempt(request)
+            return self._attempt(request, fresh)
 
-    def _attempt(self, request: Outgoing) -> int:
+    def _attempt(self, request: Outgoing, fresh: bool) -> int:
         """The answer's status; its body is read and dropped."""
         curl = getattr(self._handles, "curl", None)
         if curl is None:
@@ -134,6 +137,9 @@ class Courier:
         curl.setopt(pycurl.NOSIGNAL, 1)
         curl.setopt(pycurl.PROXY, "")
         curl.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
+        if fresh:  # a connection of its own, closed after the answer (a kept one stays for the next)
+            curl.setopt(pycurl.FRESH_CONNECT, 1)
+            curl.setopt(pycurl.FORBID_REUSE, 1)
         curl.setopt(pycurl.CONNECTTIMEOUT_MS, int(self._timeouts.connect * 1000))
         curl.setopt(pycurl.TIMEOUT_MS, int((self._timeouts.connect + self._timeouts.read) * 1000))
         headers = {"User-Agent": USER_AGENT, "Expect": "", **request.headers}
@@ -162,6 +168,7 @@ class DeliveryPlan:
     early: bool = False
     delays: tuple[float, ...] = ()
     dropped: bool = False
+    fresh: bool = False  # each copy on a connection of its own
 
     @classmethod
     def from_faults(cls, fired: Mapping[str, Fault], default_delay: float) -> DeliveryPlan:
@@ -170,4 +177,5 @@ class DeliveryPlan:
         early = "early_callback" in fired
         copies = 2 if "duplicate_callback" in fired else 1
         delay = fired.get("callback_delay")
-        return cls(early, tuple(delay.draw_seconds() if delay else default_delay for _ in range(copies - early)))
+        delays = tuple(delay.draw_seconds() if delay else default_delay for _ in range(copies - early))
+        return cls(early, delays, fresh="fresh_connection" in fired)

@@ -24,6 +24,7 @@ FAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "early_callback": {},
     "duplicate_callback": {},
     "drop_callback": {},
+    "fresh_connection": {},
     "status_429": {"retry_after": None},
     "status_5xx": {"status": 500},
     "status_4xx": {"error": "invalid request (sandbox fault)"},
@@ -31,7 +32,7 @@ FAULT_OPTIONS: dict[str, dict[str, Any]] = {
     "reset_after_receive": {},
 }
 REFUSALS = ("status_429", "status_5xx", "status_4xx")
-CALLBACK_FAULTS = ("callback_delay", "early_callback", "duplicate_callback", "drop_callback")
+CALLBACK_FAULTS = ("callback_delay", "early_callback", "duplicate_callback", "drop_callback", "fresh_connection")
 AFTERMATH = ("slow_answer", "reset_after_receive")
 METHODS = ("GET", "POST", "DELETE")
 COMMON_FIELDS = ("rate", "paths", "methods", "times")

@@ -6,6 +6,7 @@ worker processes can lose or double-apply anything.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
@@ -43,10 +44,46 @@ NAMES = (
 )
 
 
+WRAPPER = "local answer = script()\nflush()\nreturn answer\n"
+_DECLARED = re.compile(r"^local (?:function )?([\w, ]+?)\s*[=(]")
+_WORD = re.compile(r"[A-Za-z_]\w*")
+_COMMENT_LINE = re.compile(r"^\s*--.*$", re.M)
+
+
+def prelude_for(body: str, prelude: str) -> str:
+    """The prelude's declarations that `body` uses, directly or through one another, in the
+    prelude's order. Redis runs a script's whole text on every call: each function the prelude
+    declares is made anew, and Lua's collector then frees it, at a cost that grows with every
+    script loaded in Redis (bench/README.md, "Where the time goes"). A name is found by its
+    word outside comment lines, so a trailing comment or a local of the same name can only
+    bring in one declaration more, never leave one out."""
+    blocks: list[tuple[list[str], str]] = []  # (names it declares, its text): comments go with the one above
+    for line in prelude.splitlines(keepends=True):
+        declared = _DECLARED.match(line)
+        if declared:
+            blocks.append(([name.strip() for name in declared.group(1).split(",")], line))
+        elif blocks:
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + line)
+        else:
+            blocks.append(([], line))  # the header's comments
+    declared_in = {name: i for i, (names, _) in enumerate(blocks) for name in names}
+    needed: set[int] = set()
+    wanted = [declared_in[w] for w in _WORD.findall(_COMMENT_LINE.sub("", body)) if w in declared_in]
+    while wanted:
+        i = wanted.pop()
+        if i not in needed:
+            needed.add(i)
+            code = _COMMENT_LINE.sub("", blocks[i][1])  # what a comment line names is not used
+            wanted += [declared_in[w] for w in _WORD.findall(code) if w in declared_in]
+    return "".join(text for i, (_, text) in enumerate(blocks) if i in needed)
+
+
 @cache
 def source(name: str) -> str:
-    """The prelude, then the script as a function, whose changed records are written once it returns."""
-    prelude = (LUA / "prelude.lua").read_text()
+    """The prelude's declarations the script needs (prelude_for), then the script as a
+    function, whose changed records are written once it returns."""
+    body = (LUA / f"{name}.lua").read_text()
+    prelude = prelude_for(body + WRAPPER, (LUA / "prelude.lua").read_text())
     classes = ", ".join(f"'{c}'" for c in API_CLASSES)
     buckets = ", ".join(repr(b) for b in HISTOGRAM_BUCKETS["request"])
     return (
@@ -54,8 +91,8 @@ def source(name: str) -> str:
         f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
         f"{lua_definitions()}"
         f"{prelude}\n"
-        f"local function script()\n{(LUA / f'{name}.lua').read_text()}\nend\n"
-        "local answer = script()\nflush()\nreturn answer\n"
+        f"local function script()\n{body}\nend\n"
+        f"{WRAPPER}"
     )
 
 

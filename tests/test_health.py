@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
+from local import stack as local_stack
 from local.processes import wait_for
+from local.redis_server import free_port
 from store import keys
 from store.health import Health, fingerprint, setting_digests
 from tests.support.api import submit
+from tests.support.memory import track
 from tests.support.services import AUTH_TOKEN, KEY_A, start_web
 
 DB_ALONE, DB_TWO_WEBS = 4, 14
@@ -114,3 +118,15 @@ def test_a_process_whose_clock_is_off_is_named_and_no_secret_is_published(web, r
     assert "worker on skewed (+15.0 s)" in message
     published = json.dumps(redis.hgetall(keys.PROCESS_BEATS)) + json.dumps(found)
     assert AUTH_TOKEN not in published and KEY_A not in published
+
+
+def test_an_app_other_than_web_boots_under_web_s_gunicorn_conf(base_env, workdir):
+    """gunicorn.conf.py starts web's heartbeat once a worker boots; another app served under
+    it (the benches' no-op baseline, bench/noop_app.py) has none to start and boots all the same."""
+    port = free_port()
+    env = local_stack.web_env(base_env, port)
+    noop = track(local_stack.start_web(env, workdir, "noop", app="bench.noop_app:create_app()"))  # waits for /healthz
+    try:
+        assert httpx.post(local_stack.local_url(port) + "/callbacks/plivo", timeout=10).json() == {"outcome": "noop"}
+    finally:
+        noop.stop()

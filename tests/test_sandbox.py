@@ -731,6 +731,18 @@ def test_courier_keeps_its_connection_alive_between_callbacks(sink: CallbackSink
     assert len({entry["connection"] for entry in sink.for_rid("kept")}) == 1
 
 
+def test_courier_delivers_on_a_fresh_connection_when_the_plan_says_so(sink: CallbackSink) -> None:
+    """Plivo delivers every callback on a connection of its own (the fresh_connection fault),
+    closed once answered; a later kept-alive delivery then opens one of its own too."""
+    courier = Courier(Config(auth_id=AUTH_ID, auth_token=AUTH_TOKEN), Stats(), 2)
+    fresh = DeliveryPlan.from_faults({"fresh_connection": Fault(rate=1)}, 0.05)
+    assert fresh.fresh
+    for _ in range(3):
+        courier.deliver_now(Callback(CallbackTarget(sink.url("fresh")), {"api_id": "a"}), fresh.fresh)
+    courier.deliver_now(Callback(CallbackTarget(sink.url("fresh")), {"api_id": "a"}))
+    assert len({entry["connection"] for entry in sink.for_rid("fresh")}) == 4
+
+
 def test_delivery_plan_follows_the_faults() -> None:
     on = Fault(rate=1, options={"seconds": [2.0, 3.0]})
     assert DeliveryPlan.from_faults({}, 0.05) == DeliveryPlan(False, (0.05,))

@@ -22,7 +22,7 @@ from store.connection import OUTAGE, now_ms
 from store.deliveries import Deliveries
 from store.outbox import Outbox
 from store.records import Requests, Submission, new_id
-from store.scripts import NotReplicated
+from store.scripts import NotReplicated, source
 from store.sweep import Sweeper
 
 pytestmark = pytest.mark.fast
@@ -402,3 +402,12 @@ def test_a_sweep_drops_a_dead_drain_job_even_with_nothing_to_send(stores, redis)
     sweeper = Sweeper(redis, TTL, drainer_stale_ms=1000)
     sweeper.sweep(now_ms() + 5000)
     assert redis.zcard(keys.DRAINERS) == 0
+
+
+def test_a_script_carries_only_the_prelude_it_uses() -> None:
+    """Redis runs a script's whole text on every call, its prelude's declarations too: each
+    script carries those it uses, directly or through another one, and no others."""
+    assert "local function read_record" in source("read")
+    assert "local function read_record" not in source("match_callback")
+    assert "local function unpack_record" in source("match_callback")  # through load()
+    assert "local function rate_turn" not in source("submit")
