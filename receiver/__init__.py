@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import logs
@@ -11,13 +10,11 @@ from config import Settings
 if TYPE_CHECKING:  # Flask is imported by create_app: gunicorn's master imports this package for its logger only
     from flask import Flask
 
-log = logging.getLogger(__name__)
-
 
 def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
-    from receiver import callbacks, dashboard, errors, health, openapi, ops, prometheus, quarantine, requests_api
+    from receiver import auth, callbacks, dashboard, errors, health, openapi, ops, prometheus, quarantine, requests_api
     from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
     from receiver.services import Services, log_start
@@ -30,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     built.start_spool_replayer()
     quarantine.recheck_at_start(built)
     log_start(settings)
-    _log_api_keys(settings)
+    auth.log_api_keys(settings.api_keys)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
     for module in (callbacks, requests_api, health, quarantine, ops, prometheus, openapi, dashboard):
@@ -40,10 +37,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     # documented way to add WSGI middleware; mypy sees only that it is a method.
     app.wsgi_app = Front(app, app.wsgi_app)  # type: ignore[method-assign]
     return app
-
-
-def _log_api_keys(settings: Settings) -> None:
-    """How many keys and which tenant names web serves (never a key), and keys that look odd."""
-    from receiver import auth
-
-    auth.log_api_keys(settings.api_keys)

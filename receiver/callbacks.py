@@ -241,7 +241,7 @@ _refusals_lock = threading.Lock()
 def _quarantine(svc: Services, req: Request, reason: str) -> None:
     """Keep a refused callback whole (request line, the headers it needs, body) in the
     quarantine, in one round trip; with Redis away it is not kept and the refusal stands."""
-    rid = _rid(req)
+    rid, url, body = _rid(req), checked_url(svc, req), req.get_data(cache=True)
     description = {
         "reason": reason,
         "rid": rid,
@@ -249,15 +249,15 @@ def _quarantine(svc: Services, req: Request, reason: str) -> None:
         "path": req.environ.get("PATH_INFO", ""),
         "query": req.environ.get("QUERY_STRING", ""),
         "headers": {name: req.headers[name] for name in KEPT_HEADERS if name in req.headers},
-        "checked_url": checked_url(svc, req),
-        "size": len(req.get_data(cache=True)) + len(req.query_string),
+        "checked_url": url,
+        "size": len(body) + len(req.query_string),
     }
     try:
-        kept = svc.quarantine.keep(description, req.get_data(cache=True))
+        kept = svc.quarantine.keep(description, body)
         outcome = "kept in the quarantine" if kept else "too large to keep"
     except RedisError as exc:  # still the refusal, not a 503 that would tell a forger it was the outage
         outcome = f"not kept: Redis unavailable ({type(exc).__name__})"
-    _log_refusal(reason, rid, checked_url(svc, req), req.headers.get("Host", ""), outcome)
+    _log_refusal(reason, rid, url, req.headers.get("Host", ""), outcome)
 
 
 def _log_refusal(reason: str, rid: str, url: str, host: str, kept: str) -> None:

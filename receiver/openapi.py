@@ -49,6 +49,13 @@ def _param(name: str, where: str, schema: dict[str, Any], required: bool = False
     return {"name": name, "in": where, "required": required, "schema": schema, "description": text}
 
 
+# limit and offset, as every list takes them (receiver/validation.py page_meta)
+PAGE_PARAMS = (
+    _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
+    _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+)
+
+
 WAIT = _param(
     "wait",
     "query",
@@ -290,8 +297,7 @@ PATHS: dict[str, Any] = {
             "summary": "List this key's requests, newest first",
             "security": SECURED,
             "parameters": [
-                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
-                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+                *PAGE_PARAMS,
                 _param("status", "query", {"enum": list(STATUSES)}),
             ],
             "responses": {
@@ -372,8 +378,7 @@ PATHS: dict[str, Any] = {
             "summary": "List the quarantined callbacks, newest first (admin key)",
             "security": SECURED,
             "parameters": [
-                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": PAGE_SIZE}),
-                _param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_QUERY_INT}),
+                *PAGE_PARAMS,
             ],
             "responses": {
                 "200": _json("QuarantinePage", "a page"),

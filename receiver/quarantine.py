@@ -12,16 +12,15 @@ import threading
 from collections import Counter
 from io import BytesIO
 from typing import Any
-from urllib.parse import urlencode
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Request
 
 from receiver import callbacks
 from receiver.auth import require_admin
 from receiver.services import Services, services
-from receiver.validation import PAGE_SIZE, int_arg, known_args
+from receiver.validation import PAGE_SIZE, int_arg, known_args, page_meta
 from store.quarantine import Quarantined
 from store.records import iso
 
@@ -43,13 +42,7 @@ def list_quarantine() -> Response:
     offset = int_arg(request.args, "offset", 0, 0)
     total, entries = services().quarantine.page(offset, limit)
     return jsonify(
-        meta={
-            "limit": limit,
-            "offset": offset,
-            "total_count": total,
-            "next": _page_link(limit, offset + limit) if offset + limit < total else None,
-            "previous": _page_link(limit, max(0, offset - limit)) if offset > 0 else None,
-        },
+        meta=page_meta("quarantine.list_quarantine", limit, offset, total),
         objects=[_shown(entry) for entry in entries],
     )
 
@@ -60,23 +53,15 @@ def recheck_now() -> Response:
     return jsonify(recheck(services()))
 
 
-def _page_link(limit: int, offset: int) -> str:
-    return url_for("quarantine.list_quarantine") + "?" + urlencode({"limit": limit, "offset": offset})
-
-
 def _shown(entry: dict[str, Any]) -> dict[str, Any]:
     """An entry as the API shows it: no signature header (nor its nonce), no body."""
     query = entry.get("query", "")
     return {
         **{name: entry.get(name) for name in SHOWN},
         "url": entry.get("path", "") + ("?" + query if query else ""),
-        "received_at": _iso(entry.get("at")),
+        "received_at": iso(entry.get("at")),
         "headers": {k: v for k, v in entry.get("headers", {}).items() if not k.lower().startswith("x-plivo-signature")},
     }
-
-
-def _iso(ms: int | None) -> str | None:
-    return iso(str(ms)) if ms else None
 
 
 def recheck(svc: Services) -> dict[str, Any]:

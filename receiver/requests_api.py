@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import gevent
-from flask import Blueprint, Response, g, jsonify, request, url_for
+from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Request
 
@@ -25,6 +25,7 @@ from receiver.validation import (
     is_uuid,
     json_body,
     known_args,
+    page_meta,
     parse_submission,
     status_arg,
     wait_arg,
@@ -157,20 +158,9 @@ def list_requests() -> Response:
     status = status_arg(request.args)
     total, records = services().requests.page(g.tenant, status, offset, limit)
     return jsonify(
-        meta={
-            "limit": limit,
-            "offset": offset,
-            "total_count": total,
-            "next": _page_link(limit, offset + limit, status) if offset + limit < total else None,
-            "previous": _page_link(limit, max(0, offset - limit), status) if offset > 0 else None,
-        },
+        meta=page_meta("requests.list_requests", limit, offset, total, status=status),
         objects=[r.to_json() for r in records],
     )
-
-
-def _page_link(limit: int, offset: int, status: str | None) -> str:
-    query = {"limit": limit, "offset": offset} | ({"status": status} if status else {})
-    return url_for("requests.list_requests") + "?" + urlencode(query)
 
 
 def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:

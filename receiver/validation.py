@@ -10,7 +10,9 @@ import json
 import math
 import re
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
+from flask import url_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 from pydantic.json_schema import JsonSchemaValue
 
@@ -224,6 +226,23 @@ def int_arg(args: Any, name: str, default: int, low: int, high: int | None = Non
 
 def _range_text(low: int, high: int | None) -> str:
     return f" from {low} to {high}" if high is not None else f" of at least {low}"
+
+
+def page_meta(endpoint: str, limit: int, offset: int, total: int, **query: str | None) -> dict[str, Any]:
+    """A list's `meta`, as Plivo pages: its links to the pages beside it keep the list's own
+    query arguments (`query`, those given)."""
+
+    def link(at: int) -> str:
+        kept = {name: value for name, value in query.items() if value}
+        return url_for(endpoint) + "?" + urlencode({"limit": limit, "offset": at} | kept)
+
+    return {
+        "limit": limit,
+        "offset": offset,
+        "total_count": total,
+        "next": link(offset + limit) if offset + limit < total else None,
+        "previous": link(max(0, offset - limit)) if offset > 0 else None,
+    }
 
 
 def known_args(args: Any, allowed: tuple[str, ...]) -> None:

@@ -33,7 +33,7 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def iso(ms: str | None) -> str | None:
+def iso(ms: str | int | None) -> str | None:
     if not ms:
         return None
     moment = datetime.fromtimestamp(int(float(ms)) / 1000, tz=UTC)
