@@ -137,9 +137,16 @@ def log_api_keys(entries: tuple[str, ...]) -> None:
 
 
 def start_alias_moves(svc: Services) -> None:
-    """Move requests filed under the aliases of the configured keys' tenants, now and every
+    """Read the deployment's salt now, before the process serves or announces itself, then move
+    requests filed under the aliases of the configured keys' tenants, now and every
     TENANT_MOVE_INTERVAL: during a rolling deployment, processes of the version before still
-    file requests under the unsalted ids."""
+    file requests under the unsalted ids. Read first, a process that starts while the salt is
+    deleted (and not yet put back by the others) is the only way to a second salt; the
+    heartbeat that follows tells that every process has one."""
+    try:
+        _table(svc)
+    except RedisError as exc:  # Redis away at start: read at the first request instead
+        log.warning("could not read the tenant salt at start (%s); reading it when first needed", type(exc).__name__)
     threading.Thread(target=_move_aliases, args=(svc,), name="tenant-aliases", daemon=True).start()
 
 
@@ -159,6 +166,8 @@ def _move_aliases(svc: Services) -> None:
                 log.info("moved %d requests from former tenant ids of API keys to their tenants", moved)
         except RedisError as exc:
             log.warning("could not move requests of former tenant ids (%s); trying again", type(exc).__name__)
+        except Exception:  # a bug must not stop the salt being kept for the process's life
+            log.exception("moving requests of former tenant ids failed; trying again")
         time.sleep(svc.settings.tenant_move_interval)
 
 

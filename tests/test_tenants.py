@@ -91,9 +91,15 @@ def test_keys_tenants_stay_theirs_across_the_salt_and_a_rotation(make_stack, api
 
     # The salt deleted (by hand, or a restore without it): the web that holds it puts it back,
     # so that a web starting later reads the same one; another salt in its place is an error.
+    # Every web process has beaten first, so each holds the salt: one still starting would make
+    # a second salt (its first read finding none), which is what the error below is for.
+    wait_for(lambda: stack.redis.zcard(keys.PROCESSES) == 2, 30, 0.05, "both web processes to beat")
     held = stack.redis.get(keys.TENANT_SALT)
     stack.redis.delete(keys.TENANT_SALT)
-    wait_for(lambda: stack.redis.get(keys.TENANT_SALT) == held, 10, 0.05, "the salt put back")
+    try:
+        wait_for(lambda: stack.redis.get(keys.TENANT_SALT) == held, 10, 0.05, "the salt put back")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; web's log:\n{web.service.log()[-4000:]}") from None
     stack.redis.set(keys.TENANT_SALT, "00" * 32)
     wait_for(lambda: "is not the one this process uses" in web.service.log(), 10, 0.05, "the salt error")
     stack.redis.set(keys.TENANT_SALT, held)
