@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -31,6 +31,7 @@ MAX_QUERY_INT = 999_999_999  # the largest integer a query argument may carry
 LIST_ARGS = ("limit", "offset", "status", "q", "path", "since", "until")  # the query parameters of GET /v1/requests
 FILTER_ARGS = ("status", "path", "since", "until")  # ... that narrow it (and a bulk retry, in its body)
 MAX_FILTER_TEXT = 512  # characters of a path or q filter
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAIT_ARGS = ("wait",)  # ... of reading one request or result
 MAX_IDEMPOTENCY_KEY = 255  # characters
 
@@ -266,10 +267,7 @@ def list_filter(args: Any, statuses: tuple[str, ...] = STATUSES) -> Filter:
     path = args.get("path")
     if path is not None:
         path = _filter_path(path)
-    since, until = time_arg(args, "since"), time_arg(args, "until")
-    if since is not None and until is not None and since > until:
-        raise BadRequest("since must not be later than until", parameter="since")
-    return Filter(status=status, path=path, since=since, until=until)
+    return Filter(status=status, path=path, since=time_arg(args, "since"), until=time_arg(args, "until"))
 
 
 def q_arg(args: Any) -> str | None:
@@ -290,19 +288,19 @@ def _filter_path(value: Any) -> str:
 
 
 def time_arg(args: Any, name: str) -> int | None:
-    """An ISO 8601 time (UTC without an offset) as milliseconds since the epoch, or a 400."""
+    """An ISO 8601 time (UTC without an offset; any RFC 3339 date-time) as milliseconds since
+    the epoch, or a 400. A leap second counts as the second before it."""
     raw = args.get(name)
     if raw is None:
         return None
+    text = raw.upper() if isinstance(raw, str) and len(raw) <= 40 and raw[:4].isdigit() else ""
     try:
-        if not isinstance(raw, str) or len(raw) > 40 or not raw[:4].isdigit():
-            raise ValueError
-        moment = datetime.fromisoformat(raw)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
-    except (ValueError, OverflowError):
+        moment = datetime.fromisoformat(re.sub(r"(T\d\d:\d\d):60", r"\1:59", text))
+    except ValueError:
         raise BadRequest(f"{name} must be an ISO 8601 time, e.g. 2026-12-03T14:00:00Z", parameter=name) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)  # no overflow at year 1 or 9999 with an offset
 
 
 class BulkRetryIn(BaseModel):
@@ -311,9 +309,17 @@ class BulkRetryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["failed", "expired"] | None = Field(default=None, description="absent: both")
-    path: str | None = Field(default=None, description="exact upstream path, e.g. Message/")
-    since: str | None = Field(default=None, description="ISO 8601, inclusive bound on submitted_at")
-    until: str | None = Field(default=None, description="ISO 8601, inclusive bound on submitted_at")
+    path: str | None = Field(
+        default=None,
+        json_schema_extra={"maxLength": MAX_FILTER_TEXT, "pattern": PATH_PATTERN},
+        description="exact upstream path, e.g. Message/ (checked as the listing's filter is)",
+    )
+    since: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="inclusive bound on submitted_at"
+    )
+    until: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="inclusive bound on submitted_at"
+    )
     preview: bool = Field(default=False, description="true: only count what would be retried")
 
 

@@ -124,7 +124,6 @@ def test_q_finds_a_request_by_id_api_id_or_idempotency_key_of_its_tenant_only(a,
     [
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-13-01T00:00:00Z"}, "until"),
-        ({"since": "2026-12-03T10:00:00Z", "until": "2026-12-03T09:00:00Z"}, "since"),
         ({"status": "lost"}, "status"),
         ({"path": "../Call/"}, "path"),
         ({"path": "x" * 600}, "path"),
