@@ -101,12 +101,10 @@ def tenant_requests(tenant: str, status: str | None = None) -> str:
     return f"{PREFIX}tenant:{tenant}:all"
 
 
-def tenant_path_requests(tenant: str, path: str, status: str | None = None) -> str:
-    """Zset request id -> submitted_at of a tenant's requests to one upstream path (and, with
-    `status`, in that status): GET /v1/requests?path=... pages one of them by time."""
-    if status:
-        return f"{PREFIX}tenant:{tenant}:pst:{status}:{path}"
-    return f"{PREFIX}tenant:{tenant}:path:{path}"
+def tenant_path_requests(tenant: str, path: str, status: str) -> str:
+    """Zset request id -> submitted_at of a tenant's requests to one upstream path in one status:
+    GET /v1/requests?path=... pages one of them by time (or, without a status, merges them)."""
+    return f"{PREFIX}tenant:{tenant}:pst:{status}:{path}"
 
 
 BULK_RETRIES = PREFIX + "bulk:running"  # zset bulk retry id -> when started (ms): the sweep works through them

@@ -166,6 +166,17 @@ class Requests:
         self.scripts = Scripts(redis)
 
     def submit(self, sub: Submission) -> Submitted:
+        rid, submitted_at, body_digest, args = self.submit_args(sub)
+        if self.min_replicas:
+            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
+        else:
+            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
+        return self._submitted(sub, rid, submitted_at, body_digest, str(args[4]), answer)
+
+    def submit_args(self, sub: Submission) -> tuple[str, str, str, tuple[str | int, ...]]:
+        """A new request id, its submission time, its body's digest (with an Idempotency-Key)
+        and the `submit` script's arguments (the fifth: the params as stored; bench/console.py
+        runs them in pipelines)."""
         rid, now, submitted_at = new_id(), now_ms(), _ms_with_micros()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
         idem_key = idem_value = body_digest = ""
@@ -175,8 +186,6 @@ class Requests:
             alias_idem_keys = [keys.idempotency(alias, _digest(sub.idempotency_key)) for alias in sub.aliases]
             body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
-        # With min_replicas an accepted submission survives a failover; NotReplicated is an
-        # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
         args: tuple[str | int, ...] = (
             rid,
             sub.tenant,
@@ -196,10 +205,14 @@ class Requests:
             sub.notify_host,
             *alias_idem_keys,
         )
-        if self.min_replicas:
-            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
-        else:
-            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
+        return rid, submitted_at, body_digest, args
+
+    def _submitted(
+        self, sub: Submission, rid: str, submitted_at: str, body_digest: str, params: str, answer: list[str]
+    ) -> Submitted:
+        """What the submit script's answer means. With min_replicas an accepted submission survives
+        a failover; NotReplicated is an outage (503) and may still have stored it: a retry with the
+        Idempotency-Key finds it."""
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
@@ -235,11 +248,12 @@ class Requests:
 
     def page(self, tenant: str, filt: Filter, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do. The filter picks one index
-        (by status, path, both or neither) and pages it by time: the total is exact."""
+        (all, by status, by path and status; a path alone merges its statuses') and pages it by
+        time: the total is exact."""
         since, until = filt.bounds()
         total, *rows = cast(
             "list[Any]",
-            self.scripts("page", tenant, filt.status or "", filt.path or "", since, until, offset, limit),
+            self.scripts("page", tenant, filt.status or "", filt.path or "", since, until, offset, limit, *STATUSES),
         )
         records = [_pairs(row) for row in rows]
         return total, [RequestRecord(r) for r in records if r.get("tenant")]

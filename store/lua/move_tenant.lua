@@ -1,6 +1,6 @@
 -- Requests filed under an alias of a tenant (an id its key had before: the unsalted hash
 -- of the key, or the key's own id before it was named) move to the tenant, a batch at a
--- time: its index entries (all, by status, by path), each record's `tenant` field, and the
+-- time: its index entries (all, by status, by path and status), each record's `tenant` field, and the
 -- Idempotency-Key entries named (found by the caller with SCAN), which keep their expiry. Only records whose
 -- tenant is the alias move; running it again, or from several processes at once, finds
 -- nothing more to do.
@@ -23,7 +23,6 @@ if limit > 0 then
       -- Gone, or not the alias's: only its entries under the alias go.
       for _, status in ipairs(statuses) do redis.call('ZREM', tkey(alias, status), rid) end
       if r then
-        redis.call('ZREM', pkey(alias, r.path), rid)
         for _, status in ipairs(statuses) do redis.call('ZREM', pkey(alias, r.path, status), rid) end
       end
     end

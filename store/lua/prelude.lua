@@ -153,27 +153,24 @@ local function tkey(tenant, status)
   return P .. 'tenant:' .. tenant .. ':all'
 end
 
--- A tenant's requests to one upstream path, and those of them in one status (keys.py's
--- tenant_path_requests): the listing's `path` filter pages one of them by time.
+-- A tenant's requests to one upstream path in one status (keys.py's tenant_path_requests):
+-- the listing's `path` filter pages one of them by time, or merges those of every status.
 local function pkey(tenant, path, status)
-  if status then return P .. 'tenant:' .. tenant .. ':pst:' .. status .. ':' .. path end
-  return P .. 'tenant:' .. tenant .. ':path:' .. path
+  return P .. 'tenant:' .. tenant .. ':pst:' .. status .. ':' .. path
 end
 
--- A request in the listing's four indexes (all, by status, by path, by path and status),
--- each scored by its submission time; `unfile_request` takes it out of them.
+-- A request in the listing's three indexes (all, by status, by path and status), each
+-- scored by its submission time; `unfile_request` takes it out of them.
 local function file_request(rid, r)
   local at = r.submitted_at
   redis.call('ZADD', tkey(r.tenant), at, rid)
   redis.call('ZADD', tkey(r.tenant, r.status), at, rid)
-  redis.call('ZADD', pkey(r.tenant, r.path), at, rid)
   redis.call('ZADD', pkey(r.tenant, r.path, r.status), at, rid)
 end
 
 local function unfile_request(rid, r)
   redis.call('ZREM', tkey(r.tenant), rid)
   redis.call('ZREM', tkey(r.tenant, r.status), rid)
-  redis.call('ZREM', pkey(r.tenant, r.path), rid)
   redis.call('ZREM', pkey(r.tenant, r.path, r.status), rid)
 end
 
