@@ -179,12 +179,14 @@ def retry(request_id: str) -> Response:
     """A failed or expired request submitted again as a new one, at most once."""
     svc = services()
     old = _own_record(request_id)
-    retried = svc.retries.retry(old.fields["request_id"], g.tenant)
+    # The new request is filed as the old one is (under an alias until store/tenants.py moves both).
+    retried = svc.retries.retry(old.fields["request_id"], old.tenant)
+    if retried.outcome == "gone":  # purged meanwhile
+        raise NotFound("no request with that id")
     if retried.outcome == "retried":
         raise Conflict("this request was already retried", retried_as=retried.value)
-    if retried.outcome != "created":
-        status = retried.value if retried.outcome == "status" else old.status
-        raise Conflict("only a failed or expired request can be retried", status=status)
+    if retried.outcome == "status":
+        raise Conflict("only a failed or expired request can be retried", status=retried.value)
     svc.ring(retried.ring_id)
     record = svc.requests.get(retried.value)
     assert record is not None  # just created, kept result_ttl
