@@ -13,7 +13,7 @@ code would not know its newer fields and would drop them when it wrote the recor
 
 from __future__ import annotations
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 RECORD_FIELDS = (
     "tenant",
@@ -44,6 +44,7 @@ RECORD_FIELDS = (
     "notify_delivered_at",
     "drainer",
     "claim_id",
+    "idempotency_key",  # version 2: as the client sent it, for the timeline (store/events.py)
 )
 
 
