@@ -19,6 +19,7 @@ from receiver.dashboard import CARDS
 from receiver.services import services
 from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
 from store.deliveries import OUTCOMES, SPOOLED
+from store.events import ORDER as EVENT_NAMES
 from store.health import WEB, WORKER
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
@@ -134,6 +135,7 @@ ATTEMPTS = {
                     "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
                     "outcome": {"enum": list(ATTEMPT_OUTCOMES)},
                     "error": {"type": ["string", "null"]},
+                    "next_at": {"type": "string", "format": "date-time", "description": "a retry: when it is due"},
                 },
             },
         }
@@ -259,6 +261,47 @@ RECHECK = {
         "quarantined": {"type": "integer", "description": "left in the quarantine"},
     },
 }
+TIMELINE = {
+    "type": "object",
+    "required": ["request_id", "events", "dropped"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "events": {
+            "type": "array",
+            "description": "oldest first; each event's fields besides `at` and `event` only when known",
+            "items": {
+                "type": "object",
+                "required": ["at", "event"],
+                "additionalProperties": False,
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "event": {"enum": list(EVENT_NAMES)},
+                    "idempotency_key": {"type": "string", "description": "submitted: as the client sent it"},
+                    "retry_of": {"type": "string", "description": "submitted: the request this one retries"},
+                    "attempt": {"type": "integer", "description": "sent, notification: 1-based"},
+                    "upstream_status": {"type": "integer", "description": "sent: the upstream's HTTP status"},
+                    "error": {"type": "string", "description": "sent, notification: what failed"},
+                    "latency_ms": {"type": "integer", "description": "sent: until its answer was recorded"},
+                    "outcome": {"type": "string", "description": "sent: accepted, retry, failed, unknown"},
+                    "api_id": {"type": "string"},
+                    "method": {"enum": list(CALLBACK_METHODS)},
+                    "verdict": {"enum": ["matched", "duplicate", "late", "early", "refused"]},
+                    "signature": {"enum": ["valid", "invalid", "unchecked"]},
+                    "size": {"type": "integer", "description": "callback: bytes of its body"},
+                    "reason": {"type": "string", "description": "why it failed, expired or was refused"},
+                    "status_code": {"type": "integer", "description": "notification: the endpoint's HTTP status"},
+                    "next_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "notification: tried again then",
+                    },
+                    "retried_as": {"type": "string", "description": "retried: the new request's id"},
+                },
+            },
+        },
+        "dropped": {"type": "integer", "description": "older events no longer kept (the newest 50 are)"},
+    },
+}
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
@@ -336,6 +379,18 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("NotificationAttempts", "attempts, oldest first"),
                 "404": _error("unknown id"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/v1/requests/{request_id}/events": {
+        "get": {
+            "summary": "A request's timeline: what happened to it, in time order",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "200": _json("Timeline", "its events, oldest first"),
+                "404": _error("unknown id, or another tenant's"),
                 **AUTH_ERRORS,
             },
         },
@@ -471,6 +526,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "CallbackOutcome": CALLBACK_ANSWER,
                 "Notify": NOTIFY,
                 "NotificationAttempts": ATTEMPTS,
+                "Timeline": TIMELINE,
                 "Status": STATUS,
                 "Quarantined": QUARANTINED,
                 "QuarantinePage": QUARANTINE_PAGE,

@@ -25,7 +25,7 @@ from answerback_client.protocol import (
     split_item,
     submission_body,
 )
-from answerback_client.records import Delivery, Record
+from answerback_client.records import Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -91,6 +91,9 @@ class AsyncClient(BaseClient):
 
     async def deliveries(self, request_id: str) -> list[Delivery]:
         return self._deliveries(await self._run(self._ops.read(request_path(request_id) + "/deliveries")))
+
+    async def events(self, request_id: str) -> Timeline:
+        return self._timeline(await self._run(self._ops.read(request_path(request_id) + "/events")))
 
     async def requests(self, status: str | None = None, limit: int | None = None) -> AsyncIterator[AsyncRequest]:
         pager = Pager(status, limit)

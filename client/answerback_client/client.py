@@ -26,7 +26,7 @@ from answerback_client.protocol import (
     split_item,
     submission_body,
 )
-from answerback_client.records import Delivery, Record
+from answerback_client.records import Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -100,6 +100,10 @@ class Client(BaseClient):
     def deliveries(self, request_id: str) -> list[Delivery]:
         """Every distinct callback delivery of the request, oldest first."""
         return self._deliveries(self._run(self._ops.read(request_path(request_id) + "/deliveries")))
+
+    def events(self, request_id: str) -> Timeline:
+        """The request's timeline: what happened to it, oldest first (iterate it for its events)."""
+        return self._timeline(self._run(self._ops.read(request_path(request_id) + "/events")))
 
     def requests(self, status: str | None = None, limit: int | None = None) -> Iterator[Request]:
         """This key's requests, newest first, fetched page by page as you iterate; at most
