@@ -15,6 +15,7 @@ from store.deliveries import Deliveries
 from store.events import build
 from store.outbox import Outbox
 from store.records import Requests, Submission
+from store.sweep import Sweeper
 from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status
 from tests.support.signed_callbacks import signed_headers
 
@@ -149,6 +150,9 @@ def test_an_early_callback_is_listed_once_its_api_id_is_registered(own_redis):
     assert names(events) == ["submitted", "sent", "callback:early", "completed", "api_id"]
     early = events[2]
     assert early["method"] == "GET" and early["signature"] == "valid" and "d" not in early
+    finished_at = int(record.fields["completed_at"])
+    assert Sweeper(own_redis, result_ttl=60).sweep(now=finished_at + 60_000 + 10_000 + 1000).purged == 1
+    assert not own_redis.exists(keys.events(rid))  # deleted with its record
 
 
 @pytest.mark.fast
