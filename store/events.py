@@ -76,7 +76,7 @@ def build(
     add(f["submitted_at"], "submitted", idempotency_key=f.get("idempotency_key"), retry_of=f.get("retry_of"))
     _last_send(f, extra, add)
     if f.get("api_id"):
-        add(_registered_at(f), "api_id", api_id=f["api_id"])
+        add(_named_at(f), "api_id", api_id=f["api_id"])
     _callbacks(f, delivered, extra, signature, add)
     for event in extra:
         event.pop("d", None)
@@ -127,6 +127,18 @@ def _registered_at(f: dict[str, str]) -> float | None:
     if f.get("deadline") and f.get("timeout"):
         return float(f["deadline"]) - int(f["timeout"]) * 1000
     return float(f["delivery_at"]) if f.get("delivery_at") else None
+
+
+def _named_at(f: dict[str, str]) -> float | None:
+    """When the api_id became known: registered by the worker, or carried by a callback that came
+    first (the upstream calls back once it has answered, so a worker that is slow to record the
+    answer must not put the api_id after the callback that names it)."""
+    moments = [m for m in (_registered_at(f), _float(f.get("delivery_at"))) if m is not None]
+    return min(moments) if moments else None
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
 
 
 def _callbacks(f: dict[str, str], delivered: list[str], extra: list[dict[str, Any]], signature: str, add: Any) -> None:

@@ -146,9 +146,10 @@ def test_an_early_callback_is_listed_once_its_api_id_is_registered(own_redis):
     assert record is not None
     listed = own_redis.lrange(keys.events(rid), 0, -1)
     events = build(record.fields, [], [], listed, "valid").events
-    # it came, and completed the request (completed_at is its arrival), before the api_id was known
-    assert names(events) == ["submitted", "sent", "callback:early", "completed", "api_id"]
-    early = events[2]
+    # it named the api_id, and completed the request, before the worker registered that api_id
+    assert names(events) == ["submitted", "sent", "api_id", "callback:early", "completed"]
+    early = events[3]
+    assert events[2]["at"] == early["at"] == events[4]["at"]
     assert early["method"] == "GET" and early["signature"] == "valid" and "d" not in early
     finished_at = int(record.fields["completed_at"])
     assert Sweeper(own_redis, result_ttl=60).sweep(now=finished_at + 60_000 + 10_000 + 1000).purged == 1
