@@ -97,7 +97,7 @@ def build(
         )
     if f.get("retried_as"):
         add(retried_at or f.get("completed_at"), "retried", retried_as=f["retried_as"])
-    events.sort(key=lambda e: (e["at"], _RANK[e["event"]]))
+    events.sort(key=lambda e: (int(e["at"]), _RANK[e["event"]]))  # whole ms, as shown
     return Timeline([e | {"at": iso(int(e["at"]))} for e in events], max(0, dropped))
 
 
