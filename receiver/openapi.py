@@ -29,6 +29,7 @@ from receiver.validation import (
     submission_schema,
 )
 from store.deliveries import OUTCOMES, SPOOLED
+from store.events import ORDER as EVENT_NAMES
 from store.health import WEB, WORKER
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
@@ -168,6 +169,7 @@ ATTEMPTS = {
                     "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
                     "outcome": {"enum": list(ATTEMPT_OUTCOMES)},
                     "error": {"type": ["string", "null"]},
+                    "next_at": {"type": "string", "format": "date-time", "description": "a retry: when it is due"},
                 },
             },
         }
@@ -291,6 +293,47 @@ RECHECK = {
         "applied": {"type": "integer", "description": "now verified: applied as a new callback, taken out"},
         "outcomes": {"type": "object", "additionalProperties": {"type": "integer"}},
         "quarantined": {"type": "integer", "description": "left in the quarantine"},
+    },
+}
+TIMELINE = {
+    "type": "object",
+    "required": ["request_id", "events", "dropped"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "events": {
+            "type": "array",
+            "description": "oldest first; each event's fields besides `at` and `event` only when known",
+            "items": {
+                "type": "object",
+                "required": ["at", "event"],
+                "additionalProperties": False,
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "event": {"enum": list(EVENT_NAMES)},
+                    "idempotency_key": {"type": "string", "description": "submitted: as the client sent it"},
+                    "retry_of": {"type": "string", "description": "submitted: the request this one retries"},
+                    "attempt": {"type": "integer", "description": "sent, notification: 1-based"},
+                    "upstream_status": {"type": "integer", "description": "sent: the upstream's HTTP status"},
+                    "error": {"type": "string", "description": "sent, notification: what failed"},
+                    "latency_ms": {"type": "integer", "description": "sent: until its answer was recorded"},
+                    "outcome": {"type": "string", "description": "sent: accepted, retry, failed, unknown"},
+                    "api_id": {"type": "string"},
+                    "method": {"enum": list(CALLBACK_METHODS)},
+                    "verdict": {"enum": ["matched", "duplicate", "late", "early", "refused"]},
+                    "signature": {"enum": ["valid", "invalid", "unchecked"]},
+                    "size": {"type": "integer", "description": "callback: bytes of its body"},
+                    "reason": {"type": "string", "description": "why it failed, expired or was refused"},
+                    "status_code": {"type": "integer", "description": "notification: the endpoint's HTTP status"},
+                    "next_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "notification: tried again then",
+                    },
+                    "retried_as": {"type": "string", "description": "retried: the new request's id"},
+                },
+            },
+        },
+        "dropped": {"type": "integer", "description": "older events no longer kept (the newest 50 are)"},
     },
 }
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
@@ -431,6 +474,18 @@ PATHS: dict[str, Any] = {
             },
         },
     },
+    "/v1/requests/{request_id}/events": {
+        "get": {
+            "summary": "A request's timeline: what happened to it, in time order",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "200": _json("Timeline", "its events, oldest first"),
+                "404": _error("unknown id, or another tenant's"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
     "/v1/requests/{request_id}/notify": {
         "post": {
             "summary": "Send the notification of a finished request again, now (a new webhook-id)",
@@ -562,6 +617,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "CallbackOutcome": CALLBACK_ANSWER,
                 "Notify": NOTIFY,
                 "NotificationAttempts": ATTEMPTS,
+                "Timeline": TIMELINE,
                 "Status": STATUS,
                 "Quarantined": QUARANTINED,
                 "QuarantinePage": QUARANTINE_PAGE,

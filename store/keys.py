@@ -126,3 +126,9 @@ def idempotency(tenant: str, key_digest: str) -> str:
 
 def rate_limit(account: str, api_class: str) -> str:
     return f"{PREFIX}rl:{account}:{api_class}"
+
+
+def events(rid: str) -> str:
+    """List of the request's events beyond what its record and other lists tell, the newest
+    kept (store/events.py); each `n json`, n counting every event it had."""
+    return f"{PREFIX}req:{rid}:events"

@@ -46,6 +46,7 @@ RECORD_FIELDS = (
     "claim_id",
     "retry_of",  # version 2: the request this one retries (POST /v1/requests/{id}/retry)
     "retried_as",  # version 2: the request that retried this one
+    "idempotency_key",  # version 2: as the client sent it, for the timeline (store/events.py)
 )
 
 

@@ -203,6 +203,7 @@ class Requests:
             api_class(sub.method, sub.path),
             sub.notify_url,
             sub.notify_host,
+            sub.idempotency_key or "",
             *alias_idem_keys,
         )
         return rid, submitted_at, body_digest, args

@@ -173,7 +173,7 @@ def test_a_refused_key_or_an_unreachable_server_exits_3(answerback):
     assert down.returncode == 3 and "cannot reach Answerback" in down.stderr
 
 
-def test_get_result_deliveries_and_ls_show_the_request(answerback):
+def test_get_result_deliveries_events_and_ls_show_the_request(answerback):
     record = json.loads(answerback("submit", "POST", "Call/", *CALL, "--wait", "30", "--json").stdout)
     rid, api_id = record["request_id"], record["api_id"]
     shown = answerback("get", rid)
@@ -182,6 +182,13 @@ def test_get_result_deliveries_and_ls_show_the_request(answerback):
     [delivery] = json_lines(answerback("deliveries", rid, "--json").stdout)
     assert delivery["api_id"] == api_id and delivery["body"]["message"] == "call fired"
     assert api_id in answerback("deliveries", rid).stdout
+    timeline = json.loads(answerback("events", rid, "--json").stdout)
+    assert timeline["request_id"] == rid and timeline["dropped"] == 0
+    assert [e["event"] for e in timeline["events"]] == ["submitted", "sent", "api_id", "callback", "completed"]
+    lines = answerback("events", rid).stdout.splitlines()
+    assert lines[0].split() == ["at", "event", "details"]
+    assert [line.split()[1] for line in lines[1:]] == ["submitted", "sent", "api_id", "callback", "completed"]
+    assert f"api_id={api_id}" in lines[3] and "verdict=matched" in lines[4] and "outcome=accepted" in lines[2]
     table = answerback("ls").stdout.splitlines()
     assert table[0].split() == ["request_id", "status", "request", "api_id", "submitted_at", "completed_at"]
     assert table[1].split()[:4] == [rid, "completed", "POST", "Call/"]

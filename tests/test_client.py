@@ -23,9 +23,11 @@ from answerback_client import (
     Client,
     Conflict,
     Delivery,
+    Event,
     InvalidRequest,
     NotFound,
     Request,
+    Timeline,
     Unauthorized,
     Unavailable,
 )
@@ -71,6 +73,14 @@ def test_submit_then_wait_gives_a_typed_completed_record(ab, sandbox):
     assert isinstance(delivery, Delivery) and delivery.api_id == done.api_id and delivery.method == "POST"
     assert delivery.body["request_uuid"] == done.response["request_uuid"]
     assert done.submitted_at <= delivery.received_at <= done.completed_at
+    timeline = ab.events(req.request_id)
+    assert isinstance(timeline, Timeline) and timeline.request_id == req.request_id and timeline.dropped == 0
+    assert [e.event for e in timeline] == ["submitted", "sent", "api_id", "callback", "completed"]
+    submitted, sent, named, callback, completed = timeline.events
+    assert isinstance(submitted, Event) and submitted.at == done.submitted_at and submitted.idempotency_key
+    assert sent.attempt == 1 and sent.outcome == "accepted" and isinstance(sent.latency_ms, int)
+    assert named.api_id == done.api_id and callback.verdict == "matched" and callback.signature == "valid"
+    assert completed.at == done.completed_at and completed.reason is None and completed.raw["event"] == "completed"
     assert len(sent_upstream(sandbox, req.request_id)) == 1
 
 
@@ -274,6 +284,8 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
             assert (await ab.submit("POST", "Call/", CALL, idempotency_key="async-1")).replayed
             [delivery] = await ab.deliveries(req.request_id)
             assert delivery.api_id == done.api_id
+            timeline = await ab.events(req.request_id)
+            assert timeline.events[0].idempotency_key == "async-1" and timeline.events[-1].event == "completed"
             outcomes = await ab.submit_many([message(n) for n in range(24)] + [{"method": "PUT", "path": "Call/"}])
             assert isinstance(outcomes[-1], InvalidRequest) and len({o.request_id for o in outcomes[:-1]}) == 24
             finals = await ab.wait_many(outcomes[:-1], timeout=60)

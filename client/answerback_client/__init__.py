@@ -9,7 +9,7 @@ from answerback_client.aio import AsyncClient, AsyncRequest
 from answerback_client.base import VERSION as __version__
 from answerback_client.client import Client, Request
 from answerback_client.errors import AnswerbackError, Conflict, InvalidRequest, NotFound, Unauthorized, Unavailable
-from answerback_client.records import FINAL_STATUSES, BulkRetry, Delivery, Record
+from answerback_client.records import FINAL_STATUSES, BulkRetry, Delivery, Event, Record, Timeline
 
 __all__ = [
     "AnswerbackError",
@@ -19,11 +19,13 @@ __all__ = [
     "Client",
     "Conflict",
     "Delivery",
+    "Event",
     "FINAL_STATUSES",
     "InvalidRequest",
     "NotFound",
     "Record",
     "Request",
+    "Timeline",
     "Unauthorized",
     "Unavailable",
     "__version__",

@@ -27,7 +27,7 @@ from answerback_client.protocol import (
     split_item,
     submission_body,
 )
-from answerback_client.records import BulkRetry, Delivery, Record
+from answerback_client.records import BulkRetry, Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -93,6 +93,9 @@ class AsyncClient(BaseClient):
 
     async def deliveries(self, request_id: str) -> list[Delivery]:
         return self._deliveries(await self._run(self._ops.read(request_path(request_id) + "/deliveries")))
+
+    async def events(self, request_id: str) -> Timeline:
+        return self._timeline(await self._run(self._ops.read(request_path(request_id) + "/events")))
 
     async def requests(
         self,

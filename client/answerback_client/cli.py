@@ -16,11 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from answerback_client.base import VERSION
 from answerback_client.client import Client, Request
 from answerback_client.errors import AnswerbackError, Conflict, Unauthorized, Unavailable
-from answerback_client.records import STATUSES, Delivery, Record
+from answerback_client.records import STATUSES, Delivery, Event, Record
 
 COMPLETED, FINAL_FAILURE, USAGE, UNREACHABLE, STILL_WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = f"""exit codes:
@@ -126,6 +127,17 @@ def cmd_result(client: Client, args: argparse.Namespace, out: Console) -> int:
 
 def cmd_deliveries(client: Client, args: argparse.Namespace, out: Console) -> int:
     return show_list(out, client.deliveries(args.request_id), deliveries_table, args)
+
+
+def cmd_events(client: Client, args: argparse.Namespace, out: Console) -> int:
+    timeline = client.events(args.request_id)
+    if args.json:
+        print(json.dumps(timeline.raw))
+        return COMPLETED
+    if timeline.dropped:
+        out.print(f"({timeline.dropped} older events no longer kept)")
+    out.print(events_table(timeline.events))
+    return COMPLETED
 
 
 def cmd_ls(client: Client, args: argparse.Namespace, out: Console) -> int:
@@ -284,6 +296,14 @@ def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
     return table
 
 
+def events_table(events: Iterable[Event]) -> Table:
+    table = Table("at", "event", "details", box=None)
+    for e in events:
+        details = " ".join(f"{name}={value}" for name, value in e.raw.items() if name not in ("at", "event"))
+        table.add_row(short_time(e.at), styled_status(e.event), Text(details))  # details are not markup
+    return table
+
+
 def short_time(moment: datetime | None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else ""
 
@@ -375,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--wait", type=seconds, metavar="N", help="wait up to N seconds for it to finish")
     deliveries = command("deliveries", cmd_deliveries, "list a request's callback deliveries")
     deliveries.add_argument("request_id")
+    events = command("events", cmd_events, "show a request's timeline, oldest first")
+    events.add_argument("request_id")
     ls = command("ls", cmd_ls, "list requests, newest first")
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N (default 20; 0: all)")

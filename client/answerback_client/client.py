@@ -28,7 +28,7 @@ from answerback_client.protocol import (
     split_item,
     submission_body,
 )
-from answerback_client.records import BulkRetry, Delivery, Record
+from answerback_client.records import BulkRetry, Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -102,6 +102,10 @@ class Client(BaseClient):
     def deliveries(self, request_id: str) -> list[Delivery]:
         """Every distinct callback delivery of the request, oldest first."""
         return self._deliveries(self._run(self._ops.read(request_path(request_id) + "/deliveries")))
+
+    def events(self, request_id: str) -> Timeline:
+        """The request's timeline: what happened to it, oldest first (iterate it for its events)."""
+        return self._timeline(self._run(self._ops.read(request_path(request_id) + "/events")))
 
     def requests(
         self,

@@ -97,11 +97,34 @@ local function unschedule_notification(rid, host)
   if redis.call('EXISTS', notify_queue(host)) == 0 then redis.call('ZREM', P .. 'notify:hosts', host) end
 end
 
+-- A request's events beyond what its record and its lists tell (store/events.py reads them):
+-- a failed send attempt, a callback answered other than `matched`, an expiry a late callback
+-- overturned. The newest EVENTS_KEPT, each `n json`: n counts every event the request ever had,
+-- so a reader knows how many were dropped. The happy path writes none.
+local EVENTS_KEPT = 50
+local function ekey(rid) return rkey(rid) .. ':events' end
+
+local function add_event(rid, at, event)
+  local key = ekey(rid)
+  local last = redis.call('LINDEX', key, -1)
+  local n = (last and tonumber(string.match(last, '^%d+')) or 0) + 1
+  event.at = tostring(at)
+  redis.call('RPUSH', key, n .. ' ' .. cjson.encode(event))
+  if n > EVENTS_KEPT then redis.call('LTRIM', key, -EVENTS_KEPT, -1) end
+end
+
+-- A callback delivery of a known request answered other than `matched` (duplicate, late, early,
+-- refused). `digest` tells which stored delivery a late or early one is.
+local function callback_event(rid, verdict, at, method, signature, size, digest)
+  add_event(rid, at, {event = 'callback', verdict = verdict, method = method,
+    signature = signature ~= '' and signature or nil, size = size, d = digest})
+end
+
 -- The record and what hangs on it: its other deliveries, its notification
--- attempts and any notification still due.
+-- attempts, its events and any notification still due.
 local function delete_record(rid)
   unschedule_notification(rid, field(rid, 'notify_host'))
-  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
+  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications', ekey(rid))
   records[rid] = false
 end
 
@@ -280,6 +303,8 @@ local function apply_delivery(rid, api_id, method, delivery, body, digest, now, 
   local outcome = 'matched'
   if status == 'expired' then
     outcome = 'late'
+    local ok, last = pcall(cjson.decode, field(rid, 'error') or '')
+    add_event(rid, field(rid, 'completed_at'), {event = 'expired', reason = ok and type(last) == 'table' and last.reason or nil})
     update(rid, {late = '1'})
   end
   move_status(rid, 'completed')

@@ -42,6 +42,10 @@ for i = 1, #leased, 2 do
   if tonumber(leased[i + 1]) <= now or holder_dead(r) then
     redis.call('ZREM', P .. 'leases', rid)
     if r.status then update(rid, {drainer = false, claim_id = false}) end
+    if r.status == 'sending' then  -- the attempt's answer, if any, is lost with its worker
+      add_event(rid, r.sent_at or now, {event = 'sent', attempt = tonumber(r.attempts), error = 'worker stopped',
+        outcome = r.method == 'POST' and 'unknown' or 'retry'})
+    end
     if r.status == 'queued' then
       requeue(rid)
     elseif r.status == 'sending' and r.method == 'POST' then
