@@ -60,7 +60,15 @@ class Quarantine:
         now = now_ms()
         described = {**description, "at": now, "body_encoding": encoding}
         entry = json.dumps(described, separators=(",", ":")) + "\n" + text
-        args = (entry, now, self.ttl_ms, self.max_bytes, ENTRY_OVERHEAD, description["reason"])
+        args = (
+            entry,
+            now,
+            self.ttl_ms,
+            self.max_bytes,
+            ENTRY_OVERHEAD,
+            description["reason"],
+            description.get("rid", ""),
+        )
         return bool(self.scripts.once("quarantine_keep", *args))
 
     def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:

@@ -134,6 +134,35 @@ local function observe_request(status, seconds)
   redis.call('HINCRBYFLOAT', P .. 'metrics', field .. 'sum', seconds)
 end
 
+-- Figures over time (store/series.py, which reads them back): per scope (`t:` and a tenant
+-- id, and `all`) one hash per SERIES_BLOCK minutes, kept SERIES_TTL seconds, whose fields are
+-- the minute within the block and a figure: `3s` (submitted in the block's fourth minute), `3c`,
+-- `3f`, `3e` (finished so), `3r` (callbacks refused), `3n` (notifications failed), and `3t7`,
+-- `3w7` (observations in log bucket 7 of the time to result and of the webhook's latency).
+-- Small hashes stay listpacks (ziplists before Redis 7): a few bytes per field.
+local function series_block(scope, minute)
+  return P .. 'series:' .. scope .. ':' .. math.floor(minute / SERIES_BLOCK)
+end
+
+local function series_add(tenant, at, figure, n)
+  local minute = math.floor(tonumber(at) / 60000)
+  local name = (minute % SERIES_BLOCK) .. figure
+  local scopes = {'all'}
+  if tenant then scopes[2] = 't:' .. tenant end
+  for _, scope in ipairs(scopes) do
+    local key = series_block(scope, minute)
+    -- a new field (only ever during the block's own minutes) sets the block's time to live
+    if redis.call('HINCRBY', key, name, n or 1) == (n or 1) then redis.call('EXPIRE', key, SERIES_TTL) end
+  end
+end
+
+-- The log bucket of a duration in ms: 0 below 1 ms, then SERIES_BUCKETS_PER_DOUBLING per doubling
+-- (bucket k >= 1 holds [2^((k-1)/b), 2^(k/b)) ms), the last one holding everything longer.
+local function series_slot(ms)
+  if ms < 1 then return 0 end
+  return math.min(SERIES_SLOTS - 1, math.floor(SERIES_BUCKETS_PER_DOUBLING * math.log(ms) / math.log(2)) + 1)
+end
+
 -- One outbox per upstream API class (CLASSES, defined by the loader), so that
 -- requests waiting for a scarce rate-limit turn cannot hold up the others.
 local function outbox(class) return P .. 'outbox:' .. class end
@@ -194,8 +223,13 @@ local function finish(rid, now, ttl)
   schedule_purge(rid, now + ttl * 1000)
   redis.call('PUBLISH', P .. 'done', rid)
   count('finished_' .. field(rid, 'status'))
+  local tenant = field(rid, 'tenant')
+  series_add(tenant, now, string.sub(field(rid, 'status'), 1, 1))
   local submitted = tonumber(field(rid, 'submitted_at'))
-  if submitted then observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000) end
+  if submitted then
+    observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000)
+    series_add(tenant, now, 't' .. series_slot(now - submitted))
+  end
   queue_notification(rid, now)
 end
 

@@ -4,10 +4,13 @@
 -- is counted (quarantine_dropped_expired, quarantine_dropped_full). Answers the entry's id
 -- ('' if it was not kept): `now-n`, n counting the entries kept in the same millisecond, so
 -- that ids of equal scores (which Redis orders by id) are in the order they were kept.
--- ARGV: entry now ttl_ms max_bytes overhead reason
+-- A refusal counts in the figures over time of all tenants, and of the tenant whose request `rid`
+-- (from the callback URL, '' when none) names.
+-- ARGV: entry now ttl_ms max_bytes overhead reason rid
 local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 count('rejected_' .. reason)
+series_add(ARGV[7] ~= '' and field(ARGV[7], 'tenant') or nil, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
   quarantine_drop(old, overhead)
   count('quarantine_dropped_expired')

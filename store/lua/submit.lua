@@ -38,4 +38,5 @@ redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
 if idem_key ~= '' then redis.call('SET', idem_key, idem_value, 'EX', idem_ttl) end
 requeue(rid)
 count('submitted')
+series_add(tenant, now, 's')
 return {'created', ring(ring_id, now, stale_before)}
