@@ -2,17 +2,19 @@
 
 The scripts that already run at each step count into them (lua/prelude.lua `series_add`), so
 the hot paths gain no round trip: submit (submitted), finish (completed, failed, expired and
-the time to result), quarantine_keep (callbacks refused), notify_settle (notifications failed).
+the time to result, in one field per bucket and final status), quarantine_keep (callbacks refused), notify_settle (notifications failed).
 Webhook latencies are observed in web's memory like the webhook histogram (store/metrics.py)
 and added once a second by lua/series_observe.lua, which finds the tenant of each callback's
 request in Redis.
 
 Storage: per scope (`all`, and `t:` plus a tenant id) one hash per BLOCK_MINUTES minutes
-(keys.series), expiring TTL_S after it was first written. A field is the minute within the
-block and a figure (`3s`, `3c`, ...; `3t7` and `3w7` for log bucket 7 of the time to result
-and of the webhook latency). A block's hash stays a listpack (a few bytes per field) while it
-holds at most 128 fields, as a busy block does (about 6 counts and 4 to 6 buckets per minute);
-the bound is FIELDS_PER_MINUTE per minute. docs/series.md has the measured sizes.
+(keys.series), expiring TTL_S after its last new field. A field is the minute within the block
+and a figure: `3s` (submitted in the block's fourth minute), `3r` (callbacks refused), `3n`
+(notifications failed); `3c7`, `3f7`, `3e7` (finished so, in log bucket 7 of the time to result:
+a finish costs one field, not a count and a bucket); `3w7` (webhook latencies in bucket 7). A
+block's hash stays a listpack (a few bytes per field) while it holds at most 128 fields, as a
+block of steady traffic does; the bound is FIELDS_PER_MINUTE per minute. docs/series.md has the
+measured sizes.
 
 Percentiles are read from log buckets, BUCKETS_PER_DOUBLING per doubling: a value is shown as
 its bucket's geometric middle, within 19 % of the observation; a coarser step merges its
@@ -35,7 +37,9 @@ TTL_S = KEEP_DAYS * 86400 + BLOCK_MINUTES * 60  # a block is read in full until 
 BUCKETS_PER_DOUBLING = 2
 SLOTS = 56  # bucket 0 below 1 ms; the last (55) from 2^27 ms (about 37 hours) on
 
-COUNTS = {  # the answer's count series -> field letter (lua/prelude.lua series_add's callers)
+# The answer's count series -> their field letter (lua/prelude.lua series_add's callers). The
+# final statuses' fields carry a bucket of the time to result too.
+COUNTS = {
     "submitted": "s",
     "completed": "c",
     "failed": "f",
@@ -43,11 +47,13 @@ COUNTS = {  # the answer's count series -> field letter (lua/prelude.lua series_
     "callbacks_refused": "r",
     "notifications_failed": "n",
 }
-HISTOGRAMS = {"time_to_result": "t", "webhook_latency": "w"}
+FINAL = ("c", "f", "e")
+WEBHOOK = "w"
 PERCENTILES = (50, 99)
-FIELDS_PER_MINUTE = len(COUNTS) + len(HISTOGRAMS) * SLOTS
+FIELDS_PER_MINUTE = len(COUNTS) - len(FINAL) + (len(FINAL) + 1) * SLOTS
 
 # window -> (number of steps, step in minutes)
+HISTOGRAMS = ("time_to_result", "webhook_latency")
 WINDOWS = {"hour": (60, 1), "day": (144, 10), "week": (168, 60)}
 ALL = "all"
 
@@ -121,20 +127,18 @@ def read(redis: Redis, tenant: str | None, window: str, now_ms: float) -> tuple[
         blocks = pipe.execute()
     counts = {name: [0] * span.steps for name in COUNTS}
     letters = {letter: name for name, letter in COUNTS.items()}
-    kinds = {letter: name for name, letter in HISTOGRAMS.items()}
     buckets: dict[str, list[dict[int, int]]] = {name: [{} for _ in range(span.steps)] for name in HISTOGRAMS}
     for block, fields in zip(range(first, last + 1), blocks, strict=True):
         for field, value in fields.items():
-            minute = block * BLOCK_MINUTES + int(field[0])
+            minute, letter, n = block * BLOCK_MINUTES + int(field[0]), field[1], int(value)
             if not span.start_min <= minute < span.end_min:
                 continue
             step = (minute - span.start_min) // span.step_min
-            letter = field[1]
             if letter in letters:
-                counts[letters[letter]][step] += int(value)
-            elif letter in kinds:
-                into = buckets[kinds[letter]][step]
-                into[int(field[2:])] = into.get(int(field[2:]), 0) + int(value)
+                counts[letters[letter]][step] += n
+            if letter in FINAL or letter == WEBHOOK:
+                into = buckets["time_to_result" if letter in FINAL else "webhook_latency"][step]
+                into[int(field[2:])] = into.get(int(field[2:]), 0) + n
     series: dict[str, list[Any]] = dict(counts)
     for name, per_step in buckets.items():
         for q in PERCENTILES:

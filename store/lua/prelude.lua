@@ -136,9 +136,9 @@ end
 
 -- Figures over time (store/series.py, which reads them back): per scope (`t:` and a tenant
 -- id, and `all`) one hash per SERIES_BLOCK minutes, kept SERIES_TTL seconds, whose fields are
--- the minute within the block and a figure: `3s` (submitted in the block's fourth minute), `3c`,
--- `3f`, `3e` (finished so), `3r` (callbacks refused), `3n` (notifications failed), and `3t7`,
--- `3w7` (observations in log bucket 7 of the time to result and of the webhook's latency).
+-- the minute within the block and a figure: `3s` (submitted in the block's fourth minute), `3r`
+-- (callbacks refused), `3n` (notifications failed), `3c7`, `3f7`, `3e7` (finished so, in log
+-- bucket 7 of the time to result: one field counts both), `3w7` (webhook latencies, bucket 7).
 -- Small hashes stay listpacks (ziplists before Redis 7): a few bytes per field.
 local function series_block(scope, minute)
   return P .. 'series:' .. scope .. ':' .. math.floor(minute / SERIES_BLOCK)
@@ -223,13 +223,10 @@ local function finish(rid, now, ttl)
   schedule_purge(rid, now + ttl * 1000)
   redis.call('PUBLISH', P .. 'done', rid)
   count('finished_' .. field(rid, 'status'))
-  local tenant = field(rid, 'tenant')
-  series_add(tenant, now, string.sub(field(rid, 'status'), 1, 1))
   local submitted = tonumber(field(rid, 'submitted_at'))
-  if submitted then
-    observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000)
-    series_add(tenant, now, 't' .. series_slot(now - submitted))
-  end
+  if submitted then observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000) end
+  local took = series_slot(math.max(0, now - (submitted or now)))
+  series_add(field(rid, 'tenant'), now, string.sub(field(rid, 'status'), 1, 1) .. took)
   queue_notification(rid, now)
 end
 
