@@ -1,8 +1,9 @@
-"""Figures over time: per minute, kept SERIES_KEEP_DAYS, per tenant and for all tenants.
+"""Figures over time: per minute, kept KEEP_DAYS, per tenant and for all tenants.
 
 The scripts that already run at each step count into them (lua/prelude.lua `series_add`), so
 the hot paths gain no round trip: submit (submitted), finish (completed, failed, expired and
-the time to result, in one field per bucket and final status), quarantine_keep (callbacks refused), notify_settle (notifications failed).
+the time to result, in one field per bucket and final status), quarantine_keep (callbacks
+refused), notify_settle (notifications failed).
 Webhook latencies are observed in web's memory like the webhook histogram (store/metrics.py)
 and added once a second by lua/series_observe.lua, which finds the tenant of each callback's
 request in Redis.
