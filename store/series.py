@@ -13,9 +13,9 @@ Storage: per scope (`all`, and `t:` plus a tenant id) one hash per BLOCK_MINUTES
 and a figure: `3s` (submitted in the block's fourth minute), `3r` (callbacks refused), `3n`
 (notifications failed); `3c7`, `3f7`, `3e7` (finished so, in log bucket 7 of the time to result:
 a finish costs one field, not a count and a bucket); `3w7` (webhook latencies in bucket 7). A
-block's hash stays a listpack (a few bytes per field) while it holds at most 128 fields, as a
-block of steady traffic does; the bound is FIELDS_PER_MINUTE per minute. docs/series.md has the
-measured sizes.
+block's hash stays a listpack (about 12 bytes per field) while it holds at most 512 fields
+(Redis's default hash-max-listpack-entries), as a block of even busy traffic does; the bound is
+FIELDS_PER_MINUTE per minute. docs/series.md has the sizes `bench series` measured.
 
 Percentiles are read from log buckets, BUCKETS_PER_DOUBLING per doubling: a value is shown as
 its bucket's geometric middle, within 19 % of the observation; a coarser step merges its
