@@ -82,9 +82,7 @@ def main(argv: list[str]) -> int:
                 used = sum(redis.memory_usage(name, samples=0) or 0 for name in written)
                 per_day = used / args.days
                 encoding = redis.object("encoding", written[0])
-                print(
-                    f"{kind:<10} {len(minute_fields(kind)):>10} {per_day:>10,.0f} {per_day * 7:>11,.0f}  {encoding}"
-                )
+                print(f"{kind:<10} {len(minute_fields(kind)):>10} {per_day:>10,.0f} {per_day * 7:>11,.0f}  {encoding}")
             redis.close()
         finally:
             server.stop()
