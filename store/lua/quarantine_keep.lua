@@ -8,9 +8,9 @@
 -- (from the callback URL, '' when none) names.
 -- ARGV: entry now ttl_ms max_bytes overhead reason rid
 local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local max_bytes, overhead, reason, rid = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 count('rejected_' .. reason)
-series_add(ARGV[7] ~= '' and field(ARGV[7], 'tenant') or nil, now, 'r')
+series_add(rid ~= '' and field(rid, 'tenant') or nil, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
   quarantine_drop(old, overhead)
   count('quarantine_dropped_expired')
