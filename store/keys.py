@@ -98,7 +98,7 @@ def legacy_tenant(key: str) -> str:
 SERIES_PREFIX = PREFIX + "series:"
 
 
-def series(scope: str, block: int) -> str:
+def series(scope: str, block: int | str) -> str:
     """Hash of one scope's figures (`all`, or `t:` and a tenant id) over one block of minutes
     (store/series.py); lua/prelude.lua `series_block` builds the same name."""
     return f"{SERIES_PREFIX}{scope}:{block}"
