@@ -36,6 +36,7 @@ BLOCK_MINUTES = 10
 KEEP_DAYS = 7
 TTL_S = KEEP_DAYS * 86400 + BLOCK_MINUTES * 60  # a block is read in full until its last minute is 7 days old
 BUCKETS_PER_DOUBLING = 2
+SLOTS_PER_E = BUCKETS_PER_DOUBLING / math.log(2)  # buckets per factor e: one natural log finds a bucket
 SLOTS = 56  # bucket 0 below 1 ms; the last (55) from 2^27 ms (about 37 hours) on
 
 # The answer's count series -> their field letter (lua/prelude.lua series_add's callers). The
@@ -63,7 +64,7 @@ def lua_definitions() -> str:
     """The constants lua/prelude.lua's series functions use (the script loader defines them)."""
     return (
         f"local SERIES_BLOCK = {BLOCK_MINUTES}\nlocal SERIES_TTL = {TTL_S}\n"
-        f"local SERIES_SLOTS = {SLOTS}\nlocal SERIES_BUCKETS_PER_DOUBLING = {BUCKETS_PER_DOUBLING}\n"
+        f"local SERIES_SLOTS = {SLOTS}\nlocal SERIES_SLOTS_PER_E = {SLOTS_PER_E!r}\n"
     )
 
 
@@ -76,7 +77,7 @@ def slot(ms: float) -> int:
     """The log bucket of a duration in ms, as lua/prelude.lua `series_slot` computes it."""
     if ms < 1:
         return 0
-    return min(SLOTS - 1, math.floor(BUCKETS_PER_DOUBLING * math.log(ms) / math.log(2)) + 1)
+    return min(SLOTS - 1, math.floor(math.log(ms) * SLOTS_PER_E) + 1)
 
 
 def slot_value(n: int) -> float:

@@ -140,27 +140,24 @@ end
 -- (callbacks refused), `3n` (notifications failed), `3c7`, `3f7`, `3e7` (finished so, in log
 -- bucket 7 of the time to result: one field counts both), `3w7` (webhook latencies, bucket 7).
 -- Small hashes stay listpacks (ziplists before Redis 7): a few bytes per field.
-local function series_block(scope, minute)
-  return P .. 'series:' .. scope .. ':' .. math.floor(minute / SERIES_BLOCK)
-end
-
+-- A new field (only ever written during its block's own minutes) sets the block's time to live.
 local function series_add(tenant, at, figure, n)
+  n = n or 1
   local minute = math.floor(tonumber(at) / 60000)
-  local name = (minute % SERIES_BLOCK) .. figure
-  local scopes = {'all'}
-  if tenant then scopes[2] = 't:' .. tenant end
-  for _, scope in ipairs(scopes) do
-    local key = series_block(scope, minute)
-    -- a new field (only ever during the block's own minutes) sets the block's time to live
-    if redis.call('HINCRBY', key, name, n or 1) == (n or 1) then redis.call('EXPIRE', key, SERIES_TTL) end
-  end
+  local block, name = ':' .. math.floor(minute / SERIES_BLOCK), (minute % SERIES_BLOCK) .. figure
+  local key = P .. 'series:all' .. block
+  if redis.call('HINCRBY', key, name, n) == n then redis.call('EXPIRE', key, SERIES_TTL) end
+  if not tenant then return end
+  key = P .. 'series:t:' .. tenant .. block
+  if redis.call('HINCRBY', key, name, n) == n then redis.call('EXPIRE', key, SERIES_TTL) end
 end
 
--- The log bucket of a duration in ms: 0 below 1 ms, then SERIES_BUCKETS_PER_DOUBLING per doubling
--- (bucket k >= 1 holds [2^((k-1)/b), 2^(k/b)) ms), the last one holding everything longer.
+-- The log bucket of a duration in ms, as store/series.py `slot` computes it: 0 below 1 ms, then
+-- two per doubling (SERIES_SLOTS_PER_E per factor e, so that one natural log finds it)
+-- (bucket k >= 1 holds [2^((k-1)/2), 2^(k/2)) ms), the last one holding everything longer.
 local function series_slot(ms)
   if ms < 1 then return 0 end
-  return math.min(SERIES_SLOTS - 1, math.floor(SERIES_BUCKETS_PER_DOUBLING * math.log(ms) / math.log(2)) + 1)
+  return math.min(SERIES_SLOTS - 1, math.floor(math.log(ms) * SERIES_SLOTS_PER_E) + 1)
 end
 
 -- One outbox per upstream API class (CLASSES, defined by the loader), so that
