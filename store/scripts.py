@@ -35,6 +35,8 @@ NAMES = (
     "rate_limit",
     "page",
     "read",
+    "retry",
+    "bulk_retry",
     "notify_claim",
     "notify_settle",
     "notify_again",

@@ -102,6 +102,22 @@ def test_failed_and_expired_exit_1(answerback, sandbox):
     assert answerback("get", rid).returncode == 1
 
 
+def test_retry_prints_the_new_request_and_refuses_a_second_retry(answerback, sandbox):
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    failed = answerback("submit", "POST", "Call/", *CALL, "--wait", "30")
+    assert failed.returncode == 1, failed.stderr
+    sandbox.reset()
+    rid = failed.stdout.split()[1]
+    retried = answerback("retry", rid, "--wait", "30", "--json")
+    assert retried.returncode == 0, retried.stderr
+    record = json.loads(retried.stdout)
+    assert record["retry_of"] == rid and record["status"] == "completed"
+    refused = answerback("retry", rid)
+    assert refused.returncode == 2 and f"already retried: {record['request_id']}" in refused.stderr
+    listed = answerback("ls", "--q", rid, "--json")
+    assert [r["request_id"] for r in json_lines(listed.stdout)] == [rid]
+
+
 def test_a_wait_that_runs_out_exits_4_and_without_wait_pending_is_0(answerback, sandbox):
     sandbox.faults(drop_callback=1.0)
     waited = answerback("submit", "POST", "Call/", *CALL, "--wait", "1", "--json")

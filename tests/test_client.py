@@ -21,6 +21,7 @@ from answerback_client import (
     AsyncClient,
     AsyncRequest,
     Client,
+    Conflict,
     Delivery,
     InvalidRequest,
     NotFound,
@@ -288,6 +289,34 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
         return req.request_id
 
     assert len(sent_upstream(sandbox, asyncio.run(scenario()))) == 1
+
+
+def test_a_failed_request_is_found_and_retried_one_by_one_or_in_bulk(ab, web, sandbox):
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    failed = ab.submit("POST", "Message/", message(1)["params"], idempotency_key="order-1").wait(30)
+    assert failed.status == "failed"
+    sandbox.reset()
+    again = ab.retry(failed.request_id)
+    assert again.retry_of == failed.request_id and again.wait(30).status == "completed"
+    with pytest.raises(Conflict) as refused:
+        ab.retry(failed.request_id)
+    assert refused.value.retried_as == again.request_id and refused.value.status == 409
+    assert [r.request_id for r in ab.requests(q="order-1")] == [failed.request_id]
+    assert [r.request_id for r in ab.requests(path="Message/", status="completed")] == [again.request_id]
+    assert ab.get(failed.request_id).retried_as == again.request_id
+
+    async def bulk() -> tuple[int, str | None]:
+        async with AsyncClient(web.url, KEY_A) as aio:
+            assert (await aio.retry_matching(path="Message/", preview=True)).count == 1
+            started = await aio.retry_matching(status="failed", path="Message/")
+            assert [r.request_id async for r in aio.requests(q=failed.request_id)] == [failed.request_id]
+            return started.count, started.bulk_id
+
+    count, bulk_id = asyncio.run(bulk())
+    assert count == 1 and bulk_id
+    done = wait_for(lambda: (p := ab.retry_progress(bulk_id)).status == "done" and p, 20, 0.05, "the bulk retry")
+    assert (done.retried, done.skipped) == (0, 1)  # retried already: skipped
+    assert done.finished_at is not None and done.finished_at.tzinfo == UTC
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from answerback_client.base import VERSION
 from answerback_client.client import Client, Request
-from answerback_client.errors import AnswerbackError, Unauthorized, Unavailable
+from answerback_client.errors import AnswerbackError, Conflict, Unauthorized, Unavailable
 from answerback_client.records import STATUSES, Delivery, Record
 
 COMPLETED, FINAL_FAILURE, USAGE, UNREACHABLE, STILL_WAITING = 0, 1, 2, 3, 4
@@ -129,7 +129,20 @@ def cmd_deliveries(client: Client, args: argparse.Namespace, out: Console) -> in
 
 
 def cmd_ls(client: Client, args: argparse.Namespace, out: Console) -> int:
-    return show_list(out, client.requests(status=args.status, limit=args.limit or None), requests_table, args)
+    found = client.requests(
+        status=args.status, limit=args.limit or None, q=args.q, path=args.path, since=args.since, until=args.until
+    )
+    return show_list(out, found, requests_table, args)
+
+
+def cmd_retry(client: Client, args: argparse.Namespace, out: Console) -> int:
+    try:
+        record = client.retry(args.request_id)
+    except Conflict as exc:
+        raise UsageError(f"{exc.message}: {exc.retried_as}" if exc.retried_as else str(exc)) from None
+    if args.wait is not None:
+        record = record.wait(args.wait)
+    return show_record(out, record, args)
 
 
 def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> int:
@@ -365,6 +378,13 @@ def parser() -> argparse.ArgumentParser:
     ls = command("ls", cmd_ls, "list requests, newest first")
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N (default 20; 0: all)")
+    ls.add_argument("--q", metavar="TEXT", help="only the request whose id, api_id or Idempotency-Key is TEXT")
+    ls.add_argument("--path", help="only requests to this upstream path, e.g. Message/")
+    ls.add_argument("--since", metavar="TIME", help="only requests submitted at or after TIME (ISO 8601)")
+    ls.add_argument("--until", metavar="TIME", help="only requests submitted at or before TIME (ISO 8601)")
+    retry = command("retry", cmd_retry, "submit a failed or expired request again, as a new request")
+    retry.add_argument("request_id")
+    retry.add_argument("--wait", type=seconds, metavar="N", help="wait up to N seconds for the new one to finish")
     many = command("submit-many", cmd_submit_many, "submit every line of a JSON-lines file (- for stdin)")
     many.add_argument("file", metavar="FILE.jsonl")
     many.add_argument("--concurrency", type=int, default=8, metavar="N", help="submissions in flight (default 8)")

@@ -35,6 +35,8 @@ class Record:
     response: Any = None
     error: Any = None
     notify: Any = None  # the state of notifying `notify_url`, when the submission gave one
+    retry_of: str | None = None  # the request this one retries
+    retried_as: str | None = None  # the request that retried this one
     replayed: bool = False  # this answer was an Idempotency-Key replay of an earlier submission
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -49,6 +51,28 @@ class Record:
     def finished(self) -> bool:
         """completed, failed or expired: nothing will change it but a late callback."""
         return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class BulkRetry:
+    """A bulk retry (`Client.retry_matching`): how many requests it takes and, once started,
+    its id and progress (`Client.retry_progress`). A preview has no `bulk_id`."""
+
+    count: int
+    bulk_id: str | None = None
+    status: str | None = None  # running or done
+    retried: int = 0
+    skipped: int = 0  # no longer failed or expired, or retried already
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BulkRetry:
+        known = {f.name for f in fields(cls)} - {"started_at", "finished_at"}
+        values = {name: data[name] for name in known if name in data}
+        return cls(
+            **values, started_at=parse_time(data.get("started_at")), finished_at=parse_time(data.get("finished_at"))
+        )
 
 
 @dataclass(frozen=True)

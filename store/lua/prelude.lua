@@ -179,11 +179,34 @@ local function tkey(tenant, status)
   return P .. 'tenant:' .. tenant .. ':all'
 end
 
+-- A tenant's requests to one upstream path in one status (keys.py's tenant_path_requests):
+-- the listing's `path` filter pages one of them by time, or merges those of every status.
+local function pkey(tenant, path, status)
+  return P .. 'tenant:' .. tenant .. ':pst:' .. status .. ':' .. path
+end
+
+-- A request in the listing's three indexes (all, by status, by path and status), each
+-- scored by its submission time; `unfile_request` takes it out of them.
+local function file_request(rid, r)
+  local at = r.submitted_at
+  redis.call('ZADD', tkey(r.tenant), at, rid)
+  redis.call('ZADD', tkey(r.tenant, r.status), at, rid)
+  redis.call('ZADD', pkey(r.tenant, r.path, r.status), at, rid)
+end
+
+local function unfile_request(rid, r)
+  redis.call('ZREM', tkey(r.tenant), rid)
+  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  redis.call('ZREM', pkey(r.tenant, r.path, r.status), rid)
+end
+
 local function move_status(rid, new)
   local r = load(rid)
   if r.status == new then return end
   redis.call('ZREM', tkey(r.tenant, r.status), rid)
   redis.call('ZADD', tkey(r.tenant, new), r.submitted_at, rid)
+  redis.call('ZREM', pkey(r.tenant, r.path, r.status), rid)
+  redis.call('ZADD', pkey(r.tenant, r.path, new), r.submitted_at, rid)
   update(rid, {status = new})
 end
 
@@ -362,4 +385,36 @@ local function quarantine_drop(id, overhead)
   redis.call('HDEL', QUARANTINE_ENTRIES, id)
   redis.call('DECRBY', QUARANTINE_BYTES, size)
   return size
+end
+
+-- A new request, queued: its record (`fields`: what the submission names), its send-by
+-- time, its indexes and its place in its outbox.
+local function create_request(rid, fields)
+  fields.status = 'queued'
+  update(rid, fields)
+  local r = load(rid)
+  -- Not sent by its callback_timeout: the sweep expires it (send_by). The record's
+  -- `deadline` stays the callback's, set once the request is sent.
+  redis.call('ZADD', P .. 'deadlines', send_by(r), rid)
+  if r.notify_url then update(rid, {notify_status = 'pending'}) end
+  file_request(rid, r)
+  requeue(rid)
+  count('submitted')
+  series_add(r.tenant, r.submitted_at, 's')
+end
+
+-- Retry a failed or expired request of `tenant` as a new request `new_rid` submitted `now`:
+-- the same method, path, params, callback method, timeout and notify URL, linked both ways
+-- (retry_of, retried_as). Answers 'created', or why not: 'gone', 'retried' (it was already:
+-- its retried_as names the retry), or 'status'.
+local function retry_request(rid, new_rid, tenant, now)
+  local r = load(rid)
+  if not r or r.tenant ~= tenant then return 'gone' end
+  if r.retried_as then return 'retried' end
+  if r.status ~= 'failed' and r.status ~= 'expired' then return 'status' end
+  create_request(new_rid, {tenant = tenant, method = r.method, path = r.path, params = r.params,
+    callback_method = r.callback_method, submitted_at = now, timeout = r.timeout, api_class = r.api_class,
+    notify_url = r.notify_url or false, notify_host = r.notify_host or false, retry_of = rid})
+  update(rid, {retried_as = new_rid})
+  return 'created'
 end

@@ -27,16 +27,8 @@ if idem_key ~= '' then
     if prev then return {'existing', prev} end
   end
 end
-update(rid, {tenant = tenant, status = 'queued', method = method, path = path, params = params,
-  callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class})
--- Not sent by its callback_timeout: the sweep expires it (prelude's send_by). The record's
--- `deadline` stays the callback's, set once the request is sent.
-redis.call('ZADD', P .. 'deadlines', send_by(load(rid)), rid)
-if notify_url ~= '' then update(rid, {notify_url = notify_url, notify_host = notify_host, notify_status = 'pending'}) end
-redis.call('ZADD', tkey(tenant), now, rid)
-redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
+create_request(rid, {tenant = tenant, method = method, path = path, params = params,
+  callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class,
+  notify_url = notify_url ~= '' and notify_url, notify_host = notify_url ~= '' and notify_host})
 if idem_key ~= '' then redis.call('SET', idem_key, idem_value, 'EX', idem_ttl) end
-requeue(rid)
-count('submitted')
-series_add(tenant, now, 's')
 return {'created', ring(ring_id, now, stale_before)}

@@ -65,8 +65,7 @@ local function purge(rid)
   if not r then return end
   local due = tonumber(r.completed_at) + ttl * 1000
   if due > now then return schedule_purge(rid, due) end
-  redis.call('ZREM', tkey(r.tenant), rid)
-  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  unfile_request(rid, r)
   if r.api_id and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
     redis.call('DEL', P .. 'api:' .. r.api_id)
   end
