@@ -133,7 +133,10 @@ def test_callbacks_reach_the_store_matched_and_deduplicated(
         env.api_to_rid[api_id] = target
 
     watched = env.watched(target, api_id)
-    before = env.db.snapshot(watched), env.db.raw.dbsize()
+    before = env.db.snapshot(watched), env.db.size()
     again = deliver()
     assert again.status_code == 200 and again.json == {"outcome": "duplicate"}, again.get_data()
-    assert (env.db.snapshot(watched), env.db.raw.dbsize()) == before, "an identical delivery changed Redis"
+    assert (env.db.snapshot(watched), env.db.size()) == before, "an identical delivery changed Redis"
+    if target:  # but the request's timeline, which lists it
+        timeline = client.get(f"/v1/requests/{target}/events", headers=bearer(KEY)).json["events"]
+        assert any(e["event"] == "callback" and e["verdict"] == "duplicate" for e in timeline), timeline

@@ -32,6 +32,14 @@ TOKEN = "fuzz-plivo-token"
 PUBLIC_URL = "http://answerback.fuzz.example"
 # A refusal is counted, and a refused callback quarantined (tests/test_quarantine.py), never stored.
 IGNORED_KEYS = {k.encode() for k in (keys.METRICS, keys.QUARANTINE, keys.QUARANTINE_ENTRIES, keys.QUARANTINE_BYTES)}
+# Counted over time as the metrics are (tests/test_series.py), and, for a request it names, one
+# of its events (tests/test_events.py): a refusal or a duplicate writes these, nothing else.
+IGNORED_PREFIX, IGNORED_SUFFIX = keys.SERIES_PREFIX.encode(), keys.events("").removeprefix(keys.request("")).encode()
+
+
+def ignored(name: bytes) -> bool:
+    return name in IGNORED_KEYS or name.startswith(IGNORED_PREFIX) or name.endswith(IGNORED_SUFFIX)
+
 
 # Every property states its own max_examples. No example database (a replay comes from the
 # printed seed or @reproduce_failure blob), no explain phase (after a failure it traces every
@@ -119,13 +127,17 @@ class Db:
                 pipe.restore(name, ttl, dump)
             pipe.execute()
 
+    def size(self) -> int:
+        """Answerback's keys but the figures and events: what a new key of the store shows in."""
+        return sum(1 for k in self.raw.scan_iter(match="ab:*", count=1000) if not ignored(k))
+
     def snapshot(self, names: list[bytes] | None = None) -> dict[bytes, Any]:
-        """Every Answerback key (but the metrics), or just `names`, with a digest of its value.
+        """Every Answerback key (but the figures and events), or just `names`, with a digest of its value.
         DEBUG DIGEST-VALUE hashes on the server, the same for the same content whatever the
         order (DUMP is no good: a set's serialization changes order when Redis rehashes it);
         where DEBUG is off, values are read by type."""
         if names is None:
-            names = [k for k in self.raw.scan_iter(match="ab:*", count=1000) if k not in IGNORED_KEYS]
+            names = [k for k in self.raw.scan_iter(match="ab:*", count=1000) if not ignored(k)]
         if not names:
             return {}
         if self.debug_digest:
@@ -218,7 +230,7 @@ class CallbackEnv:
         self.status, self.api_to_rid, self.seen = {}, {}, set()
 
     def watched(self, rid: str, api_id: str) -> list[bytes]:
-        """The keys a delivery for `rid` / `api_id` could change (new keys show in DBSIZE)."""
+        """The keys a delivery for `rid` / `api_id` could change (new keys show in `size`)."""
         names = [
             *map(keys.outbox, keys.API_CLASSES),
             keys.RETRY,
