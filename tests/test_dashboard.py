@@ -1,7 +1,8 @@
-"""The dashboard and the docs page in a real browser: Debian's headless Chromium (the
-`chromium` package; .ci/run installs it) driven by Playwright, which never downloads a
-browser of its own here. Every request the page makes to anywhere but web is refused, so a
-page that needed a CDN would fail.
+"""The operator's console (GET /) and the docs page in a real browser: Debian's headless
+Chromium (the `chromium` package; .ci/run installs it) driven by Playwright, which never
+downloads a browser of its own here. Every request the page makes to anywhere but web is
+refused, so a page that needed a CDN would fail. The console is found as a person finds it:
+by the names of its fields, buttons, links, headings and images.
 
 Without Chromium the tests skip on a developer's machine and fail in CI (CI=true).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SEEN_WITHIN_MS = 15_000  # the page refreshes every 2 s; this is ample under load
+# Where the console's screenshots go when they are made again (README.md links them):
+# `CONSOLE_SCREENSHOTS=docs python3 manage.py test tests/test_dashboard.py -k screenshots`.
+SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS", "")
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +58,36 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser, web) -> Iterator[Page]:
-    """A fresh page that may reach web and nothing else, and fails the test on a script error."""
-    context = browser.new_context()
+    """A fresh page that may reach web and nothing else, and fails the test on a script error.
+    `page.asked` lists the paths of every request it made."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
     page = context.new_page()
     errors: list[str] = []
+    asked: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
 
     def only_web(route: Route) -> None:
-        if route.request.url.startswith(web.url + "/"):
+        url = route.request.url
+        if url.startswith(web.url + "/"):
+            asked.append(url[len(web.url) :])
             route.continue_()
         else:
-            errors.append(f"the page asked for {route.request.url}")
+            errors.append(f"the page asked for {url}")
             route.abort()
 
     page.route("**/*", only_web)
+    page.asked = asked  # type: ignore[attr-defined]
     yield page
     context.close()
     assert errors == []
+
+
+def sign_in(page: Page, key: str) -> None:
+    """As a person at the keyboard: the key field has the focus when the page opens."""
+    expect(page.get_by_label("API key")).to_be_focused()
+    page.keyboard.type(key)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("searchbox", name="Search")).to_be_visible(timeout=SEEN_WITHIN_MS)
 
 
 def callback(web, rid: str, api_id: str) -> None:
@@ -90,48 +108,60 @@ def callback(web, rid: str, api_id: str) -> None:
     assert answer.json() == {"outcome": "matched"}
 
 
-def test_dashboard_shows_counts_lists_the_callers_requests_and_follows_them(page, web, worker, sandbox):
-    sandbox.faults(drop_callback={"rate": 1.0})  # the request stays pending until the test calls back
+def test_without_a_key_the_page_is_a_sign_in_form_and_asks_the_api_nothing(page, web, api):
+    submit(api)  # there is something a page could show
     page.goto(web.url + "/")
     expect(page).to_have_title("Answerback")
-    expect(page.locator("#count-submitted")).to_have_text("0")
-    expect(page.locator("#count-completed")).to_have_text("0")
+    expect(page.get_by_label("API key")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    for hidden in (page.get_by_role("searchbox", name="Search"), page.get_by_role("link", name="Charts")):
+        expect(hidden).to_have_count(0)  # not merely out of sight: out of the accessibility tree
+    assert page.locator("#console").is_hidden() and page.locator(".card").count() == 0
+    page.wait_for_load_state("networkidle")  # nothing more is fetched, later either
+    assert set(page.asked) <= {"/", "/static/console.css", "/static/console.js", "/favicon.ico"}, page.asked
 
+    page.get_by_label("API key").fill("not-a-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signin-note")).to_have_text("That API key was refused.")
+    expect(page.get_by_role("searchbox", name="Search")).to_have_count(0)
+    with web.client(key=None) as anon:
+        assert anon.get("/dashboard/counts").status_code == 404  # the public counters are gone
+
+
+def test_a_signed_in_page_lists_the_keys_requests_as_links_and_opens_one(page, web, worker, sandbox):
+    sandbox.faults(drop_callback={"rate": 1.0})  # the request stays pending until the test calls back
     with web.client(KEY_A) as api, web.client(KEY_B) as api_b:
         mine = submit(api)["request_id"]
         theirs = submit(api_b)["request_id"]
         pending = wait_status(api, mine, "pending")
-    # The cards follow without a reload.
-    expect(page.locator("#count-submitted")).to_have_text("2", timeout=SEEN_WITHIN_MS)
-    expect(page.locator("#count-awaiting_callback")).to_have_text("2", timeout=SEEN_WITHIN_MS)
-
-    page.fill("#key", KEY_A)
-    page.click("#lookup button")
+    page.goto(web.url + "/")
+    sign_in(page, KEY_A)
+    link = page.get_by_role("link", name=mine)
     row = page.locator(f'#rows tr[data-request-id="{mine}"]')
-    expect(row).to_be_visible()
+    expect(link).to_be_visible()
     expect(row.locator(".status")).to_have_text("pending")
     expect(row).to_contain_text(pending["api_id"])
     expect(page.locator("#note")).to_have_text("1 in all")
-    expect(page.locator(f'#rows tr[data-request-id="{theirs}"]')).to_have_count(0)
+    expect(page.get_by_role("link", name=theirs)).to_have_count(0)
 
     callback(web, mine, pending["api_id"])
-    expect(row.locator(".status")).to_have_text("completed", timeout=SEEN_WITHIN_MS)
-    expect(page.locator("#count-completed")).to_have_text("1", timeout=SEEN_WITHIN_MS)
+    expect(row.locator(".status")).to_have_text("completed", timeout=SEEN_WITHIN_MS)  # it follows, no reload
 
+    link.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Request {mine}")).to_be_focused()
+    expect(page.locator("#fields")).to_contain_text(pending["api_id"])
+    expect(page.get_by_role("heading", name="Timeline")).to_be_visible()
+    expect(page.get_by_role("button", name="Retry")).to_be_hidden()  # completed: nothing to retry
 
-def test_a_wrong_key_is_told_so_on_the_page(page, web):
-    page.goto(web.url + "/")
-    page.fill("#key", "not-a-key")
-    page.click("#lookup button")
-    expect(page.locator("#note")).to_contain_text("API key")
-    expect(page.locator("#rows")).to_be_hidden()
+    page.goto(f"{web.url}/#/requests/{theirs}")  # another tenant's, by its address
+    expect(page.locator("#fields")).to_contain_text("no request with that id", timeout=SEEN_WITHIN_MS)
 
 
 def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):
     """From /v1/status: here a Redis that is not durable (the session's, put back after)."""
     page.goto(web.url + "/")
-    page.fill("#key", KEY_A)
-    page.click("#lookup button")
+    sign_in(page, KEY_A)
     banner = page.locator('#problems .problem[data-code="redis_not_durable"]')
     expect(page.locator("#note")).to_have_text("0 in all")
     expect(banner).to_have_count(0)
@@ -143,9 +173,9 @@ def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):
     expect(banner).to_have_count(0, timeout=SEEN_WITHIN_MS)
 
 
-def test_quarantined_callbacks_can_be_rechecked_from_the_page_with_an_admin_key(page, web):
-    """A refused callback shows in the problems; Re-check is refused to a tenant's key and
-    runs with an admin key (here also a tenant's: KEY_B), saying what it did."""
+def test_only_an_admin_key_sees_the_quarantine_and_can_recheck_it(page, web):
+    """A refused callback is the quarantine's: a tenant's key (KEY_A) is not shown it; an admin
+    key (KEY_B, also a tenant's) sees the banner and its Re-check, which says what it did."""
     with web.client(key=None) as anon:
         forged = anon.post(
             f"/callbacks/plivo?rid={uuid.uuid4()}",
@@ -153,14 +183,19 @@ def test_quarantined_callbacks_can_be_rechecked_from_the_page_with_an_admin_key(
             headers={"X-Plivo-Signature-V3": "bm90IGEgc2lnbmF0dXJl", "X-Plivo-Signature-V3-Nonce": "12345"},
         )
     assert forged.status_code == 403
+    banner = page.locator('#problems .problem[data-code="quarantined"]')
     page.goto(web.url + "/")
-    for key, said in ((KEY_A, "admin key"), (KEY_B, "checked 1, applied 0, 1 left")):
-        page.fill("#key", key)
-        page.click("#lookup button")
-        page.get_by_role("button", name="Re-check quarantined callbacks").click()
-        expect(page.locator('#problems .problem[data-code="quarantined"]')).to_contain_text(
-            said, timeout=SEEN_WITHIN_MS
-        )
+    sign_in(page, KEY_A)
+    # The page read the problems, the quarantine among them, and left that one out.
+    expect(page.locator("#problems")).to_have_attribute("data-drawn", re.compile('"quarantined"'))
+    expect(banner).to_have_count(0)
+    expect(page.get_by_label("All tenants")).to_be_hidden()
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, KEY_B)
+    expect(page.get_by_label("All tenants")).to_be_visible()
+    page.get_by_role("button", name="Re-check quarantined callbacks").click()
+    expect(banner).to_contain_text("checked 1, applied 0, 1 left", timeout=SEEN_WITHIN_MS)
 
 
 def test_the_docs_page_renders_the_api_from_this_server_alone(page, web):
