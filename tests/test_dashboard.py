@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from receiver.signature import sign_v3
-from tests.support.api import submit, wait_status
+from tests.support.api import submit, wait_status, wait_worker
 from tests.support.memory import without_memory_cap
 from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B
 
@@ -156,6 +156,97 @@ def test_a_signed_in_page_lists_the_keys_requests_as_links_and_opens_one(page, w
 
     page.goto(f"{web.url}/#/requests/{theirs}")  # another tenant's, by its address
     expect(page.locator("#fields")).to_contain_text("no request with that id", timeout=SEEN_WITHIN_MS)
+
+
+def test_find_a_request_by_api_id_read_its_timeline_retry_a_failed_one_and_see_it_complete(page, web, api, sandbox):
+    """The issue's walk, at the keyboard where a person would use it; then another tenant's key
+    finds nothing of it."""
+    wait_worker(api)
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    failed = submit(api)["request_id"]
+    wait_status(api, failed, "failed")
+    sandbox.reset()
+    done = wait_status(api, submit(api)["request_id"], "completed")
+    page.goto(web.url + "/")
+    sign_in(page, KEY_A)
+
+    search = page.get_by_role("searchbox", name="Search")
+    search.fill(done["api_id"])
+    search.press("Enter")
+    expect(page.locator("#note")).to_have_text("1 in all")
+    expect(page.get_by_role("link", name=failed)).to_have_count(0)
+    page.get_by_role("link", name=done["request_id"]).press("Enter")
+    timeline = page.get_by_role("list", name="Timeline")
+    for event in ("submitted", "sent", "api_id", "callback", "completed"):
+        item = timeline.locator(f'li[data-event="{event}"]')
+        expect(item.first).to_contain_text(event)
+        expect(item.first.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+
+    page.get_by_role("link", name="Requests", exact=True).first.click()
+    search.fill(failed)
+    search.press("Enter")
+    page.get_by_role("link", name=failed).click()
+    expect(timeline.locator('li[data-event="failed"]')).to_have_count(1)
+    page.get_by_role("button", name="Retry").press("Space")
+    retried = page.locator("#action-note a")
+    expect(retried).to_be_focused()
+    new_id = retried.inner_text()
+    assert new_id != failed
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Request {new_id}")).to_be_visible()
+    expect(page.locator("#fields .status")).to_have_text("completed", timeout=SEEN_WITHIN_MS)
+    expect(page.locator("#fields")).to_contain_text(failed)  # retry_of, a link back
+    expect(page.get_by_role("button", name="Retry")).to_be_hidden()
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, KEY_B)
+    for what in (done["api_id"], failed, new_id):
+        search.fill(what)
+        search.press("Enter")
+        expect(page.locator("#note")).to_have_text("Nothing found")
+        expect(page.locator("#rows")).to_be_hidden()
+
+
+def test_charts_by_window_and_scope_and_the_screenshots(page, web, api, tmp_path):
+    """One chart per group of figures, each an image named for what it plots and its window;
+    an admin key switches to all tenants. The walk makes the README's screenshots too."""
+    wait_worker(api)
+    rids = [submit(api, path=path)["request_id"] for path in ("Call/", "Message/", "Call/", "Message/")]
+    for rid in rids:
+        wait_status(api, rid, "completed")
+    shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
+    page.goto(web.url + "/")
+    sign_in(page, KEY_B)
+    expect(page.get_by_role("link", name=rids[0])).to_have_count(0)  # KEY_B's own list: empty
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, KEY_A)
+    expect(page.locator("#rows tbody tr")).to_have_count(len(rids))
+    page.screenshot(path=shots / "console-list.png", full_page=True)
+    page.get_by_role("link", name=rids[0]).click()
+    expect(page.get_by_role("list", name="Timeline").locator('li[data-event="completed"]')).to_have_count(1)
+    page.screenshot(path=shots / "console-timeline.png", full_page=True)
+
+    page.get_by_role("link", name="Charts").click()
+    for window in ("hour", "day", "week"):
+        page.get_by_role("button", name=f"Last {window}").click()
+        charts = page.get_by_role("img", name=re.compile(f"over the last {window}, your requests$"))
+        expect(charts).to_have_count(4)
+        expect(page.get_by_role("img", name=re.compile("^Requests: requests submitted, completed"))).to_contain_text(
+            f"submitted {len(rids)} in all"
+        )
+    page.get_by_role("button", name="Last hour").click()
+    expect(page.get_by_role("img", name=re.compile("over the last hour"))).to_have_count(4)
+    page.screenshot(path=shots / "console-charts.png", full_page=True)
+    for name in ("console-list.png", "console-timeline.png", "console-charts.png"):
+        assert (shots / name).stat().st_size > 10_000
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, KEY_B)  # an admin key: all tenants' figures on request
+    page.get_by_role("link", name="Charts").click()
+    expect(page.get_by_role("img", name=re.compile("your requests$"))).to_have_count(4)
+    page.get_by_label("All tenants").check()
+    expect(page.get_by_role("img", name=re.compile("all tenants$"))).to_have_count(4)
+    expect(page.get_by_role("img", name=re.compile("^Requests: "))).to_contain_text(f"submitted {len(rids)} in all")
 
 
 def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):

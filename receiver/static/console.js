@@ -420,6 +420,9 @@
       if (name === "at" || name === "event" || value === null || value === undefined) continue;
       if (name === "retried_as" || name === "retry_of") parts.push(name.replace("_", " ") + " ", requestLink(value), " ");
       else if (name === "next_at") parts.push("next try ", timeEl(value), " ");
+      else if (name === "latency_ms") parts.push(`in ${value} ms `);
+      else if (name === "upstream_status" || name === "status_code") parts.push(`HTTP ${value} `);
+      else if (name === "size") parts.push(`${value} bytes `);
       else parts.push(`${name.replaceAll("_", " ")} ${typeof value === "object" ? JSON.stringify(value) : value} `);
     }
     return parts;
@@ -522,8 +525,8 @@
     const series = answer.series;
     const count = Math.max(...spec.figures.map((name) => (series[name] || []).length), 0);
     const values = spec.figures.flatMap((name) => (series[name] || []).filter((v) => v !== null));
-    const top = niceMax(Math.max(0, ...values));
-    const W = 600, H = 190, left = 52, right = 10, upper = 10, lower = 26;
+    const top = niceMax(Math.max(spec.unit ? 0 : 2, ...values)); // counts: whole numbers on the axis
+    const W = 600, H = 190, left = 64, right = 10, upper = 10, lower = 26;
     const x = (i) => left + (count <= 1 ? 0 : (i * (W - left - right)) / (count - 1));
     const y = (v) => upper + (H - upper - lower) * (1 - v / top);
     const scopeName = answer.scope === "all" ? "all tenants" : "your requests";
