@@ -87,7 +87,7 @@ def sign_in(page: Page, key: str) -> None:
     expect(page.get_by_label("API key")).to_be_focused()
     page.keyboard.type(key)
     page.keyboard.press("Enter")
-    expect(page.get_by_role("searchbox", name="Search")).to_be_visible(timeout=SEEN_WITHIN_MS)
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=SEEN_WITHIN_MS)
 
 
 def callback(web, rid: str, api_id: str) -> None:
@@ -120,8 +120,11 @@ def test_without_a_key_the_page_is_a_sign_in_form_and_asks_the_api_nothing(page,
     page.wait_for_load_state("networkidle")  # nothing more is fetched, later either
     assert set(page.asked) <= {"/", "/static/console.css", "/static/console.js", "/favicon.ico"}, page.asked
 
-    page.get_by_label("API key").fill("not-a-key")
-    page.get_by_role("button", name="Sign in").click()
+    page.keyboard.type("not-a-key")  # the key field has the focus; Tab to the button, its focus drawn
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.press("Space")
     expect(page.locator("#signin-note")).to_have_text("That API key was refused.")
     expect(page.get_by_role("searchbox", name="Search")).to_have_count(0)
     with web.client(key=None) as anon:
@@ -158,13 +161,16 @@ def test_a_signed_in_page_lists_the_keys_requests_as_links_and_opens_one(page, w
     expect(page.locator("#fields")).to_contain_text("no request with that id", timeout=SEEN_WITHIN_MS)
 
 
-def test_find_a_request_by_api_id_read_its_timeline_retry_a_failed_one_and_see_it_complete(page, web, api, sandbox):
+def test_find_a_request_by_api_id_read_its_timeline_retry_a_failed_one_and_see_it_complete(
+    page, web, worker, api, sandbox
+):
     """The issue's walk, at the keyboard where a person would use it; then another tenant's key
     finds nothing of it."""
     wait_worker(api)
     sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
-    failed = submit(api)["request_id"]
+    failed, other = (submit(api)["request_id"] for _ in range(2))
     wait_status(api, failed, "failed")
+    wait_status(api, other, "failed")
     sandbox.reset()
     done = wait_status(api, submit(api)["request_id"], "completed")
     page.goto(web.url + "/")
@@ -198,16 +204,32 @@ def test_find_a_request_by_api_id_read_its_timeline_retry_a_failed_one_and_see_i
     expect(page.locator("#fields")).to_contain_text(failed)  # retry_of, a link back
     expect(page.get_by_role("button", name="Retry")).to_be_hidden()
 
+    # Every failed one, from the list's filter: a preview, a confirmation, the progress.
+    page.get_by_role("link", name="Requests", exact=True).first.click()
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#note")).to_have_text("2 in all")
+    page.get_by_role("button", name="Preview bulk retry").click()
+    expect(page.locator("#bulk-note")).to_have_text("2 failed or expired requests match. Retry them?")
+    expect(page.get_by_role("button", name="Retry 2 requests")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#bulk-said")).to_have_text("1 retried, 1 skipped of 2: done", timeout=SEEN_WITHIN_MS)
+    expect(page.get_by_role("progressbar", name="Bulk retry progress")).to_have_attribute("value", "2")
+    wait_status(api, api.get(f"/v1/requests/{other}").json()["retried_as"], "completed")
+
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, KEY_B)
-    for what in (done["api_id"], failed, new_id):
+    page.goto(f"{web.url}/#/requests/{new_id}")
+    expect(page.locator("#fields")).to_contain_text("no request with that id")
+    page.get_by_role("link", name="Requests", exact=True).first.click()
+    for what in (done["api_id"], failed, new_id, other):
         search.fill(what)
         search.press("Enter")
         expect(page.locator("#note")).to_have_text("Nothing found")
         expect(page.locator("#rows")).to_be_hidden()
 
 
-def test_charts_by_window_and_scope_and_the_screenshots(page, web, api, tmp_path):
+def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, tmp_path):
     """One chart per group of figures, each an image named for what it plots and its window;
     an admin key switches to all tenants. The walk makes the README's screenshots too."""
     wait_worker(api)

@@ -124,8 +124,12 @@
     $("console").hidden = true;
     $("nav").hidden = true;
     $("signin").hidden = false;
-    $("cards").replaceChildren();
-    $("problems").replaceChildren();
+    for (const holder of [$("cards"), $("problems")]) delete holder.dataset.drawn;
+    // Nothing the key read stays in the page, shown or not.
+    for (const id of ["cards", "problems", "fields", "timeline", "charts"]) $(id).replaceChildren();
+    $("rows").tBodies[0].replaceChildren();
+    for (const id of ["note", "bulk-note", "bulk-said", "action-note", "timeline-note", "charts-note"]) $(id).textContent = "";
+    $("bulk-confirm").hidden = $("bulk-progress-line").hidden = true;
     $("signin-note").textContent = said || "";
     $("key").focus();
   }
@@ -212,8 +216,8 @@
     }
     const counts = answer.body.counts || {};
     const names = Object.keys(counts);
-    if (holder.dataset.names !== names.join(",")) {
-      holder.dataset.names = names.join(",");
+    if (holder.dataset.drawn !== names.join(",")) {
+      holder.dataset.drawn = names.join(",");
       holder.replaceChildren(
         ...names.map((name) =>
           el("div", { class: "card" }, el("b", { id: "count-" + name, text: "0" }), CARD_LABELS[name] || name.replaceAll("_", " "))
