@@ -16,6 +16,7 @@
   const state = {
     key: null,
     admin: false,
+    tenant: false, // a key of API_KEYS (an admin key may be of no tenant: then all tenants' figures only)
     allTenants: false,
     window: "hour",
     shown: "", // what the current view last drew, so that a refresh that changes nothing redraws nothing
@@ -45,7 +46,7 @@
     } catch (error) {
       body = { error: `HTTP ${answer.status}` };
     }
-    if (answer.status === 401 && state.key && !options.probe) signOut("That API key was refused: sign in again.");
+    if (answer.status === 401 && state.key && state.tenant && !options.probe) signOut("That API key was refused: sign in again.");
     return { ok: answer.ok, status: answer.status, body };
   }
 
@@ -100,8 +101,10 @@
     }
     sessionStorage.setItem(KEY_STORE, key);
     state.admin = admin.ok;
-    state.allTenants = state.admin && !tenant.ok; // an admin key of no tenant sees all tenants' figures
+    state.tenant = tenant.ok;
+    state.allTenants = !state.tenant;
     $("all-tenants").checked = state.allTenants;
+    $("all-tenants").disabled = !state.tenant;
     $("key").value = "";
     $("signin-note").textContent = "";
     $("signin").hidden = true;
@@ -116,6 +119,7 @@
   function signOut(said) {
     state.key = null;
     state.admin = false;
+    state.tenant = false;
     state.allTenants = false;
     state.shown = "";
     state.bulk = null;
@@ -208,7 +212,9 @@
   };
 
   async function cards() {
-    const answer = await api("/v1/summary?" + scope().slice(1));
+    const asked = scope();
+    const answer = await api("/v1/summary?" + asked.slice(1));
+    if (asked !== scope() || !state.key) return; // switched meanwhile
     const holder = $("cards");
     if (!answer.ok) {
       holder.replaceChildren();
@@ -231,6 +237,7 @@
   let rechecked = ""; // what the last re-check said, kept across the banners' refresh
 
   async function problems() {
+    if (!state.tenant) return; // /v1/status takes a key of API_KEYS
     const answer = await api("/v1/status");
     if (!answer.ok) return;
     const banners = answer.body.problems
@@ -279,10 +286,16 @@
   }
 
   async function showList(params) {
+    if (!state.tenant) {
+      $("note").textContent = "This admin key is no tenant's: it has no requests of its own. The cards and charts are every tenant's.";
+      return;
+    }
     const query = new URLSearchParams();
     query.set("limit", PAGE_SIZE);
     for (const name of [...FILTERS, "offset"]) if (params.get(name)) query.set(name, params.get(name));
+    const asked = location.hash;
     const answer = await api("/v1/requests?" + query);
+    if (location.hash !== asked || !state.key) return; // the search changed meanwhile: a later answer draws
     const note = $("note");
     if (!answer.ok) {
       note.textContent = answer.body.error;
@@ -440,6 +453,7 @@
   async function showRequest(id) {
     const path = "/v1/requests/" + encodeURIComponent(id);
     const [record, events] = await Promise.all([api(path), api(path + "/events")]);
+    if (parseHash().id !== id || !state.key) return;
     if (!record.ok) {
       state.shown = "";
       $("fields").replaceChildren(el("dt", { text: "error" }), el("dd", { text: record.body.error }));
@@ -571,7 +585,9 @@
 
   async function showCharts() {
     for (const button of document.querySelectorAll("[data-window]")) button.setAttribute("aria-pressed", String(button.dataset.window === state.window));
+    const asked = state.window + scope();
     const answer = await api(`/v1/series?window=${state.window}${scope()}`);
+    if (asked !== state.window + scope() || !state.key) return; // switched meanwhile
     if (!answer.ok) {
       $("charts-note").textContent = answer.body.error;
       $("charts").replaceChildren();
