@@ -15,13 +15,16 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from local.processes import wait_for
 from receiver.signature import sign_v3
 from tests.support.api import submit, wait_status, wait_worker
 from tests.support.memory import without_memory_cap
+from tests.support.notify_receiver import NEW_SECRET, Receiver
 from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -58,25 +61,26 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser, web) -> Iterator[Page]:
-    """A fresh page that may reach web and nothing else, and fails the test on a script error.
-    `page.asked` lists the paths of every request it made."""
+    """A fresh page that may reach web (and the webs a test adds to `page.webs`) and nothing
+    else, and fails the test on a script error. `page.asked` lists the paths it asked web for."""
     context = browser.new_context(viewport={"width": 1000, "height": 800})
     page = context.new_page()
     errors: list[str] = []
     asked: list[str] = []
+    webs = [web.url]
     page.on("pageerror", lambda error: errors.append(str(error)))
 
     def only_web(route: Route) -> None:
         url = route.request.url
-        if url.startswith(web.url + "/"):
-            asked.append(url[len(web.url) :])
+        if any(url.startswith(allowed + "/") for allowed in webs):
+            asked.append(urlsplit(url).path)
             route.continue_()
         else:
             errors.append(f"the page asked for {url}")
             route.abort()
 
     page.route("**/*", only_web)
-    page.asked = asked  # type: ignore[attr-defined]
+    page.asked, page.webs = asked, webs  # type: ignore[attr-defined]
     yield page
     context.close()
     assert errors == []
@@ -269,6 +273,28 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     page.get_by_label("All tenants").check()
     expect(page.get_by_role("img", name=re.compile("all tenants$"))).to_have_count(4)
     expect(page.get_by_role("img", name=re.compile("^Requests: "))).to_contain_text(f"submitted {len(rids)} in all")
+
+
+def test_a_finished_requests_notification_is_sent_again_from_its_page(page, make_stack, sandbox):
+    """Resend notification: on a web that may notify (NOTIFY_HOSTS), for a finished request
+    with a notify_url; each attempt is in the timeline."""
+    receiver = Receiver().start()
+    try:
+        stack = make_stack(db=3, NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET)
+        page.webs.append(stack.web.url)
+        with stack.web.client() as api:
+            rid = submit(api, notify_url=receiver.url)["request_id"]
+            wait_for(lambda: len(receiver.received) == 1, 20, message="the first notification")
+        page.goto(f"{stack.web.url}/#/requests/{rid}")
+        sign_in(page, KEY_A)
+        notifications = page.get_by_role("list", name="Timeline").locator('li[data-event="notification"]')
+        expect(notifications).to_have_count(1)
+        page.get_by_role("button", name="Resend notification").click()
+        expect(page.locator("#action-note")).to_have_text("The notification is sent again.")
+        wait_for(lambda: len(receiver.received) == 2, 20, message="the notification sent again")
+        expect(notifications).to_have_count(2, timeout=SEEN_WITHIN_MS)
+    finally:
+        receiver.stop()
 
 
 def test_a_signed_in_page_shows_a_banner_per_problem(page, web, redis):
