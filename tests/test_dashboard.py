@@ -233,11 +233,14 @@ def test_find_a_request_by_api_id_read_its_timeline_retry_a_failed_one_and_see_i
         expect(page.locator("#rows")).to_be_hidden()
 
 
-def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, tmp_path):
+def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, sandbox, tmp_path):
     """One chart per group of figures, each an image named for what it plots and its window;
     an admin key switches to all tenants. The walk makes the README's screenshots too."""
     wait_worker(api)
-    rids = [submit(api, path=path)["request_id"] for path in ("Call/", "Message/", "Call/", "Message/")]
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    wait_status(api, submit(api, path="Message/")["request_id"], "failed")
+    sandbox.reset()
+    rids = [submit(api, path=path)["request_id"] for path in ("Call/", "Message/", "Call/", "Call/")]
     for rid in rids:
         wait_status(api, rid, "completed")
     shots = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
@@ -246,7 +249,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     expect(page.get_by_role("link", name=rids[0])).to_have_count(0)  # KEY_B's own list: empty
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, KEY_A)
-    expect(page.locator("#rows tbody tr")).to_have_count(len(rids))
+    expect(page.locator("#rows tbody tr")).to_have_count(len(rids) + 1)
     page.screenshot(path=shots / "console-list.png", full_page=True)
     page.get_by_role("link", name=rids[0]).click()
     expect(page.get_by_role("list", name="Timeline").locator('li[data-event="completed"]')).to_have_count(1)
@@ -258,7 +261,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
         charts = page.get_by_role("img", name=re.compile(f"over the last {window}, your requests$"))
         expect(charts).to_have_count(4)
         expect(page.get_by_role("img", name=re.compile("^Requests: requests submitted, completed"))).to_contain_text(
-            f"submitted {len(rids)} in all"
+            f"submitted {len(rids) + 1} in all"
         )
     page.get_by_role("button", name="Last hour").click()
     expect(page.get_by_role("img", name=re.compile("over the last hour"))).to_have_count(4)
@@ -272,7 +275,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     expect(page.get_by_role("img", name=re.compile("your requests$"))).to_have_count(4)
     page.get_by_label("All tenants").check()
     expect(page.get_by_role("img", name=re.compile("all tenants$"))).to_have_count(4)
-    expect(page.get_by_role("img", name=re.compile("^Requests: "))).to_contain_text(f"submitted {len(rids)} in all")
+    expect(page.get_by_role("img", name=re.compile("^Requests: "))).to_contain_text(f"submitted {len(rids) + 1} in all")
 
 
 def test_a_finished_requests_notification_is_sent_again_from_its_page(page, make_stack, sandbox):
