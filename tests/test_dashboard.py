@@ -251,6 +251,17 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     sign_in(page, KEY_A)
     expect(page.locator("#rows tbody tr")).to_have_count(len(rids) + 1)
     page.screenshot(path=shots / "console-list.png", full_page=True)
+    # The filters, kept in the address: a path, then a time range that holds nothing.
+    page.get_by_label("Path").fill("Message/")
+    page.get_by_label("Path").press("Enter")
+    expect(page.locator("#note")).to_have_text("2 in all")
+    assert "path=Message%2F" in page.url
+    page.get_by_label("Since").fill("2099-01-01T00:00")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.locator("#note")).to_have_text("Nothing found")
+    page.go_back()
+    expect(page.locator("#note")).to_have_text("2 in all")
+    expect(page.get_by_label("Since")).to_have_value("")
     page.get_by_role("link", name=rids[0]).click()
     expect(page.get_by_role("list", name="Timeline").locator('li[data-event="completed"]')).to_have_count(1)
     page.screenshot(path=shots / "console-timeline.png", full_page=True)
