@@ -262,7 +262,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     page.go_back()
     expect(page.locator("#note")).to_have_text("2 in all")
     expect(page.get_by_label("Since")).to_have_value("")
-    page.get_by_role("link", name=rids[0]).click()
+    page.get_by_role("link", name=rids[1]).click()  # the Message/ one that completed
     expect(page.get_by_role("list", name="Timeline").locator('li[data-event="completed"]')).to_have_count(1)
     page.screenshot(path=shots / "console-timeline.png", full_page=True)
 
