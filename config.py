@@ -690,7 +690,7 @@ class Settings:
         can call, an upstream that answers 404). Raises ConfigError naming the variable."""
         url = urlsplit(self.public_url)
         if url.scheme not in ("http", "https") or not url.hostname:
-            shown = f"not {self.public_url!r}" if self.public_url else "it is not set"
+            shown = f"not {shown_url(self.public_url)!r}" if self.public_url else "it is not set"
             raise ConfigError(
                 "PUBLIC_URL must be the absolute http(s) URL web is reached at, the same for web and workers "
                 f"(callback URLs and their signatures use it); {shown}"
@@ -702,7 +702,7 @@ class Settings:
             )
         if not self.plivo_api_url.endswith("/v1/"):
             raise ConfigError(
-                f"PLIVO_API_URL must end in /v1/, like https://api.plivo.com/v1/; not {self.plivo_api_url!r}"
+                f"PLIVO_API_URL must end in /v1/, like https://api.plivo.com/v1/; not {shown_url(self.plivo_api_url)!r}"
             )
         if role == "web" and not self.api_keys:
             raise ConfigError("API_KEYS is empty: web would refuse every call on /v1/*; set at least one key")
@@ -717,13 +717,23 @@ class Settings:
             where = url.path if url.scheme == "unix" else f"{url.hostname}:{url.port or 6379}"
         return (
             f"Redis {where} db {redis_db(self.redis_url)}, queue {self.queue_name}, callbacks to "
-            f"{self.callback_url}, signatures {'checked' if self.verify_signatures else 'NOT checked'}, "
+            f"{shown_url(self.callback_url)}, signatures {'checked' if self.verify_signatures else 'NOT checked'}, "
             f"notifications {'on' if self.notify_hosts else 'off'}"
         )
 
 
 Role = Literal["web", "worker"]
 EX_CONFIG = 78  # sysexits.h: a configuration error; a supervisor should not restart the process in a loop
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown in a log line or an error: a password it carries (a callback URL
+    with basic auth in it, say) as `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
 def redis_db(url: str) -> int:

@@ -61,8 +61,7 @@ def post_worker_init(worker: Worker) -> None:
     from receiver.auth import start_alias_moves
     from receiver.health import start
 
-    start_alias_moves(worker.wsgi.extensions["answerback"])  # the salt read before the first beat
-    start(worker.wsgi)
+    start_alias_moves(worker.wsgi.extensions["answerback"], then=lambda: start(worker.wsgi))  # salt, then beats
 
 
 def worker_exit(server: Arbiter, worker: Worker) -> None:

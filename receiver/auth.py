@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # with a colon that is not like this is more likely one key with a colon in it.
 TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MIN_NAMED_KEY = 16
+SALT_RETRY_S = 1.0  # how often a process starting while Redis is away tries to read the salt again
 
 
 def _digest(text: str) -> str:
@@ -136,21 +137,29 @@ def log_api_keys(entries: tuple[str, ...]) -> None:
     )
 
 
-def start_alias_moves(svc: Services) -> None:
-    """Read the deployment's salt now, before the process serves or announces itself, then move
-    requests filed under the aliases of the configured keys' tenants, now and every
+def start_alias_moves(svc: Services, then: Callable[[], object] = lambda: None) -> None:
+    """In the background: read the deployment's salt (again every second while Redis is away:
+    the process serves meanwhile, and reads it at its first authentication if that comes
+    first), call `then` (the heartbeat's start: a beat tells that this process holds the salt,
+    so that one process starting while the salt is deleted is the only way to a second one),
+    then move requests filed under the aliases of the configured keys' tenants, now and every
     TENANT_MOVE_INTERVAL: during a rolling deployment, processes of the version before still
-    file requests under the unsalted ids. Read first, a process that starts while the salt is
-    deleted (and not yet put back by the others) is the only way to a second salt; the
-    heartbeat that follows tells that every process has one."""
-    try:
-        _table(svc)
-    except RedisError as exc:  # Redis away at start: read at the first request instead
-        log.warning("could not read the tenant salt at start (%s); reading it when first needed", type(exc).__name__)
-    threading.Thread(target=_move_aliases, args=(svc,), name="tenant-aliases", daemon=True).start()
+    file requests under the unsalted ids."""
+    threading.Thread(target=_move_aliases, args=(svc, then), name="tenant-aliases", daemon=True).start()
 
 
-def _move_aliases(svc: Services) -> None:
+def _move_aliases(svc: Services, then: Callable[[], object]) -> None:
+    warned = False
+    while True:
+        try:
+            _table(svc)
+            break
+        except RedisError as exc:
+            if not warned:
+                log.warning("could not read the tenant salt (%s); trying again every second", type(exc).__name__)
+                warned = True
+            time.sleep(SALT_RETRY_S)
+    then()
     while True:
         try:
             tenants = {tenant.id: tenant for _, tenant in _table(svc)}

@@ -21,6 +21,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.wrappers import Request
 
 import logs
+from config import shown_url
 from receiver.errors import ApiError, BadRequest, InvalidSignature, UriTooLong
 from receiver.prometheus import timed_webhook
 from receiver.services import Services
@@ -241,7 +242,7 @@ _refusals_lock = threading.Lock()
 def _quarantine(svc: Services, req: Request, reason: str) -> None:
     """Keep a refused callback whole (request line, the headers it needs, body) in the
     quarantine, in one round trip; with Redis away it is not kept and the refusal stands."""
-    rid, url, body = _rid(req), checked_url(svc, req), req.get_data(cache=True)
+    rid, url, body = _rid(req), shown_url(checked_url(svc, req)), req.get_data(cache=True)
     description = {
         "reason": reason,
         "rid": rid,

@@ -105,9 +105,35 @@ def quarantined(svc: Services, report: HealthReport) -> Problem | None:
     )
 
 
+def spool_dead_letters(svc: Services, report: HealthReport) -> Problem | None:
+    """Other processes' counts as their last beat published them, this one's as it is now;
+    once per spool (a web's processes on one host share theirs)."""
+    own = this_process()
+    found = {(p.host, p.spool): p.dead_letters for p in report.processes if own is None or p.id != own.process_id}
+    if own is not None and svc.spool is not None:
+        found[(own.host, str(svc.spool.directory))] = svc.spool.dead_letters()
+    holding = sorted((host, spool, count) for (host, spool), count in found.items() if count)
+    if not holding:
+        return None
+    named = ", ".join(f"{count} in {spool} on {host}" for host, spool, count in holding)
+    return Problem(
+        "spool_dead_letters",
+        f"Spooled callbacks could not be applied and wait in dead-letters.jsonl: {named}. Each line "
+        "names its error; apply what you can by hand, then empty the file (docs/operations.md, Redis outages).",
+    )
+
+
 # Every problem /v1/status reports and the dashboard shows as a banner, in this order. A new
 # kind of problem is one more check here; its code is documented in docs/operations.md.
-CHECKS: list[Check] = [no_worker, sweep_late, settings_disagree, clock_offset, redis_not_durable, quarantined]
+CHECKS: list[Check] = [
+    no_worker,
+    sweep_late,
+    settings_disagree,
+    clock_offset,
+    redis_not_durable,
+    quarantined,
+    spool_dead_letters,
+]
 
 
 def problems(svc: Services, report: HealthReport) -> list[Problem]:
@@ -154,6 +180,12 @@ def get_status() -> Response:
 
 def start(app: Flask) -> None:
     """A web process serving `app` publishes its heartbeat from now on (gunicorn.conf.py's
-    post_worker_init: not an app a test builds in its own process)."""
+    post_worker_init: not an app a test builds in its own process), with its spool's dead
+    letters when it has a spool."""
     svc: Services = app.extensions["answerback"]
-    start_heartbeat(svc.redis, WEB, svc.settings)
+    spool = svc.spool
+
+    def gauges() -> dict[str, Any]:
+        return {} if spool is None else {"dead_letters": spool.dead_letters(), "spool": str(spool.directory)}
+
+    start_heartbeat(svc.redis, WEB, svc.settings, gauges)

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -126,6 +127,8 @@ class ProcessBeat:
     settings: dict[str, str]
     offset_s: float
     age_s: float
+    dead_letters: int = 0  # a web's spooled callbacks that could not be applied (receiver/spool.py)
+    spool: str = ""  # where they are (SPOOL_DIR): processes of one web on a host share it
 
     @classmethod
     def parse(cls, process_id: str, raw: str, age_s: float) -> ProcessBeat | None:
@@ -141,6 +144,8 @@ class ProcessBeat:
                 dict(beat["settings"]),
                 float(beat["offset_s"]),
                 age_s,
+                int(beat.get("dead_letters", 0)),
+                str(beat.get("spool", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -257,8 +262,11 @@ class Heartbeat(threading.Thread):
     is not durable, and again whenever it turns so), then publishes every HEARTBEAT_S. Under
     gevent's monkey-patching (web) it is a greenlet. A Redis outage skips beats, nothing more."""
 
-    def __init__(self, redis: Redis, kind: str, settings: Settings) -> None:
+    def __init__(
+        self, redis: Redis, kind: str, settings: Settings, gauges: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        self.gauges = gauges  # figures of this process published with each beat
         self.health = Health(redis)
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.process_id = f"{kind}:{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
@@ -297,7 +305,8 @@ class Heartbeat(threading.Thread):
                 "Redis's durability is unknown: it refuses CONFIG GET (a managed Redis); check it with the provider"
             )
         self.offset_s, self.durable = offset, durability.durable
-        self.health.beat(self.process_id, {**self.published, "offset_s": round(offset, 4)}, now)
+        gauges = self.gauges() if self.gauges is not None else {}
+        self.health.beat(self.process_id, {**self.published, **gauges, "offset_s": round(offset, 4)}, now)
 
     def stop(self) -> None:
         if self.stopping.is_set():
@@ -313,12 +322,14 @@ _heartbeat: Heartbeat | None = None
 _lock = threading.Lock()
 
 
-def start_heartbeat(redis: Redis, kind: str, settings: Settings) -> Heartbeat:
+def start_heartbeat(
+    redis: Redis, kind: str, settings: Settings, gauges: Callable[[], dict[str, Any]] | None = None
+) -> Heartbeat:
     """Start this process's heartbeat (once: a second call answers the first one's)."""
     global _heartbeat
     with _lock:
         if _heartbeat is None or _heartbeat.pid != os.getpid():
-            _heartbeat = Heartbeat(redis, kind, settings)
+            _heartbeat = Heartbeat(redis, kind, settings, gauges)
             _heartbeat.start()
         return _heartbeat
 

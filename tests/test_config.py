@@ -140,6 +140,13 @@ def test_secrets_stay_out_of_the_repr():
     assert not any(secret in repr(settings) for secret in ("token-1", "token-2", "key-1", SECRET))
 
 
+def test_a_password_in_a_url_stays_out_of_the_start_up_line():
+    settings = Settings.from_env({"PUBLIC_URL": "https://hook:pw-1@hooks.example.com:8443"})
+    assert "callbacks to https://hook:***@hooks.example.com:8443/callbacks/plivo" in settings.summary()
+    assert "pw-1" not in settings.summary()
+    assert config.shown_url("https://hooks.example.com/x?a=1") == "https://hooks.example.com/x?a=1"
+
+
 def test_settings_are_made_with_keyword_overrides_as_tests_make_them():
     settings = Settings(plivo_api_url="http://127.0.0.1:1/v1/", plivo_timeout=5, max_waiters=3)
     assert (settings.plivo_api_url, settings.plivo_timeout, settings.max_waiters) == ("http://127.0.0.1:1/v1/", 5, 3)

@@ -5,6 +5,7 @@ settings, the sweep's age."""
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from config import Settings
 from local import stack as local_stack
 from local.processes import wait_for
 from local.redis_server import free_port
+from receiver.spool import DEAD_LETTERS
 from store import keys
 from store.health import Health, fingerprint, setting_digests
 from tests.support.api import submit
@@ -130,3 +132,21 @@ def test_an_app_other_than_web_boots_under_web_s_gunicorn_conf(base_env, workdir
         assert httpx.post(local_stack.local_url(port) + "/callbacks/plivo", timeout=10).json() == {"outcome": "noop"}
     finally:
         noop.stop()
+
+
+def test_a_spooled_callback_that_cannot_be_applied_is_reported_until_emptied(make_stack, tmp_path):
+    """A web starts on a spool holding an entry it cannot apply (a line that is not JSON): the
+    replay keeps it in the dead letters, and /v1/status names that spool (once, though both of
+    web's processes share it) until a person empties it; whichever process answers."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"{uuid.uuid4()}.spool").write_text("not a spool entry\n")
+    stack = make_stack(db=DB_ALONE, workers=0, WEB_CONCURRENCY="2", SPOOL_DIR=str(spool))
+    wait_for(lambda: stack.redis.zcard(keys.PROCESSES) == 2, 15, 0.2, "both processes' beats")
+    wait_for(lambda: "spool_dead_letters" in codes(status(stack.web)), 15, 0.2, "the dead letter reported")
+    for _ in range(4):  # either process answers: both name the spool once
+        (problem,) = [p for p in status(stack.web)["problems"] if p["code"] == "spool_dead_letters"]
+        assert f"1 in {spool} on " in problem["message"] and problem["message"].count(" on ") == 1
+    assert "not a spool entry" in (spool / DEAD_LETTERS).read_text()
+    (spool / DEAD_LETTERS).write_text("")  # looked at and emptied
+    wait_for(lambda: "spool_dead_letters" not in codes(status(stack.web)), 15, 0.2, "the problem cleared")

@@ -14,6 +14,7 @@ from local.processes import Service, wait_for
 from local.redis_server import free_port
 from tests.support.services import AUTH_TOKEN, KEY_A, KEY_B, start_web
 
+URL_SECRET = "url-password-1"
 REFUSED = [
     ("web", {"PUBLIC_URL": ""}, "PUBLIC_URL must be the absolute http(s) URL"),
     ("worker", {"PUBLIC_URL": ""}, "PUBLIC_URL must be the absolute http(s) URL"),
@@ -24,6 +25,9 @@ REFUSED = [
     ("worker", {"PLIVO_AUTH_TOKEN": "", "ALLOW_UNSIGNED_CALLBACKS": "no"}, "PLIVO_AUTH_TOKEN is not set"),
     ("web", {"PLIVO_API_URL": "https://api.plivo.com/v2/"}, "PLIVO_API_URL must end in /v1/"),
     ("worker", {"PLIVO_API_URL": "https://api.plivo.com/"}, "PLIVO_API_URL must end in /v1/"),
+    # A password in a URL is shown as *** (a callback URL may carry basic auth).
+    ("web", {"PUBLIC_URL": f"ftp://hook:{URL_SECRET}@hooks.example.com"}, "not 'ftp://hook:***@hooks.example.com'"),
+    ("worker", {"PLIVO_API_URL": f"https://u:{URL_SECRET}@api.plivo.com/"}, "not 'https://u:***@api.plivo.com/'"),
 ]
 
 
@@ -52,7 +56,7 @@ def test_each_setting_that_would_lose_results_is_refused_at_start(base_env, work
             assert status == EX_CONFIG, (role, overrides, log[-2000:])
             [line] = [line for line in log.splitlines() if "refusing to start" in line]
             assert line.startswith(f"answerback {role}: refusing to start: ") and message in line, line
-            assert "Traceback" not in log and AUTH_TOKEN not in log and KEY_A not in log
+            assert "Traceback" not in log and not any(secret in log for secret in (AUTH_TOKEN, KEY_A, URL_SECRET))
     finally:
         for service in started:
             service.kill()
