@@ -540,6 +540,13 @@ class Settings:
     sweep_interval: int = integer(
         WORKERS, "SWEEP_INTERVAL", 1, "Seconds between sweeps (expiry, recovery, purge).", low=1
     )
+    bulk_retry_batch: int = integer(
+        WORKERS,
+        "BULK_RETRY_BATCH",
+        500,
+        "Requests of bulk retries (`POST /v1/requests/retry`) the sweep retries in one pass.",
+        low=1,
+    )
     queue_name: str = setting(
         WORKERS,
         "QUEUE_NAME",

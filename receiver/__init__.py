@@ -14,7 +14,19 @@ if TYPE_CHECKING:  # Flask is imported by create_app: gunicorn's master imports 
 def create_app(settings: Settings | None = None) -> Flask:
     from flask import Flask
 
-    from receiver import auth, callbacks, dashboard, errors, health, openapi, ops, prometheus, quarantine, requests_api
+    from receiver import (
+        auth,
+        callbacks,
+        dashboard,
+        errors,
+        events,
+        health,
+        openapi,
+        ops,
+        prometheus,
+        quarantine,
+        requests_api,
+    )
     from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
     from receiver.services import Services, log_start
@@ -30,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.log_api_keys(settings.api_keys)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
-    for module in (callbacks, requests_api, health, quarantine, ops, prometheus, openapi, dashboard):
+    for module in (callbacks, requests_api, events, health, quarantine, ops, prometheus, openapi, dashboard):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.docs_bp)
     # Callbacks and submissions, served before Flask's dispatch. Replacing wsgi_app is Flask's

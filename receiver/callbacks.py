@@ -254,11 +254,21 @@ def _quarantine(svc: Services, req: Request, reason: str) -> None:
         "size": len(body) + len(req.query_string),
     }
     try:
-        kept = svc.quarantine.keep(description, body)
+        kept = svc.quarantine.keep(description, body, _signature_of(svc, reason))
         outcome = "kept in the quarantine" if kept else "too large to keep"
     except RedisError as exc:  # still the refusal, not a 503 that would tell a forger it was the outage
         outcome = f"not kept: Redis unavailable ({type(exc).__name__})"
     _log_refusal(reason, rid, url, req.headers.get("Host", ""), outcome)
+
+
+def _signature_of(svc: Services, reason: str) -> str:
+    """What a refused callback's signature was: the body is read before it is checked, the
+    api_id after."""
+    if reason == "signature":
+        return "invalid"
+    if reason == "api_id":
+        return "valid" if svc.settings.verify_signatures else "unchecked"
+    return ""
 
 
 def _log_refusal(reason: str, rid: str, url: str, host: str, kept: str) -> None:

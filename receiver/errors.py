@@ -64,7 +64,7 @@ class Unprocessable(ApiError):
     status = 422
 
 
-def error_response(status: int, message: str | None, **details: Any) -> Response:
+def error_response(status: int, message: str | None, /, **details: Any) -> Response:
     """A JSON error answer. Needs no app context: the webhook answers outside Flask's dispatch."""
     response = Response(compact_json({"error": message, **details}) + "\n", status=status, mimetype="application/json")
     if status == 401:

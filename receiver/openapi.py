@@ -16,11 +16,23 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from config import CALLBACK_METHODS, Settings
 from receiver.callbacks import REFUSAL_REASONS
 from receiver.services import services
-from receiver.validation import MAX_IDEMPOTENCY_KEY, MAX_QUERY_INT, MAX_WAIT, METHODS, PAGE_SIZE, submission_schema
+from receiver.validation import (
+    MAX_FILTER_TEXT,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_QUERY_INT,
+    MAX_WAIT,
+    METHODS,
+    PAGE_SIZE,
+    PATH_PATTERN,
+    BulkRetryIn,
+    submission_schema,
+)
 from store.deliveries import OUTCOMES, SPOOLED
+from store.events import ORDER as EVENT_NAMES
 from store.health import WEB, WORKER
 from store.notifications import ATTEMPT_OUTCOMES, NOTIFY_STATUSES
 from store.records import STATUSES
+from store.retries import MAX_BULK
 
 bp = Blueprint("openapi", __name__)
 DOCS_URL = "/docs"
@@ -83,6 +95,8 @@ RECORD = {
         "late",
         "response",
         "error",
+        "retry_of",
+        "retried_as",
     ],
     "properties": {
         "request_id": {"type": "string"},
@@ -101,6 +115,27 @@ RECORD = {
         "response": {"type": ["object", "null"]},
         "error": {"type": ["object", "null"]},
         "notify": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Notify"}]},
+        "retry_of": {"type": ["string", "null"], "description": "the request this one retries"},
+        "retried_as": {"type": ["string", "null"], "description": "the request that retried this one"},
+    },
+}
+BULK_STARTED = {
+    "type": "object",
+    "required": ["bulk_id", "count"],
+    "properties": {"bulk_id": {"type": "string"}, "count": {"type": "integer"}},
+}
+BULK_COUNT = {"type": "object", "required": ["count"], "properties": {"count": {"type": "integer"}}}
+BULK_PROGRESS = {
+    "type": "object",
+    "required": ["bulk_id", "status", "count", "retried", "skipped", "started_at", "finished_at"],
+    "properties": {
+        "bulk_id": {"type": "string"},
+        "status": {"enum": ["running", "done"]},
+        "count": {"type": "integer", "description": "requests it takes"},
+        "retried": {"type": "integer"},
+        "skipped": {"type": "integer", "description": "no longer failed or expired, or already retried"},
+        "started_at": TIME,
+        "finished_at": TIME,
     },
 }
 NOTIFY = {
@@ -133,6 +168,7 @@ ATTEMPTS = {
                     "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
                     "outcome": {"enum": list(ATTEMPT_OUTCOMES)},
                     "error": {"type": ["string", "null"]},
+                    "next_at": {"type": "string", "format": "date-time", "description": "a retry: when it is due"},
                 },
             },
         }
@@ -258,6 +294,47 @@ RECHECK = {
         "quarantined": {"type": "integer", "description": "left in the quarantine"},
     },
 }
+TIMELINE = {
+    "type": "object",
+    "required": ["request_id", "events", "dropped"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "events": {
+            "type": "array",
+            "description": "oldest first; each event's fields besides `at` and `event` only when known",
+            "items": {
+                "type": "object",
+                "required": ["at", "event"],
+                "additionalProperties": False,
+                "properties": {
+                    "at": {"type": "string", "format": "date-time"},
+                    "event": {"enum": list(EVENT_NAMES)},
+                    "idempotency_key": {"type": "string", "description": "submitted: as the client sent it"},
+                    "retry_of": {"type": "string", "description": "submitted: the request this one retries"},
+                    "attempt": {"type": "integer", "description": "sent, notification: 1-based"},
+                    "upstream_status": {"type": "integer", "description": "sent: the upstream's HTTP status"},
+                    "error": {"type": "string", "description": "sent, notification: what failed"},
+                    "latency_ms": {"type": "integer", "description": "sent: until its answer was recorded"},
+                    "outcome": {"type": "string", "description": "sent: accepted, retry, failed, unknown"},
+                    "api_id": {"type": "string"},
+                    "method": {"enum": list(CALLBACK_METHODS)},
+                    "verdict": {"enum": ["matched", "duplicate", "late", "early", "refused"]},
+                    "signature": {"enum": ["valid", "invalid", "unchecked"]},
+                    "size": {"type": "integer", "description": "callback: bytes of its body"},
+                    "reason": {"type": "string", "description": "why it failed, expired or was refused"},
+                    "status_code": {"type": "integer", "description": "notification: the endpoint's HTTP status"},
+                    "next_at": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "notification: tried again then",
+                    },
+                    "retried_as": {"type": "string", "description": "retried: the new request's id"},
+                },
+            },
+        },
+        "dropped": {"type": "integer", "description": "older events no longer kept (the newest 50 are)"},
+    },
+}
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
@@ -298,10 +375,67 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 *PAGE_PARAMS,
                 _param("status", "query", {"enum": list(STATUSES)}),
+                _param(
+                    "q",
+                    "query",
+                    {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_TEXT},
+                    text="one exact request id, api_id or Idempotency-Key",
+                ),
+                _param(
+                    "path",
+                    "query",
+                    {"type": "string", "maxLength": MAX_FILTER_TEXT, "pattern": PATH_PATTERN},
+                    text="exact upstream path, e.g. Message/",
+                ),
+                _param("since", "query", {"type": "string", "format": "date-time"}, text="inclusive, on submitted_at"),
+                _param("until", "query", {"type": "string", "format": "date-time"}, text="inclusive, on submitted_at"),
             ],
             "responses": {
                 "200": _json("Page", "a page"),
-                "400": _error("bad limit, offset or status, or an unknown query parameter"),
+                "400": _error("a bad filter or page value (named in `parameter`), or an unknown query parameter"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/v1/requests/{request_id}/retry": {
+        "post": {
+            "summary": "Submit a failed or expired request again, as a new request (once)",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "202": _json("Request", "the new request"),
+                "404": _error("unknown id"),
+                "409": _error("not failed or expired (`status`), or already retried (`retried_as`)"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/v1/requests/retry": {
+        "post": {
+            "summary": "Retry every failed or expired request a filter matches (the workers do it)",
+            "security": SECURED,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BulkRetry"}}},
+            },
+            "responses": {
+                "200": _json("BulkRetryCount", "preview: how many it would take"),
+                "202": _json("BulkRetryStarted", "started"),
+                "400": _error("a bad filter value"),
+                "415": _error("not JSON"),
+                "422": _error(f"more than {MAX_BULK} requests match"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/v1/requests/retry/{bulk_id}": {
+        "get": {
+            "summary": "A bulk retry's progress",
+            "security": SECURED,
+            "parameters": [_param("bulk_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "200": _json("BulkRetryProgress", "its progress"),
+                "404": _error("unknown id"),
                 **AUTH_ERRORS,
             },
         },
@@ -335,6 +469,18 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("NotificationAttempts", "attempts, oldest first"),
                 "404": _error("unknown id"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/v1/requests/{request_id}/events": {
+        "get": {
+            "summary": "A request's timeline: what happened to it, in time order",
+            "security": SECURED,
+            "parameters": [_param("request_id", "path", {"type": "string"}, True)],
+            "responses": {
+                "200": _json("Timeline", "its events, oldest first"),
+                "404": _error("unknown id, or another tenant's"),
                 **AUTH_ERRORS,
             },
         },
@@ -453,10 +599,15 @@ def document(settings: Settings) -> dict[str, Any]:
                 "CallbackOutcome": CALLBACK_ANSWER,
                 "Notify": NOTIFY,
                 "NotificationAttempts": ATTEMPTS,
+                "Timeline": TIMELINE,
                 "Status": STATUS,
                 "Quarantined": QUARANTINED,
                 "QuarantinePage": QUARANTINE_PAGE,
                 "Recheck": RECHECK,
+                "BulkRetry": BulkRetryIn.model_json_schema(),
+                "BulkRetryCount": BULK_COUNT,
+                "BulkRetryStarted": BULK_STARTED,
+                "BulkRetryProgress": BULK_PROGRESS,
             },
         },
         "paths": PATHS,

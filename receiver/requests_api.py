@@ -6,7 +6,7 @@ import time
 from urllib.parse import quote
 
 import gevent
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request, url_for
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Request
 
@@ -25,13 +25,16 @@ from receiver.validation import (
     is_uuid,
     json_body,
     known_args,
+    list_filter,
     page_meta,
+    parse_bulk_retry,
     parse_submission,
-    status_arg,
+    q_arg,
     wait_arg,
 )
 from store.metrics import count
 from store.records import RequestRecord, Requests, Submission
+from store.retries import MAX_BULK
 
 PREFIX = "/v1"
 SUBMIT_PATH = PREFIX + "/requests"
@@ -152,15 +155,79 @@ def _notify_host(svc: Services, url: str | None) -> str:
 @bp.get("/requests")
 @require_key
 def list_requests() -> Response:
+    """Newest first, narrowed by the filters given (AND); `q` is one exact request id, api_id or
+    Idempotency-Key."""
     known_args(request.args, LIST_ARGS)
     limit = int_arg(request.args, "limit", PAGE_SIZE, 1, PAGE_SIZE)
     offset = int_arg(request.args, "offset", 0, 0)
-    status = status_arg(request.args)
-    total, records = services().requests.page(g.tenant, status, offset, limit)
+    filt, q = list_filter(request.args), q_arg(request.args)
+    requests = services().requests
+    if q is not None:
+        total, records = requests.find(g.tenant, g.tenant_aliases, q, filt, offset, limit)
+    else:
+        total, records = requests.page(g.tenant, filt, offset, limit)
+    kept = {name: request.args.get(name) for name in ("q", "status", "path", "since", "until")}
     return jsonify(
-        meta=page_meta("requests.list_requests", limit, offset, total, status=status),
+        meta=page_meta("requests.list_requests", limit, offset, total, **kept),
         objects=[r.to_json() for r in records],
     )
+
+
+@bp.post("/requests/<request_id>/retry")
+@require_key
+def retry(request_id: str) -> Response:
+    """A failed or expired request submitted again as a new one, at most once."""
+    svc = services()
+    old = _own_record(request_id)
+    # The new request is filed as the old one is (under an alias until store/tenants.py moves both).
+    retried = svc.retries.retry(old.fields["request_id"], old.tenant)
+    if retried.outcome == "gone":  # purged meanwhile
+        raise NotFound("no request with that id")
+    if retried.outcome == "retried":
+        raise Conflict("this request was already retried", retried_as=retried.value)
+    if retried.outcome == "status":
+        raise Conflict("only a failed or expired request can be retried", status=retried.value)
+    svc.ring(retried.ring_id)
+    record = svc.requests.get(retried.value)
+    assert record is not None  # just created, kept result_ttl
+    response = jsonify(record.to_json())
+    response.status_code = 202
+    response.headers["Location"] = f"{quote(request.script_root)}{SUBMIT_PATH}/{retried.value}"
+    return response
+
+
+@bp.post("/requests/retry")
+@require_key
+def retry_matching() -> Response:
+    """Every failed or expired request of the tenant the filter matches, retried by the workers'
+    sweep (resumable); at most MAX_BULK per call. `preview`: only their count."""
+    if not request.is_json:
+        raise UnsupportedMediaType("request body must be application/json")
+    filt, preview = parse_bulk_retry(json_body(request))
+    retries = services().retries
+    total, rids = retries.matching(g.tenant, filt)
+    if preview:
+        return jsonify(count=total)
+    if total > MAX_BULK:
+        raise Unprocessable(
+            f"{total} requests match; a bulk retry takes at most {MAX_BULK}: narrow the filter",
+            count=total,
+            max=MAX_BULK,
+        )
+    bulk_id = retries.start(g.tenant, rids)
+    response = jsonify(bulk_id=bulk_id, count=len(rids))
+    response.status_code = 202
+    response.headers["Location"] = url_for("requests.retry_progress", bulk_id=bulk_id)
+    return response
+
+
+@bp.get("/requests/retry/<bulk_id>")
+@require_key
+def retry_progress(bulk_id: str) -> Response:
+    progress = services().retries.progress(bulk_id.lower(), g.tenant) if is_uuid(bulk_id) else None
+    if progress is None:
+        raise NotFound("no bulk retry with that id")
+    return jsonify(progress)
 
 
 def _own_record(rid: str, requests: Requests | None = None) -> RequestRecord:

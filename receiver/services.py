@@ -25,6 +25,7 @@ from store.metrics import count
 from store.notifications import Notifications
 from store.quarantine import Quarantine
 from store.records import Requests
+from store.retries import Retries
 from store.tenants import Tenant
 from store.waiting import DoneListener, WaiterSlots
 
@@ -49,6 +50,7 @@ class Services:
     notifications: Notifications
     notify_hosts: HostPolicy
     quarantine: Quarantine
+    retries: Retries
     waiters: WaiterSlots = field(repr=False)
     waiter_requests: Requests = field(repr=False)
     spool: Spool | None = None
@@ -81,6 +83,7 @@ class Services:
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
             quarantine=Quarantine(callback_redis, settings.quarantine_ttl, settings.quarantine_max_bytes),
+            retries=Retries(redis, settings.result_ttl, stale_ms),
             waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
             waiter_requests=Requests(
                 connect(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),

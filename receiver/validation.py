@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from flask import url_for
@@ -19,7 +20,7 @@ from pydantic.json_schema import JsonSchemaValue
 from config import CALLBACK_METHODS, CallbackMethod
 from notify_hosts import MAX_URL
 from receiver.errors import BadRequest
-from store.records import STATUSES
+from store.records import STATUSES, Filter
 
 METHODS = ("GET", "POST", "DELETE")
 QUERY_METHODS = ("GET", "DELETE")  # these send params in the query string
@@ -27,7 +28,10 @@ RESERVED_PARAMS = ("callback_url", "callback_method")
 MAX_WAIT = 60  # seconds ?wait may hold an answer
 PAGE_SIZE = 20  # the largest (and default) page of a list
 MAX_QUERY_INT = 999_999_999  # the largest integer a query argument may carry
-LIST_ARGS = ("limit", "offset", "status")  # the query parameters of GET /v1/requests
+LIST_ARGS = ("limit", "offset", "status", "q", "path", "since", "until")  # the query parameters of GET /v1/requests
+FILTER_ARGS = ("status", "path", "since", "until")  # ... that narrow it (and a bulk retry, in its body)
+MAX_FILTER_TEXT = 512  # characters of a path or q filter
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 WAIT_ARGS = ("wait",)  # ... of reading one request or result
 MAX_IDEMPOTENCY_KEY = 255  # characters
 
@@ -254,11 +258,80 @@ def known_args(args: Any, allowed: tuple[str, ...]) -> None:
         raise BadRequest(f"unknown query parameter {shown}; this endpoint takes " + (", ".join(allowed) or "none"))
 
 
-def status_arg(args: Any) -> str | None:
+def list_filter(args: Any, statuses: tuple[str, ...] = STATUSES) -> Filter:
+    """The filters of a listing (query parameters) or a bulk retry (its JSON body): each bad
+    value is a 400 naming its parameter."""
     status = args.get("status")
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-    return status
+    if status is not None and status not in statuses:
+        raise BadRequest(f"status must be one of {', '.join(statuses)}", parameter="status")
+    path = args.get("path")
+    if path is not None:
+        path = _filter_path(path)
+    return Filter(status=status, path=path, since=time_arg(args, "since"), until=time_arg(args, "until"))
+
+
+def q_arg(args: Any) -> str | None:
+    q = args.get("q")
+    if q is not None and not 1 <= len(q) <= MAX_FILTER_TEXT:
+        raise BadRequest(f"q must be 1 to {MAX_FILTER_TEXT} characters", parameter="q")
+    return q
+
+
+def _filter_path(value: Any) -> str:
+    """A path filter as a submission's path is stored (Call -> Call/), or a 400."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_FILTER_TEXT:
+        raise BadRequest(f"path must be a path of 1 to {MAX_FILTER_TEXT} characters, e.g. Message/", parameter="path")
+    try:
+        return SubmissionIn.relative_path(value)
+    except ValueError as exc:
+        raise BadRequest(f"path {exc}", parameter="path") from None
+
+
+def time_arg(args: Any, name: str) -> int | None:
+    """An ISO 8601 time (UTC without an offset; any RFC 3339 date-time) as milliseconds since
+    the epoch, or a 400. A leap second counts as the second before it."""
+    raw = args.get(name)
+    if raw is None:
+        return None
+    text = raw.upper() if isinstance(raw, str) and len(raw) <= 40 and raw[:4].isdigit() else ""
+    try:
+        moment = datetime.fromisoformat(re.sub(r"(T\d\d:\d\d):60", r"\1:59", text))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 time, e.g. 2026-12-03T14:00:00Z", parameter=name) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)  # no overflow at year 1 or 9999 with an offset
+
+
+class BulkRetryIn(BaseModel):
+    """POST /v1/requests/retry: which failed or expired requests of the tenant to retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["failed", "expired"] | None = Field(default=None, description="absent: both")
+    path: str | None = Field(
+        default=None,
+        json_schema_extra={"maxLength": MAX_FILTER_TEXT, "pattern": PATH_PATTERN},
+        description="exact upstream path, e.g. Message/ (checked as the listing's filter is)",
+    )
+    since: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="inclusive bound on submitted_at"
+    )
+    until: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}, description="inclusive bound on submitted_at"
+    )
+    preview: bool = Field(default=False, description="true: only count what would be retried")
+
+
+def parse_bulk_retry(data: Any) -> tuple[Filter, bool]:
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    try:
+        form = BulkRetryIn.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest("invalid bulk retry", fields=_field_errors(exc)) from None
+    given = {name: value for name, value in form.model_dump().items() if value is not None and name != "preview"}
+    return list_filter(given, ("failed", "expired")), form.preview
 
 
 def wait_arg(args: Any) -> int:

@@ -101,9 +101,34 @@ def tenant_requests(tenant: str, status: str | None = None) -> str:
     return f"{PREFIX}tenant:{tenant}:all"
 
 
+def tenant_path_requests(tenant: str, path: str, status: str) -> str:
+    """Zset request id -> submitted_at of a tenant's requests to one upstream path in one status:
+    GET /v1/requests?path=... pages one of them by time (or, without a status, merges them)."""
+    return f"{PREFIX}tenant:{tenant}:pst:{status}:{path}"
+
+
+BULK_RETRIES = PREFIX + "bulk:running"  # zset bulk retry id -> when started (ms): the sweep works through them
+
+
+def bulk_retry(bulk_id: str) -> str:
+    """Hash: a bulk retry's tenant, status, count, retried, skipped, started_at, finished_at."""
+    return f"{PREFIX}bulk:{bulk_id}"
+
+
+def bulk_retry_rids(bulk_id: str) -> str:
+    """List of the request ids a bulk retry has still to retry."""
+    return f"{PREFIX}bulk:{bulk_id}:rids"
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{tenant}:{key_digest}"
 
 
 def rate_limit(account: str, api_class: str) -> str:
     return f"{PREFIX}rl:{account}:{api_class}"
+
+
+def events(rid: str) -> str:
+    """List of the request's events beyond what its record and other lists tell, the newest
+    kept (store/events.py); each `n json`, n counting every event it had."""
+    return f"{PREFIX}req:{rid}:events"

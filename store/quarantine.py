@@ -50,9 +50,11 @@ class Quarantine:
         self.max_bytes = max_bytes
         self.scripts = Scripts(redis)
 
-    def keep(self, description: dict[str, Any], body: bytes) -> bool:
+    def keep(self, description: dict[str, Any], body: bytes, signature: str = "") -> bool:
         """Keep one refused callback and count its refusal (`rejected_<reason>`), in one round
-        trip; answers whether it was kept (not when it alone is larger than the bound)."""
+        trip; answers whether it was kept (not when it alone is larger than the bound). A refusal
+        naming a known request (`rid`) is also one of its events (store/events.py), with
+        `signature` ("invalid", "valid", "unchecked"; "" when not checked yet)."""
         try:
             text, encoding = body.decode(), ""
         except UnicodeDecodeError:
@@ -60,7 +62,18 @@ class Quarantine:
         now = now_ms()
         described = {**description, "at": now, "body_encoding": encoding}
         entry = json.dumps(described, separators=(",", ":")) + "\n" + text
-        args = (entry, now, self.ttl_ms, self.max_bytes, ENTRY_OVERHEAD, description["reason"])
+        args = (
+            entry,
+            now,
+            self.ttl_ms,
+            self.max_bytes,
+            ENTRY_OVERHEAD,
+            description["reason"],
+            description.get("rid", ""),
+            description.get("method", ""),
+            signature,
+            description.get("size", 0),
+        )
         return bool(self.scripts.once("quarantine_keep", *args))
 
     def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:

@@ -13,7 +13,7 @@ code would not know its newer fields and would drop them when it wrote the recor
 
 from __future__ import annotations
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 RECORD_FIELDS = (
     "tenant",
@@ -44,6 +44,9 @@ RECORD_FIELDS = (
     "notify_delivered_at",
     "drainer",
     "claim_id",
+    "retry_of",  # version 2: the request this one retries (POST /v1/requests/{id}/retry)
+    "retried_as",  # version 2: the request that retried this one
+    "idempotency_key",  # version 2: as the client sent it, for the timeline (store/events.py)
 )
 
 

@@ -99,7 +99,36 @@ class RequestRecord:
             "response": _json(f.get("response")),
             "error": _json(f.get("error")),
             "notify": _notify(f),
+            "retry_of": f.get("retry_of") or None,
+            "retried_as": f.get("retried_as") or None,
         }
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What GET /v1/requests narrows a tenant's requests to; every part optional, combined with AND."""
+
+    status: str | None = None
+    path: str | None = None
+    since: int | None = None  # ms, inclusive, on submitted_at
+    until: int | None = None  # ms, inclusive: up to the end of that millisecond
+
+    def bounds(self) -> tuple[str, str]:
+        """The time range as the `page` script's score bounds ('' for open): submitted_at has
+        microseconds, so `until`'s millisecond ends just before the next one."""
+        since = "" if self.since is None else str(self.since)
+        until = "" if self.until is None else f"({self.until + 1}"
+        return since, until
+
+    def admits(self, record: RequestRecord) -> bool:
+        f = record.fields
+        at = float(f.get("submitted_at") or 0)
+        return (
+            (self.status is None or record.status == self.status)
+            and (self.path is None or f.get("path") == self.path)
+            and (self.since is None or at >= self.since)
+            and (self.until is None or at < self.until + 1)
+        )
 
 
 @dataclass(frozen=True)
@@ -137,6 +166,17 @@ class Requests:
         self.scripts = Scripts(redis)
 
     def submit(self, sub: Submission) -> Submitted:
+        rid, submitted_at, body_digest, args = self.submit_args(sub)
+        if self.min_replicas:
+            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
+        else:
+            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
+        return self._submitted(sub, rid, submitted_at, body_digest, str(args[4]), answer)
+
+    def submit_args(self, sub: Submission) -> tuple[str, str, str, tuple[str | int, ...]]:
+        """A new request id, its submission time, its body's digest (with an Idempotency-Key)
+        and the `submit` script's arguments (the fifth: the params as stored; bench/console.py
+        runs them in pipelines)."""
         rid, now, submitted_at = new_id(), now_ms(), _ms_with_micros()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
         idem_key = idem_value = body_digest = ""
@@ -146,8 +186,6 @@ class Requests:
             alias_idem_keys = [keys.idempotency(alias, _digest(sub.idempotency_key)) for alias in sub.aliases]
             body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
-        # With min_replicas an accepted submission survives a failover; NotReplicated is an
-        # outage (503) and may still have stored it: a retry with the Idempotency-Key finds it.
         args: tuple[str | int, ...] = (
             rid,
             sub.tenant,
@@ -165,12 +203,17 @@ class Requests:
             api_class(sub.method, sub.path),
             sub.notify_url,
             sub.notify_host,
+            sub.idempotency_key or "",
             *alias_idem_keys,
         )
-        if self.min_replicas:
-            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
-        else:
-            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
+        return rid, submitted_at, body_digest, args
+
+    def _submitted(
+        self, sub: Submission, rid: str, submitted_at: str, body_digest: str, params: str, answer: list[str]
+    ) -> Submitted:
+        """What the submit script's answer means. With min_replicas an accepted submission survives
+        a failover; NotReplicated is an outage (503) and may still have stored it: a retry with the
+        Idempotency-Key finds it."""
         if answer[0] == "existing":
             first_rid, first_digest = answer[1].split(" ")
             record = self.get(first_rid)
@@ -204,11 +247,34 @@ class Requests:
     def rid_for_api_id(self, api_id: str) -> str | None:
         return cast("str | None", self.redis.get(keys.api_id(api_id)))
 
-    def page(self, tenant: str, status: str | None, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
-        """Newest first; `offset` counts records, as Plivo's lists do."""
-        total, *rows = cast("list[Any]", self.scripts("page", tenant, status or "", offset, limit))
+    def page(self, tenant: str, filt: Filter, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
+        """Newest first; `offset` counts records, as Plivo's lists do. The filter picks one index
+        (all, by status, by path and status; a path alone merges its statuses') and pages it by
+        time: the total is exact."""
+        since, until = filt.bounds()
+        total, *rows = cast(
+            "list[Any]",
+            self.scripts("page", tenant, filt.status or "", filt.path or "", since, until, offset, limit, *STATUSES),
+        )
         records = [_pairs(row) for row in rows]
         return total, [RequestRecord(r) for r in records if r.get("tenant")]
+
+    def find(
+        self, tenant: str, aliases: tuple[str, ...], q: str, filt: Filter, offset: int, limit: int
+    ) -> tuple[int, list[RequestRecord]]:
+        """The tenant's requests whose id, api_id or Idempotency-Key is `q` (each at most once),
+        within the filter, newest first: a few reads by key, no scan."""
+        owners = (tenant, *aliases)
+        names = [keys.idempotency(owner, _digest(q)) for owner in owners]
+        rids = []
+        if _is_id(q):
+            rids.append(q.lower())
+            names.append(keys.api_id(q.lower()))
+        found = cast("list[str | None]", self.redis.mget(names))
+        rids += [value.split(" ")[0] for value in found if value]
+        records = [r for rid in dict.fromkeys(rids) if (r := self.get(rid)) and r.tenant in owners and filt.admits(r)]
+        records.sort(key=lambda r: float(r.fields["submitted_at"]), reverse=True)
+        return len(records), records[offset : offset + limit]
 
     def deliveries(self, rid: str) -> list[dict[str, Any]]:
         """Every delivery in the order received: the one kept as the response, then the others."""
@@ -228,6 +294,11 @@ class Requests:
             ]
         listed = cast("list[str]", self.redis.lrange(keys.deliveries(rid), 0, -1))
         return first + [json.loads(entry.partition(" ")[2]) for entry in listed]
+
+
+def _is_id(value: str) -> bool:
+    """A request id or api_id (a UUID): only such a value becomes part of a key name."""
+    return len(value) == 36 and all(c in "0123456789abcdef-" for c in value.lower()) and value.count("-") == 4
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

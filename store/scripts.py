@@ -34,6 +34,8 @@ NAMES = (
     "rate_limit",
     "page",
     "read",
+    "retry",
+    "bulk_retry",
     "notify_claim",
     "notify_settle",
     "notify_again",

@@ -102,6 +102,22 @@ def test_failed_and_expired_exit_1(answerback, sandbox):
     assert answerback("get", rid).returncode == 1
 
 
+def test_retry_prints_the_new_request_and_refuses_a_second_retry(answerback, sandbox):
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    failed = answerback("submit", "POST", "Call/", *CALL, "--wait", "30")
+    assert failed.returncode == 1, failed.stderr
+    sandbox.reset()
+    rid = failed.stdout.split()[1]
+    retried = answerback("retry", rid, "--wait", "30", "--json")
+    assert retried.returncode == 0, retried.stderr
+    record = json.loads(retried.stdout)
+    assert record["retry_of"] == rid and record["status"] == "completed"
+    refused = answerback("retry", rid)
+    assert refused.returncode == 2 and f"already retried: {record['request_id']}" in refused.stderr
+    listed = answerback("ls", "--q", rid, "--json")
+    assert [r["request_id"] for r in json_lines(listed.stdout)] == [rid]
+
+
 def test_a_wait_that_runs_out_exits_4_and_without_wait_pending_is_0(answerback, sandbox):
     sandbox.faults(drop_callback=1.0)
     waited = answerback("submit", "POST", "Call/", *CALL, "--wait", "1", "--json")
@@ -157,7 +173,7 @@ def test_a_refused_key_or_an_unreachable_server_exits_3(answerback):
     assert down.returncode == 3 and "cannot reach Answerback" in down.stderr
 
 
-def test_get_result_deliveries_and_ls_show_the_request(answerback):
+def test_get_result_deliveries_events_and_ls_show_the_request(answerback):
     record = json.loads(answerback("submit", "POST", "Call/", *CALL, "--wait", "30", "--json").stdout)
     rid, api_id = record["request_id"], record["api_id"]
     shown = answerback("get", rid)
@@ -166,6 +182,13 @@ def test_get_result_deliveries_and_ls_show_the_request(answerback):
     [delivery] = json_lines(answerback("deliveries", rid, "--json").stdout)
     assert delivery["api_id"] == api_id and delivery["body"]["message"] == "call fired"
     assert api_id in answerback("deliveries", rid).stdout
+    timeline = json.loads(answerback("events", rid, "--json").stdout)
+    assert timeline["request_id"] == rid and timeline["dropped"] == 0
+    assert [e["event"] for e in timeline["events"]] == ["submitted", "sent", "api_id", "callback", "completed"]
+    lines = answerback("events", rid).stdout.splitlines()
+    assert lines[0].split() == ["at", "event", "details"]
+    assert [line.split()[1] for line in lines[1:]] == ["submitted", "sent", "api_id", "callback", "completed"]
+    assert f"api_id={api_id}" in lines[3] and "verdict=matched" in lines[4] and "outcome=accepted" in lines[2]
     table = answerback("ls").stdout.splitlines()
     assert table[0].split() == ["request_id", "status", "request", "api_id", "submitted_at", "completed_at"]
     assert table[1].split()[:4] == [rid, "completed", "POST", "Call/"]

@@ -21,10 +21,13 @@ from answerback_client import (
     AsyncClient,
     AsyncRequest,
     Client,
+    Conflict,
     Delivery,
+    Event,
     InvalidRequest,
     NotFound,
     Request,
+    Timeline,
     Unauthorized,
     Unavailable,
 )
@@ -70,6 +73,14 @@ def test_submit_then_wait_gives_a_typed_completed_record(ab, sandbox):
     assert isinstance(delivery, Delivery) and delivery.api_id == done.api_id and delivery.method == "POST"
     assert delivery.body["request_uuid"] == done.response["request_uuid"]
     assert done.submitted_at <= delivery.received_at <= done.completed_at
+    timeline = ab.events(req.request_id)
+    assert isinstance(timeline, Timeline) and timeline.request_id == req.request_id and timeline.dropped == 0
+    assert [e.event for e in timeline] == ["submitted", "sent", "api_id", "callback", "completed"]
+    submitted, sent, named, callback, completed = timeline.events
+    assert isinstance(submitted, Event) and submitted.at == done.submitted_at and submitted.idempotency_key
+    assert sent.attempt == 1 and sent.outcome == "accepted" and isinstance(sent.latency_ms, int)
+    assert named.api_id == done.api_id and callback.verdict == "matched" and callback.signature == "valid"
+    assert completed.at == done.completed_at and completed.reason is None and completed.raw["event"] == "completed"
     assert len(sent_upstream(sandbox, req.request_id)) == 1
 
 
@@ -273,6 +284,8 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
             assert (await ab.submit("POST", "Call/", CALL, idempotency_key="async-1")).replayed
             [delivery] = await ab.deliveries(req.request_id)
             assert delivery.api_id == done.api_id
+            timeline = await ab.events(req.request_id)
+            assert timeline.events[0].idempotency_key == "async-1" and timeline.events[-1].event == "completed"
             outcomes = await ab.submit_many([message(n) for n in range(24)] + [{"method": "PUT", "path": "Call/"}])
             assert isinstance(outcomes[-1], InvalidRequest) and len({o.request_id for o in outcomes[:-1]}) == 24
             finals = await ab.wait_many(outcomes[:-1], timeout=60)
@@ -288,6 +301,34 @@ def test_async_client_has_the_same_methods(web, worker, sandbox):
         return req.request_id
 
     assert len(sent_upstream(sandbox, asyncio.run(scenario()))) == 1
+
+
+def test_a_failed_request_is_found_and_retried_one_by_one_or_in_bulk(ab, web, sandbox):
+    sandbox.faults(status_4xx={"rate": 1.0, "error": "to is invalid"})
+    failed = ab.submit("POST", "Message/", message(1)["params"], idempotency_key="order-1").wait(30)
+    assert failed.status == "failed"
+    sandbox.reset()
+    again = ab.retry(failed.request_id)
+    assert again.retry_of == failed.request_id and again.wait(30).status == "completed"
+    with pytest.raises(Conflict) as refused:
+        ab.retry(failed.request_id)
+    assert refused.value.retried_as == again.request_id and refused.value.status == 409
+    assert [r.request_id for r in ab.requests(q="order-1")] == [failed.request_id]
+    assert [r.request_id for r in ab.requests(path="Message/", status="completed")] == [again.request_id]
+    assert ab.get(failed.request_id).retried_as == again.request_id
+
+    async def bulk() -> tuple[int, str | None]:
+        async with AsyncClient(web.url, KEY_A) as aio:
+            assert (await aio.retry_matching(path="Message/", preview=True)).count == 1
+            started = await aio.retry_matching(status="failed", path="Message/")
+            assert [r.request_id async for r in aio.requests(q=failed.request_id)] == [failed.request_id]
+            return started.count, started.bulk_id
+
+    count, bulk_id = asyncio.run(bulk())
+    assert count == 1 and bulk_id
+    done = wait_for(lambda: (p := ab.retry_progress(bulk_id)).status == "done" and p, 20, 0.05, "the bulk retry")
+    assert (done.retried, done.skipped) == (0, 1)  # retried already: skipped
+    assert done.finished_at is not None and done.finished_at.tzinfo == UTC
 
 
 @pytest.mark.slow

@@ -128,6 +128,18 @@ def test_two_errors_then_success_is_three_attempts_of_one_webhook_id(api, receiv
     ]
 
 
+def test_a_failed_attempt_is_in_the_timeline_with_when_it_is_tried_again(api, receiver):
+    receiver.answers = [500]
+    rid = submit(api, notify_url=receiver.url)["request_id"]
+    notified(api, rid)
+    events = api.get(f"/v1/requests/{rid}/events").json()["events"]
+    failed, delivered = [e for e in events if e["event"] == "notification"]
+    assert (failed["attempt"], failed["status_code"], failed["outcome"]) == (1, 500, "retry")
+    assert (delivered["attempt"], delivered["status_code"], delivered["outcome"]) == (2, 200, "delivered")
+    assert failed["at"] < failed["next_at"] <= delivered["at"]  # ISO 8601 UTC strings sort in time order
+    assert "next_at" not in delivered
+
+
 def test_retry_after_is_honoured(api, receiver):
     receiver.answers = [(503, {"Retry-After": "2"})]
     rid = submit(api, notify_url=receiver.url)["request_id"]

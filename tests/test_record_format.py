@@ -53,6 +53,7 @@ RELEASED = {
     ),
 }
 RELEASED[1] = RELEASED[0]  # version 1 added the version element only
+RELEASED[2] = (*RELEASED[1], "retry_of", "retried_as", "idempotency_key")
 
 # A queued request with a notify_url, as the code before the version element stored it
 # (version 0: no tag; the fields of RELEASED[0], false where unset).

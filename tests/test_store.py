@@ -21,7 +21,7 @@ from store import connect, keys
 from store.connection import OUTAGE, now_ms
 from store.deliveries import Deliveries
 from store.outbox import Outbox
-from store.records import Requests, Submission, new_id
+from store.records import Filter, Requests, Submission, new_id
 from store.scripts import NotReplicated, source
 from store.sweep import Sweeper
 
@@ -181,11 +181,11 @@ def test_racing_callback_and_registration_always_complete_once(stores, run):
 def test_list_index_follows_status_changes(stores):
     requests, outbox, _ = stores
     rid = submit(requests)
-    assert requests.page("t1", "queued", 0, 20)[0] == 1
+    assert requests.page("t1", Filter(status="queued"), 0, 20)[0] == 1
     claim_and_send(outbox, rid)
-    assert requests.page("t1", "queued", 0, 20)[0] == 0
-    assert requests.page("t1", "sending", 0, 20)[0] == 1
-    assert requests.page("t2", None, 0, 20)[0] == 0
+    assert requests.page("t1", Filter(status="queued"), 0, 20)[0] == 0
+    assert requests.page("t1", Filter(status="sending"), 0, 20)[0] == 1
+    assert requests.page("t2", Filter(), 0, 20)[0] == 0
 
 
 def test_only_one_sweeper_holds_the_lock_at_a_time(redis):
@@ -221,8 +221,8 @@ def test_a_finished_request_is_purged_with_its_indexes_after_its_keep_time(redis
     assert requests.get(purged) is not None
     later = sweeper.sweep(now=finished_at + 1000 + 10_000 + 1000)  # due, and its bucket wholly past
     assert later.purged == 2
-    assert requests.get(purged) is None and requests.page("t9", None, 0, 20) == (0, [])
-    assert requests.page("t9", "completed", 0, 20) == (0, [])
+    assert requests.get(purged) is None and requests.page("t9", Filter(), 0, 20) == (0, [])
+    assert requests.page("t9", Filter(status="completed"), 0, 20) == (0, [])
     assert requests.rid_for_api_id(api_id) is None
     assert [k for k in redis.scan_iter("ab:*") if k not in ("ab:metrics", "ab:purge:next", "ab:drainers")] == []
 

@@ -13,8 +13,8 @@ from receiver.validation import (
     int_arg,
     is_uuid,
     json_body,
+    list_filter,
     parse_submission,
-    status_arg,
     submission_schema,
     wait_arg,
 )
@@ -103,8 +103,10 @@ def test_query_arguments_are_bounded_integers_and_known_statuses():
     with pytest.raises(BadRequest, match=f"from 0 to {MAX_WAIT}"):
         wait_arg(args)
     with pytest.raises(BadRequest, match="status must be one of"):
-        status_arg(args)
-    assert status_arg(MultiDict({"status": "queued"})) == "queued" and status_arg(MultiDict()) is None
+        list_filter(args)
+    assert list_filter(MultiDict({"status": "queued"})).status == "queued" and list_filter(MultiDict()).status is None
+    assert list_filter(MultiDict({"since": "2026-12-03T14:00:00.123Z"})).since == 1796306400123
+    assert list_filter(MultiDict({"until": "2026-12-03t15:00:00+01:00", "path": "Call"})).until == 1796306400000
 
 
 def test_only_a_uuid_becomes_part_of_a_key_name():

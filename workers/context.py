@@ -17,6 +17,7 @@ from store.connection import connect, connect_rq, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.rate_limits import Limit, RateLimiter
+from store.retries import Retries
 from store.sweep import Sweeper
 from workers.upstream import PlivoClient
 
@@ -85,6 +86,10 @@ class WorkerContext:
         return Sweeper(
             self.redis, self.settings.result_ttl, drainer_stale_ms=self.settings.drainer_stale_seconds * 1000
         )
+
+    @cached_property
+    def retries(self) -> Retries:
+        return Retries(self.redis, self.settings.result_ttl, self.settings.drainer_stale_seconds * 1000)
 
     @cached_property
     def limiter(self) -> RateLimiter:

@@ -332,6 +332,8 @@ class Notifier(threading.Thread):
             "outcome": outcome,
             "error": answer.error or None,
         }
+        if next_due:
+            entry["next_at"] = iso(str(next_due))
         self.notifications.settle(due, outcome, entry, answer.error, next_due)
         log.log(
             logging.DEBUG if outcome == "delivered" else logging.INFO,

@@ -1,4 +1,5 @@
-"""The sweep, run on schedule by a thread in every worker process, by one of them at a time."""
+"""The sweep, run on schedule by a thread in every worker process, by one of them at a time;
+it also works through the bulk retries (store/retries.py), a batch per pass."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class SweepTicker(threading.Thread):
             return
         result = self.ctx.sweeper.sweep()
         self.ctx.sweeper.mark_ran(redis_now_ms())
-        if result.ring_id:
-            enqueue_drain_job(self.ctx.queue, result.ring_id, self.ctx.settings)
+        rings = [result.ring_id, *self.ctx.retries.work(self.ctx.settings.bulk_retry_batch)]
+        for ring_id in filter(None, rings):
+            enqueue_drain_job(self.ctx.queue, ring_id, self.ctx.settings)
         if result.expired or result.recovered or result.purged:
             log.info("sweep: %d expired, %d recovered, %d purged", result.expired, result.recovered, result.purged)

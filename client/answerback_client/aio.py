@@ -17,15 +17,17 @@ from answerback_client.protocol import (
     Operation,
     Pager,
     Pause,
+    bulk_path,
     deadline_after,
     request_path,
     result_path,
     resume,
+    retry_body,
     seconds_left,
     split_item,
     submission_body,
 )
-from answerback_client.records import Delivery, Record
+from answerback_client.records import BulkRetry, Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -92,11 +94,41 @@ class AsyncClient(BaseClient):
     async def deliveries(self, request_id: str) -> list[Delivery]:
         return self._deliveries(await self._run(self._ops.read(request_path(request_id) + "/deliveries")))
 
-    async def requests(self, status: str | None = None, limit: int | None = None) -> AsyncIterator[AsyncRequest]:
-        pager = Pager(status, limit)
+    async def events(self, request_id: str) -> Timeline:
+        return self._timeline(await self._run(self._ops.read(request_path(request_id) + "/events")))
+
+    async def requests(
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        *,
+        q: str | None = None,
+        path: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> AsyncIterator[AsyncRequest]:
+        pager = Pager(status, limit, q=q, path=path, since=since, until=until)
         while (call := pager.call()) is not None:
             for data in pager.take(await self._run(self._ops.send(call))):
                 yield self._record_of(data)
+
+    async def retry(self, request_id: str) -> AsyncRequest:
+        return self._record(await self._run(self._ops.send(Call("POST", request_path(request_id) + "/retry"))))
+
+    async def retry_matching(
+        self,
+        status: str | None = None,
+        path: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        *,
+        preview: bool = False,
+    ) -> BulkRetry:
+        call = Call("POST", "/v1/requests/retry", json=retry_body(status, path, since, until, preview))
+        return BulkRetry.from_json((await self._run(self._ops.send(call))).json())
+
+    async def retry_progress(self, bulk_id: str) -> BulkRetry:
+        return BulkRetry.from_json((await self._run(self._ops.read(bulk_path(bulk_id)))).json())
 
     async def submit_many(
         self, items: Iterable[dict[str, Any]], concurrency: int = 8, on_result: Callable[[Any], None] | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from answerback_client.protocol import Backoff, Operations
-from answerback_client.records import Delivery, Record
+from answerback_client.records import Delivery, Record, Timeline
 
 DEFAULT_URL = "http://127.0.0.1:8000"  # where `python3 manage.py run` serves
 VERSION = version("answerback-client")  # from client/pyproject.toml, the one place it is written
@@ -58,3 +58,7 @@ class BaseClient:
     @staticmethod
     def _deliveries(response: httpx.Response) -> list[Delivery]:
         return [Delivery.from_json(d) for d in response.json()["objects"]]
+
+    @staticmethod
+    def _timeline(response: httpx.Response) -> Timeline:
+        return Timeline.from_json(response.json())

@@ -16,11 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from answerback_client.base import VERSION
 from answerback_client.client import Client, Request
-from answerback_client.errors import AnswerbackError, Unauthorized, Unavailable
-from answerback_client.records import STATUSES, Delivery, Record
+from answerback_client.errors import AnswerbackError, Conflict, Unauthorized, Unavailable
+from answerback_client.records import STATUSES, Delivery, Event, Record
 
 COMPLETED, FINAL_FAILURE, USAGE, UNREACHABLE, STILL_WAITING = 0, 1, 2, 3, 4
 EXIT_CODES = f"""exit codes:
@@ -128,8 +129,32 @@ def cmd_deliveries(client: Client, args: argparse.Namespace, out: Console) -> in
     return show_list(out, client.deliveries(args.request_id), deliveries_table, args)
 
 
+def cmd_events(client: Client, args: argparse.Namespace, out: Console) -> int:
+    timeline = client.events(args.request_id)
+    if args.json:
+        print(json.dumps(timeline.raw))
+        return COMPLETED
+    if timeline.dropped:
+        out.print(f"({timeline.dropped} older events no longer kept)")
+    out.print(events_table(timeline.events))
+    return COMPLETED
+
+
 def cmd_ls(client: Client, args: argparse.Namespace, out: Console) -> int:
-    return show_list(out, client.requests(status=args.status, limit=args.limit or None), requests_table, args)
+    found = client.requests(
+        status=args.status, limit=args.limit or None, q=args.q, path=args.path, since=args.since, until=args.until
+    )
+    return show_list(out, found, requests_table, args)
+
+
+def cmd_retry(client: Client, args: argparse.Namespace, out: Console) -> int:
+    try:
+        record = client.retry(args.request_id)
+    except Conflict as exc:
+        raise UsageError(f"{exc.message}: {exc.retried_as}" if exc.retried_as else str(exc)) from None
+    if args.wait is not None:
+        record = record.wait(args.wait)
+    return show_record(out, record, args)
 
 
 def cmd_submit_many(client: Client, args: argparse.Namespace, out: Console) -> int:
@@ -271,6 +296,14 @@ def deliveries_table(deliveries: Iterable[Delivery]) -> Table:
     return table
 
 
+def events_table(events: Iterable[Event]) -> Table:
+    table = Table("at", "event", "details", box=None)
+    for e in events:
+        details = " ".join(f"{name}={value}" for name, value in e.raw.items() if name not in ("at", "event"))
+        table.add_row(short_time(e.at), styled_status(e.event), Text(details))  # details are not markup
+    return table
+
+
 def short_time(moment: datetime | None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else ""
 
@@ -362,9 +395,18 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--wait", type=seconds, metavar="N", help="wait up to N seconds for it to finish")
     deliveries = command("deliveries", cmd_deliveries, "list a request's callback deliveries")
     deliveries.add_argument("request_id")
+    events = command("events", cmd_events, "show a request's timeline, oldest first")
+    events.add_argument("request_id")
     ls = command("ls", cmd_ls, "list requests, newest first")
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="show at most N (default 20; 0: all)")
+    ls.add_argument("--q", metavar="TEXT", help="only the request whose id, api_id or Idempotency-Key is TEXT")
+    ls.add_argument("--path", help="only requests to this upstream path, e.g. Message/")
+    ls.add_argument("--since", metavar="TIME", help="only requests submitted at or after TIME (ISO 8601)")
+    ls.add_argument("--until", metavar="TIME", help="only requests submitted at or before TIME (ISO 8601)")
+    retry = command("retry", cmd_retry, "submit a failed or expired request again, as a new request")
+    retry.add_argument("request_id")
+    retry.add_argument("--wait", type=seconds, metavar="N", help="wait up to N seconds for the new one to finish")
     many = command("submit-many", cmd_submit_many, "submit every line of a JSON-lines file (- for stdin)")
     many.add_argument("file", metavar="FILE.jsonl")
     many.add_argument("--concurrency", type=int, default=8, metavar="N", help="submissions in flight (default 8)")

@@ -18,15 +18,17 @@ from answerback_client.protocol import (
     Operation,
     Pager,
     Pause,
+    bulk_path,
     deadline_after,
     request_path,
     result_path,
     resume,
+    retry_body,
     seconds_left,
     split_item,
     submission_body,
 )
-from answerback_client.records import Delivery, Record
+from answerback_client.records import BulkRetry, Delivery, Record, Timeline
 
 T = TypeVar("T")
 
@@ -101,13 +103,52 @@ class Client(BaseClient):
         """Every distinct callback delivery of the request, oldest first."""
         return self._deliveries(self._run(self._ops.read(request_path(request_id) + "/deliveries")))
 
-    def requests(self, status: str | None = None, limit: int | None = None) -> Iterator[Request]:
+    def events(self, request_id: str) -> Timeline:
+        """The request's timeline: what happened to it, oldest first (iterate it for its events)."""
+        return self._timeline(self._run(self._ops.read(request_path(request_id) + "/events")))
+
+    def requests(
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        *,
+        q: str | None = None,
+        path: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Iterator[Request]:
         """This key's requests, newest first, fetched page by page as you iterate; at most
-        `limit` of them (None: all)."""
-        pager = Pager(status, limit)
+        `limit` of them (None: all). Filters (AND): `q` one exact request id, api_id or
+        Idempotency-Key; `path` the exact upstream path; `since`/`until` ISO 8601 times,
+        inclusive, on submitted_at."""
+        pager = Pager(status, limit, q=q, path=path, since=since, until=until)
         while (call := pager.call()) is not None:
             for data in pager.take(self._run(self._ops.send(call))):
                 yield self._record_of(data)
+
+    def retry(self, request_id: str) -> Request:
+        """Submit a failed or expired request again as a new request (its `retry_of` names this
+        one). Raises Conflict when it is not failed or expired, or was retried already (then
+        its `retried_as` names the retry)."""
+        return self._record(self._run(self._ops.send(Call("POST", request_path(request_id) + "/retry"))))
+
+    def retry_matching(
+        self,
+        status: str | None = None,
+        path: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        *,
+        preview: bool = False,
+    ) -> BulkRetry:
+        """Retry every failed or expired request (`status`: one of them) the filters match, at
+        most 10,000; the workers do it. `preview`: only count them."""
+        call = Call("POST", "/v1/requests/retry", json=retry_body(status, path, since, until, preview))
+        return BulkRetry.from_json(self._run(self._ops.send(call)).json())
+
+    def retry_progress(self, bulk_id: str) -> BulkRetry:
+        """A bulk retry as it stands (status running or done, retried, skipped)."""
+        return BulkRetry.from_json(self._run(self._ops.read(bulk_path(bulk_id))).json())
 
     def submit_many(
         self, items: Iterable[dict[str, Any]], concurrency: int = 8, on_result: Callable[[Any], None] | None = None

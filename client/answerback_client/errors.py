@@ -40,6 +40,16 @@ class InvalidRequest(AnswerbackError):
         return super().__str__() + (f" — {details}" if details else "")
 
 
+class Conflict(AnswerbackError):
+    """409: not possible in the request's state (e.g. retrying one that is not failed or expired)."""
+
+    @property
+    def retried_as(self) -> str | None:
+        """The request that already retried this one, when that is why."""
+        value = self.body.get("retried_as") if isinstance(self.body, dict) else None
+        return value if isinstance(value, str) else None
+
+
 class Unavailable(AnswerbackError):
     """503 (or 429, 502, 504) after the retries, or the server could not be reached at all."""
 
@@ -48,6 +58,7 @@ BY_STATUS: dict[int, type[AnswerbackError]] = {
     401: Unauthorized,
     403: Unauthorized,
     404: NotFound,
+    409: Conflict,
     400: InvalidRequest,
     413: InvalidRequest,
     415: InvalidRequest,

@@ -171,6 +171,18 @@ def submission_body(method: str, path: str, params: dict[str, Any] | None, **opt
     return body | {name: value for name, value in options.items() if value is not None}
 
 
+def retry_body(
+    status: str | None, path: str | None, since: str | None, until: str | None, preview: bool
+) -> dict[str, Any]:
+    """The JSON body of a bulk retry; filters left None are left out."""
+    filters = {"status": status, "path": path, "since": since, "until": until}
+    return {name: value for name, value in filters.items() if value is not None} | {"preview": preview}
+
+
+def bulk_path(bulk_id: str) -> str:
+    return f"/v1/requests/retry/{quote(bulk_id, safe='')}"
+
+
 def split_item(item: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     """A bulk item is a submission body, optionally with its `idempotency_key`."""
     body = dict(item)
@@ -183,15 +195,17 @@ class Pager:
 
     PAGE = 20
 
-    def __init__(self, status: str | None, limit: int | None) -> None:
+    def __init__(self, status: str | None, limit: int | None, **filters: str | None) -> None:
+        """`filters`: q, path, since, until, as GET /v1/requests takes them (None: not given)."""
         self.status, self.left = status, limit
+        self.filters = {name: value for name, value in filters.items() if value is not None}
         self.offset, self.more = 0, True
         self.seen: set[str] = set()
 
     def call(self) -> Call | None:
         if not self.more or self.left == 0:
             return None
-        params: dict[str, Any] = {"limit": self.PAGE, "offset": self.offset}
+        params: dict[str, Any] = {"limit": self.PAGE, "offset": self.offset, **self.filters}
         if self.status:
             params["status"] = self.status
         return Call("GET", "/v1/requests", params=params)

@@ -14,27 +14,31 @@ local orphan_ttl = ARGV[8]             -- seconds an unmatched delivery waits fo
 local nonce_key = ARGV[9]              -- the signature nonce's key; '' when unsigned
 local replay_window_ms = ARGV[10]
 local method = ARGV[11]
+local signature = nonce_key ~= '' and 'valid' or 'unchecked'  -- a signed delivery has a nonce
+local function target_of()
+  if rid ~= '' and load(rid) then return rid end
+  if api_id ~= '' then return redis.call('GET', P .. 'api:' .. api_id) or '' end
+  return ''
+end
 if nonce_key ~= '' and not redis.call('SET', nonce_key, '1', 'NX', 'PX', replay_window_ms) then
   count('callbacks_replayed')
+  local target = target_of()
+  if target ~= '' then callback_event(target, 'duplicate', now, method, signature, #body, digest) end
   return 'duplicate'
 end
-local target = ''
-if rid ~= '' and load(rid) then
-  target = rid
-elseif api_id ~= '' then
-  target = redis.call('GET', P .. 'api:' .. api_id) or ''
-end
+local target = target_of()
 local function keep_orphan()
   local okey = P .. 'orphan:' .. api_id
   if listed(okey, digest) then return 'duplicate' end
   redis.call('RPUSH', okey, digest .. ' ' .. cjson.encode({delivery = delivery, body = body, now = now,
-    method = method}))
+    method = method, signature = signature}))
   redis.call('EXPIRE', okey, orphan_ttl)
   return 'early'
 end
 local outcome
 if target ~= '' then
   outcome = apply_delivery(target, api_id, method, delivery, body, digest, now, ttl)
+  if outcome ~= 'matched' then callback_event(target, outcome, now, method, signature, #body, digest) end
 else
   outcome = keep_orphan()
 end

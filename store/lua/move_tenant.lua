@@ -1,7 +1,7 @@
 -- Requests filed under an alias of a tenant (an id its key had before: the unsalted hash
 -- of the key, or the key's own id before it was named) move to the tenant, a batch at a
--- time: its index entries, each record's `tenant` field, and the Idempotency-Key entries
--- named (found by the caller with SCAN), which keep their expiry. Only records whose
+-- time: its index entries (all, by status, by path and status), each record's `tenant` field, and the
+-- Idempotency-Key entries named (found by the caller with SCAN), which keep their expiry. Only records whose
 -- tenant is the alias move; running it again, or from several processes at once, finds
 -- nothing more to do.
 -- ARGV: alias tenant limit (records to move; 0: none) status_list (the statuses, space-separated) [idem_key...]
@@ -15,15 +15,16 @@ if limit > 0 then
   for _, rid in ipairs(redis.call('ZRANGE', tkey(alias), 0, limit - 1)) do
     local r = load(rid)
     if r and r.tenant == alias then
-      local at = redis.call('ZSCORE', tkey(alias), rid)
-      redis.call('ZADD', tkey(tenant), at, rid)
-      redis.call('ZREM', tkey(alias, r.status), rid)
-      redis.call('ZADD', tkey(tenant, r.status), at, rid)
+      unfile_request(rid, r)
       update(rid, {tenant = tenant})
+      file_request(rid, r)
       moved = moved + 1
     else
       -- Gone, or not the alias's: only its entries under the alias go.
       for _, status in ipairs(statuses) do redis.call('ZREM', tkey(alias, status), rid) end
+      if r then
+        for _, status in ipairs(statuses) do redis.call('ZREM', pkey(alias, r.path, status), rid) end
+      end
     end
     redis.call('ZREM', tkey(alias), rid)
   end

@@ -97,11 +97,34 @@ local function unschedule_notification(rid, host)
   if redis.call('EXISTS', notify_queue(host)) == 0 then redis.call('ZREM', P .. 'notify:hosts', host) end
 end
 
+-- A request's events beyond what its record and its lists tell (store/events.py reads them):
+-- a failed send attempt, a callback answered other than `matched`, an expiry a late callback
+-- overturned. The newest EVENTS_KEPT, each `n json`: n counts every event the request ever had,
+-- so a reader knows how many were dropped. The happy path writes none.
+local EVENTS_KEPT = 50
+local function ekey(rid) return rkey(rid) .. ':events' end
+
+local function add_event(rid, at, event)
+  local key = ekey(rid)
+  local last = redis.call('LINDEX', key, -1)
+  local n = (last and tonumber(string.match(last, '^%d+')) or 0) + 1
+  event.at = tostring(at)
+  redis.call('RPUSH', key, n .. ' ' .. cjson.encode(event))
+  if n > EVENTS_KEPT then redis.call('LTRIM', key, -EVENTS_KEPT, -1) end
+end
+
+-- A callback delivery of a known request answered other than `matched` (duplicate, late, early,
+-- refused). `digest` tells which stored delivery a late or early one is.
+local function callback_event(rid, verdict, at, method, signature, size, digest)
+  add_event(rid, at, {event = 'callback', verdict = verdict, method = method,
+    signature = signature ~= '' and signature or nil, size = size, d = digest})
+end
+
 -- The record and what hangs on it: its other deliveries, its notification
--- attempts and any notification still due.
+-- attempts, its events and any notification still due.
 local function delete_record(rid)
   unschedule_notification(rid, field(rid, 'notify_host'))
-  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications')
+  redis.call('DEL', rkey(rid), dkey(rid), rkey(rid) .. ':notifications', ekey(rid))
   records[rid] = false
 end
 
@@ -153,11 +176,34 @@ local function tkey(tenant, status)
   return P .. 'tenant:' .. tenant .. ':all'
 end
 
+-- A tenant's requests to one upstream path in one status (keys.py's tenant_path_requests):
+-- the listing's `path` filter pages one of them by time, or merges those of every status.
+local function pkey(tenant, path, status)
+  return P .. 'tenant:' .. tenant .. ':pst:' .. status .. ':' .. path
+end
+
+-- A request in the listing's three indexes (all, by status, by path and status), each
+-- scored by its submission time; `unfile_request` takes it out of them.
+local function file_request(rid, r)
+  local at = r.submitted_at
+  redis.call('ZADD', tkey(r.tenant), at, rid)
+  redis.call('ZADD', tkey(r.tenant, r.status), at, rid)
+  redis.call('ZADD', pkey(r.tenant, r.path, r.status), at, rid)
+end
+
+local function unfile_request(rid, r)
+  redis.call('ZREM', tkey(r.tenant), rid)
+  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  redis.call('ZREM', pkey(r.tenant, r.path, r.status), rid)
+end
+
 local function move_status(rid, new)
   local r = load(rid)
   if r.status == new then return end
   redis.call('ZREM', tkey(r.tenant, r.status), rid)
   redis.call('ZADD', tkey(r.tenant, new), r.submitted_at, rid)
+  redis.call('ZREM', pkey(r.tenant, r.path, r.status), rid)
+  redis.call('ZADD', pkey(r.tenant, r.path, new), r.submitted_at, rid)
   update(rid, {status = new})
 end
 
@@ -257,6 +303,8 @@ local function apply_delivery(rid, api_id, method, delivery, body, digest, now, 
   local outcome = 'matched'
   if status == 'expired' then
     outcome = 'late'
+    local ok, last = pcall(cjson.decode, field(rid, 'error') or '')
+    add_event(rid, field(rid, 'completed_at'), {event = 'expired', reason = ok and type(last) == 'table' and last.reason or nil})
     update(rid, {late = '1'})
   end
   move_status(rid, 'completed')
@@ -334,4 +382,35 @@ local function quarantine_drop(id, overhead)
   redis.call('HDEL', QUARANTINE_ENTRIES, id)
   redis.call('DECRBY', QUARANTINE_BYTES, size)
   return size
+end
+
+-- A new request, queued: its record (`fields`: what the submission names), its send-by
+-- time, its indexes and its place in its outbox.
+local function create_request(rid, fields)
+  fields.status = 'queued'
+  update(rid, fields)
+  local r = load(rid)
+  -- Not sent by its callback_timeout: the sweep expires it (send_by). The record's
+  -- `deadline` stays the callback's, set once the request is sent.
+  redis.call('ZADD', P .. 'deadlines', send_by(r), rid)
+  if r.notify_url then update(rid, {notify_status = 'pending'}) end
+  file_request(rid, r)
+  requeue(rid)
+  count('submitted')
+end
+
+-- Retry a failed or expired request of `tenant` as a new request `new_rid` submitted `now`:
+-- the same method, path, params, callback method, timeout and notify URL, linked both ways
+-- (retry_of, retried_as). Answers 'created', or why not: 'gone', 'retried' (it was already:
+-- its retried_as names the retry), or 'status'.
+local function retry_request(rid, new_rid, tenant, now)
+  local r = load(rid)
+  if not r or r.tenant ~= tenant then return 'gone' end
+  if r.retried_as then return 'retried' end
+  if r.status ~= 'failed' and r.status ~= 'expired' then return 'status' end
+  create_request(new_rid, {tenant = tenant, method = r.method, path = r.path, params = r.params,
+    callback_method = r.callback_method, submitted_at = now, timeout = r.timeout, api_class = r.api_class,
+    notify_url = r.notify_url or false, notify_host = r.notify_host or false, retry_of = rid})
+  update(rid, {retried_as = new_rid})
+  return 'created'
 end

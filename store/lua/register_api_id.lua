@@ -21,7 +21,9 @@ local okey = P .. 'orphan:' .. api_id
 for _, entry in ipairs(redis.call('LRANGE', okey, 0, -1)) do
   local space = string.find(entry, ' ', 1, true)
   local o = cjson.decode(string.sub(entry, space + 1))
-  apply_delivery(rid, api_id, o.method, o.delivery, o.body, string.sub(entry, 1, space - 1), o.now, ttl)
+  local digest = string.sub(entry, 1, space - 1)
+  apply_delivery(rid, api_id, o.method, o.delivery, o.body, digest, o.now, ttl)
+  callback_event(rid, 'early', o.now, o.method, o.signature or '', #o.body, digest)
 end
 redis.call('DEL', okey)
 return field(rid, 'status')

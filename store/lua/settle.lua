@@ -14,6 +14,16 @@ if not sent_by(rid, claim_id, now) then return 0 end
 redis.call('ZREM', P .. 'leases', rid)
 update(rid, {drainer = false, claim_id = false})
 count('sends_' .. verdict)
+-- An attempt that did not complete the request is an event (a completing one is read from the record).
+if verdict ~= 'completed' then
+  local ok, e = pcall(cjson.decode, value)
+  if not ok or type(e) ~= 'table' then e = {} end
+  local sent_at = tonumber(field(rid, 'sent_at'))
+  add_event(rid, sent_at or now, {event = 'sent', attempt = tonumber(field(rid, 'attempts')),
+    upstream_status = tonumber(e.status), error = type(e.exception) == 'string' and e.exception or nil,
+    latency_ms = sent_at and math.max(0, now - sent_at) or nil,
+    outcome = verdict})
+end
 if verdict == 'completed' then
   update(rid, {response = value})
   move_status(rid, 'completed')

@@ -1,5 +1,5 @@
 -- A new request: the record, its indexes and its place in the outbox, all at once.
--- ARGV: rid tenant method path params callback_method now timeout idem_key idem_value idem_ttl ring_id stale_before api_class notify_url notify_host [alias_idem_key...]
+-- ARGV: rid tenant method path params callback_method now timeout idem_key idem_value idem_ttl ring_id stale_before api_class notify_url notify_host idempotency_key [alias_idem_key...]
 local rid, tenant, method, path = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local params = ARGV[5]                 -- JSON, sorted keys
 local callback_method = ARGV[6]
@@ -14,7 +14,8 @@ local api_class = ARGV[14]
 local notify_url, notify_host = ARGV[15], ARGV[16]   -- '' without notifications
 -- The same Idempotency-Key's entries under the tenant's aliases (ids its key had before, see
 -- store/tenants.py): a submission first taken under one of them is answered too.
-local alias_idem_keys = {unpack(ARGV, 17)}
+local idempotency_key = ARGV[17]       -- the Idempotency-Key as sent ('' without one): the timeline shows it
+local alias_idem_keys = {unpack(ARGV, 18)}
 -- The same call again (redis-py sends a command again when its answer was lost): it was
 -- stored then, and may be on its way already; resetting it would send it twice. Answered
 -- as the first run was: created, with its drain job if that still waits to be started.
@@ -27,15 +28,9 @@ if idem_key ~= '' then
     if prev then return {'existing', prev} end
   end
 end
-update(rid, {tenant = tenant, status = 'queued', method = method, path = path, params = params,
-  callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class})
--- Not sent by its callback_timeout: the sweep expires it (prelude's send_by). The record's
--- `deadline` stays the callback's, set once the request is sent.
-redis.call('ZADD', P .. 'deadlines', send_by(load(rid)), rid)
-if notify_url ~= '' then update(rid, {notify_url = notify_url, notify_host = notify_host, notify_status = 'pending'}) end
-redis.call('ZADD', tkey(tenant), now, rid)
-redis.call('ZADD', tkey(tenant, 'queued'), now, rid)
+create_request(rid, {tenant = tenant, method = method, path = path, params = params,
+  callback_method = callback_method, submitted_at = now, timeout = timeout, api_class = api_class,
+  notify_url = notify_url ~= '' and notify_url, notify_host = notify_url ~= '' and notify_host,
+  idempotency_key = idempotency_key ~= '' and idempotency_key})
 if idem_key ~= '' then redis.call('SET', idem_key, idem_value, 'EX', idem_ttl) end
-requeue(rid)
-count('submitted')
 return {'created', ring(ring_id, now, stale_before)}

@@ -42,6 +42,10 @@ for i = 1, #leased, 2 do
   if tonumber(leased[i + 1]) <= now or holder_dead(r) then
     redis.call('ZREM', P .. 'leases', rid)
     if r.status then update(rid, {drainer = false, claim_id = false}) end
+    if r.status == 'sending' then  -- the attempt's answer, if any, is lost with its worker
+      add_event(rid, r.sent_at or now, {event = 'sent', attempt = tonumber(r.attempts), error = 'worker stopped',
+        outcome = r.method == 'POST' and 'unknown' or 'retry'})
+    end
     if r.status == 'queued' then
       requeue(rid)
     elseif r.status == 'sending' and r.method == 'POST' then
@@ -65,8 +69,7 @@ local function purge(rid)
   if not r then return end
   local due = tonumber(r.completed_at) + ttl * 1000
   if due > now then return schedule_purge(rid, due) end
-  redis.call('ZREM', tkey(r.tenant), rid)
-  redis.call('ZREM', tkey(r.tenant, r.status), rid)
+  unfile_request(rid, r)
   if r.api_id and redis.call('GET', P .. 'api:' .. r.api_id) == rid then
     redis.call('DEL', P .. 'api:' .. r.api_id)
   end
