@@ -22,6 +22,7 @@ BENCHES = {
     "ingest": "bench.ingest",
     "redis_client": "bench.redis_client",
     "http_parser": "bench.http_parser",
+    "series": "bench.series",
 }
 
 

@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         prometheus,
         quarantine,
         requests_api,
+        series,
     )
     from receiver.front import Front
     from receiver.json_provider import FastJSONProvider
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     auth.log_api_keys(settings.api_keys)
     app.before_request(logs.clear)  # a connection's greenlet serves many requests in turn
     errors.init_app(app)
-    for module in (callbacks, requests_api, events, health, quarantine, ops, prometheus, openapi, dashboard):
+    for module in (callbacks, requests_api, events, series, health, quarantine, ops, prometheus, openapi, dashboard):
         app.register_blueprint(module.bp)
     app.register_blueprint(openapi.docs_bp)
     # Callbacks and submissions, served before Flask's dispatch. Replacing wsgi_app is Flask's

@@ -192,17 +192,23 @@ def require_admin(view: Callable[P, R]) -> Callable[P, R]:
 
     @wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        svc, authorization = services(), request.headers.get("Authorization", "")
-        scheme, _, key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise Unauthorized("missing bearer API key")
-        presented = hashlib.sha256(key.strip().encode()).hexdigest()
-        admin = False
-        for key_hash in admin_key_hashes(svc.settings.admin_api_keys):
-            admin |= hmac.compare_digest(presented, key_hash)
-        if not admin:
-            tenant_of(svc, authorization)  # an unknown key: 401
-            raise Forbidden("this endpoint takes an admin key (ADMIN_API_KEYS)")
+        check_admin("this endpoint takes an admin key (ADMIN_API_KEYS)")
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def check_admin(refusal: str) -> None:
+    """Let through only a request with an ADMIN_API_KEYS key: `refusal` is the 403's error for
+    a key of API_KEYS alone; no key or an unknown one is a 401."""
+    svc, authorization = services(), request.headers.get("Authorization", "")
+    scheme, _, key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("missing bearer API key")
+    presented = hashlib.sha256(key.strip().encode()).hexdigest()
+    admin = False
+    for key_hash in admin_key_hashes(svc.settings.admin_api_keys):
+        admin |= hmac.compare_digest(presented, key_hash)
+    if not admin:
+        tenant_of(svc, authorization)  # an unknown key: 401
+        raise Forbidden(refusal)

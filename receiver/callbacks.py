@@ -23,7 +23,7 @@ from werkzeug.wrappers import Request
 import logs
 from config import shown_url
 from receiver.errors import ApiError, BadRequest, InvalidSignature, UriTooLong
-from receiver.prometheus import timed_webhook
+from receiver.prometheus import RID_ENVIRON, timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
@@ -70,6 +70,7 @@ def receive(svc: Services, request: Request) -> str:
             svc.settings.max_body_bytes,
         )
         raise UriTooLong(f"callback query string is larger than {svc.settings.max_body_bytes} bytes")
+    request.environ[RID_ENVIRON] = _rid(request)  # for its latency's tenant (receiver/prometheus.py) and check()
     try:
         delivery = check(svc, request)
     except Refused as refused:
@@ -98,7 +99,7 @@ def check(svc: Services, request: Request) -> dict[str, Any]:
     except BadRequest as exc:
         raise Refused("body", exc) from None
     nonce = _check_signature(svc, request, signed_params)
-    rid = _rid(request)
+    rid = request.environ[RID_ENVIRON] if RID_ENVIRON in request.environ else _rid(request)
     if request.method == "GET":
         body.pop(RID_PARAM, None)
     try:

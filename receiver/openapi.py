@@ -15,6 +15,7 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import CALLBACK_METHODS, Settings
 from receiver.callbacks import REFUSAL_REASONS
+from receiver.series import GLOBAL_FIGURES, SCOPES
 from receiver.services import services
 from receiver.validation import (
     MAX_FILTER_TEXT,
@@ -27,6 +28,7 @@ from receiver.validation import (
     BulkRetryIn,
     submission_schema,
 )
+from store import series
 from store.deliveries import OUTCOMES, SPOOLED
 from store.events import ORDER as EVENT_NAMES
 from store.health import WEB, WORKER
@@ -335,6 +337,47 @@ TIMELINE = {
         "dropped": {"type": "integer", "description": "older events no longer kept (the newest 50 are)"},
     },
 }
+COUNT_LIST = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+PERCENTILE_LIST = {"type": "array", "items": {"type": ["number", "null"], "minimum": 0}}
+SERIES = {
+    "type": "object",
+    "required": ["window", "scope", "step_s", "start", "end", "series"],
+    "properties": {
+        "window": {"enum": list(series.WINDOWS)},
+        "scope": {"enum": list(SCOPES)},
+        "step_s": {"type": "integer", "description": "seconds per step: 60 (hour), 600 (day), 3600 (week)"},
+        "start": {"type": "string", "format": "date-time", "description": "the first step's start"},
+        "end": {"type": "string", "format": "date-time", "description": "the last step's end (it holds now)"},
+        "series": {
+            "type": "object",
+            "description": "one value per step in every list; percentiles in ms, null for a step without any",
+            "required": [
+                *series.COUNTS,
+                *(f"{name}_p{q}_ms" for name in series.HISTOGRAMS for q in series.PERCENTILES),
+            ],
+            "properties": {
+                **dict.fromkeys(series.COUNTS, COUNT_LIST),
+                **{f"{name}_p{q}_ms": PERCENTILE_LIST for name in series.HISTOGRAMS for q in series.PERCENTILES},
+            },
+        },
+    },
+}
+SUMMARY = {
+    "type": "object",
+    "required": ["scope", "counts"],
+    "properties": {
+        "scope": {"enum": list(SCOPES)},
+        "counts": {
+            "type": "object",
+            "description": "tenant: its requests by status now; all: the global counters and gauges, and quarantined",
+            "additionalProperties": {"type": "integer", "minimum": 0},
+            "propertyNames": {"enum": [*STATUSES, *GLOBAL_FIGURES, "quarantined"]},
+        },
+    },
+}
+SCOPE_PARAM = _param(
+    "scope", "query", {"enum": list(SCOPES)}, text="tenant (the key's own, the default) or all (an admin key only)"
+)
 CALLBACK_ANSWER = {"type": "object", "required": ["outcome"], "properties": {"outcome": {"enum": [*OUTCOMES, SPOOLED]}}}
 CALLBACK_RESPONSES = {
     "200": _json("CallbackOutcome", "delivery stored"),
@@ -518,6 +561,35 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json("Status", "the health now"), **AUTH_ERRORS},
         },
     },
+    "/v1/series": {
+        "get": {
+            "summary": "Figures per step over the last hour, day or week: the key's tenant's, or all (admin key)",
+            "security": SECURED,
+            "parameters": [
+                _param("window", "query", {"enum": list(series.WINDOWS)}, text="hour (the default)"),
+                SCOPE_PARAM,
+            ],
+            "responses": {
+                "200": _json("Series", "the figures"),
+                "400": _error("bad window or scope, or an unknown query parameter"),
+                **ADMIN_ERRORS,
+                "403": _error("scope=all with a key not in ADMIN_API_KEYS"),
+            },
+        },
+    },
+    "/v1/summary": {
+        "get": {
+            "summary": "Counts now: the key's tenant's requests by status, or the global figures (admin key)",
+            "security": SECURED,
+            "parameters": [SCOPE_PARAM],
+            "responses": {
+                "200": _json("Summary", "the counts"),
+                "400": _error("bad scope, or an unknown query parameter"),
+                **ADMIN_ERRORS,
+                "403": _error("scope=all with a key not in ADMIN_API_KEYS"),
+            },
+        },
+    },
     "/v1/quarantine": {
         "get": {
             "summary": "List the quarantined callbacks, newest first (admin key)",
@@ -604,6 +676,8 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Quarantined": QUARANTINED,
                 "QuarantinePage": QUARANTINE_PAGE,
                 "Recheck": RECHECK,
+                "Series": SERIES,
+                "Summary": SUMMARY,
                 "BulkRetry": BulkRetryIn.model_json_schema(),
                 "BulkRetryCount": BULK_COUNT,
                 "BulkRetryStarted": BULK_STARTED,

@@ -53,10 +53,15 @@ HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)
 P = ParamSpec("P")
 
 
+RID_ENVIRON = "answerback.rid"  # where the webhook leaves the request id its callback URL named
+
+
 def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[Concatenate[Services, P], str]:
     """Observe the webhook's time from receipt to answer under the outcome `receive` answers
     (it takes the web's Services first), or under its refusal: rejected (bad signature),
-    invalid (any other 4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes)."""
+    invalid (any other 4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes).
+    It goes into the figures over time too, with the request id the webhook left in the
+    request's environ (RID_ENVIRON), for its tenant's figures."""
 
     @wraps(receive)
     def timed(svc: Services, *args: P.args, **kwargs: P.kwargs) -> str:
@@ -73,7 +78,9 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
             outcome = "invalid" if status < 500 else "error"
             raise
         finally:
-            observe(svc.redis, "webhook", outcome, perf_counter() - start)
+            request = args[0] if args else None
+            rid = getattr(request, "environ", {}).get(RID_ENVIRON, "")
+            observe(svc.redis, "webhook", outcome, perf_counter() - start, rid)
 
     return timed  # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
 

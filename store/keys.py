@@ -95,6 +95,15 @@ def legacy_tenant(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+SERIES_PREFIX = PREFIX + "series:"
+
+
+def series(scope: str, block: int | str) -> str:
+    """Hash of one scope's figures (`all`, or `t:` and a tenant id) over one block of minutes
+    (store/series.py); lua/prelude.lua `series_block` builds the same name."""
+    return f"{SERIES_PREFIX}{scope}:{block}"
+
+
 def tenant_requests(tenant: str, status: str | None = None) -> str:
     if status:
         return f"{PREFIX}tenant:{tenant}:st:{status}"

@@ -9,6 +9,9 @@ background thread, and once more when the process exits: a process killed outrig
 exception: they are observed inside the scripts that finish a request (lua/prelude.lua
 `finish`), in the same call, so they cost no round trip and are never lost.
 
+The webhook's latencies go into the figures over time too (store/series.py), with the request
+id the callback named: the same flush adds them, and its script finds each request's tenant.
+
 A histogram lives in the metrics hash as `h:{histogram}:{label}:{i}` (observations in
 bucket i, not cumulative; i = len(buckets) is +Inf) and `h:{histogram}:{label}:sum`.
 """
@@ -21,11 +24,12 @@ import os
 import threading
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from store import keys
+from store import keys, series
 from store.connection import now_ms
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,7 @@ HISTOGRAM_BUCKETS = {
 }
 HISTOGRAM_PREFIX = "h:"
 FLUSH_INTERVAL_S = 1.0
+SERIES_BATCH = 500  # webhook latencies (distinct request, minute, bucket) added per script call
 
 
 def count(redis: Redis, name: str, n: int = 1) -> None:
@@ -119,6 +124,8 @@ class Observations:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._sums: dict[tuple[str, str], float] = {}
+        self._series: dict[tuple[str, int, int], int] = {}  # (rid, minute, log bucket) -> webhook latencies
+        self._scripts: Any = None  # store.scripts.Scripts, made at the first flush of webhook latencies
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
 
@@ -126,35 +133,62 @@ class Observations:
         self._thread.start()
         atexit.register(self.close)
 
-    def observe(self, name: str, label: str, seconds: float) -> None:
+    def observe(self, name: str, label: str, seconds: float, rid: str | None = None) -> None:
+        """`rid`: a webhook latency, also in the figures over time (the callback's request id, '' for none)."""
         slot = bisect_left(HISTOGRAM_BUCKETS[name], seconds)  # the first bucket whose bound >= seconds
+        if rid is not None:
+            minute = now_ms() // 60000
+            log_bucket = series.slot(seconds * 1000)
         with self._lock:
             key = (name, label, slot)
             self._counts[key] = self._counts.get(key, 0) + 1
             self._sums[name, label] = self._sums.get((name, label), 0.0) + seconds
+            if rid is not None:
+                at = (rid, minute, log_bucket)
+                self._series[at] = self._series.get(at, 0) + 1
 
     def flush(self) -> None:
         """Add what was observed since the last flush to Redis in one pipelined batch; on a
         Redis error keep it for the next flush."""
         with self._lock:
-            counts, sums = self._counts, self._sums
-            self._counts, self._sums = {}, {}
-        if not counts:
-            return
+            counts, sums, in_series = self._counts, self._sums, self._series
+            self._counts, self._sums, self._series = {}, {}, {}
+        if counts:
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for (name, label, slot), n in counts.items():
+                        pipe.hincrby(keys.METRICS, histogram_field(name, label, slot), n)
+                    for (name, label), total in sums.items():
+                        pipe.hincrbyfloat(keys.METRICS, histogram_field(name, label, "sum"), total)
+                    pipe.execute()
+            except RedisError as exc:
+                log.warning("could not flush latency histograms (kept for the next try): %s", exc)
+                with self._lock:
+                    for count_key, n in counts.items():
+                        self._counts[count_key] = self._counts.get(count_key, 0) + n
+                    for sum_key, total in sums.items():
+                        self._sums[sum_key] = self._sums.get(sum_key, 0.0) + total
+        if in_series:
+            self._flush_series(in_series)
+
+    def _flush_series(self, in_series: dict[tuple[str, int, int], int]) -> None:
+        """Add them in scripts of at most SERIES_BATCH observations each (a short script never
+        holds Redis up for long); what a Redis error left out is kept for the next flush."""
+        from store.scripts import Scripts  # it imports this module (the request histogram's buckets)
+
+        if self._scripts is None:
+            self._scripts = Scripts(self.redis)
+        pending = list(in_series.items())
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for (name, label, slot), n in counts.items():
-                    pipe.hincrby(keys.METRICS, histogram_field(name, label, slot), n)
-                for (name, label), total in sums.items():
-                    pipe.hincrbyfloat(keys.METRICS, histogram_field(name, label, "sum"), total)
-                pipe.execute()
+            while pending:
+                args = [v for (rid, minute, slot), n in pending[:SERIES_BATCH] for v in (rid, minute, slot, n)]
+                self._scripts("series_observe", *args)
+                del pending[:SERIES_BATCH]
         except RedisError as exc:
-            log.warning("could not flush latency histograms (kept for the next try): %s", exc)
+            log.warning("could not flush webhook latencies over time (kept for the next try): %s", exc)
             with self._lock:
-                for count_key, n in counts.items():
-                    self._counts[count_key] = self._counts.get(count_key, 0) + n
-                for sum_key, total in sums.items():
-                    self._sums[sum_key] = self._sums.get(sum_key, 0.0) + total
+                for at, n in pending:
+                    self._series[at] = self._series.get(at, 0) + n
 
     def close(self) -> None:
         self._stop.set()
@@ -170,9 +204,10 @@ _pid = 0
 _lock = threading.Lock()
 
 
-def observe(redis: Redis, name: str, label: str, seconds: float) -> None:
+def observe(redis: Redis, name: str, label: str, seconds: float, rid: str | None = None) -> None:
     """Observe one duration (seconds) in histogram `name` under `label`; it reaches Redis
-    within about a second. One recorder per process (a new one in a forked child)."""
+    within about a second. One recorder per process (a new one in a forked child). With `rid`
+    (a webhook's: the request id its callback URL named, '' for none) also in the figures over time."""
     global _observations, _pid
     if _observations is None or _pid != os.getpid():
         fresh = None
@@ -186,7 +221,7 @@ def observe(redis: Redis, name: str, label: str, seconds: float) -> None:
                 _observations, _pid = fresh, os.getpid()
         if fresh is not None:
             fresh.start()
-    _observations.observe(name, label, seconds)
+    _observations.observe(name, label, seconds, rid)
 
 
 def flush_observations() -> None:

@@ -18,6 +18,7 @@ from store.keys import API_CLASSES, METRICS, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 from store.record_format import lua_definitions
 from store.redis_internals import evalsha
+from store.series import lua_definitions as series_definitions
 
 # What a script takes as an argument (redis-py encodes each of these).
 ScriptArg = str | int | float | bytes
@@ -43,6 +44,7 @@ NAMES = (
     "quarantine_keep",
     "quarantine_page",
     "quarantine_remove",
+    "series_observe",
 )
 
 
@@ -91,7 +93,7 @@ def source(name: str) -> str:
     return (
         f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
         f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
-        f"{lua_definitions()}"
+        f"{lua_definitions()}{series_definitions()}"
         f"{prelude}\n"
         f"local function script()\n{body}\nend\n"
         f"{WRAPPER}"

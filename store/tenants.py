@@ -23,7 +23,7 @@ from typing import cast
 from redis import Redis
 from redis.exceptions import ConnectionError
 
-from store import keys
+from store import keys, series
 from store.records import STATUSES
 from store.scripts import Scripts
 
@@ -98,4 +98,11 @@ def _move(redis: Redis, scripts: Scripts, alias: str, tenant: str) -> int:
         moved += count
         if not left:
             break
+    # Then its figures over time, which the records' last steps may have added to meanwhile.
+    blocks = [
+        n.decode() if isinstance(n, bytes) else n
+        for n in redis.scan_iter(match=keys.series(series.scope_of(alias), "*"))
+    ]
+    for at in range(0, len(blocks), MOVE_BATCH):
+        scripts("move_tenant", alias, tenant, 0, statuses, *blocks[at : at + MOVE_BATCH])
     return moved

@@ -8,7 +8,7 @@ import hashlib
 import threading
 
 from local.processes import wait_for
-from store import keys
+from store import keys, series
 from store.records import Requests, Submission
 from store.tenants import Tenant, move_aliases, salt
 from tests.support.services import KEY_A
@@ -59,6 +59,8 @@ def test_an_aliass_requests_move_whole_and_once_even_from_two_processes(redis):
     assert set(redis.zrange(keys.tenant_requests(new, "queued"), 0, -1)) == rids
     assert {requests.get(rid).tenant for rid in rids} == {new}
     assert not redis.keys(f"{keys.PREFIX}*{old}*")
+    figures = [redis.hgetall(name) for name in redis.scan_iter(keys.series(series.scope_of(new), "*"))]
+    assert sum(int(n) for block in figures for f, n in block.items() if f.endswith("s")) == len(rids)
     moved = keys.idempotency(new, hashlib.sha256(b"i3").hexdigest())
     assert 0 < ttl - redis.pttl(moved) < 5000
     assert requests.get(theirs).tenant == bystander

@@ -3,11 +3,12 @@
 -- time: its index entries (all, by status, by path and status), each record's `tenant` field, and the
 -- Idempotency-Key entries named (found by the caller with SCAN), which keep their expiry. Only records whose
 -- tenant is the alias move; running it again, or from several processes at once, finds
--- nothing more to do.
--- ARGV: alias tenant limit (records to move; 0: none) status_list (the statuses, space-separated) [idem_key...]
+-- nothing more to do. The alias's figures over time (store/series.py) named add to the
+-- tenant's, each block keeping the later expiry, so that no key names the alias any more.
+-- ARGV: alias tenant limit (records to move; 0: none) status_list (the statuses, space-separated) [idem_or_series_key...]
 -- Answers {records moved, records still filed under the alias}.
 local alias, tenant, limit, status_list = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local idem_keys = {unpack(ARGV, 5)}
+local named = {unpack(ARGV, 5)}  -- Idempotency-Key entries and blocks of figures, by name
 local statuses = {}
 for status in string.gmatch(status_list, '%S+') do table.insert(statuses, status) end
 local moved = 0
@@ -30,8 +31,19 @@ if limit > 0 then
   end
 end
 local from = P .. 'idem:' .. alias .. ':'
-for _, name in ipairs(idem_keys) do
-  if name:sub(1, #from) == from then
+local series_from = P .. 'series:t:' .. alias .. ':'
+local function merge_series(name)
+  local target = P .. 'series:t:' .. tenant .. ':' .. name:sub(#series_from + 1)
+  local fields = redis.call('HGETALL', name)
+  for i = 1, #fields, 2 do redis.call('HINCRBY', target, fields[i], fields[i + 1]) end
+  local ttl = redis.call('PTTL', name)
+  if ttl > redis.call('PTTL', target) then redis.call('PEXPIRE', target, ttl) end
+  redis.call('DEL', name)
+end
+for _, name in ipairs(named) do
+  if name:sub(1, #series_from) == series_from then
+    merge_series(name)
+  elseif name:sub(1, #from) == from then
     local value = redis.call('GET', name)
     if value then
       local target = P .. 'idem:' .. tenant .. ':' .. name:sub(#from + 1)

@@ -12,6 +12,7 @@ local keep = tonumber(ARGV[8])  -- log entries kept, newest
 local k = rkey(rid)
 count('notify_' .. outcome)
 local r = load(rid)
+if outcome == 'failed' or outcome == 'refused' then series_add(r and r.tenant, now, 'n') end
 if not r then return 0 end
 redis.call('RPUSH', k .. ':notifications', attempt)
 redis.call('LTRIM', k .. ':notifications', -keep, -1)

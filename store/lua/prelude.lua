@@ -157,6 +157,32 @@ local function observe_request(status, seconds)
   redis.call('HINCRBYFLOAT', P .. 'metrics', field .. 'sum', seconds)
 end
 
+-- Figures over time (store/series.py, which reads them back): per scope (`t:` and a tenant
+-- id, and `all`) one hash per SERIES_BLOCK minutes, kept SERIES_TTL seconds, whose fields are
+-- the minute within the block and a figure: `3s` (submitted in the block's fourth minute), `3r`
+-- (callbacks refused), `3n` (notifications failed), `3c7`, `3f7`, `3e7` (finished so, in log
+-- bucket 7 of the time to result: one field counts both), `3w7` (webhook latencies, bucket 7).
+-- Small hashes stay listpacks (ziplists before Redis 7): a few bytes per field.
+-- A new field (only ever written during its block's own minutes) sets the block's time to live.
+local function series_add(tenant, at, figure, n)
+  n = n or 1
+  local minute = math.floor(tonumber(at) / 60000)
+  local block, name = ':' .. math.floor(minute / SERIES_BLOCK), (minute % SERIES_BLOCK) .. figure
+  local key = P .. 'series:all' .. block
+  if redis.call('HINCRBY', key, name, n) == n then redis.call('EXPIRE', key, SERIES_TTL) end
+  if not tenant then return end
+  key = P .. 'series:t:' .. tenant .. block
+  if redis.call('HINCRBY', key, name, n) == n then redis.call('EXPIRE', key, SERIES_TTL) end
+end
+
+-- The log bucket of a duration in ms, as store/series.py `slot` computes it: 0 below 1 ms, then
+-- two per doubling (SERIES_SLOTS_PER_E per factor e, so that one natural log finds it)
+-- (bucket k >= 1 holds [2^((k-1)/2), 2^(k/2)) ms), the last one holding everything longer.
+local function series_slot(ms)
+  if ms < 1 then return 0 end
+  return math.min(SERIES_SLOTS - 1, math.floor(math.log(ms) * SERIES_SLOTS_PER_E) + 1)
+end
+
 -- One outbox per upstream API class (CLASSES, defined by the loader), so that
 -- requests waiting for a scarce rate-limit turn cannot hold up the others.
 local function outbox(class) return P .. 'outbox:' .. class end
@@ -242,6 +268,8 @@ local function finish(rid, now, ttl)
   count('finished_' .. field(rid, 'status'))
   local submitted = tonumber(field(rid, 'submitted_at'))
   if submitted then observe_request(field(rid, 'status'), math.max(0, now - submitted) / 1000) end
+  local took = series_slot(math.max(0, now - (submitted or now)))
+  series_add(field(rid, 'tenant'), now, string.sub(field(rid, 'status'), 1, 1) .. took)
   queue_notification(rid, now)
 end
 
@@ -397,6 +425,7 @@ local function create_request(rid, fields)
   file_request(rid, r)
   requeue(rid)
   count('submitted')
+  series_add(r.tenant, r.submitted_at, 's')
 end
 
 -- Retry a failed or expired request of `tenant` as a new request `new_rid` submitted `now`:

@@ -4,16 +4,20 @@
 -- is counted (quarantine_dropped_expired, quarantine_dropped_full). Answers the entry's id
 -- ('' if it was not kept): `now-n`, n counting the entries kept in the same millisecond, so
 -- that ids of equal scores (which Redis orders by id) are in the order they were kept.
--- A refusal of a callback naming a known request is one of that request's events, kept or not.
+-- A refusal of a callback naming a known request is one of that request's events, kept or not,
+-- and counts in the figures over time of all tenants and of that request's tenant.
 -- ARGV: entry now ttl_ms max_bytes overhead reason rid method signature body_size
 local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local rid, method, signature, body_size = ARGV[7] or '', ARGV[8], ARGV[9], tonumber(ARGV[10])
 count('rejected_' .. reason)
+local tenant = nil
 if rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1 then
   add_event(rid, now, {event = 'callback', verdict = 'refused', method = method,
     signature = signature ~= '' and signature or nil, size = body_size, reason = reason})
+  tenant = field(rid, 'tenant')
 end
+series_add(tenant, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
   quarantine_drop(old, overhead)
   count('quarantine_dropped_expired')

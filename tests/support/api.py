@@ -45,8 +45,13 @@ QUARANTINE_KEYS = (keys.QUARANTINE, keys.QUARANTINE_ENTRIES, keys.QUARANTINE_BYT
 
 def written_keys(redis) -> list[str]:
     """Answerback's data keys in Redis: not the sweep's lock and mark (workers set them every
-    second), the processes' heartbeats, the metrics counters, the tenant salt nor the quarantine
+    second), the processes' heartbeats, the metrics counters, the tenant salt, the quarantine
     (a refused callback is counted and quarantined, never stored as a delivery;
-    tests/test_quarantine.py checks the quarantine)."""
+    tests/test_quarantine.py checks the quarantine) nor the figures over time (it counts there
+    too; tests/test_series.py)."""
     kept = (keys.SWEEP_LOCK, keys.SWEEP_LAST, keys.PROCESSES, keys.PROCESS_BEATS, keys.METRICS, keys.TENANT_SALT)
-    return [k for k in redis.scan_iter(keys.PREFIX + "*") if k not in (*kept, *QUARANTINE_KEYS)]
+    return [
+        k
+        for k in redis.scan_iter(keys.PREFIX + "*")
+        if k not in (*kept, *QUARANTINE_KEYS) and not k.startswith(keys.SERIES_PREFIX)
+    ]
