@@ -568,8 +568,8 @@
       // A step without observations (null) breaks the line rather than reading as zero.
       let run = [];
       const flush = () => {
-        if (run.length === 1) chart.append(svg("circle", { cx: run[0][0], cy: run[0][1], r: 2, fill: COLOURS[n] }));
-        if (run.length > 1) chart.append(svg("polyline", { points: run.map((p) => p.join(",")).join(" "), fill: "none", stroke: COLOURS[n], "stroke-width": 1.8, "stroke-linejoin": "round" }));
+        if (run.length === 1) chart.append(svg("circle", { cx: run[0][0], cy: run[0][1], r: 3.5, fill: COLOURS[n] }));
+        if (run.length > 1) chart.append(svg("polyline", { points: run.map((p) => p.join(",")).join(" "), fill: "none", stroke: COLOURS[n], "stroke-width": 2, "stroke-linejoin": "round" }));
         run = [];
       };
       (series[figure] || []).forEach((v, i) => (v === null ? flush() : run.push([x(i).toFixed(1), y(v).toFixed(1)])));
