@@ -69,6 +69,7 @@ def page(browser, web) -> Iterator[Page]:
     asked: list[str] = []
     webs = [web.url]
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
 
     def only_web(route: Route) -> None:
         url = route.request.url
@@ -114,7 +115,8 @@ def callback(web, rid: str, api_id: str) -> None:
 
 def test_without_a_key_the_page_is_a_sign_in_form_and_asks_the_api_nothing(page, web, api):
     submit(api)  # there is something a page could show
-    page.goto(web.url + "/")
+    answer = page.goto(web.url + "/")
+    assert answer and "default-src 'self'" in answer.headers["content-security-policy"]  # and no CDN, no inline script
     expect(page).to_have_title("Answerback")
     expect(page.get_by_label("API key")).to_be_visible()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
