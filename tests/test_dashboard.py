@@ -270,7 +270,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
 
     page.get_by_role("link", name="Charts").click()
     for window in ("hour", "day", "week"):
-        page.get_by_role("button", name=f"Last {window}").click()
+        page.get_by_role("button", name=f"Last {window}").press("Enter")
         charts = page.get_by_role("img", name=re.compile(f"over the last {window}, your requests$"))
         expect(charts).to_have_count(4)
         expect(page.get_by_role("img", name=re.compile("^Requests: requests submitted, completed"))).to_contain_text(
@@ -286,7 +286,7 @@ def test_charts_by_window_and_scope_and_the_screenshots(page, web, worker, api, 
     sign_in(page, KEY_B)  # an admin key: all tenants' figures on request
     page.get_by_role("link", name="Charts").click()
     expect(page.get_by_role("img", name=re.compile("your requests$"))).to_have_count(4)
-    page.get_by_label("All tenants").check()
+    page.get_by_label("All tenants").press("Space")
     expect(page.get_by_role("img", name=re.compile("all tenants$"))).to_have_count(4)
     expect(page.get_by_role("img", name=re.compile("^Requests: "))).to_contain_text(f"submitted {len(rids) + 1} in all")
 
