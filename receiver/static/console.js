@@ -559,7 +559,7 @@
     chart.append(svg("title", {}, name), svg("desc", {}, totals.join("; ")));
     for (const v of [0, top / 2, top]) {
       chart.append(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(v), y2: y(v) }));
-      chart.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, `${+v.toFixed(1)}${spec.unit}`));
+      chart.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" }, `${+v.toFixed(2)}${spec.unit}`));
     }
     if (answer.start && answer.end) {
       chart.append(svg("text", { x: left, y: H - 8 }, axisTime(answer.start, answer.window)));
