@@ -15,7 +15,6 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from config import CALLBACK_METHODS, Settings
 from receiver.callbacks import REFUSAL_REASONS
-from receiver.dashboard import CARDS
 from receiver.series import GLOBAL_FIGURES, SCOPES
 from receiver.services import services
 from receiver.validation import (
@@ -642,27 +641,10 @@ PATHS: dict[str, Any] = {
     DOCS_URL + "/": {
         "get": {"summary": "This document, to read (Swagger UI)", "responses": {"200": {"description": "HTML"}}}
     },
-    "/": {"get": {"summary": "Dashboard page", "responses": {"200": {"description": "HTML"}}}},
-    "/dashboard/counts": {
+    "/": {
         "get": {
-            "summary": "The dashboard's figures, for its refresh",
-            "responses": {
-                "200": {
-                    "description": "counts",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": [*(card[0] for card in CARDS), "quarantined"],
-                                "properties": {
-                                    **{card[0]: {"type": "integer"} for card in CARDS},
-                                    "quarantined": {"type": "integer"},
-                                },
-                            }
-                        }
-                    },
-                }
-            },
+            "summary": "The operator's console (a sign-in form until a key is entered)",
+            "responses": {"200": {"description": "HTML"}},
         }
     },
 }
