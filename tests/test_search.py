@@ -166,6 +166,34 @@ def test_a_retry_makes_one_new_request_linked_both_ways_even_when_two_race(a, b,
     assert created["retry_of"] == old and created["status"] == "queued" and created["path"] == "Message/"
     assert a.get(f"/v1/requests/{old}").json()["retried_as"] == created["request_id"]
     assert stack.redis.llen(keys.outbox(keys.API)) == 3  # the two submissions and one retry
+    old_events = a.get(f"/v1/requests/{old}/events").json()["events"]
+    retried = {"at": created["submitted_at"], "event": "retried", "retried_as": created["request_id"]}
+    assert [e for e in old_events if e["event"] == "retried"] == [retried]  # expired "later": as of a later sweep
+    new_events = a.get(f"/v1/requests/{created['request_id']}/events").json()["events"]
+    assert new_events == [{"at": created["submitted_at"], "event": "submitted", "retry_of": old}]
+    assert b.get(f"/v1/requests/{created['request_id']}/events").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "query"),
+    [
+        ("/v1/requests/retry", {"preview": "no"}, {}),
+        ("/v1/requests/retry", {"preview": 0}, {}),
+        ("/v1/requests/retry", {"preview": 1}, {}),
+        ("/v1/requests/retry", {}, {"preview": "true"}),
+        ("/v1/requests/{old}/retry", None, {"preview": "true"}),
+    ],
+)
+def test_a_retry_refuses_what_it_could_misread_and_starts_nothing(a, stack, url, body, query):
+    """A bulk retry's `preview` is a JSON boolean in its body: "no", 0 or a query parameter read
+    as one way or the other would retry what the client meant to count."""
+    old = submit(a, path="Message/", callback_timeout=1)["request_id"]
+    expire_due(stack)
+    answer = a.post(url.format(old=old), json=body, params=query)
+    assert answer.status_code == 400 and answer.headers["Content-Type"] == "application/json", answer.text
+    assert "preview" in answer.text
+    assert list(stack.redis.scan_iter(keys.bulk_retry("*"))) == []
+    assert a.get(f"/v1/requests/{old}").json()["retried_as"] is None
 
 
 def test_a_bulk_retry_previews_counts_and_survives_a_restart_of_its_worker(a, b, stack):
