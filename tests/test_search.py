@@ -18,6 +18,7 @@ from local.processes import wait_for
 from store import keys
 from store.connection import now_ms
 from store.outbox import Outbox
+from store.retries import Retries
 from store.sweep import Sweeper
 from tests.support.api import submit
 from tests.support.services import KEY_A, KEY_B, Stack, clear
@@ -194,6 +195,24 @@ def test_a_retry_refuses_what_it_could_misread_and_starts_nothing(a, stack, url,
     assert "preview" in answer.text
     assert list(stack.redis.scan_iter(keys.bulk_retry("*"))) == []
     assert a.get(f"/v1/requests/{old}").json()["retried_as"] is None
+
+
+def test_a_bulk_retry_finishes_once_when_two_sweeps_list_it(a, stack):
+    """The sweep's lock can lapse during a long pass: a second worker's sweep that listed the bulk
+    retry before the first one finished it must leave its figures and finished_at as they were."""
+    [submit(a, path="Message/", callback_timeout=1) for _ in range(2)]
+    expire_due(stack)
+    bulk = a.post("/v1/requests/retry", json={}).json()["bulk_id"]
+    retries = Retries(stack.redis, TTL)
+    retries.work(10)
+    done = a.get(f"/v1/requests/retry/{bulk}").json()
+    assert done["status"] == "done" and done["retried"] == 2
+    stack.redis.zadd(keys.BULK_RETRIES, {bulk: 1})  # as the second sweep read it
+    finished = int(stack.redis.hget(keys.bulk_retry(bulk), "finished_at"))
+    wait_for(lambda: now_ms() > finished + 1, 2, 0.001, "a later millisecond")
+    retries.work(10)
+    assert a.get(f"/v1/requests/retry/{bulk}").json() == done
+    assert stack.redis.zcard(keys.BULK_RETRIES) == 0
 
 
 def test_a_bulk_retry_previews_counts_and_survives_a_restart_of_its_worker(a, b, stack):
