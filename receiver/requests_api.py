@@ -227,7 +227,8 @@ def retry_matching() -> Response:
 @bp.get("/requests/retry/<bulk_id>")
 @require_key
 def retry_progress(bulk_id: str) -> Response:
-    progress = services().retries.progress(bulk_id.lower(), g.tenant) if is_uuid(bulk_id) else None
+    owners = (g.tenant, *g.tenant_aliases)
+    progress = services().retries.progress(bulk_id.lower(), owners) if is_uuid(bulk_id) else None
     if progress is None:
         raise NotFound("no bulk retry with that id")
     return jsonify(progress)

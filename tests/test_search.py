@@ -215,6 +215,13 @@ def test_a_bulk_retry_finishes_once_when_two_sweeps_list_it(a, stack):
     assert stack.redis.zcard(keys.BULK_RETRIES) == 0
 
 
+def test_a_bulk_retry_started_under_a_keys_former_id_is_still_its_own(a, b, stack):
+    """A key named after it started a bulk retry (a rotation) reads it under its new tenant id."""
+    bulk = Retries(stack.redis, TTL).start(keys.legacy_tenant(KEY_A), [])
+    assert a.get(f"/v1/requests/retry/{bulk}").json()["status"] == "running"
+    assert b.get(f"/v1/requests/retry/{bulk}").json() == {"error": "no bulk retry with that id"}
+
+
 def test_a_bulk_retry_previews_counts_and_survives_a_restart_of_its_worker(a, b, stack):
     old = [submit(a, path="Message/", callback_timeout=1)["request_id"] for _ in range(6)]
     submit(a, path="Call/", callback_timeout=1)
