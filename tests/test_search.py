@@ -7,6 +7,7 @@ failed or expired, and when, is the test's choice. The bulk retry's test starts 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
@@ -18,6 +19,7 @@ from local.processes import wait_for
 from store import keys
 from store.connection import now_ms
 from store.outbox import Outbox
+from store.records import Filter, Requests, Submission
 from store.retries import Retries
 from store.sweep import Sweeper
 from tests.support.api import submit
@@ -135,6 +137,39 @@ def test_bad_filter_values_are_400_naming_the_parameter(a, query, parameter):
     answer = a.get("/v1/requests", params=query)
     assert answer.status_code == 400 and answer.headers["Content-Type"] == "application/json"
     assert answer.json()["parameter"] == parameter and parameter in answer.json()["error"]
+
+
+def test_a_deep_page_of_one_path_reads_only_what_it_shows(a, stack):
+    """A path without a status merges that path's index of each status. A deep page read every
+    entry before its offset (460 ms of Redis, for every client, at offset 19,000): it finds its
+    first entry by counts instead. Its pages are those of the merged order, equal times by id."""
+    requests = Requests(stack.redis, TTL)
+    for i in range(1500):
+        requests.submit(Submission("deep", "POST", "Message/", {}, "POST", 1 if i % 2 else 3600))
+    expire_due(stack)
+    queued, expired = (keys.tenant_path_requests("deep", "Message/", s) for s in ("queued", "expired"))
+    tie = stack.redis.zrange(queued, 350, 350, withscores=True)[0][1]
+    stack.redis.zadd(expired, dict.fromkeys(stack.redis.zrange(expired, 340, 370), tie))  # at one time
+    rows = [row for index in (queued, expired) for row in stack.redis.zrange(index, 0, -1, withscores=True)]
+    order = [rid for rid, _ in sorted(rows, key=lambda row: (row[1], row[0]), reverse=True)]
+
+    def page(offset: int) -> list[str]:
+        total, records = requests.page("deep", Filter(path="Message/"), offset, 20)
+        assert total == 1500
+        return [r.fields["request_id"] for r in records]
+
+    for offset in (0, 1, 729, 740, 751, 1480, 1499, 1500):
+        assert page(offset) == order[offset : offset + 20], offset
+
+    def fastest(offset: int) -> float:
+        took = []
+        for _ in range(5):
+            start = time.perf_counter()
+            page(offset)
+            took.append(time.perf_counter() - start)
+        return min(took)
+
+    assert fastest(1480) < 3 * fastest(0)  # it read 1,500 entries: 5 to 7 times the first page
 
 
 def test_a_retry_makes_one_new_request_linked_both_ways_even_when_two_race(a, b, stack):
