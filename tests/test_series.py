@@ -123,9 +123,13 @@ def test_a_keys_figures_include_what_is_still_filed_under_an_id_it_had_before(we
     alias) is its tenant's, read by id and found by `q`, until web moves it (every
     TENANT_MOVE_INTERVAL): the key's figures and counts include it meanwhile, no other key's do."""
     alias = keys.legacy_tenant(KEY_A)  # its id before ids were salted
-    sub = Submission(alias, "POST", "Message/", {"text": "hi"}, "POST", 60)
+    sub = Submission(alias, "POST", "Message/", {"text": "hi"}, "POST", 60, idempotency_key="order-rotated")
     rid = Requests(redis, 600).submit(sub).record.fields["request_id"]
     assert api.get(f"/v1/requests/{rid}").status_code == 200  # the key's own
+    for client, found in ((api, [rid]), (api_b, [])):
+        for q in (rid, "order-rotated"):
+            page = client.get("/v1/requests", params={"q": q}).json()["objects"]
+            assert [r["request_id"] for r in page] == found
     assert api.get("/v1/summary").json()["counts"]["queued"] == 1
     assert sum(figures(api, window="week")["series"]["submitted"]) == 1
     assert api_b.get("/v1/summary").json()["counts"]["queued"] == 0
