@@ -280,6 +280,8 @@ def test_a_bulk_retry_previews_counts_and_survives_a_restart_of_its_worker(a, b,
     stack.start_worker(BULK_RETRY_BATCH="2")
     done = wait_for(lambda: (p := progress())["status"] == "done" and p, 20, 0.05, "the bulk retry to finish")
     assert done["retried"] == 6 and done["skipped"] == 0 and done["finished_at"] >= done["started_at"]
+    kept = 604800  # RESULT_TTL's default, which this stack's web has
+    assert not stack.redis.exists(keys.bulk_retry_rids(bulk)) and 0 < stack.redis.ttl(keys.bulk_retry(bulk)) <= kept
     assert midway["status"] == "running" and 0 < midway["retried"] < 6  # the first worker stopped midway
     retries = {a.get(f"/v1/requests/{rid}").json()["retried_as"] for rid in old}
     assert None not in retries and len(retries) == 6
