@@ -447,6 +447,7 @@ PATHS: dict[str, Any] = {
             "parameters": [_param("request_id", "path", {"type": "string"}, True)],
             "responses": {
                 "202": _json("Request", "the new request"),
+                "400": _error("a query parameter (it takes none)"),
                 "404": _error("unknown id"),
                 "409": _error("not failed or expired (`status`), or already retried (`retried_as`)"),
                 **AUTH_ERRORS,
@@ -464,7 +465,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json("BulkRetryCount", "preview: how many it would take"),
                 "202": _json("BulkRetryStarted", "started"),
-                "400": _error("a bad filter value"),
+                "400": _error("a bad filter value, a value of the wrong type, or a query parameter"),
                 "415": _error("not JSON"),
                 "422": _error(f"more than {MAX_BULK} requests match"),
                 **AUTH_ERRORS,

@@ -177,6 +177,7 @@ def list_requests() -> Response:
 @require_key
 def retry(request_id: str) -> Response:
     """A failed or expired request submitted again as a new one, at most once."""
+    known_args(request.args, ())
     svc = services()
     old = _own_record(request_id)
     # The new request is filed as the old one is (under an alias until store/tenants.py moves both).
@@ -200,7 +201,9 @@ def retry(request_id: str) -> Response:
 @require_key
 def retry_matching() -> Response:
     """Every failed or expired request of the tenant the filter matches, retried by the workers'
-    sweep (resumable); at most MAX_BULK per call. `preview`: only their count."""
+    sweep (resumable); at most MAX_BULK per call. `preview`: only their count. Its filters are in
+    the body: a query parameter (e.g. `?preview=true`) is refused, not ignored into a retry."""
+    known_args(request.args, ())
     if not request.is_json:
         raise UnsupportedMediaType("request body must be application/json")
     filt, preview = parse_bulk_retry(json_body(request))
@@ -224,7 +227,8 @@ def retry_matching() -> Response:
 @bp.get("/requests/retry/<bulk_id>")
 @require_key
 def retry_progress(bulk_id: str) -> Response:
-    progress = services().retries.progress(bulk_id.lower(), g.tenant) if is_uuid(bulk_id) else None
+    owners = (g.tenant, *g.tenant_aliases)
+    progress = services().retries.progress(bulk_id.lower(), owners) if is_uuid(bulk_id) else None
     if progress is None:
         raise NotFound("no bulk retry with that id")
     return jsonify(progress)

@@ -43,28 +43,29 @@ def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
     return value
 
 
-def _scope(allowed_args: tuple[str, ...]) -> str | None:
-    """The tenant whose figures to read (None: every tenant's, for an admin key only)."""
+def _scope(allowed_args: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The tenant whose figures to read, with its aliases (None: every tenant's, for an admin key
+    only). An alias's figures are the tenant's, as its requests are: the same key made them."""
     known_args(request.args, allowed_args)
     if _choice("scope", SCOPES, "tenant") == "all":
         check_admin(ADMIN_ONLY)
         return None
-    return _tenant()
+    return _owners()
 
 
 @require_key
-def _tenant() -> str:
-    return str(g.tenant)
+def _owners() -> tuple[str, ...]:
+    return (str(g.tenant), *g.tenant_aliases)
 
 
 @bp.get("/series")
 def get_series() -> Response:
-    tenant = _scope(("window", "scope"))
+    owners = _scope(("window", "scope"))
     window = _choice("window", tuple(series.WINDOWS), "hour")
-    span, figures = series.read(services().redis, tenant, window, now_ms())
+    span, figures = series.read(services().redis, owners, window, now_ms())
     return jsonify(
         window=window,
-        scope="tenant" if tenant else "all",
+        scope="tenant" if owners else "all",
         step_s=span.step_min * 60,
         start=iso(span.start_min * 60000),
         end=iso(span.end_min * 60000),
@@ -74,10 +75,10 @@ def get_series() -> Response:
 
 @bp.get("/summary")
 def get_summary() -> Response:
-    tenant = _scope(("scope",))
+    owners = _scope(("scope",))
     svc = services()
-    if tenant:
-        return jsonify(scope="tenant", counts=series.tenant_counts(svc.redis, tenant, STATUSES))
+    if owners:
+        return jsonify(scope="tenant", counts=series.tenant_counts(svc.redis, owners, STATUSES))
     counters, gauges, _ = snapshot(svc.redis)
     source: dict[str, dict[str, Any]] = {"counter": counters, "gauge": gauges}
     counts = {figure: source[kind].get(name, 0) for figure, (kind, name) in GLOBAL_FIGURES.items()}

@@ -304,9 +304,10 @@ def time_arg(args: Any, name: str) -> int | None:
 
 
 class BulkRetryIn(BaseModel):
-    """POST /v1/requests/retry: which failed or expired requests of the tenant to retry."""
+    """POST /v1/requests/retry: which failed or expired requests of the tenant to retry. Strict:
+    a `preview` of "no" or 0 read as false would start the retry the client meant to count."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     status: Literal["failed", "expired"] | None = Field(default=None, description="absent: both")
     path: str | None = Field(

@@ -86,10 +86,11 @@ class Retries:
             pipe.execute()
         return bulk_id
 
-    def progress(self, bulk_id: str, tenant: str) -> dict[str, Any] | None:
-        """A bulk retry of the tenant's as GET /v1/requests/retry/{bulk_id} answers it (None: not the tenant's)."""
+    def progress(self, bulk_id: str, owners: tuple[str, ...]) -> dict[str, Any] | None:
+        """A bulk retry as GET /v1/requests/retry/{bulk_id} answers it, if one of `owners` (a tenant
+        and its aliases: the key's id before it was named) started it (None: another's, or none)."""
         f = cast("dict[str, str]", self.redis.hgetall(keys.bulk_retry(bulk_id)))
-        if f.get("tenant") != tenant:
+        if f.get("tenant") not in owners:
             return None
         return {
             "bulk_id": bulk_id,

@@ -118,19 +118,32 @@ class Window:
         return self.start_min + self.steps * self.step_min
 
 
-def read(redis: Redis, tenant: str | None, window: str, now_ms: float) -> tuple[Window, dict[str, list[Any]]]:
-    """One scope's figures over `window`: every series has one value per step."""
+def read(
+    redis: Redis, owners: tuple[str, ...] | None, window: str, now_ms: float
+) -> tuple[Window, dict[str, list[Any]]]:
+    """The figures of a tenant and its aliases (`owners`: the ids its key had before, whose
+    figures store/tenants.py moves to it every TENANT_MOVE_INTERVAL), or of all tenants (None),
+    over `window`: every series has one value per step. An alias's blocks are read only when
+    one EXISTS finds any of them (after a key's rotation, for a minute at most)."""
     span = Window.ending_at(window, now_ms)
-    scope = scope_of(tenant)
     first, last = span.start_min // BLOCK_MINUTES, (span.end_min - 1) // BLOCK_MINUTES
+    numbers = range(first, last + 1)
+    scopes = [ALL] if owners is None else [scope_of(owner) for owner in owners]
+    if len(scopes) > 1:
+        with redis.pipeline(transaction=False) as pipe:
+            for scope in scopes[1:]:
+                pipe.exists(*(keys.series(scope, block) for block in numbers))
+            found = pipe.execute()
+        scopes = scopes[:1] + [scope for scope, n in zip(scopes[1:], found, strict=True) if n]
     with redis.pipeline(transaction=False) as pipe:
-        for block in range(first, last + 1):
-            pipe.hgetall(keys.series(scope, block))
+        for scope in scopes:
+            for block in numbers:
+                pipe.hgetall(keys.series(scope, block))
         blocks = pipe.execute()
     counts = {name: [0] * span.steps for name in COUNTS}
     letters = {letter: name for name, letter in COUNTS.items()}
     buckets: dict[str, list[dict[int, int]]] = {name: [{} for _ in range(span.steps)] for name in HISTOGRAMS}
-    for block, fields in zip(range(first, last + 1), blocks, strict=True):
+    for block, fields in zip([block for _ in scopes for block in numbers], blocks, strict=True):
         for field, value in fields.items():
             minute, letter, n = block * BLOCK_MINUTES + int(field[0]), field[1], int(value)
             if not span.start_min <= minute < span.end_min:
@@ -148,10 +161,13 @@ def read(redis: Redis, tenant: str | None, window: str, now_ms: float) -> tuple[
     return span, series
 
 
-def tenant_counts(redis: Redis, tenant: str, statuses: tuple[str, ...]) -> dict[str, int]:
-    """The tenant's requests by status now (the per-status indexes' sizes). `statuses` is
+def tenant_counts(redis: Redis, owners: tuple[str, ...], statuses: tuple[str, ...]) -> dict[str, int]:
+    """A tenant's requests by status now (the per-status indexes' sizes), those still filed under
+    its aliases included (`owners`: the tenant, then its aliases). `statuses` is
     store.records.STATUSES, passed in: store/scripts.py imports this module, records imports scripts."""
     with redis.pipeline(transaction=False) as pipe:
-        for status in statuses:
-            pipe.zcard(keys.tenant_requests(tenant, status))
-        return dict(zip(statuses, pipe.execute(), strict=True))
+        for owner in owners:
+            for status in statuses:
+                pipe.zcard(keys.tenant_requests(owner, status))
+        sizes = pipe.execute()
+    return {status: sum(sizes[i :: len(statuses)]) for i, status in enumerate(statuses)}

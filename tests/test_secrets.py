@@ -191,6 +191,19 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, base_
         sandbox.reset()
         record("deliveries", api.get(f"/v1/requests/{first['request_id']}/deliveries"), 200)
         record("list", api.get("/v1/requests", params={"limit": 5}), 200)
+        # The console's reads and retries: what they answer and what they keep in Redis.
+        retry = record("retry", api.post(f"/v1/requests/{failed['request_id']}/retry"), 202).json()
+        record("retry again", api.post(f"/v1/requests/{failed['request_id']}/retry"), 409)
+        record("bulk preview", api.post("/v1/requests/retry", json={"preview": True}), 200)
+        bulk = record("bulk", api.post("/v1/requests/retry", json={"status": "expired"}), 202).json()
+        record("bad bulk", api.post("/v1/requests/retry", json={"preview": "no"}), 400)
+        console = [
+            record(f"events {r}", api.get(f"/v1/requests/{r}/events"), 200)
+            for r in (first["request_id"], failed["request_id"], retry["request_id"])
+        ]
+        console += [record("bulk progress", api.get(f"/v1/requests/retry/{bulk['bulk_id']}"), 200)]
+        console += [record(path, api.get(path), 200) for path in ("/v1/series", "/v1/summary")]
+        assert any(e["event"] == "notification" for e in console[0].json()["events"])
 
         # Wrong keys (one of them the Plivo token), Plivo's own Basic credentials, no key.
         for auth in (
@@ -281,6 +294,8 @@ def test_secrets_never_appear_in_logs_records_or_error_answers(make_stack, base_
     secrets = SECRETS | signatures
     for key, value in redis_dump(stack.env["REDIS_URL"]):
         problems += leaks(f"Redis key {key}", value, secrets)
+    for answer in console:  # a notify_url's tokens too: none of these answers names it
+        problems += leaks(f"the answer to {answer.request.url.path}", answer.content, secrets | URL_TOKENS)
     for what, answer in record.errors():
         assert answer.headers.get("content-type", "").startswith("application/json"), (what, answer.text[:200])
         problems += leaks(f"the {answer.status_code} answer to {what}", answer.content)

@@ -15,8 +15,10 @@ import pytest
 
 from local.processes import wait_for
 from store import keys, series
+from store.records import Requests, Submission
 from store.scripts import Scripts
 from tests.support.api import submit, wait_status, wait_worker
+from tests.support.services import KEY_A
 
 
 def figures(client: httpx.Client, **params: str) -> dict:
@@ -114,6 +116,24 @@ def test_a_failed_notification_counts_for_its_tenant(web, api, api_b, redis):
     assert sum(figures(api)["series"]["notifications_failed"]) == 1
     assert sum(figures(api_b)["series"]["notifications_failed"]) == 0
     assert sum(figures(api_b, scope="all")["series"]["notifications_failed"]) == 2
+
+
+def test_a_keys_figures_include_what_is_still_filed_under_an_id_it_had_before(web, api, api_b, redis):
+    """After an upgrade or a key's rotation, a request filed under an id the key had before (its
+    alias) is its tenant's, read by id and found by `q`, until web moves it (every
+    TENANT_MOVE_INTERVAL): the key's figures and counts include it meanwhile, no other key's do."""
+    alias = keys.legacy_tenant(KEY_A)  # its id before ids were salted
+    sub = Submission(alias, "POST", "Message/", {"text": "hi"}, "POST", 60, idempotency_key="order-rotated")
+    rid = Requests(redis, 600).submit(sub).record.fields["request_id"]
+    assert api.get(f"/v1/requests/{rid}").status_code == 200  # the key's own
+    for client, found in ((api, [rid]), (api_b, [])):
+        for q in (rid, "order-rotated"):
+            page = client.get("/v1/requests", params={"q": q}).json()["objects"]
+            assert [r["request_id"] for r in page] == found
+    assert api.get("/v1/summary").json()["counts"]["queued"] == 1
+    assert sum(figures(api, window="week")["series"]["submitted"]) == 1
+    assert api_b.get("/v1/summary").json()["counts"]["queued"] == 0
+    assert sum(figures(api_b, window="week")["series"]["submitted"]) == 0
 
 
 def test_storage_is_bounded_kept_seven_days_and_small(redis):

@@ -25,7 +25,10 @@ if tenant then
 end
 local left = redis.call('LLEN', list)
 if left == 0 then
-  if tenant then redis.call('HSET', bkey, 'status', 'done', 'finished_at', math.floor(tonumber(now))) end
+  -- once: a second sweep that listed the bulk before the first finished it changes nothing
+  if tenant and redis.call('HGET', bkey, 'status') ~= 'done' then
+    redis.call('HSET', bkey, 'status', 'done', 'finished_at', math.floor(tonumber(now)))
+  end
   redis.call('ZREM', P .. 'bulk:running', bulk_id)
 end
 return {created and ring(ring_id, now, stale_before) or '', left}
