@@ -12,6 +12,7 @@ Then times, over `--runs` calls each after a few untimed ones, the calls the pag
   q by Idem-Key     GET /v1/requests?q={an Idempotency-Key}
   filtered          GET /v1/requests?path=Message/&status=expired&since=..&until=.. (half the time span)
   path, page 5      GET /v1/requests?path=Message/&offset=80 (a path alone merges its statuses' indexes)
+  path, last page   the same at the path's last offset (a deep page finds its start by counts)
   GET /             the page itself
 
 and prints each one's median and p95 (target: each under 200 ms), then the memory the listing's
@@ -143,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             span = (oldest["submitted_at"], newest)
             since, until = _quarter(span[0], span[1], 1), _quarter(span[0], span[1], 3)
             pick = random.Random(22)
+            paths = web.get("/v1/requests", params={"limit": 1, "path": "Message/"}).json()["meta"]["total_count"]
+            deepest = max(0, paths - 20)
             filtered = {"path": "Message/", "status": "expired", "since": since, "until": until}
             calls: dict[str, Callable[[int], httpx.Response]] = {
                 "first page": lambda _: web.get("/v1/requests", params={"limit": 20}),
@@ -151,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                 "path+status+time filter": lambda _: web.get("/v1/requests", params={"limit": 20, **filtered}),
                 "path filter, page 5": lambda _: web.get(
                     "/v1/requests", params={"limit": 20, "offset": 80, "path": "Message/"}
+                ),
+                "path filter, last page": lambda _: web.get(
+                    "/v1/requests", params={"limit": 20, "offset": deepest, "path": "Message/"}
                 ),
                 "GET /": lambda _: web.get("/"),
             }
