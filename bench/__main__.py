@@ -19,6 +19,7 @@ BENCHES = {
     "console": "bench.console",
     "waiting": "bench.waiting",
     "steps": "bench.steps",
+    "scripts": "bench.scripts",
     "ingest": "bench.ingest",
     "redis_client": "bench.redis_client",
     "http_parser": "bench.http_parser",

@@ -23,12 +23,12 @@ from werkzeug.wrappers import Request
 import logs
 from config import shown_url
 from receiver.errors import ApiError, BadRequest, InvalidSignature, UriTooLong
-from receiver.prometheus import RID_ENVIRON, timed_webhook
+from receiver.prometheus import RID_ENVIRON, TENANT_ENVIRON, timed_webhook
 from receiver.services import Services
 from receiver.signature import verify_v2, verify_v3
 from receiver.validation import is_uuid, json_body
 from store.connection import OUTAGE, now_ms, within
-from store.deliveries import SPOOLED
+from store.deliveries import SPOOLED, Matched
 from store.scripts import NotReplicated
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ def receive(svc: Services, request: Request) -> str:
     except Refused as refused:
         _quarantine(svc, request, refused.reason)
         raise refused.error from None
-    return keep(svc, delivery)
+    outcome, request.environ[TENANT_ENVIRON] = keep(svc, delivery)
+    return outcome
 
 
 REFUSAL_REASONS = ("signature", "body", "api_id")  # what a quarantined callback was refused for
@@ -128,19 +129,19 @@ def _answer(outcome: str) -> tuple[bytes, tuple[tuple[str, str], ...]]:
     return body, (("Content-Type", "application/json"), ("Content-Length", str(len(body))))
 
 
-def keep(svc: Services, delivery: dict[str, Any]) -> str:
+def keep(svc: Services, delivery: dict[str, Any]) -> Matched:
     """Store a delivery in Redis, holding on through an outage or a failover for up to
-    CALLBACK_HOLD (Plivo never retries after a 503); past that, keep it in the spool.
-    Raises the Redis error (503) when neither could keep it."""
+    CALLBACK_HOLD (Plivo never retries after a 503); past that, keep it in the spool (its
+    tenant then unknown: None). Raises the Redis error (503) when neither could keep it."""
     written: list[str] = []
 
-    def attempt() -> str:
+    def attempt() -> Matched:
         try:
-            outcome = svc.deliveries.store(**delivery)
+            matched = svc.deliveries.match(**delivery)
         except NotReplicated as exc:  # stored, not yet replicated: the next try says "duplicate"
-            written.append(cast(str, exc.result))  # match_callback answers the outcome, as store() does
+            written.append(cast(str, exc.result))  # the outcome, as match() answers it
             raise
-        return written[0] if written and outcome == "duplicate" else outcome
+        return Matched(written[0], matched.tenant) if written and matched.outcome == "duplicate" else matched
 
     try:
         return within(svc.settings.callback_hold, attempt)
@@ -154,7 +155,7 @@ def keep(svc: Services, delivery: dict[str, Any]) -> str:
             log.error("callback could not be spooled either (%s)", exc.strerror or type(exc).__name__)
             raise outage from None
         log.warning("Redis unavailable for %s s: callback spooled", svc.settings.callback_hold)
-        return SPOOLED
+        return Matched(SPOOLED, None)
 
 
 def _read_delivery(req: Request) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -54,14 +54,16 @@ P = ParamSpec("P")
 
 
 RID_ENVIRON = "answerback.rid"  # where the webhook leaves the request id its callback URL named
+TENANT_ENVIRON = "answerback.tenant"  # and that request's tenant, once match_callback answered it
 
 
 def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[Concatenate[Services, P], str]:
     """Observe the webhook's time from receipt to answer under the outcome `receive` answers
     (it takes the web's Services first), or under its refusal: rejected (bad signature),
     invalid (any other 4xx) or error. In memory: no Redis call on the hot path (store/metrics.py flushes).
-    It goes into the figures over time too, with the request id the webhook left in the
-    request's environ (RID_ENVIRON), for its tenant's figures."""
+    It goes into the figures over time too, under the tenant the webhook left in the request's
+    environ (TENANT_ENVIRON) once its delivery was matched, else under the tenant of the request
+    id it left there (RID_ENVIRON), which the flush looks up."""
 
     @wraps(receive)
     def timed(svc: Services, *args: P.args, **kwargs: P.kwargs) -> str:
@@ -79,8 +81,9 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
             raise
         finally:
             request = args[0] if args else None
-            rid = getattr(request, "environ", {}).get(RID_ENVIRON, "")
-            observe(svc.redis, "webhook", outcome, perf_counter() - start, rid)
+            environ = getattr(request, "environ", {})
+            rid, tenant = environ.get(RID_ENVIRON, ""), environ.get(TENANT_ENVIRON)
+            observe(svc.redis, "webhook", outcome, perf_counter() - start, rid, tenant)
 
     return timed  # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
 

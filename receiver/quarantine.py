@@ -75,7 +75,7 @@ def recheck(svc: Services) -> dict[str, Any]:
                 delivery = callbacks.check(svc, _request(entry))
             except callbacks.Refused:
                 continue
-            outcome = callbacks.keep(svc, delivery)
+            outcome = callbacks.keep(svc, delivery).outcome
             if svc.quarantine.remove(entry.id, outcome):
                 outcomes[outcome] += 1
     return {

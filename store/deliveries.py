@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from redis import Redis
 
 from config import Settings
 from store import keys
 from store.connection import now_ms
-from store.scripts import Scripts
+from store.scripts import NotReplicated, Scripts
 
 OUTCOMES = ("matched", "early", "duplicate", "late")  # what match_callback.lua answers
 SPOOLED = "spooled"  # the webhook's answer for a delivery kept in the local spool while Redis was away
+
+
+class Matched(NamedTuple):
+    """What match_callback.lua answers: the outcome, and the tenant of the request the callback
+    URL named ('' for none), whose figures over time the webhook's latency goes into."""
+
+    outcome: str
+    tenant: str | None  # None: not known (a delivery kept in the spool)
 
 
 class Deliveries:
@@ -38,7 +46,14 @@ class Deliveries:
     def store(
         self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "", received_at: int = 0
     ) -> str:
-        """Keep one delivery and answer its outcome: matched, early, duplicate or late.
+        """Keep one delivery and answer its outcome: matched, early, duplicate or late (`match`)."""
+        return self.match(rid, api_id, body, method, nonce, received_at).outcome
+
+    def match(
+        self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "", received_at: int = 0
+    ) -> Matched:
+        """Keep one delivery and answer its outcome (matched, early, duplicate or late) with the
+        tenant of the request `rid` names.
         `nonce`: the signature nonce of a signed delivery, remembered against replays.
         `received_at` (ms): when it arrived, for one replayed from the spool.
         With `min_replicas`, raises NotReplicated until that many replicas have it. One attempt,
@@ -64,8 +79,14 @@ class Deliveries:
             method,
         )
         if self.min_replicas:
-            return cast(str, self.scripts.replicated(self.min_replicas, "match_callback", *args))
-        return cast(str, self.scripts.once("match_callback", *args))  # the webhook's hot path
+            try:
+                answer = self.scripts.replicated(self.min_replicas, "match_callback", *args)
+            except NotReplicated as exc:  # its result: the outcome, as store() answers it
+                exc.result = cast("list[str]", exc.result)[0]
+                raise
+        else:
+            answer = self.scripts.once("match_callback", *args)  # the webhook's hot path
+        return Matched(*cast("list[str]", answer))
 
 
 def short_digest(text: str) -> str:

@@ -9,8 +9,10 @@ background thread, and once more when the process exits: a process killed outrig
 exception: they are observed inside the scripts that finish a request (lua/prelude.lua
 `finish`), in the same call, so they cost no round trip and are never lost.
 
-The webhook's latencies go into the figures over time too (store/series.py), with the request
-id the callback named: the same flush adds them, and its script finds each request's tenant.
+The webhook's latencies go into the figures over time too (store/series.py), under the tenant
+of the request the callback named: match_callback answers it, so they are counted here by
+tenant, a few entries a second whatever the rate. A callback never matched (refused, spooled)
+is counted by its request id, whose tenant the flush's script looks up.
 
 A histogram lives in the metrics hash as `h:{histogram}:{label}:{i}` (observations in
 bucket i, not cumulative; i = len(buckets) is +Inf) and `h:{histogram}:{label}:sum`.
@@ -57,6 +59,12 @@ HISTOGRAM_BUCKETS = {
 HISTOGRAM_PREFIX = "h:"
 FLUSH_INTERVAL_S = 1.0
 SERIES_BATCH = 500  # webhook latencies (distinct request, minute, bucket) added per script call
+
+
+def series_who(tenant: str) -> str:
+    """series_observe.lua's name for a tenant known already ('' for none): its scope, whose
+    `t:` prefix no request id (a UUID) has."""
+    return series.scope_of(tenant) if tenant else ""
 
 
 def count(redis: Redis, name: str, n: int = 1) -> None:
@@ -124,7 +132,7 @@ class Observations:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
         self._sums: dict[tuple[str, str], float] = {}
-        self._series: dict[tuple[str, int, int], int] = {}  # (rid, minute, log bucket) -> webhook latencies
+        self._series: dict[tuple[str, int, int], int] = {}  # (who, minute, log bucket) -> webhook latencies
         self._scripts: Any = None  # store.scripts.Scripts, made at the first flush of webhook latencies
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
@@ -133,10 +141,12 @@ class Observations:
         self._thread.start()
         atexit.register(self.close)
 
-    def observe(self, name: str, label: str, seconds: float, rid: str | None = None) -> None:
-        """`rid`: a webhook latency, also in the figures over time (the callback's request id, '' for none)."""
+    def observe(self, name: str, label: str, seconds: float, rid: str | None = None, tenant: str | None = None) -> None:
+        """`rid`: a webhook latency, also in the figures over time (the callback's request id, '' for
+        none), under `tenant` when known ('' for none), else under the tenant of `rid`'s request."""
         slot = bisect_left(HISTOGRAM_BUCKETS[name], seconds)  # the first bucket whose bound >= seconds
         if rid is not None:
+            who = rid if tenant is None else series_who(tenant)
             minute = now_ms() // 60000
             log_bucket = series.slot(seconds * 1000)
         with self._lock:
@@ -144,7 +154,7 @@ class Observations:
             self._counts[key] = self._counts.get(key, 0) + 1
             self._sums[name, label] = self._sums.get((name, label), 0.0) + seconds
             if rid is not None:
-                at = (rid, minute, log_bucket)
+                at = (who, minute, log_bucket)
                 self._series[at] = self._series.get(at, 0) + 1
 
     def flush(self) -> None:
@@ -181,7 +191,7 @@ class Observations:
         pending = list(in_series.items())
         try:
             while pending:
-                args = [v for (rid, minute, slot), n in pending[:SERIES_BATCH] for v in (rid, minute, slot, n)]
+                args = [v for (who, minute, slot), n in pending[:SERIES_BATCH] for v in (who, minute, slot, n)]
                 self._scripts("series_observe", *args)
                 del pending[:SERIES_BATCH]
         except RedisError as exc:
@@ -204,10 +214,13 @@ _pid = 0
 _lock = threading.Lock()
 
 
-def observe(redis: Redis, name: str, label: str, seconds: float, rid: str | None = None) -> None:
+def observe(
+    redis: Redis, name: str, label: str, seconds: float, rid: str | None = None, tenant: str | None = None
+) -> None:
     """Observe one duration (seconds) in histogram `name` under `label`; it reaches Redis
     within about a second. One recorder per process (a new one in a forked child). With `rid`
-    (a webhook's: the request id its callback URL named, '' for none) also in the figures over time."""
+    (a webhook's: the request id its callback URL named, '' for none) also in the figures over
+    time, under `tenant` (that request's, '' for none) or, when None, the tenant `rid`'s record names."""
     global _observations, _pid
     if _observations is None or _pid != os.getpid():
         fresh = None
@@ -221,7 +234,7 @@ def observe(redis: Redis, name: str, label: str, seconds: float, rid: str | None
                 _observations, _pid = fresh, os.getpid()
         if fresh is not None:
             fresh.start()
-    _observations.observe(name, label, seconds, rid)
+    _observations.observe(name, label, seconds, rid, tenant)
 
 
 def flush_observations() -> None:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from local.processes import wait_for
-from store import keys, series
+from store import keys, metrics, series
 from store.records import Requests, Submission
 from store.scripts import Scripts
 from tests.support.api import submit, wait_status, wait_worker
@@ -134,6 +134,22 @@ def test_a_keys_figures_include_what_is_still_filed_under_an_id_it_had_before(we
     assert sum(figures(api, window="week")["series"]["submitted"]) == 1
     assert api_b.get("/v1/summary").json()["counts"]["queued"] == 0
     assert sum(figures(api_b, window="week")["series"]["submitted"]) == 0
+
+
+def test_webhook_latencies_flushed_by_tenant_or_by_request_count_for_its_tenant(redis):
+    """web names the tenant match_callback answered (`t:` and its id), or a request id whose
+    tenant the script looks up (a callback never matched), or neither."""
+    submitted = Requests(redis, 60).submit(Submission("t-by-rid", "POST", "Call/", {"to": "1"}, "POST", 60))
+    rid = submitted.record.fields["request_id"]
+    minute = int(time.time()) // 60 - 2 * 1440  # no other test's web writes there
+    block, name = minute // series.BLOCK_MINUTES, f"{minute % series.BLOCK_MINUTES}w{series.slot(3)}"
+    Scripts(redis)(
+        "series_observe", metrics.series_who("t-named"), minute, series.slot(3), 2, rid, minute, series.slot(3), 3
+    )
+    Scripts(redis)("series_observe", metrics.series_who(""), minute, series.slot(3), 4)
+    assert redis.hget(keys.series(series.scope_of("t-named"), block), name) == "2"
+    assert redis.hget(keys.series(series.scope_of("t-by-rid"), block), name) == "3"
+    assert redis.hget(keys.series(series.ALL, block), name) == "9"
 
 
 def test_storage_is_bounded_kept_seven_days_and_small(redis):

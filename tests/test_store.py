@@ -109,6 +109,18 @@ def test_callback_by_api_id_before_registration_is_kept_then_matched(stores):
     assert record["api_id"] == api_id and record["deliveries"] == 1
 
 
+def test_a_match_answers_the_tenant_of_the_request_its_url_named(stores):
+    """The webhook's latency goes into that tenant's figures without a lookup of its own."""
+    requests, outbox, deliveries = stores
+    rid = submit(requests, tenant="t7")
+    claim_and_send(outbox, rid)
+    api_id, other = str(uuid.uuid4()), str(uuid.uuid4())
+    assert deliveries.match(rid, api_id, {"api_id": api_id}, "POST") == ("matched", "t7")
+    assert deliveries.match(rid, api_id, {"api_id": api_id}, "POST") == ("duplicate", "t7")
+    assert deliveries.match("", api_id, {"api_id": api_id, "n": 2}, "POST") == ("matched", "")  # the URL named none
+    assert deliveries.match(str(uuid.uuid4()), other, {"api_id": other}, "POST") == ("early", "")  # no such request
+
+
 def test_callback_by_rid_before_registration_completes_and_registration_keeps_it(stores):
     requests, outbox, deliveries = stores
     rid = submit(requests)

@@ -2,6 +2,8 @@
 -- signed callback URL, else by api_id; else it waits as an orphan for its api_id.
 -- A signed delivery whose nonce was seen within the replay window is a replay:
 -- answered as a duplicate, nothing changed.
+-- Answers {outcome, tenant}: the tenant of the request the callback URL named ('' for none),
+-- whose figures over time the webhook's latency goes into (store/metrics.py).
 -- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms method
 local rid = ARGV[1]                    -- from the signed callback URL; '' when absent or not a UUID
 local api_id = ARGV[2]
@@ -24,7 +26,7 @@ if nonce_key ~= '' and not redis.call('SET', nonce_key, '1', 'NX', 'PX', replay_
   count('callbacks_replayed')
   local target = target_of()
   if target ~= '' then callback_event(target, 'duplicate', now, method, signature, #body, digest) end
-  return 'duplicate'
+  return {'duplicate', rid ~= '' and field(rid, 'tenant') or ''}
 end
 local target = target_of()
 local function keep_orphan()
@@ -43,4 +45,4 @@ else
   outcome = keep_orphan()
 end
 count('callbacks_' .. outcome)
-return outcome
+return {outcome, rid ~= '' and field(rid, 'tenant') or ''}
