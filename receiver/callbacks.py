@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint
 from redis.exceptions import RedisError
-from werkzeug.exceptions import MethodNotAllowed
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
 import logs
@@ -69,6 +69,7 @@ def receive(svc: Services, request: Request) -> str:
             len(request.query_string),
             svc.settings.max_body_bytes,
         )
+        _count_oversized(svc, request)
         raise UriTooLong(f"callback query string is larger than {svc.settings.max_body_bytes} bytes")
     request.environ[RID_ENVIRON] = _rid(request)  # for its latency's tenant (receiver/prometheus.py) and check()
     try:
@@ -76,8 +77,20 @@ def receive(svc: Services, request: Request) -> str:
     except Refused as refused:
         _quarantine(svc, request, refused.reason)
         raise refused.error from None
+    except RequestEntityTooLarge:  # answered 413 (and logged with its size) by error_answer
+        _count_oversized(svc, request)
+        raise
     outcome, request.environ[TENANT_ENVIRON] = keep(svc, delivery)
     return outcome
+
+
+def _count_oversized(svc: Services, request: Request) -> None:
+    """Larger than the contract allows: not kept (so not quarantined), but counted among the
+    refused callbacks; with Redis away the refusal stands uncounted."""
+    try:
+        svc.deliveries.refused("oversized", _rid(request))
+    except RedisError:
+        pass
 
 
 REFUSAL_REASONS = ("signature", "body", "api_id")  # what a quarantined callback was refused for

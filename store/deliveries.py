@@ -43,6 +43,11 @@ class Deliveries:
         self.replay_window_ms = replay_window_s * 1000
         self.scripts = Scripts(redis)
 
+    def refused(self, reason: str, rid: str) -> None:
+        """Count a callback refused before it could be read or kept (`oversized`), for all
+        tenants and the tenant whose request `rid` names, as a quarantined one is."""
+        self.scripts("refused", reason, rid, now_ms())
+
     def store(
         self, rid: str, api_id: str, body: dict[str, Any], method: str, nonce: str = "", received_at: int = 0
     ) -> str:

@@ -44,6 +44,7 @@ NAMES = (
     "quarantine_keep",
     "quarantine_page",
     "quarantine_remove",
+    "refused",
     "series_observe",
 )
 

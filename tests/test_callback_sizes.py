@@ -54,12 +54,29 @@ def test_a_get_callback_with_a_long_query_string_is_stored(api, web, pending, si
     assert done["status"] == "completed" and done["response"]["message_uuid"] == fields["message_uuid"]
 
 
-def test_a_get_callback_past_max_body_bytes_is_a_json_414_logged_with_its_size(web):
+def refused(api_b) -> tuple[int, int]:
+    """Oversized callbacks counted (the metric), and callbacks refused this hour in the figures
+    over time of all tenants (KEY_B is an admin key)."""
+    figures = api_b.get("/v1/series", params={"window": "hour", "scope": "all"}).json()["series"]
+    counters = {
+        line.split("{")[1].split("}")[0]: float(line.rsplit(" ", 1)[1])
+        for line in metric_lines(api_b, "answerback_callbacks_rejected")
+    }
+    return int(counters.get('reason="oversized"', 0)), sum(figures["callbacks_refused"])
+
+
+def metric_lines(client, name: str) -> list[str]:
+    return [line for line in client.get("/metrics").text.splitlines() if line.startswith(name + "_total{")]
+
+
+def test_a_get_callback_past_max_body_bytes_is_a_json_414_logged_with_its_size(web, api_b):
+    before = refused(api_b)
     fields = {"api_id": str(uuid.uuid4()), "message_uuid": uuids(MAX_BODY_BYTES + 4096)}
     query = urlencode(fields, doseq=True)
     status, kind, answer = raw_get(web.url, "/callbacks/plivo?" + query)  # httpx sends no URL this long
     assert status == 414 and kind == "application/json" and str(MAX_BODY_BYTES) in answer["error"]
     in_log(web, f"callback query string of {len(query)} bytes refused")
+    assert refused(api_b) == (before[0] + 1, before[1] + 1)  # counted among the refused, in the charts too
 
 
 def raw_get(base_url: str, target: str) -> tuple[int, str, dict]:
@@ -95,12 +112,14 @@ def test_a_post_callback_up_to_max_body_bytes_is_stored_as_json_or_form(api, web
     assert done["response"]["message_uuid"] == fields["message_uuid"]
 
 
-def test_a_post_callback_past_max_body_bytes_is_a_json_413_logged_with_its_size(web):
+def test_a_post_callback_past_max_body_bytes_is_a_json_413_logged_with_its_size(web, api_b):
+    before = refused(api_b)
     body = json.dumps({"api_id": str(uuid.uuid4()), "message_uuid": uuids(MAX_BODY_BYTES + 4096, JSON_EACH)})
     with web.client(key=None) as client:
         answer = client.post("/callbacks/plivo", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413 and str(MAX_BODY_BYTES) in answer.json()["error"]
     in_log(web, f"request body of {len(body)} bytes refused")
+    assert refused(api_b) == (before[0] + 1, before[1] + 1)
 
 
 def test_headers_a_proxy_adds_fit(api, web, pending):
