@@ -272,7 +272,7 @@ NOTIFICATIONS = Section(
 )
 WEB = Section(
     "Web server",
-    "gunicorn (gevent workers) serving the API, the webhook and the dashboard; "
+    "gunicorn (gevent workers) serving the API, the webhook and the console; "
     "gunicorn.conf.py takes these from `Settings` too.",
 )
 LOGGING = Section("Logging", "What web and workers write to stderr (and web's access log, where `ACCESS_LOG` says).")

@@ -62,7 +62,7 @@ def banner(env: dict[str, str], sandbox_log: str) -> str:
     base, key = f"http://127.0.0.1:{env['PORT']}", Settings.from_env(env).api_keys[0]
     sandbox = f" (the sandbox; its log: {sandbox_log})" if sandbox_log else ""
     return f"""
-Answerback is starting at {base}  (dashboard: {base}/ , health: {base}/readyz)
+Answerback is starting at {base}  (console: {base}/ , health: {base}/readyz)
 Upstream: {env.get("PLIVO_API_URL", "Plivo")}{sandbox}
 Redis: {env["REDIS_URL"]}
 Development API key: {key}
