@@ -501,7 +501,7 @@ class Settings:
         "QUARANTINE_MAX_BYTES",
         32 * 1024 * 1024,
         "Redis memory the quarantine may take, each callback counted as its size plus 256 bytes; past it "
-        "the oldest are dropped (and counted). 0: nothing is kept.",
+        "those whose `rid` names no request are dropped first, then the oldest (and counted). 0: nothing is kept.",
     )
 
     send_concurrency: int = integer(
