@@ -9,7 +9,8 @@ they were kept (their ids by when, their bytes). An entry is one string: its des
 newline, then the body as received (its text, or Base64 when it is not UTF-8), so a page of
 descriptions is read without the bodies (lua/quarantine_page.lua). Entries are kept `ttl_s`
 seconds and `max_bytes` in all, each counted as its length plus ENTRY_OVERHEAD (what Redis
-spends on it besides, measured in docs/operations.md). Past the bound, those naming no request
+spends on it besides, measured in docs/operations.md), and UNKNOWN_OVERHEAD more for one
+naming no request. Past the bound, those naming no request
 go first, then the others, the oldest first within each: anyone can forge the first kind, but
 only Plivo is handed the rids of requests, so a flood of forgeries cannot push out the genuine
 callbacks a misconfiguration refused. Each one dropped is counted (lua/quarantine_keep.lua).
@@ -33,6 +34,7 @@ from store.connection import now_ms
 from store.scripts import Scripts
 
 ENTRY_OVERHEAD = 256  # bytes counted for each entry beside its own length
+UNKNOWN_OVERHEAD = 128  # and for one naming no request: its id in a second sorted set (about 117 bytes)
 BASE64 = "base64"  # the description's body_encoding for a body that is not UTF-8
 
 
@@ -76,6 +78,7 @@ class Quarantine:
             description.get("method", ""),
             signature,
             description.get("size", 0),
+            UNKNOWN_OVERHEAD,
         )
         return bool(self.scripts.once("quarantine_keep", *args))
 
@@ -105,7 +108,7 @@ class Quarantine:
     def remove(self, id: str, outcome: str) -> bool:
         """Take out an entry that was applied with `outcome`; answers False if another
         re-check took it out first (its outcome is counted once)."""
-        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome))
+        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome, UNKNOWN_OVERHEAD))
 
     @contextmanager
     def recheck_lock(self, timeout_s: float) -> Iterator[bool]:

@@ -12,10 +12,13 @@
 -- the order they were kept.
 -- A refusal of a callback naming a known request is one of that request's events, kept or not,
 -- and counts in the figures over time of all tenants and of that request's tenant.
--- ARGV: entry now ttl_ms max_bytes overhead reason rid method signature body_size
+-- Each entry counts its length plus `overhead`, plus `unknown_overhead` for one naming no
+-- request (its id in a second sorted set).
+-- ARGV: entry now ttl_ms max_bytes overhead reason rid method signature body_size unknown_overhead
 local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local rid, method, signature, body_size = ARGV[7] or '', ARGV[8], ARGV[9], tonumber(ARGV[10])
+local unknown_overhead = tonumber(ARGV[11])
 count('rejected_' .. reason)
 local tenant = nil
 local known = rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1
@@ -26,7 +29,7 @@ if known then
 end
 series_add(tenant, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
-  quarantine_drop(old, overhead)
+  quarantine_drop(old, overhead, unknown_overhead)
   count('quarantine_dropped_expired')
 end
 
@@ -37,7 +40,7 @@ end
 
 local function bytes(key) return tonumber(redis.call('GET', key) or '0') end
 
-local size = #entry + overhead
+local size = #entry + overhead + (known and 0 or unknown_overhead)
 if redis.call('ZCARD', QUARANTINE) == 0 then redis.call('DEL', QUARANTINE_BYTES) end
 if redis.call('ZCARD', QUARANTINE_UNKNOWN) == 0 then redis.call('DEL', QUARANTINE_UNKNOWN_BYTES) end
 if size > max_bytes or (not known and bytes(QUARANTINE_BYTES) - bytes(QUARANTINE_UNKNOWN_BYTES) + size > max_bytes) then
@@ -53,7 +56,7 @@ while bytes(QUARANTINE_BYTES) + size > max_bytes do
     redis.call('DEL', QUARANTINE_BYTES, QUARANTINE_UNKNOWN_BYTES)
     break
   end
-  if quarantine_drop(oldest, overhead) > 0 then dropped_full(class) end
+  if quarantine_drop(oldest, overhead, unknown_overhead) > 0 then dropped_full(class) end
 end
 local last = redis.call('ZREVRANGEBYSCORE', QUARANTINE, now, now, 'LIMIT', 0, 1)[1]
 local id = string.format('%d-%06d', now, last and tonumber(string.match(last, '-(%d+)$')) + 1 or 0)
