@@ -5,15 +5,15 @@ right. Plivo never sends a refused callback again: without this, its result woul
 
 Three keys (store/keys.py): a sorted set of entry ids by when they were kept, a hash of the
 entries, and the bytes they count; and two more for those whose `rid` named no request when
-they were kept (their ids by when, their bytes). An entry is one string: its description as JSON, a
-newline, then the body as received (its text, or Base64 when it is not UTF-8), so a page of
-descriptions is read without the bodies (lua/quarantine_page.lua). Entries are kept `ttl_s`
-seconds and `max_bytes` in all, each counted as its length plus ENTRY_OVERHEAD (what Redis
-spends on it besides, measured in docs/operations.md), and UNKNOWN_OVERHEAD more for one
-naming no request. Past the bound, those naming no request
-go first, then the others, the oldest first within each: anyone can forge the first kind, but
-only Plivo is handed the rids of requests, so a flood of forgeries cannot push out the genuine
-callbacks a misconfiguration refused. Each one dropped is counted (lua/quarantine_keep.lua).
+they were kept (their ids by when, their bytes). An entry is one string: its description as
+JSON, a newline, then the body as received (its text, or Base64 when it is not UTF-8), so a
+page of descriptions is read without the bodies (lua/quarantine_page.lua). Entries are kept
+`ttl_s` seconds and `max_bytes` in all, each counted as its length plus ENTRY_OVERHEAD (what
+Redis spends on it besides, measured in docs/operations.md), plus UNKNOWN_OVERHEAD for one
+naming no request. Past the bound, those naming no request go first, then the others, the
+oldest first within each: anyone can forge the first kind, but only Plivo is handed the rids
+of requests, so a flood of forgeries cannot push out the genuine callbacks a misconfiguration
+refused. Each one dropped is counted (lua/quarantine_keep.lua).
 """
 
 from __future__ import annotations
