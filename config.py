@@ -500,8 +500,9 @@ class Settings:
         CALLBACKS,
         "QUARANTINE_MAX_BYTES",
         32 * 1024 * 1024,
-        "Redis memory the quarantine may take, each callback counted as its size plus 256 bytes; past it "
-        "the oldest are dropped (and counted). 0: nothing is kept.",
+        "Redis memory the quarantine may take, each callback counted as its size plus 256 bytes (384 if its "
+        "`rid` names no request); past it those naming none are dropped first, then the oldest (and counted). "
+        "0: nothing is kept.",
     )
 
     send_concurrency: int = integer(

@@ -38,6 +38,11 @@ COUNTERS = {  # prefix in Redis -> (metric, help, label)
         "outcome",
     ),
     "quarantine_dropped_": ("answerback_quarantine_dropped", "Quarantined callbacks dropped, by reason.", "reason"),
+    "quarantine_full_": (
+        "answerback_quarantine_dropped_full",
+        "Quarantined callbacks dropped past QUARANTINE_MAX_BYTES, by whether their rid named a request.",
+        "rid",
+    ),
 }
 
 HISTOGRAMS = {  # name in store/metrics.py -> (metric, help, label)

@@ -31,7 +31,7 @@ bp = Blueprint("quarantine", __name__, url_prefix="/v1")
 PAGE_ARGS = ("limit", "offset")
 BATCH = 50  # entries read from Redis at a time while re-checking
 LOCK_S = 60.0  # the start-up re-check's lock: one web process at a time does it
-SHOWN = ("id", "reason", "rid", "method", "checked_url", "size")
+SHOWN = ("id", "reason", "rid", "known_request", "method", "checked_url", "size")
 
 
 @bp.get("/quarantine")

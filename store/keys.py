@@ -34,10 +34,13 @@ NOTIFY_HOSTS = PREFIX + "notify:hosts"  # zset host:port -> when a claim looks a
 # zset as NOTIFY_DUE, left by versions without per-host queues; emptied by claims
 NOTIFY_DUE_UNSPLIT = PREFIX + "notify:due"
 # The quarantine of refused callbacks (store/quarantine.py): zset entry id -> when kept (ms),
-# hash entry id -> entry, the bytes they count; and the lock of the re-check web runs at start.
+# hash entry id -> entry, the bytes they count; the same zset and bytes of the entries whose rid
+# named no request when kept (dropped first); and the lock of the re-check web runs at start.
 QUARANTINE = PREFIX + "quarantine"
 QUARANTINE_ENTRIES = PREFIX + "quarantine:entries"
 QUARANTINE_BYTES = PREFIX + "quarantine:bytes"
+QUARANTINE_UNKNOWN = PREFIX + "quarantine:unknown"
+QUARANTINE_UNKNOWN_BYTES = PREFIX + "quarantine:unknown:bytes"
 QUARANTINE_LOCK = PREFIX + "quarantine:lock"
 
 

@@ -4,12 +4,16 @@ checks do not know), kept whole so that they can be verified again once the sett
 right. Plivo never sends a refused callback again: without this, its result would be gone.
 
 Three keys (store/keys.py): a sorted set of entry ids by when they were kept, a hash of the
-entries, and the bytes they count. An entry is one string: its description as JSON, a
-newline, then the body as received (its text, or Base64 when it is not UTF-8), so a page of
-descriptions is read without the bodies (lua/quarantine_page.lua). Entries are kept `ttl_s`
-seconds and `max_bytes` in all, each counted as its length plus ENTRY_OVERHEAD (what Redis
-spends on it besides, measured in docs/operations.md); the oldest go first, and each one
-dropped is counted (lua/quarantine_keep.lua).
+entries, and the bytes they count; and two more for those whose `rid` named no request when
+they were kept (their ids by when, their bytes). An entry is one string: its description as
+JSON, a newline, then the body as received (its text, or Base64 when it is not UTF-8), so a
+page of descriptions is read without the bodies (lua/quarantine_page.lua). Entries are kept
+`ttl_s` seconds and `max_bytes` in all, each counted as its length plus ENTRY_OVERHEAD (what
+Redis spends on it besides, measured in docs/operations.md), plus UNKNOWN_OVERHEAD for one
+naming no request. Past the bound, those naming no request go first, then the others, the
+oldest first within each: anyone can forge the first kind, but only Plivo is handed the rids
+of requests, so a flood of forgeries cannot push out the genuine callbacks a misconfiguration
+refused. Each one dropped is counted (lua/quarantine_keep.lua).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from store.connection import now_ms
 from store.scripts import Scripts
 
 ENTRY_OVERHEAD = 256  # bytes counted for each entry beside its own length
+UNKNOWN_OVERHEAD = 128  # and for one naming no request: its id in a second sorted set (about 117 bytes)
 BASE64 = "base64"  # the description's body_encoding for a body that is not UTF-8
 
 
@@ -73,13 +78,18 @@ class Quarantine:
             description.get("method", ""),
             signature,
             description.get("size", 0),
+            UNKNOWN_OVERHEAD,
         )
         return bool(self.scripts.once("quarantine_keep", *args))
 
     def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
-        """(entries kept, one page of their descriptions, newest first, each with its id)."""
-        total, *pairs = cast(list[Any], self.scripts("quarantine_page", now_ms(), self.ttl_ms, offset, limit))
-        return int(total), [{"id": id, **json.loads(text)} for id, text in zip(pairs[::2], pairs[1::2], strict=True)]
+        """(entries kept, one page of their descriptions, newest first, each with its id and
+        `known_request`: whether its rid named a request when it was kept)."""
+        total, *found = cast(list[Any], self.scripts("quarantine_page", now_ms(), self.ttl_ms, offset, limit))
+        return int(total), [
+            {"id": id, **json.loads(text), "known_request": bool(known)}
+            for id, text, known in zip(found[::3], found[1::3], found[2::3], strict=True)
+        ]
 
     def size(self) -> int:
         """Entries kept (younger than the TTL)."""
@@ -98,7 +108,7 @@ class Quarantine:
     def remove(self, id: str, outcome: str) -> bool:
         """Take out an entry that was applied with `outcome`; answers False if another
         re-check took it out first (its outcome is counted once)."""
-        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome))
+        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome, UNKNOWN_OVERHEAD))
 
     @contextmanager
     def recheck_lock(self, timeout_s: float) -> Iterator[bool]:

@@ -20,7 +20,8 @@ from local.processes import wait_for
 from local.redis_server import free_port
 from receiver import callbacks, create_app
 from store import keys
-from store.quarantine import ENTRY_OVERHEAD, Quarantine
+from store.quarantine import ENTRY_OVERHEAD, UNKNOWN_OVERHEAD, Quarantine
+from store.records import Requests, Submission
 from tests.support.api import submit, wait_status, wait_worker
 from tests.support.services import AUTH_TOKEN, KEY_A, start_web
 from tests.support.signed_callbacks import signed_headers
@@ -155,6 +156,45 @@ def test_the_bound_drops_the_oldest_and_counts_every_drop(redis):
 
 
 @pytest.mark.fast
+def test_past_the_bound_entries_naming_no_request_go_first_then_the_oldest_naming_one(redis):
+    """Anyone can send a callback whose rid names no request; only Plivo is handed the rids
+    of requests. The first kind go before any of the second whatever their age, and the second
+    still push out their own oldest."""
+    requests = Requests(redis, 60)
+    known = [
+        requests.submit(Submission("t1", "POST", "Call/", {"to": "1"}, "POST", 60)).record.fields["request_id"]
+        for _ in range(4)
+    ]
+    unknown = [str(uuid.uuid4()) for _ in range(3)]  # as long as a request id: every entry counts the same
+    entry = {"reason": "signature", "method": "POST", "path": "/callbacks/plivo", "query": "", "headers": {}}
+    body = b"x" * 1000
+    quarantine = Quarantine(redis, 60, 10**9)
+    quarantine.keep({**entry, "rid": unknown[0]}, body)
+    one = int(redis.get(keys.QUARANTINE_BYTES))
+    quarantine.max_bytes = 3 * one
+
+    def kept() -> list[str]:
+        return [e["rid"] for e in reversed(quarantine.page(0, 20)[1])]  # oldest first
+
+    def full() -> dict[str, str]:
+        return {k: v for k, v in redis.hgetall(keys.METRICS).items() if k.startswith("quarantine_full_")}
+
+    assert quarantine.keep({**entry, "rid": known[0]}, body) and quarantine.keep({**entry, "rid": known[1]}, body)
+    assert quarantine.keep({**entry, "rid": unknown[1]}, body)  # pushes out the oldest naming none
+    assert kept() == [known[0], known[1], unknown[1]]
+    flags = [e["known_request"] for e in quarantine.page(0, 20)[1]]
+    assert quarantine.keep({**entry, "rid": known[2]}, body)  # the newer one naming none goes first
+    assert kept() == known[:3] and flags == [False, True, True]
+    assert not quarantine.keep({**entry, "rid": unknown[2]}, body)  # no room beside those naming one
+    assert quarantine.keep({**entry, "rid": known[3]}, body)  # they push out their own oldest
+    assert kept() == known[1:]
+    assert full() == {"quarantine_full_unknown": "3", "quarantine_full_known": "1"}
+    assert redis.hget(keys.METRICS, "quarantine_dropped_full") == "4"
+    assert int(redis.get(keys.QUARANTINE_BYTES)) == 3 * (one - UNKNOWN_OVERHEAD)  # they count less
+    assert int(redis.get(keys.QUARANTINE_UNKNOWN_BYTES) or 0) == 0
+
+
+@pytest.mark.fast
 def test_a_refusal_while_redis_is_away_is_answered_at_once_and_said_so(caplog):
     app = in_process_app(f"redis://127.0.0.1:{free_port()}/0")
     client = app.test_client()
@@ -244,3 +284,39 @@ def test_a_public_url_mismatch_quarantines_callbacks_until_a_web_with_the_right_
             assert api.get(f"/v1/requests/{third['request_id']}").json()["status"] == "completed"
     finally:
         other.service.stop()
+
+
+def test_a_flood_of_forged_callbacks_leaves_every_one_naming_a_request_to_be_applied(make_stack):
+    """Genuine callbacks refused by a PUBLIC_URL mismatch, then a flood of forgeries naming no
+    request, well past QUARANTINE_MAX_BYTES: the forgeries push out only each other, and a web
+    with the right PUBLIC_URL applies every genuine one."""
+    stack = make_stack(
+        db=DB + 2, PUBLIC_URL=WRONG_URL, ADMIN_API_KEYS=ADMIN, WEB_CONCURRENCY="1", QUARANTINE_MAX_BYTES="16000"
+    )
+    right_url = stack.web.url
+    with stack.web.client() as api, stack.web.client(key=None) as anon:
+        wait_worker(api)
+        rids = {submit(api)["request_id"] for _ in range(3)}
+        wait_for(lambda: metric(right_url, "answerback_quarantined") == {"": 3.0}, 15, 0.05, "three quarantined")
+        for _ in range(30):  # about 1.6 KB each: three times the bound
+            forged = {"api_id": str(uuid.uuid4()), "status": "forged", "padding": "x" * 600}
+            answer, _ = post_json(anon, f"/callbacks/plivo?rid={uuid.uuid4()}", forged, right_url, "not-the-token")
+            assert answer.status_code == 403
+        listed = anon.get("/v1/quarantine", headers=bearer(ADMIN)).json()["objects"]
+        assert rids <= {e["rid"] for e in listed}
+        assert {e["rid"] for e in listed if e["known_request"]} == rids
+        assert len(listed) > 3 and not any(e["rid"] in rids for e in listed if not e["known_request"])
+        dropped = metric(right_url, "answerback_quarantine_dropped_full")
+        assert set(dropped) == {"unknown"} and dropped["unknown"] > 0
+        assert metric(right_url, "answerback_quarantine_dropped") == {"full": dropped["unknown"]}
+
+        right = create_app(Settings.from_env({**stack.env, "PUBLIC_URL": right_url}))  # re-checks at its start
+        for thread in threading.enumerate():
+            if thread.name == "quarantine-recheck":
+                thread.join(10)
+        rechecked = right.test_client().post("/v1/quarantine/recheck", headers=bearer(ADMIN)).json
+        assert rechecked["applied"] == 0 and rechecked["quarantined"] == len(listed) - 3  # only forgeries left
+        assert stack.redis.get(keys.QUARANTINE_BYTES) == stack.redis.get(keys.QUARANTINE_UNKNOWN_BYTES)
+        for rid in rids:
+            assert wait_status(api, rid, "completed")["response"].get("status") != "forged"
+    assert metric(right_url, "answerback_quarantine_applied") == {"matched": 3.0}

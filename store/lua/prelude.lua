@@ -400,15 +400,21 @@ local function rate_turn(key, limit, window, member, waited)
 end
 
 -- The quarantine of refused callbacks (store/quarantine.py): entry id -> when kept (ms), the
--- entries by id, and the bytes they count (each entry's length plus a fixed overhead).
+-- entries by id, and the bytes they count (each entry's length plus a fixed overhead); and,
+-- among them, the ids and bytes of those whose rid named no request when kept (anyone can
+-- send those: they are dropped before any other, quarantine_keep.lua).
 local QUARANTINE, QUARANTINE_ENTRIES, QUARANTINE_BYTES = P .. 'quarantine', P .. 'quarantine:entries', P .. 'quarantine:bytes'
+local QUARANTINE_UNKNOWN, QUARANTINE_UNKNOWN_BYTES = P .. 'quarantine:unknown', P .. 'quarantine:unknown:bytes'
 
--- Take one entry out of the quarantine; answers the bytes it counted (0: it was not there).
-local function quarantine_drop(id, overhead)
+-- Take one entry out of the quarantine; answers the bytes it counted (0: it was not there):
+-- its length plus `overhead`, plus `unknown_overhead` for one naming no request.
+local function quarantine_drop(id, overhead, unknown_overhead)
+  local unknown = redis.call('ZREM', QUARANTINE_UNKNOWN, id)  -- first: a stray id goes too
   if redis.call('ZREM', QUARANTINE, id) == 0 then return 0 end
-  local size = redis.call('HSTRLEN', QUARANTINE_ENTRIES, id) + overhead
+  local size = redis.call('HSTRLEN', QUARANTINE_ENTRIES, id) + overhead + (unknown == 1 and unknown_overhead or 0)
   redis.call('HDEL', QUARANTINE_ENTRIES, id)
   redis.call('DECRBY', QUARANTINE_BYTES, size)
+  if unknown == 1 then redis.call('DECRBY', QUARANTINE_UNKNOWN_BYTES, size) end
   return size
 end
 

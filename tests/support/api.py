@@ -40,7 +40,13 @@ def wait_status(api: httpx.Client, rid: str, statuses: set[str] | str, timeout: 
     return wait_for(reached, timeout, 0.05, f"request {rid} to reach {wanted}")
 
 
-QUARANTINE_KEYS = (keys.QUARANTINE, keys.QUARANTINE_ENTRIES, keys.QUARANTINE_BYTES)
+QUARANTINE_KEYS = (
+    keys.QUARANTINE,
+    keys.QUARANTINE_ENTRIES,
+    keys.QUARANTINE_BYTES,
+    keys.QUARANTINE_UNKNOWN,
+    keys.QUARANTINE_UNKNOWN_BYTES,
+)
 
 
 def written_keys(redis) -> list[str]:

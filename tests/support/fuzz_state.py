@@ -25,13 +25,14 @@ from store import connect, keys
 from store.outbox import Outbox
 from store.records import STATUSES, Requests
 from store.sweep import Sweeper
+from tests.support.api import QUARANTINE_KEYS
 from tests.support.fuzz_strategies import KEY, OTHER_KEY, Pools, bearer
 
 DB_FUZZ, DB_CALLBACKS = 9, 10
 TOKEN = "fuzz-plivo-token"
 PUBLIC_URL = "http://answerback.fuzz.example"
 # A refusal is counted, and a refused callback quarantined (tests/test_quarantine.py), never stored.
-IGNORED_KEYS = {k.encode() for k in (keys.METRICS, keys.QUARANTINE, keys.QUARANTINE_ENTRIES, keys.QUARANTINE_BYTES)}
+IGNORED_KEYS = {k.encode() for k in (keys.METRICS, *QUARANTINE_KEYS)}
 # Counted over time as the metrics are (tests/test_series.py), and, for a request it names, one
 # of its events (tests/test_events.py): a refusal or a duplicate writes these, nothing else.
 IGNORED_PREFIX, IGNORED_SUFFIX = keys.SERIES_PREFIX.encode(), keys.events("").removeprefix(keys.request("")).encode()
