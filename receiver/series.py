@@ -46,11 +46,14 @@ def _choice(name: str, allowed: tuple[str, ...], default: str) -> str:
 def _scope(allowed_args: tuple[str, ...]) -> tuple[str, ...] | None:
     """The tenant whose figures to read, with its aliases (None: every tenant's, for an admin key
     only). An alias's figures are the tenant's, as its requests are: the same key made them."""
-    known_args(request.args, allowed_args)
-    if _choice("scope", SCOPES, "tenant") == "all":
+    if request.args.get("scope") == "all":
         check_admin(ADMIN_ONLY)
-        return None
-    return _owners()
+        owners = None
+    else:
+        owners = _owners()  # a missing or unknown key is a 401 before any parameter is a 400
+    known_args(request.args, allowed_args)
+    _choice("scope", SCOPES, "tenant")
+    return owners
 
 
 @require_key

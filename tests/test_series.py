@@ -85,8 +85,9 @@ def test_scope_all_takes_an_admin_key_and_arguments_are_checked(web, api):
     for path in ("/v1/series", "/v1/summary"):
         refused = api.get(path, params={"scope": "all"})
         assert refused.status_code == 403 and "ADMIN_API_KEYS" in refused.json()["error"]
-        with web.client(None) as anonymous:
-            assert anonymous.get(path).status_code == 401
+        with web.client(None) as anonymous:  # the key is checked before the parameters
+            for params in ({}, {"scope": "everyone"}, {"window": "month", "tenant": "x"}):
+                assert anonymous.get(path, params=params).status_code == 401, params
         bad = api.get(path, params={"scope": "everyone"})
         assert bad.status_code == 400 and "scope" in bad.json()["error"]
         assert api.get(path, params={"tenant": "x"}).status_code == 400
