@@ -21,7 +21,7 @@ from redis import Redis
 
 from store import keys
 from store.deliveries import short_digest
-from store.records import FINAL, Requests, iso
+from store.records import FINAL, Requests, iso, json_field
 
 EVENTS_KEPT = 50  # as lua/prelude.lua keeps
 ORDER = ("submitted", "sent", "api_id", "callback", *sorted(FINAL), "notification", "retried")
@@ -82,7 +82,7 @@ def build(
         event.pop("d", None)
         add(event.pop("at"), event.pop("event"), **event)
     if f["status"] in FINAL:
-        error = _json(f.get("error")) if f["status"] != "completed" else None
+        error = json_field(f.get("error")) if f["status"] != "completed" else None
         add(f.get("completed_at"), f["status"], reason=error.get("reason") if isinstance(error, dict) else None)
     for entry in notified:
         n = json.loads(entry)
@@ -160,13 +160,6 @@ def _callbacks(f: dict[str, str], delivered: list[str], extra: list[dict[str, An
             standing_for.remove(listed)
             continue
         add(at, "callback", method=method, verdict="matched", signature=signature, size=size)
-
-
-def _json(raw: str | None) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def _ms(value: str) -> float:

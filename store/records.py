@@ -40,7 +40,8 @@ def iso(ms: str | int | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _json(raw: str | None) -> Any:
+def json_field(raw: str | None) -> Any:
+    """A record field holding JSON (response, error, params), or None where unset."""
     return json.loads(raw) if raw else None
 
 
@@ -96,8 +97,8 @@ class RequestRecord:
             "attempts": int(f.get("attempts", 0)),
             "late": f.get("late") == "1",
             "deliveries": int(f.get("deliveries", 0)),
-            "response": _json(f.get("response")),
-            "error": _json(f.get("error")),
+            "response": json_field(f.get("response")),
+            "error": json_field(f.get("error")),
             "notify": _notify(f),
             "retry_of": f.get("retry_of") or None,
             "retried_as": f.get("retried_as") or None,
@@ -177,7 +178,7 @@ class Requests:
         """A new request id, its submission time, its body's digest (with an Idempotency-Key)
         and the `submit` script's arguments (the fifth: the params as stored; bench/console.py
         runs them in pipelines)."""
-        rid, now, submitted_at = new_id(), now_ms(), _ms_with_micros()
+        rid, now, submitted_at = new_id(), now_ms(), submission_time()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
         idem_key = idem_value = body_digest = ""
         alias_idem_keys: list[str] = []
@@ -305,7 +306,7 @@ def _pairs(flat: list[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _ms_with_micros() -> str:
+def submission_time() -> str:
     """Milliseconds since the epoch with three decimals: the listing indexes order by it,
     so two submissions within one millisecond (from any web process) still list in order."""
     micros = time.time_ns() // 1000

@@ -10,7 +10,7 @@ from redis import Redis
 
 from store import keys
 from store.connection import now_ms
-from store.records import DRAINER_STALE_MS, Filter, _ms_with_micros, iso, new_id
+from store.records import DRAINER_STALE_MS, Filter, iso, new_id, submission_time
 from store.scripts import Scripts
 
 RETRYABLE = ("failed", "expired")
@@ -34,7 +34,7 @@ class Retries:
 
     def retry(self, rid: str, tenant: str) -> Retried:
         """Retry the tenant's request `rid` as a new request of `tenant`, once."""
-        args = (rid, new_id(), tenant, _ms_with_micros(), new_id(), now_ms() - self.drainer_stale_ms)
+        args = (rid, new_id(), tenant, submission_time(), new_id(), now_ms() - self.drainer_stale_ms)
         outcome, value = cast("list[str]", self.scripts("retry", *args))
         if outcome == "created":
             return Retried(outcome, args[1], value)
@@ -113,7 +113,7 @@ class Retries:
                 stale_before = now_ms() - self.drainer_stale_ms
                 ring_id, left = cast(
                     "list[Any]",
-                    self.scripts("bulk_retry", bulk_id, _ms_with_micros(), new_id(), stale_before, *new_rids),
+                    self.scripts("bulk_retry", bulk_id, submission_time(), new_id(), stale_before, *new_rids),
                 )
                 budget -= step
                 if ring_id:

@@ -20,12 +20,11 @@ local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6
 local rid, method, signature, body_size = ARGV[7] or '', ARGV[8], ARGV[9], tonumber(ARGV[10])
 local unknown_overhead = tonumber(ARGV[11])
 count('rejected_' .. reason)
-local tenant = nil
-local known = rid ~= '' and redis.call('EXISTS', rkey(rid)) == 1
+local tenant = rid ~= '' and field(rid, 'tenant') or nil  -- every record has one
+local known = tenant ~= nil
 if known then
   add_event(rid, now, {event = 'callback', verdict = 'refused', method = method,
     signature = signature ~= '' and signature or nil, size = body_size, reason = reason})
-  tenant = field(rid, 'tenant')
 end
 series_add(tenant, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
