@@ -323,6 +323,17 @@ class Settings:
         "Replicas that must confirm a write (Redis `WAIT`) before a callback is answered 200, a submission "
         "202, and before a worker sends a request.",
     )
+    store_partitions: int = integer(
+        REDIS,
+        "STORE_PARTITIONS",
+        1,
+        "How many partitions the store is split into, each a hash-tagged key prefix whose scripts touch it "
+        "alone, so that a Redis Cluster spreads them over its primaries (store/partitions.py; 24 divides "
+        "evenly among 2, 3, 4, 6, 8, 12 or 24 primaries). 1 keeps every key under `ab:`, the single-Redis "
+        "layout. Fixed once requests are stored: a process started with another count refuses to start.",
+        low=1,
+        high=1024,
+    )
 
     plivo_auth_id: str = setting(
         UPSTREAM, "PLIVO_AUTH_ID", "", "The upstream account's id. `manage.py run` uses the sandbox's when unset."

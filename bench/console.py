@@ -69,10 +69,10 @@ def write_requests(redis: Redis, tenant: str, n: int) -> tuple[list[str], list[s
                     idempotency_key=idem,
                 )
                 rid, _, _, args = requests.submit_args(sub)
-                submit(keys=[], args=list(args), client=pipe)
+                submit(keys=[keys.PREFIX], args=list(args), client=pipe)
                 api_id = new_id()
                 now = now_ms()
-                register(keys=[], args=[rid, api_id, now, now + 86_400_000, TTL, ""], client=pipe)
+                register(keys=[keys.PREFIX], args=[rid, api_id, now, now + 86_400_000, TTL, ""], client=pipe)
                 api_ids.append(api_id)
                 idem_keys.append(idem)
             pipe.execute()

@@ -161,7 +161,7 @@ class Steps:
         from store.redis_internals import evalsha
 
         sha = self.redis.script_load("return 1")
-        return per_request(range(n), lambda _: evalsha(self.redis, sha, (), False))
+        return per_request(range(n), lambda _: evalsha(self.redis, sha, "k", (), False))
 
     def redis_usec(self, n: int, submissions: bool = False) -> float:
         """Redis's own time per match_callback (or submit) script, by INFO commandstats around n of them."""

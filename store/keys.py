@@ -8,6 +8,12 @@ import hmac
 
 PREFIX = "ab:"
 
+
+def at(prefix: str, name: str) -> str:
+    """A key name built under PREFIX, moved under a partition's prefix (store/partitions.py)."""
+    return prefix + name.removeprefix(PREFIX)
+
+
 API, CALLS = "api", "calls"  # upstream rate-limit classes: every other API, call creation
 API_CLASSES = (API, CALLS)  # the first is the default
 

@@ -20,7 +20,7 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   bytes)`, `read_response()` (NoScriptError for an unknown script, the connection still
   usable), `disconnect()`, `is_connected`, `connect()` (with Sentinel: to the primary it
   names now) and `retry.call_with_retry(do, fail)` (evalsha);
-- redis-py's `Script` keeping its digest in `sha` and answering as `EVALSHA sha 0 *args`
+- redis-py's `Script` keeping its digest in `sha` and answering as `EVALSHA sha 1 key *args`
   does, on the same encoding (store/scripts.py calls both);
 - `Sentinel.master_for(name, connection_pool_class=..., **kwargs)` building its pool as
   `connection_pool_class(name, sentinel, **kwargs)`; `SentinelConnectionPool` (a
@@ -199,12 +199,13 @@ def bounded_lookups(sentinel: Sentinel, connections: int, queue_timeout: float) 
     return sentinel
 
 
-def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) -> object:
-    """EVALSHA `sha` (no keys) on the client's own connection (a single-connection client's)
-    or one of its pool's, without redis-py's command machinery around it (its retry wrapper,
-    and the telemetry hooks it calls for every command), which cost about as much CPU as the
-    call itself. `retried`: an outage is retried as the connection's Retry says, on the same
-    connection closed and opened again (with Sentinel: to the new primary), as redis-py does.
+def evalsha(client: Redis, sha: str, key: str, args: tuple[object, ...], retried: bool) -> object:
+    """EVALSHA `sha` with one key (`key`: the partition's prefix, store/partitions.py) on the
+    client's own connection (a single-connection client's) or one of its pool's, without
+    redis-py's command machinery around it (its retry wrapper, and the telemetry hooks it
+    calls for every command), which cost about as much CPU as the call itself. `retried`: an
+    outage is retried as the connection's Retry says, on the same connection closed and opened
+    again (with Sentinel: to the new primary), as redis-py does.
     As redis-py does, a connection that fails mid-command is closed, and the error raised; a
     ResponseError (the script's own, or NoScriptError) leaves it open, its answer read.
     A closed connection is opened with `connect()` first: `send_packed_command` would open it
@@ -214,7 +215,7 @@ def evalsha(client: Redis, sha: str, args: tuple[object, ...], retried: bool) ->
     own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()
-    packed = [hiredis.pack_command(("EVALSHA", sha, 0, *args))]  # type: ignore[arg-type]  # stub: a 1-tuple
+    packed = [hiredis.pack_command(("EVALSHA", sha, 1, key, *args))]  # type: ignore[arg-type]  # stub: a 1-tuple
 
     def attempt() -> object:
         if not connection.is_connected:  # closed by an earlier error: see the docstring

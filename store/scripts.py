@@ -14,6 +14,7 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError, NoScriptError
 
+from store import keys
 from store.keys import API_CLASSES, METRICS, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 from store.record_format import lua_definitions
@@ -92,7 +93,7 @@ def source(name: str) -> str:
     classes = ", ".join(f"'{c}'" for c in API_CLASSES)
     buckets = ", ".join(repr(b) for b in HISTOGRAM_BUCKETS["request"])
     return (
-        f"local P = '{PREFIX}'\nlocal CLASSES = {{{classes}}}\n"
+        f"local P = KEYS[1]\nlocal CLASSES = {{{classes}}}\n"
         f"local REQUEST_BUCKETS = {{{buckets}}}\nlocal REQUEST_HISTOGRAM = '{HISTOGRAM_PREFIX}request:'\n"
         f"{lua_definitions()}{series_definitions()}"
         f"{prelude}\n"
@@ -123,34 +124,35 @@ class Scripts:
         self._direct = direct
         self._scripts: dict[str, Script] = {n: redis.register_script(source(n)) for n in NAMES}
 
-    def __call__(self, name: str, *args: ScriptArg) -> object:
+    def __call__(self, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
+        """Run a script in the partition whose key prefix is `at` (store/partitions.py)."""
         if self._direct:
-            return self.once(name, *args)
-        return self._scripts[name](keys=[], args=list(args))
+            return self.once(name, *args, at=at)
+        return self._scripts[name](keys=[at], args=list(args))
 
-    def once(self, name: str, *args: ScriptArg) -> object:
+    def once(self, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
         """Run a script once, on the client's own connection (a single-connection client's,
         as a worker's send thread holds) or one of its pool's, without redis-py's command
         machinery around it (store/redis_internals.evalsha): for callers that budget their
         own retries in time (store/connection.within: the webhook, the send threads). A script
         Redis has forgotten (a restart, a failover) is loaded again the usual way."""
-        return self._run(name, args, retried=False)
+        return self._run(name, at, args, retried=False)
 
-    def retried(self, name: str, *args: ScriptArg) -> object:
+    def retried(self, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
         """Run a script as `__call__` does, retrying an outage (a failover, a restart) as the
         client's Retry says, on the same connection closed and opened again (with Sentinel:
         to the new primary), as redis-py does; otherwise as `once`, without redis-py's
         per-command machinery (web's submissions)."""
-        return self._run(name, args, retried=True)
+        return self._run(name, at, args, retried=True)
 
-    def _run(self, name: str, args: tuple[ScriptArg, ...], retried: bool) -> object:
+    def _run(self, name: str, at: str, args: tuple[ScriptArg, ...], retried: bool) -> object:
         script = self._scripts[name]
         try:
-            return evalsha(self._redis, script.sha, args, retried)
+            return evalsha(self._redis, script.sha, at, args, retried)
         except NoScriptError:  # Redis forgot it (a restart, a failover): redis-py's Script loads it again
-            return script(keys=[], args=list(args))
+            return script(keys=[at], args=list(args))
 
-    def replicated(self, min_replicas: int, name: str, *args: ScriptArg) -> object:
+    def replicated(self, min_replicas: int, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
         """Run a script, then Redis WAIT for `min_replicas`, in one pipeline: WAIT counts the
         replicas that have everything up to its own connection's last write. A counter is
         written in between, because a script that finds its work already done (a repeated
@@ -159,10 +161,10 @@ class Scripts:
         already: WAIT would answer at once and confirm nothing. After the counter it confirms
         everything the primary had by then, the earlier write this answer vouches for included."""
         if min_replicas <= 0:
-            return self(name, *args)
+            return self(name, *args, at=at)
         with self._redis.pipeline(transaction=False) as pipe:
-            self._scripts[name](keys=[], args=list(args), client=pipe)
-            pipe.hincrby(METRICS, "replication_waits", 1)
+            self._scripts[name](keys=[at], args=list(args), client=pipe)
+            pipe.hincrby(keys.at(at, METRICS), "replication_waits", 1)
             pipe.wait(min_replicas, WAIT_MS)
             result, _, replicas = pipe.execute()
         if replicas < min_replicas:

@@ -23,6 +23,7 @@ from redis.retry import Retry
 
 from local.processes import wait_for
 from local.redis_server import SentinelServer, free_port
+from store import keys
 from store.connection import RedisTarget, connect
 from store.records import Requests, Submission
 from store.redis_internals import BlockingSentinelPool, Parser, PrimaryConnection, evalsha
@@ -156,18 +157,18 @@ def test_evalsha_answers_as_redis_pys_script_does(redis_server, decode, retried)
         script = client.register_script(ECHO)
         args = ("text", 41, b"bytes", 2.5)
         expected = script(args=list(args))
-        assert evalsha(client, script.sha, args, retried) == expected, (
+        assert evalsha(client, script.sha, "k", args, retried) == expected, (
             f"redis-py's Script answers differently from EVALSHA on its connection: {RE_READ}"
         )
         failing = client.register_script(FAILS)
         with pytest.raises(ResponseError) as theirs:
             failing()
         with pytest.raises(ResponseError) as ours:
-            evalsha(client, failing.sha, (), retried)
+            evalsha(client, failing.sha, "k", (), retried)
         assert (type(ours.value), str(ours.value)) == (type(theirs.value), str(theirs.value)), (
             f"redis-py reads a script's error differently: {RE_READ}"
         )
-        assert evalsha(client, script.sha, args, retried) == expected, (
+        assert evalsha(client, script.sha, "k", args, retried) == expected, (
             f"redis-py's connection is not released, or not usable, after a script's error: {RE_READ}"
         )
     finally:
@@ -178,7 +179,7 @@ def test_evalsha_of_a_script_redis_does_not_know_raises_noscripterror(redis_serv
     client = connect(redis_server.url, max_connections=1, queue_timeout=1)
     try:
         with pytest.raises(NoScriptError):
-            evalsha(client, "0" * 40, (), False)
+            evalsha(client, "0" * 40, "k", (), False)
         assert client.ping(), f"redis-py's connection is not released after NOSCRIPT: {RE_READ}"
     finally:
         client.close()
@@ -190,7 +191,7 @@ def test_scripts_answer_as_redis_pys_script_does_after_redis_forgot_them(redis):
     submission = Submission(f"contract-{uuid.uuid4().hex[:8]}", "POST", "Call/", {"to": "1"}, "POST", 60)
     rid = Requests(redis, 60).submit(submission).record.fields["request_id"]
     scripts = Scripts(redis)
-    expected = redis.register_script(source("read"))(args=[rid])
+    expected = redis.register_script(source("read"))(keys=[keys.PREFIX], args=[rid])
     assert expected, "a stored record to read: the state under test"
     for run in (scripts.once, scripts.retried, scripts):
         redis.script_flush()
@@ -207,13 +208,13 @@ def test_a_connection_cut_mid_command_is_closed_or_retried(redis_server, redis):
         script = client.register_script("return 'answered'")
         script()
         redis.client_kill_filter(_id=client.client_id())
-        assert evalsha(client, script.sha, (), True) == b"answered", (
+        assert evalsha(client, script.sha, "k", (), True) == b"answered", (
             f"redis-py's Retry no longer retries an outage on a connection opened again: {RE_READ}"
         )
         redis.client_kill_filter(_id=client.client_id())
         with pytest.raises(ConnectionError):
-            evalsha(client, script.sha, (), False)
-        assert evalsha(client, script.sha, (), False) == b"answered", (
+            evalsha(client, script.sha, "k", (), False)
+        assert evalsha(client, script.sha, "k", (), False) == b"answered", (
             f"redis-py's connection does not open again after it was closed: {RE_READ}"
         )
     finally:
