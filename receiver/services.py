@@ -23,6 +23,7 @@ from store.deliveries import Deliveries
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
+from store.partitions import Partitions
 from store.quarantine import Quarantine
 from store.records import Requests
 from store.retries import Retries
@@ -43,6 +44,7 @@ WAITER_QUEUE_S = MAX_WAIT
 class Services:
     settings: Settings
     redis: Redis
+    partitions: Partitions
     requests: Requests
     deliveries: Deliveries
     listener: DoneListener
@@ -67,9 +69,11 @@ class Services:
         # Callbacks budget their own retries in time (CALLBACK_HOLD): no hidden retries, short timeouts.
         callback_redis = connect(target, socket_timeout=2, retries=0, max_connections=pools["callbacks"])
         stale_ms = settings.drainer_stale_seconds * 1000
+        partitions = Partitions(settings.store_partitions)
         return cls(
             settings=settings,
             redis=redis,
+            partitions=partitions,
             requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
             deliveries=Deliveries(
                 callback_redis,

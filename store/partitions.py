@@ -109,3 +109,6 @@ class Partitions:
                 f"STORE_PARTITIONS is {self.count} but this store was made with {made} partitions; "
                 f"set STORE_PARTITIONS={made} (the count cannot change once requests are stored)"
             )
+
+
+ONE = Partitions(1)  # the single-Redis layout: what a store class uses unless given others

@@ -16,6 +16,7 @@ from store import keys
 from store.connection import connect, connect_rq, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
+from store.partitions import Partitions
 from store.rate_limits import Limit, RateLimiter
 from store.retries import Retries
 from store.sweep import Sweeper
@@ -40,6 +41,10 @@ class SendStore:
 class WorkerContext:
     settings: Settings
     _threads: threading.local = field(default_factory=threading.local, repr=False)
+
+    @cached_property
+    def partitions(self) -> Partitions:
+        return Partitions(self.settings.store_partitions)
 
     @cached_property
     def redis(self) -> Redis:
