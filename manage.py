@@ -5,6 +5,8 @@
   python3 manage.py test           the test suite (pytest arguments may follow)
   python3 manage.py test --fast    the unit tier alone (tests marked `fast`), in under a minute
   python3 manage.py bench          the benchmarks in bench/
+  python3 manage.py migrate --from URL   copy a drained single-Redis store into the partitioned
+                                   one the environment names (store/migrate.py)
 
 The first call makes .venv and installs requirements-dev.txt into it (requirements.txt, what
 production needs, and the tools of local runs, tests and benchmarks), and the client package
@@ -32,6 +34,7 @@ COMMANDS = {
     "run": ["-m", "local.run"],
     "test": ["-m", "pytest"],
     "bench": ["-m", "bench"],
+    "migrate": ["-m", "store.migrate"],
 }
 
 

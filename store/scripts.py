@@ -47,6 +47,7 @@ NAMES = (
     "quarantine_remove",
     "refused",
     "series_observe",
+    "adopt",
 )
 
 
