@@ -32,6 +32,15 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   on a pool whose `connection_class` and `connection_kwargs` make its connections
   (bounded_lookups).
 
+- `redis.cluster.RedisCluster` (StoreCluster): built from `url=` (only then does it build each
+  node's pool with the `connection_class` it is given, and it drops `parser_class` and
+  `health_check_interval` from its arguments, so ClusterConnection sets both itself) plus
+  `startup_nodes`; `execute_command` raising `RedisClusterException` (not a RedisError) with
+  the last node's ConnectionError as its cause when it reaches no node, and
+  `SlotNotCoveredError` while its map lacks a slot; `get_node_from_key(key)` and
+  `get_redis_connection(node)` (a plain client on that node's pool); `nodes_manager.initialize()`
+  reading the slot map afresh (node_client).
+
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
 """
 
@@ -39,14 +48,28 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hiredis
 from gevent.monkey import get_original
 from redis import BlockingConnectionPool, Redis
 from redis._parsers import _HiredisParser
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+)
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 _poll = get_original("select", "poll")  # the system's poll, also where gevent has patched select
@@ -145,6 +168,109 @@ class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLCon
     pass
 
 
+class _ClusterNodeConnection:
+    """A cluster node's connection with connect()'s parser and health check: RedisCluster
+    drops both from the arguments it passes on to its nodes' pools."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", Parser)
+        kwargs.setdefault("health_check_interval", 30)
+        super().__init__(**kwargs)
+
+
+class ClusterConnection(_ClusterNodeConnection, PrimaryConnection):
+    pass
+
+
+class ClusterSSLConnection(_ClusterNodeConnection, PrimarySSLConnection):
+    pass
+
+
+class ClusterUnreachable(ConnectionError):
+    """No cluster node answered, or the client's slot map has no node for a slot for the
+    moment: an outage like a lost connection (redis-py raises these as RedisClusterException,
+    which is not even a RedisError, so no handler of Redis errors would see it)."""
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's RedisCluster, each of whose commands raises an outage as an outage: a
+    RedisClusterException that reaching no node caused, and SlotNotCoveredError, become
+    ClusterUnreachable (a ConnectionError). Other RedisClusterExceptions (a command whose keys
+    span slots) are bugs and stay as they are."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as error:
+            if _unreachable(error):
+                raise ClusterUnreachable(str(error)) from error
+            raise
+
+
+def _unreachable(error: BaseException) -> bool:
+    cause = error.__cause__ or error.__context__
+    return isinstance(error, SlotNotCoveredError) or isinstance(cause, (ConnectionError, TimeoutError))
+
+
+def cluster(
+    nodes: tuple[tuple[str, int], ...],
+    *,
+    tls: bool,
+    retries: int,
+    max_connections: int | None,
+    queue_timeout: float,
+    **options: Any,
+) -> RedisCluster:
+    """A StoreCluster discovering the cluster from `nodes` (it asks them at once: building one
+    needs a node that answers), its node connections ClusterConnection (ClusterSSLConnection
+    with `tls`, given the ssl_* `options`), each node's pool holding at most `max_connections`,
+    callers queueing for one up to `queue_timeout` seconds."""
+    (host, port), *others = nodes
+    if max_connections is not None:
+        options.update(
+            connection_pool_class=BlockingConnectionPool, max_connections=max_connections, timeout=queue_timeout
+        )
+    try:
+        return StoreCluster(
+            url=f"redis://{host}:{port}",  # the way to a node pool that takes connection_class (no password here)
+            startup_nodes=[ClusterNode(h, p) for h, p in others],
+            connection_class=ClusterSSLConnection if tls else ClusterConnection,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
+            **options,
+        )
+    except RedisClusterException as error:
+        if _unreachable(error):
+            raise ClusterUnreachable(str(error)) from error
+        raise
+
+
+def node_client(client: RedisCluster, key: str) -> Redis:
+    """A plain client of the primary serving `key`'s slot, for what must run on one connection of
+    that node (a script, then WAIT for its replicas: WAIT counts the writes of its own
+    connection). Used inside `refreshed_on_outage(client)`, so that after a failover the next call
+    finds the new primary."""
+    node = client.get_node_from_key(key)
+    return client.get_redis_connection(node)
+
+
+@contextmanager
+def refreshed_on_outage(client: RedisCluster) -> Iterator[None]:
+    """Around commands sent to a node's own client (node_client), not through the cluster
+    client: a lost node, a redirection (MOVED, ASK: the slot has another primary now) or
+    CLUSTERDOWN reads the cluster's slot map again, so that the next attempt goes to the slot's
+    primary now, and is raised as an outage (a ConnectionError), for the caller to retry."""
+    try:
+        yield
+    except (ConnectionError, TimeoutError, AskError, ClusterError) as error:
+        try:
+            client.nodes_manager.initialize()
+        except (RedisClusterException, RedisError):
+            pass  # no node answered: the next attempt reads it again
+        if isinstance(error, (AskError, ClusterError)):
+            raise ClusterUnreachable(f"the slot moved or the cluster is down ({type(error).__name__})") from error
+        raise
+
+
 class BlockingSentinelPool(SentinelConnectionPool):
     """redis-py's pool of connections to the primary Sentinel names, holding at most
     `max_connections`: a caller past them queues for one up to `queue_timeout` seconds, as
@@ -212,6 +338,8 @@ def evalsha(client: Redis, sha: str, key: str, args: tuple[object, ...], retried
     itself, but to the address it last had, not through Sentinel, so a connection held across
     a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
     replica) instead of the new one."""
+    if isinstance(client, RedisCluster):  # redis-py routes it to the node of its key's slot, and follows MOVED
+        return client.execute_command("EVALSHA", sha, 0, *args)
     own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()
