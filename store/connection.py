@@ -180,7 +180,7 @@ def connect_store(
     to each node. It reaches the cluster as it is built: at least one node must answer
     (ClusterUnreachable, an outage, otherwise). Typed as a Redis: it answers the commands the
     store sends as one does; what reaches below the client API (store/redis_internals.py:
-    evalsha, node_client) takes the cluster's way for it."""
+    evalsha, one_node) takes the cluster's way for it."""
     target = RedisTarget(target) if isinstance(target, str) else target
     if not target.cluster_nodes:
         return connect(

@@ -39,7 +39,7 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   the last node's ConnectionError as its cause when it reaches no node, and
   `SlotNotCoveredError` while its map lacks a slot; `get_node_from_key(key)` and
   `get_redis_connection(node)` (a plain client on that node's pool); `nodes_manager.initialize()`
-  reading the slot map afresh (node_client).
+  reading the slot map afresh (one_node).
 
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
 """
@@ -244,18 +244,23 @@ def cluster(
         raise
 
 
-def node_client(client: RedisCluster, key: str) -> Redis:
-    """A plain client of the primary serving `key`'s slot, for what must run on one connection of
-    that node (a script, then WAIT for its replicas: WAIT counts the writes of its own
-    connection). Used inside `refreshed_on_outage(client)`, so that after a failover the next call
-    finds the new primary."""
-    node = client.get_node_from_key(key)
-    return client.get_redis_connection(node)
+@contextmanager
+def one_node(client: Redis, key: str) -> Iterator[Redis]:
+    """`client` itself, or on a cluster a plain client of the primary serving `key`'s slot: for
+    what must run on one connection of the node that holds `key` (a script, then WAIT for its
+    replicas: WAIT counts the writes of its own connection, and a cluster client would send it
+    to every primary). On a cluster its outages read the slot map again (refreshed_on_outage),
+    so that after a failover the next attempt goes to the new primary."""
+    if not isinstance(client, RedisCluster):
+        yield client
+        return
+    with refreshed_on_outage(client):
+        yield client.get_redis_connection(client.get_node_from_key(key))
 
 
 @contextmanager
 def refreshed_on_outage(client: RedisCluster) -> Iterator[None]:
-    """Around commands sent to a node's own client (node_client), not through the cluster
+    """Around commands sent to a node's own client (one_node), not through the cluster
     client: a lost node, a redirection (MOVED, ASK: the slot has another primary now) or
     CLUSTERDOWN reads the cluster's slot map again, so that the next attempt goes to the slot's
     primary now, and is raised as an outage (a ConnectionError), for the caller to retry."""
@@ -339,7 +344,7 @@ def evalsha(client: Redis, sha: str, key: str, args: tuple[object, ...], retried
     a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
     replica) instead of the new one."""
     if isinstance(client, RedisCluster):  # redis-py routes it to the node of its key's slot, and follows MOVED
-        return client.execute_command("EVALSHA", sha, 0, *args)
+        return client.execute_command("EVALSHA", sha, 1, key, *args)
     own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()

@@ -1,0 +1,150 @@
+"""The store on a Redis Cluster (REDIS_CLUSTER_NODES, store/connection.py connect_store): the
+store's client is a cluster client while RQ's stays on REDIS_URL; each partition's scripts run
+on the primary of its slot; the cluster's password is REDIS_URL's; and a primary killed costs
+only an outage of its own slots (OUTAGE errors, so callers retry or spool), until its replica
+takes over, after which the same client writes there again. A real cluster of 3 primaries
+and 3 replicas (tests/support/cluster.py)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+from redis.exceptions import ClusterDownError
+
+from config import Settings
+from local.redis_cluster import LocalCluster
+from local.redis_server import free_cluster_port
+from store import keys
+from store.connection import OUTAGE, connect_store, now_ms, on_cluster, redis_target, within
+from store.partitions import Partitions
+from store.redis_internals import ClusterUnreachable
+from store.scripts import Scripts
+
+PARTITIONS = Partitions(24)
+
+
+def store_client(cluster: LocalCluster, redis_url: str = "redis://127.0.0.1:6379/0", **options: object):
+    """The store's client as web and workers build it, from one seed node."""
+    settings = Settings.from_env({"REDIS_URL": redis_url, "REDIS_CLUSTER_NODES": cluster.nodes[0].address})
+    return connect_store(redis_target(settings), **options)  # type: ignore[arg-type]
+
+
+def rejected(cluster: LocalCluster, prefix: str) -> int:
+    """The count the `refused` script keeps in `prefix`'s partition, read on the node that
+    serves its slot, with a plain client: present there only if the script ran there."""
+    with cluster.primary_of(prefix).client() as node:
+        return int(node.hget(keys.at(prefix, keys.METRICS), "rejected_cluster_test") or 0)
+
+
+def refuse(scripts: Scripts, prefix: str, how: str = "__call__") -> object:
+    """Run the smallest script (it counts one refused callback) in `prefix`'s partition."""
+    if how == "replicated":
+        return scripts.replicated(1, "refused", "cluster_test", "", now_ms(), at=prefix)
+    run = scripts if how == "__call__" else getattr(scripts, how)
+    return run("refused", "cluster_test", "", now_ms(), at=prefix)
+
+
+def test_the_store_is_on_the_cluster_and_the_queue_on_redis_url(redis_cluster, redis_server):
+    from workers.context import WorkerContext
+
+    settings = Settings.from_env({"REDIS_URL": redis_server.url, "REDIS_CLUSTER_NODES": redis_cluster.seeds})
+    context = WorkerContext(settings)
+    assert on_cluster(context.redis) and not on_cluster(context.rq_redis)
+    assert context.rq_redis.connection_pool.connection_kwargs["port"] == redis_server.port
+    spread = {redis_cluster.primary_of(prefix).port for prefix in PARTITIONS.prefixes()}
+    primaries = [node for node in redis_cluster.nodes if node.info("replication")["role"] == "master"]
+    assert len(primaries) == 3 and spread == {node.port for node in primaries}
+    assert all(len(redis_cluster.replicas_of(node)) == 1 for node in primaries)
+
+
+def test_each_partitions_scripts_run_on_the_primary_of_its_slot(redis_cluster):
+    """Through redis-py's Script (`__call__`), the store's own EVALSHA (`once`, `retried`) and
+    the script + counter + WAIT of `replicated` on one connection of that node (WAIT 1: each
+    primary has one replica); then again after every node forgot every script."""
+    scripts = Scripts(store_client(redis_cluster))
+    ways = ("__call__", "once", "retried", "replicated")
+    for prefix in PARTITIONS.prefixes():
+        for how in ways:
+            assert refuse(scripts, prefix, how) == 1
+    for node in redis_cluster.nodes:
+        node.ask("SCRIPT FLUSH")
+    for prefix in PARTITIONS.prefixes():
+        for how in ways:
+            refuse(scripts, prefix, how)
+    assert {prefix: rejected(redis_cluster, prefix) for prefix in PARTITIONS.prefixes()} == dict.fromkeys(
+        PARTITIONS.prefixes(), 2 * len(ways)
+    )
+
+
+def test_a_cluster_that_cannot_be_reached_is_an_outage():
+    """redis-py raises RedisClusterException (not even a RedisError) when no node answers, and
+    ClusterDownError (a ResponseError) while a cluster is down: both must read as an outage, or
+    the webhook would answer 500 rather than hold on and spool."""
+    dead = f"127.0.0.1:{free_cluster_port()}"
+    settings = Settings.from_env({"REDIS_CLUSTER_NODES": dead})
+    started = time.monotonic()
+    with pytest.raises(ClusterUnreachable) as raised:
+        within(0.5, lambda: connect_store(redis_target(settings)), pause_s=0.1)
+    assert isinstance(raised.value, OUTAGE) and time.monotonic() - started < 3
+    assert isinstance(ClusterDownError("CLUSTERDOWN The cluster is down"), OUTAGE)
+
+
+def test_the_clusters_password_is_redis_urls(workdir):
+    cluster = LocalCluster(
+        workdir / "cluster-password", primaries=1, replicas=0, node_timeout_ms=500, password="cluster-secret"
+    )
+    with cluster:
+        client = store_client(cluster, "redis://:cluster-secret@127.0.0.1:6379/0")
+        assert client.set(keys.at(PARTITIONS.prefix(5), "x"), "1") and client.ping()
+        with pytest.raises(ClusterUnreachable) as refused:
+            store_client(cluster, "redis://:wrong-secret@127.0.0.1:6379/0")
+        assert isinstance(refused.value, OUTAGE) and "secret" not in str(refused.value)
+
+
+@pytest.mark.slow
+def test_a_killed_primarys_slots_are_written_again_once_its_replica_takes_over(redis_cluster):
+    """The client the webhook uses (no hidden retries, short timeouts) writes on through a
+    failover: the killed primary's partitions fail with OUTAGE errors only, and only until its
+    replica is promoted (cluster-node-timeout 1000 ms: a few seconds); the other primaries'
+    partitions never fail. A client whose map predates the failover, used only once the old
+    primary is back as a replica, is redirected (MOVED): by redis-py itself through the cluster
+    client; through one node's connection (`replicated`) with one outage, which reads the map
+    again, then on the new primary."""
+    scripts = Scripts(store_client(redis_cluster, socket_timeout=2, retries=0))
+    stale, stale_replicated = Scripts(store_client(redis_cluster)), Scripts(store_client(redis_cluster))
+    prefix = PARTITIONS.prefix(0)
+    victim = redis_cluster.primary_of(prefix)
+    others = [p for p in PARTITIONS.prefixes() if redis_cluster.primary_of(p) is not victim]
+
+    redis_cluster.kill(victim)
+    killed = time.monotonic()
+    errors: Counter[str] = Counter()
+    while time.monotonic() - killed < 20:
+        for other in others[:4]:
+            refuse(scripts, other, "once")  # the other shards answer throughout
+        try:
+            refuse(scripts, prefix, "once")
+            break
+        except OUTAGE as error:
+            errors[type(error).__name__] += 1
+            time.sleep(0.05)
+    took = time.monotonic() - killed
+    assert errors and took < 10, f"no write to the killed primary's slot for {took:.1f} s: {errors}"
+    assert redis_cluster.primary_of(prefix) is not victim
+
+    redis_cluster.restart(victim)  # back as the new primary's replica: it answers MOVED for `prefix`
+    redis_cluster.wait_healthy(15)
+    assert refuse(stale, prefix) == 1
+    outages: list[BaseException] = []
+
+    def replicated() -> object:
+        try:
+            return refuse(stale_replicated, prefix, "replicated")
+        except OUTAGE as error:
+            outages.append(error)
+            raise
+
+    assert within(5, replicated) == 1 and len(outages) == 1
+    print(f"failover: {took:.2f} s of {dict(errors)}; a stale map's replicated write: {len(outages)} outage(s)")
