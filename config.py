@@ -260,7 +260,8 @@ def choice(section: Section, variable: str, choices: tuple[str, ...], meaning: s
 
 REDIS = Section(
     "Redis",
-    "Where the one Redis that web, workers and RQ share is, and how many replicas must have a write before it counts.",
+    "Where the Redis that web, workers and RQ share is (or, with `REDIS_CLUSTER_NODES`, the store's Redis "
+    "Cluster beside RQ's Redis), and how many replicas must have a write before it counts.",
 )
 UPSTREAM = Section(
     "Upstream",

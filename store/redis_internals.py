@@ -41,7 +41,8 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   `get_redis_connection(node)` (a plain client on that node's pool); `nodes_manager.initialize()`
   reading the slot map afresh (one_node).
 
-tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
+tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py;
+tests/test_cluster.py the cluster's, on a real cluster.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import pytest
+from redis import BlockingConnectionPool
 from redis.exceptions import ClusterDownError
 
 from config import Settings
@@ -19,7 +20,7 @@ from local.redis_server import free_cluster_port
 from store import keys
 from store.connection import OUTAGE, connect_store, now_ms, on_cluster, redis_target, within
 from store.partitions import Partitions
-from store.redis_internals import ClusterUnreachable
+from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
 
 PARTITIONS = Partitions(24)
@@ -59,6 +60,21 @@ def test_the_store_is_on_the_cluster_and_the_queue_on_redis_url(redis_cluster, r
     assert all(len(redis_cluster.replicas_of(node)) == 1 for node in primaries)
 
 
+def test_the_clusters_connections_are_connects(redis_cluster):
+    """The parser, health check, refusals and bounded pools of connect() (redis-py's cluster
+    client drops the first two from what it hands its nodes: store/redis_internals.py)."""
+    client = store_client(redis_cluster, max_connections=3, queue_timeout=1)
+    client.set(keys.at(PARTITIONS.prefix(7), "x"), "1")
+    pool = client.get_node_from_key(PARTITIONS.prefix(7)).redis_connection.connection_pool
+    connection = pool.get_connection()
+    try:
+        assert isinstance(connection, ClusterConnection) and isinstance(connection._parser, Parser)
+        assert connection.health_check_interval == 30 and connection.socket_timeout == 5
+        assert isinstance(pool, BlockingConnectionPool) and pool.max_connections == 3
+    finally:
+        pool.release(connection)
+
+
 def test_each_partitions_scripts_run_on_the_primary_of_its_slot(redis_cluster):
     """Through redis-py's Script (`__call__`), the store's own EVALSHA (`once`, `retried`) and
     the script + counter + WAIT of `replicated` on one connection of that node (WAIT 1: each
@@ -92,6 +108,7 @@ def test_a_cluster_that_cannot_be_reached_is_an_outage():
 
 
 def test_the_clusters_password_is_redis_urls(workdir):
+    """And a cluster whose every node is gone is an outage too, for a client built before."""
     cluster = LocalCluster(
         workdir / "cluster-password", primaries=1, replicas=0, node_timeout_ms=500, password="cluster-secret"
     )
@@ -101,6 +118,8 @@ def test_the_clusters_password_is_redis_urls(workdir):
         with pytest.raises(ClusterUnreachable) as refused:
             store_client(cluster, "redis://:wrong-secret@127.0.0.1:6379/0")
         assert isinstance(refused.value, OUTAGE) and "secret" not in str(refused.value)
+    with pytest.raises(ClusterUnreachable):  # and once built, a client that reaches no node
+        client.set(keys.at(PARTITIONS.prefix(5), "x"), "2")
 
 
 @pytest.mark.slow
