@@ -35,9 +35,10 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
 - `redis.cluster.RedisCluster` (StoreCluster): built from `url=` (only then does it build each
   node's pool with the `connection_class` it is given, and it drops `parser_class` and
   `health_check_interval` from its arguments, so ClusterConnection sets both itself) plus
-  `startup_nodes`; `execute_command` raising `RedisClusterException` (not a RedisError) with
-  the last node's ConnectionError as its cause when it reaches no node, and
-  `SlotNotCoveredError` while its map lacks a slot; `get_node_from_key(key)` and
+  `startup_nodes`; `execute_command`, and `execute` of the ClusterPipeline `pipeline()` returns
+  (StorePipeline takes its class), raising `RedisClusterException` (not a RedisError) with the
+  last node's ConnectionError as its cause when it reaches no node, and `SlotNotCoveredError`
+  while its map lacks a slot; `get_node_from_key(key)` and
   `get_redis_connection(node)` (a plain client on that node's pool); `nodes_manager.initialize()`
   reading the slot map afresh (one_node).
 
@@ -58,7 +59,7 @@ from gevent.monkey import get_original
 from redis import BlockingConnectionPool, Redis
 from redis._parsers import _HiredisParser
 from redis.backoff import ExponentialBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import Connection, SSLConnection
 from redis.exceptions import (
     AskError,
@@ -193,24 +194,38 @@ class ClusterUnreachable(ConnectionError):
     which is not even a RedisError, so no handler of Redis errors would see it)."""
 
 
-class StoreCluster(RedisCluster):
-    """redis-py's RedisCluster, each of whose commands raises an outage as an outage: a
-    RedisClusterException that reaching no node caused, and SlotNotCoveredError, become
+@contextmanager
+def _outages_as_outages() -> Iterator[None]:
+    """A RedisClusterException that reaching no node caused, and SlotNotCoveredError, raised as
     ClusterUnreachable (a ConnectionError). Other RedisClusterExceptions (a command whose keys
     span slots) are bugs and stay as they are."""
+    try:
+        yield
+    except RedisClusterException as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(error, SlotNotCoveredError) or isinstance(cause, (ConnectionError, TimeoutError)):
+            raise ClusterUnreachable(str(error)) from error
+        raise
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's RedisCluster, whose commands and pipelines raise an outage as an outage
+    (_outages_as_outages)."""
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        try:
+        with _outages_as_outages():
             return super().execute_command(*args, **kwargs)
-        except RedisClusterException as error:
-            if _unreachable(error):
-                raise ClusterUnreachable(str(error)) from error
-            raise
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.__class__ = StorePipeline  # rather than build it anew from redis-py's list of arguments
+        return pipe
 
 
-def _unreachable(error: BaseException) -> bool:
-    cause = error.__cause__ or error.__context__
-    return isinstance(error, SlotNotCoveredError) or isinstance(cause, (ConnectionError, TimeoutError))
+class StorePipeline(ClusterPipeline):
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with _outages_as_outages():
+            return super().execute(raise_on_error)
 
 
 def cluster(
@@ -231,7 +246,7 @@ def cluster(
         options.update(
             connection_pool_class=BlockingConnectionPool, max_connections=max_connections, timeout=queue_timeout
         )
-    try:
+    with _outages_as_outages():
         return StoreCluster(
             url=f"redis://{host}:{port}",  # the way to a node pool that takes connection_class (no password here)
             startup_nodes=[ClusterNode(h, p) for h, p in others],
@@ -239,10 +254,6 @@ def cluster(
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
             **options,
         )
-    except RedisClusterException as error:
-        if _unreachable(error):
-            raise ClusterUnreachable(str(error)) from error
-        raise
 
 
 @contextmanager

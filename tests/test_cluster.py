@@ -120,6 +120,10 @@ def test_the_clusters_password_is_redis_urls(workdir):
         assert isinstance(refused.value, OUTAGE) and "secret" not in str(refused.value)
     with pytest.raises(ClusterUnreachable):  # and once built, a client that reaches no node
         client.set(keys.at(PARTITIONS.prefix(5), "x"), "2")
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.at(PARTITIONS.prefix(5), "x"))
+    with pytest.raises(ClusterUnreachable):
+        pipe.execute()
 
 
 @pytest.mark.slow
