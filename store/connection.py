@@ -62,9 +62,9 @@ SENTINEL_CONNECTIONS = 2  # to each Sentinel, of one client (lookups of the prim
 @dataclass(frozen=True)
 class RedisTarget:
     """Where Redis is: a URL, or Sentinels naming the primary (the URL then gives only the
-    database, credentials and scheme). TLS with `rediss://`. `cluster_nodes`: where the
-    store's cluster is (the URL gives it credentials and scheme, not its database). The URL may carry a password, so
-    the repr shows it without one."""
+    database, credentials and scheme). TLS with `rediss://`. `cluster_nodes`: seeds of the
+    store's cluster, if it has one (the URL gives it credentials and scheme, not a database).
+    The URL may carry a password, so the repr shows it without one."""
 
     url: str = field(repr=False)
     sentinels: tuple[tuple[str, int], ...] = ()

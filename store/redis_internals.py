@@ -354,8 +354,10 @@ def evalsha(client: Redis, sha: str, key: str, args: tuple[object, ...], retried
     A closed connection is opened with `connect()` first: `send_packed_command` would open it
     itself, but to the address it last had, not through Sentinel, so a connection held across
     a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
-    replica) instead of the new one."""
-    if isinstance(client, RedisCluster):  # redis-py routes it to the node of its key's slot, and follows MOVED
+    replica) instead of the new one.
+    A cluster's client takes redis-py's own way: to the primary of `key`'s slot, MOVED and ASK
+    followed, an outage retried as many times as the client was built with (`retried` aside)."""
+    if isinstance(client, RedisCluster):
         return client.execute_command("EVALSHA", sha, 1, key, *args)
     own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
