@@ -38,9 +38,10 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   `startup_nodes`; `execute_command`, and `execute` of the ClusterPipeline `pipeline()` returns
   (StorePipeline takes its class), raising `RedisClusterException` (not a RedisError) with the
   last node's ConnectionError as its cause when it reaches no node, and `SlotNotCoveredError`
-  while its map lacks a slot; `get_node_from_key(key)` and
-  `get_redis_connection(node)` (a plain client on that node's pool); `nodes_manager.initialize()`
-  reading the slot map afresh (one_node).
+  while its map lacks a slot; redis-py's Script calling the client's `script_load(text)` after
+  a NoScriptError; `pubsub()` choosing its node from the slot map when it first subscribes;
+  `get_primaries()`, `get_node_from_key(key)` and `get_redis_connection(node)` (a plain client
+  on that node's pool); `nodes_manager.initialize()` reading the slot map afresh.
 
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py;
 tests/test_cluster.py the cluster's, on a real cluster.
@@ -215,6 +216,30 @@ class StoreCluster(RedisCluster):
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         with _outages_as_outages():
             return super().execute_command(*args, **kwargs)
+
+    def script_load(self, script: Any) -> str:
+        """SCRIPT LOAD on every primary that answers (redis-py's sends it to every primary and
+        fails if one does not): the script a primary said NOSCRIPT for (redis-py's Script
+        loads it so, then runs it again) must load while another shard is down. A primary that
+        missed it says NOSCRIPT in its turn, and loads it then."""
+        loaded, failed = None, None
+        for node in self.get_primaries():
+            try:
+                loaded = self.get_redis_connection(node).script_load(script)
+            except (ConnectionError, TimeoutError) as error:
+                failed = error
+        if loaded is None:
+            raise failed or ClusterUnreachable("no primary to load a script on")
+        return str(loaded)
+
+    def pubsub(self, node: Any = None, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+        """A subscription on the primary of its channel's slot, as the slot map says after
+        reading it afresh: a client used only to listen sends no other command, so nothing
+        else would ever notice a failover, and a listener reconnecting would go on trying the
+        dead primary. (A PUBLISH reaches every node of a cluster, so any node would do.)"""
+        with _outages_as_outages():
+            self.nodes_manager.initialize()
+        return super().pubsub(node, host, port, **kwargs)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         pipe = super().pipeline(transaction, shard_hint)
