@@ -36,12 +36,13 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   node's pool with the `connection_class` it is given, and it drops `parser_class` and
   `health_check_interval` from its arguments, so ClusterConnection sets both itself) plus
   `startup_nodes`; `execute_command`, and `execute` of the ClusterPipeline `pipeline()` returns
-  (StorePipeline takes its class), raising `RedisClusterException` (not a RedisError) with the
-  last node's ConnectionError as its cause when it reaches no node, and `SlotNotCoveredError`
-  while its map lacks a slot; redis-py's Script calling the client's `script_load(text)` after
-  a NoScriptError; `pubsub()` choosing its node from the slot map when it first subscribes;
-  `get_primaries()`, `get_node_from_key(key)` and `get_redis_connection(node)` (a plain client
-  on that node's pool); `nodes_manager.initialize()` reading the slot map afresh.
+  (StorePipeline takes its class, and queues TIME and CONFIG GET with `target_nodes`), raising
+  `RedisClusterException` (not a RedisError) with the last node's ConnectionError as its cause
+  when it reaches no node, and `SlotNotCoveredError` while its map lacks a slot; redis-py's
+  Script calling the client's `script_load(text)` after a NoScriptError; `pubsub()` choosing
+  its node from the slot map when it first subscribes; `get_primaries()`,
+  `get_default_node()`, `get_node_from_key(key)` and `get_redis_connection(node)` (a plain
+  client on that node's pool); `nodes_manager.initialize()` reading the slot map afresh.
 
 tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py;
 tests/test_cluster.py the cluster's, on a real cluster.
@@ -248,9 +249,20 @@ class StoreCluster(RedisCluster):
 
 
 class StorePipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, raising an outage as an outage, and taking the two keyless
+    commands store/health.py pipelines with its keyed reads (redis-py refuses them in a cluster
+    pipeline): TIME and CONFIG GET go to the client's default node, a primary, whose clock and
+    settings stand for the cluster's (every node should be configured alike)."""
+
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         with _outages_as_outages():
             return super().execute(raise_on_error)
+
+    def time(self, **kwargs: Any) -> Any:
+        return self.execute_command("TIME", target_nodes=self.get_default_node(), **kwargs)
+
+    def config_get(self, pattern: Any = "*", *args: Any, **kwargs: Any) -> Any:
+        return self.execute_command("CONFIG GET", pattern, *args, target_nodes=self.get_default_node(), **kwargs)
 
 
 def cluster(

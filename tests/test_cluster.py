@@ -20,6 +20,7 @@ from local.redis_cluster import ClusterNodeServer, LocalCluster
 from local.redis_server import free_cluster_port
 from store import keys
 from store.connection import OUTAGE, connect_store, now_ms, on_cluster, redis_target, within
+from store.health import Health
 from store.partitions import Partitions
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
@@ -94,6 +95,16 @@ def test_each_partitions_scripts_run_on_the_primary_of_its_slot(redis_cluster):
     assert {prefix: rejected(redis_cluster, prefix) for prefix in PARTITIONS.prefixes()} == dict.fromkeys(
         PARTITIONS.prefixes(), 2 * len(ways)
     )
+
+
+def test_heartbeats_and_the_health_report_read_the_clusters_clock(redis_cluster):
+    """store/health.py pipelines TIME and CONFIG GET with its keys: redis-py refuses both in a
+    cluster pipeline, which would end every process's heartbeat thread at its first beat."""
+    health = Health(store_client(redis_cluster))
+    now, _, durability = health.clock()
+    health.beat("worker:test:1:cluster", {"kind": "worker"}, now)
+    report = health.report()
+    assert abs(report.now_ms - now_ms()) < 5000 and durability.appendonly == "yes"
 
 
 def test_a_cluster_that_cannot_be_reached_is_an_outage():
