@@ -762,7 +762,8 @@ class Settings:
         """What this process uses, for its start-up log line: never a password, key or token."""
         store = ""
         if self.redis_cluster_nodes:
-            store = "store on cluster " + ",".join(f"{host}:{port}" for host, port in self.redis_cluster_nodes) + ", "
+            seeds = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.redis_cluster_nodes)
+            store = f"store on cluster {','.join(seeds)}, "
         if self.redis_sentinels:
             where = "sentinels " + ",".join(f"{host}:{port}" for host, port in self.redis_sentinels)
             where += f" master {self.redis_sentinel_master}"

@@ -116,6 +116,7 @@ def test_values_are_read_as_declared():
     assert (settings.callback_method, settings.log_level, settings.log_format) == ("GET", "debug", "json")
     assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380)) and settings.redis_sentinel_master == "main"
     assert settings.redis_cluster_nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert settings.summary().startswith("store on cluster 10.0.0.1:7000,[::1]:7001, Redis sentinels s1:26379")
     assert settings.redis_tls_insecure and not settings.accept_v2_signatures
     assert settings.api_keys == ("a", "acme:b")
     assert (settings.callback_hold, settings.spool_dir, settings.notify_schedule) == (2.5, "spool", (1.0, 2.5))
