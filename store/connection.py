@@ -171,6 +171,7 @@ def connect_store(
     retries: int = 2,
     max_connections: int | None = None,
     queue_timeout: float = 5,
+    decode_responses: bool = True,
 ) -> Redis:
     """The store's client (requests, results, outbox; everything but RQ's queue): connect()'s,
     or with `target.cluster_nodes` a cluster client (redis-py's RedisCluster, as StoreCluster)
@@ -185,6 +186,7 @@ def connect_store(
     if not target.cluster_nodes:
         return connect(
             target,
+            decode_responses=decode_responses,
             socket_timeout=socket_timeout,
             retries=retries,
             max_connections=max_connections,
@@ -197,7 +199,7 @@ def connect_store(
         retries=retries,
         max_connections=max_connections,
         queue_timeout=queue_timeout,
-        decode_responses=True,
+        decode_responses=decode_responses,
         socket_timeout=socket_timeout,
         socket_connect_timeout=min(2.0, socket_timeout),
         **{k: v for k, v in url.items() if k in ("username", "password")},

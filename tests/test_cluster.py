@@ -8,6 +8,7 @@ and 3 replicas (tests/support/cluster.py)."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -17,11 +18,15 @@ from redis.exceptions import ClusterDownError
 from config import Settings
 from local.processes import wait_for
 from local.redis_cluster import ClusterNodeServer, LocalCluster
-from local.redis_server import free_cluster_port
+from local.redis_server import RedisServer, free_cluster_port
 from store import keys
-from store.connection import OUTAGE, connect_store, now_ms, on_cluster, redis_target, within
+from store.connection import OUTAGE, connect, connect_store, now_ms, on_cluster, redis_target, within
+from store.deliveries import Deliveries
 from store.health import Health
+from store.migrate import main as migrate_main
+from store.outbox import Outbox
 from store.partitions import Partitions
+from store.records import Requests, Submission
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
 from store.waiting import DoneListener
@@ -137,6 +142,39 @@ def test_the_clusters_password_is_redis_urls(workdir):
     pipe.get(keys.at(PARTITIONS.prefix(5), "x"))
     with pytest.raises(ClusterUnreachable):
         pipe.execute()
+
+
+def test_a_drained_single_redis_store_migrates_into_the_cluster(redis_cluster, workdir, monkeypatch, capsys):
+    """The upgrade path (store/migrate.py) with a real cluster as its target, built as
+    `manage.py migrate` builds it: every finished request lands in its partition, on the primary
+    of that partition's slot, and reads back as it was."""
+    source = RedisServer(workdir / f"redis-migrate-to-cluster-{uuid.uuid4().hex[:6]}").start()
+    try:
+        plain = connect(source.url)
+        requests, outbox, deliveries = Requests(plain, 3600), Outbox(plain, 3600, 4), Deliveries(plain, 3600, 3600)
+        rids = []
+        for i in range(8):
+            submitted = requests.submit(Submission("t1", "POST", "Call/", {"to": str(i)}, "POST", 60))
+            rids.append(rid := submitted.record.fields["request_id"])
+            claimed = outbox.claim("drainer-1", {"api": 10, "calls": 10}, [], may_leave=False)
+            assert outbox.mark_sending(next(c for c in claimed.items if c.rid == rid)) == 1
+            outbox.register_api_id(rid, f"api-{i}", 60)
+            assert deliveries.store(rid, f"api-{i}", {"api_id": f"api-{i}"}, "POST") == "matched"
+        monkeypatch.setenv("REDIS_URL", source.url)  # RQ's; the store's is the cluster
+        monkeypatch.setenv("REDIS_CLUSTER_NODES", redis_cluster.nodes[0].address)
+        monkeypatch.setenv("STORE_PARTITIONS", str(PARTITIONS.count))
+
+        assert migrate_main(["--from", source.url]) == 0
+        assert f"copied {len(rids)} requests (0 were there already" in capsys.readouterr().out
+
+        read = Scripts(store_client(redis_cluster))
+        for rid in rids:
+            assert read("read", rid, at=PARTITIONS.at(rid)) == Scripts(plain)("read", rid)
+            with redis_cluster.primary_of(PARTITIONS.at(rid)).client() as node:
+                assert node.exists(keys.at(PARTITIONS.at(rid), keys.request(rid)))
+        assert len({redis_cluster.primary_of(PARTITIONS.at(rid)).port for rid in rids}) > 1
+    finally:
+        source.stop()
 
 
 @pytest.mark.slow
