@@ -50,6 +50,7 @@ class ClusterNodeServer(RedisServer):
             "cluster-config-file nodes.conf",
             f"cluster-node-timeout {self.node_timeout_ms}",
             "cluster-require-full-coverage no",
+            "repl-diskless-sync-delay 0",  # Redis 7 syncs a replica diskless, after 5 s by default
         ]
         if self.password:
             lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
