@@ -30,6 +30,8 @@ from store.records import Requests, Submission
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
 from store.waiting import DoneListener
+from tests.support.services import Stack
+from tests.support.signed_callbacks import delivery
 
 PARTITIONS = Partitions(24)
 
@@ -142,6 +144,33 @@ def test_the_clusters_password_is_redis_urls(workdir):
     pipe.get(keys.at(PARTITIONS.prefix(5), "x"))
     with pytest.raises(ClusterUnreachable):
         pipe.execute()
+
+
+@pytest.mark.slow
+def test_callbacks_are_spooled_while_no_node_of_the_cluster_answers(redis_cluster, base_env, workdir, sandbox):
+    """The webhook on a cluster, every node of which is then killed: a signed callback is held
+    for CALLBACK_HOLD, then spooled and acknowledged, as with a single Redis (redis-py raises
+    "cannot be connected" as a RedisClusterException, which is no RedisError: it would be a 500)."""
+    spool = workdir / f"spool-cluster-{uuid.uuid4().hex[:6]}"
+    env = {
+        **base_env,
+        "REDIS_CLUSTER_NODES": redis_cluster.seeds,
+        "STORE_PARTITIONS": str(PARTITIONS.count),
+        "SPOOL_DIR": str(spool),
+        "CALLBACK_HOLD": "1",
+    }
+    stack = Stack(env, workdir, 0)
+    try:
+        stack.start_web()
+        for node in redis_cluster.nodes:
+            redis_cluster.kill(node)
+        with stack.web.client(key=None) as client:
+            record = {"request_id": str(uuid.uuid4()), "api_id": str(uuid.uuid4())}
+            answer = delivery(client, stack.web.url, record)
+        assert answer is not None and answer.status_code == 200, answer and answer.text
+        assert answer.json() == {"outcome": "spooled"} and any(spool.iterdir())
+    finally:
+        stack.stop()  # the next test's fixture starts the nodes again
 
 
 def test_a_drained_single_redis_store_migrates_into_the_cluster(redis_cluster, workdir, monkeypatch, capsys):
