@@ -119,6 +119,23 @@ def _sentinels(name: str, raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(found)
 
 
+def _cluster_nodes(name: str, raw: str) -> tuple[tuple[str, int], ...]:
+    """host:port seeds (an IPv6 address in brackets). Not URLs: the password and TLS come from
+    REDIS_URL, and an entry that looks like a URL is not shown, lest it carry a password."""
+    found = []
+    for entry in _list(name, raw):
+        host, _, port = entry.rpartition(":")
+        bare = host.strip("[]")
+        if "/" in entry or "@" in entry:
+            raise ConfigError(
+                f"{name} must be host:port,host:port, not URLs (user, password and TLS come from REDIS_URL)"
+            )
+        if not bare or (":" in bare and not host.startswith("[")) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name} must be host:port,host:port; not {entry!r}")
+        found.append((bare, int(port)))
+    return tuple(found)
+
+
 def _schedule(name: str, raw: str) -> tuple[float, ...]:
     try:
         delays = tuple(float(item) for item in raw.split(","))
@@ -243,7 +260,8 @@ def choice(section: Section, variable: str, choices: tuple[str, ...], meaning: s
 
 REDIS = Section(
     "Redis",
-    "Where the one Redis that web, workers and RQ share is, and how many replicas must have a write before it counts.",
+    "Where the Redis that web, workers and RQ share is (or, with `REDIS_CLUSTER_NODES`, the store's Redis "
+    "Cluster beside RQ's Redis), and how many replicas must have a write before it counts.",
 )
 UPSTREAM = Section(
     "Upstream",
@@ -297,6 +315,20 @@ class Settings:
         "Redis Sentinels that name the primary: web, workers and RQ ask them for it and follow a failover "
         "by themselves. Empty: `REDIS_URL` names the Redis itself.",
         read=_sentinels,
+        accepts="`host:port`, comma-separated",
+    )
+    redis_cluster_nodes: tuple[tuple[str, int], ...] = setting(
+        REDIS,
+        "REDIS_CLUSTER_NODES",
+        (),
+        "Seed nodes of a Redis Cluster that holds the store (requests, results, outbox); any one reachable "
+        "seed finds the rest. RQ's queue stays on `REDIS_URL` (plain, or through `REDIS_SENTINELS`): RQ does "
+        "not run on a cluster. The cluster's user, password and TLS are `REDIS_URL`'s (its user, password and "
+        "`rediss://` scheme; `REDIS_TLS_CA_FILE`, `REDIS_TLS_INSECURE`), as with Sentinel: the queue's Redis "
+        "and the cluster share them. `REDIS_MIN_REPLICAS` counts each shard's replicas. Nodes should run with "
+        "`cluster-require-full-coverage no`, so one shard's failover leaves the others serving "
+        "(docs/cluster.md). Empty: the store is on `REDIS_URL`'s Redis too.",
+        read=_cluster_nodes,
         accepts="`host:port`, comma-separated",
     )
     redis_sentinel_master: str = setting(
@@ -728,6 +760,10 @@ class Settings:
 
     def summary(self) -> str:
         """What this process uses, for its start-up log line: never a password, key or token."""
+        store = ""
+        if self.redis_cluster_nodes:
+            seeds = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.redis_cluster_nodes)
+            store = f"store on cluster {','.join(seeds)}, "
         if self.redis_sentinels:
             where = "sentinels " + ",".join(f"{host}:{port}" for host, port in self.redis_sentinels)
             where += f" master {self.redis_sentinel_master}"
@@ -735,7 +771,7 @@ class Settings:
             url = urlsplit(self.redis_url)
             where = url.path if url.scheme == "unix" else f"{url.hostname}:{url.port or 6379}"
         return (
-            f"Redis {where} db {redis_db(self.redis_url)}, queue {self.queue_name}, callbacks to "
+            f"{store}Redis {where} db {redis_db(self.redis_url)}, queue {self.queue_name}, callbacks to "
             f"{shown_url(self.callback_url)}, signatures {'checked' if self.verify_signatures else 'NOT checked'}, "
             f"notifications {'on' if self.notify_hosts else 'off'}"
         )

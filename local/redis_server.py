@@ -73,6 +73,30 @@ def free_port(ports: range = PORTS) -> int:
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
+BUS_OFFSET = 10000  # a Redis Cluster node's bus listens on its port + 10000
+CLUSTER_PORTS = range(PORTS.start, PORTS.stop - BUS_OFFSET)  # so the bus ports stay in PORTS too
+
+
+def free_cluster_port() -> int:
+    """A port for a Redis Cluster node: free_port's, with its bus port (port + BUS_OFFSET)
+    free and reserved as well, so that nothing else is handed it meanwhile. Both lie below the
+    ephemeral range: a bus port above 65535 (a node on a port above 55535) refuses to start."""
+    for _ in range(1000):
+        port = free_port(CLUSTER_PORTS)
+        bus = port + BUS_OFFSET
+        if bus in _handed_out or not _reserve(bus):
+            continue  # the node's port stays handed out, unused: there are plenty
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", bus))
+            except OSError:
+                _release(bus)
+                continue
+        _handed_out.add(bus)
+        return port
+    raise RuntimeError(f"no free pair of ports in {CLUSTER_PORTS.start}-{CLUSTER_PORTS.stop - 1} (+{BUS_OFFSET})")
+
+
 def _reserve(port: int) -> bool:
     """Lock byte `port` of RESERVATIONS; True when this process holds it now. Where the file
     cannot be opened (another user's), only this process's own set guards the port."""

@@ -18,7 +18,7 @@ from config import WEB_REDIS_POOLS, Settings, web_capacity
 from notify_hosts import HostPolicy
 from receiver.spool import Spool, SpoolReplayer
 from receiver.validation import MAX_WAIT
-from store.connection import connect, connect_rq, redis_target
+from store.connection import connect_rq, connect_store, redis_target
 from store.deliveries import Deliveries
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
@@ -65,9 +65,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         pools = WEB_REDIS_POOLS
         target = redis_target(settings)
-        redis = connect(target, max_connections=pools["requests"])
+        redis = connect_store(target, max_connections=pools["requests"])  # the store: a cluster's, if set
         # Callbacks budget their own retries in time (CALLBACK_HOLD): no hidden retries, short timeouts.
-        callback_redis = connect(target, socket_timeout=2, retries=0, max_connections=pools["callbacks"])
+        callback_redis = connect_store(target, socket_timeout=2, retries=0, max_connections=pools["callbacks"])
         stale_ms = settings.drainer_stale_seconds * 1000
         partitions = Partitions(settings.store_partitions)
         return cls(
@@ -82,7 +82,7 @@ class Services:
                 settings.replay_window,
                 settings.redis_min_replicas,
             ),
-            listener=DoneListener(connect(target, max_connections=pools["listener"])),
+            listener=DoneListener(connect_store(target, max_connections=pools["listener"])),
             queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
@@ -90,7 +90,7 @@ class Services:
             retries=Retries(redis, settings.result_ttl, stale_ms),
             waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
             waiter_requests=Requests(
-                connect(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),
+                connect_store(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),
                 settings.result_ttl,
                 stale_ms,
             ),

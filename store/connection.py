@@ -1,20 +1,34 @@
 """Every Redis client of every process is built here: plain or through Sentinel, with or
-without TLS, with timeouts and retries set for a service. The parser and connection classes
-it gives redis-py are in store/redis_internals.py, with everything else that relies on
-redis-py's internals."""
+without TLS, with timeouts and retries set for a service; the store's on a Redis Cluster
+when REDIS_CLUSTER_NODES names one (connect_store), RQ's always on REDIS_URL (connect_rq).
+The parser and connection classes it gives redis-py are in store/redis_internals.py, with
+everything else that relies on redis-py's internals.
+
+What a cluster client raises while one shard fails over (its primary killed, measured with
+redis-py 8.1 and `cluster-node-timeout 1000`, tests/test_cluster.py): ConnectionError
+("connection refused") for the dead primary's slots, each attempt at once, until its replica
+takes over, 2-3 s later; after that, redis-py follows the MOVED answer (or its refreshed map)
+by itself. The other shards answer throughout, if the nodes run with
+`cluster-require-full-coverage no`; with yes, every node answers CLUSTERDOWN
+(ClusterDownError, a ResponseError) meanwhile. No node reachable at all: redis-py raises
+RedisClusterException, not even a RedisError, which StoreCluster turns into ClusterUnreachable,
+a ConnectionError; so is its SlotNotCoveredError. TRYAGAIN (a slot being moved) is a
+refusal like the others (WriteRefused). OUTAGE counts ClusterError (CLUSTERDOWN, and redis-py's
+"TTL exhausted" after too many redirections) beside these."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+from redis.exceptions import ClusterError, ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -28,6 +42,7 @@ from store.redis_internals import (
     SentinelPrimarySSLConnection,
     WriteRefused,
     bounded_lookups,
+    cluster,
     refusal,
 )
 
@@ -35,8 +50,10 @@ T = TypeVar("T")
 
 # What a failover, a restart or a pause of Redis looks like to a client: worth another try.
 # (Redis's refusals of writes, a demoted primary's READONLY among them, are WriteRefused, and
-# Sentinel's MasterNotFoundError is a ConnectionError too: see store/redis_internals.py.)
-OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError)
+# Sentinel's MasterNotFoundError is a ConnectionError too: see store/redis_internals.py. On a
+# cluster: ClusterDownError and redis-py's giving up after many redirections are ClusterError,
+# and no node reachable is ClusterUnreachable, a ConnectionError: see the module's docstring.)
+OUTAGE = (ConnectionError, TimeoutError, ReadOnlyError, ClusterError)
 
 SENTINEL_TIMEOUT_S = 0.5  # the Sentinels get only these (not the data timeouts): keep asking short
 SENTINEL_CONNECTIONS = 2  # to each Sentinel, of one client (lookups of the primary queue for them)
@@ -45,20 +62,25 @@ SENTINEL_CONNECTIONS = 2  # to each Sentinel, of one client (lookups of the prim
 @dataclass(frozen=True)
 class RedisTarget:
     """Where Redis is: a URL, or Sentinels naming the primary (the URL then gives only the
-    database, credentials and scheme). TLS with `rediss://`. The URL may carry a password, so
-    the repr shows it without one."""
+    database, credentials and scheme). TLS with `rediss://`. `cluster_nodes`: seeds of the
+    store's cluster, if it has one (the URL gives it credentials and scheme, not a database).
+    The URL may carry a password, so the repr shows it without one."""
 
     url: str = field(repr=False)
     sentinels: tuple[tuple[str, int], ...] = ()
     master: str = "mymaster"
     tls_ca_file: str = ""
     tls_insecure: bool = False
+    cluster_nodes: tuple[tuple[str, int], ...] = ()  # the store's cluster (connect_store), with the URL's credentials
 
     def __repr__(self) -> str:
         parts = urlsplit(self.url)
         host = parts.hostname or ""
         shown = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host).geturl()
-        return f"RedisTarget(url={shown!r}, sentinels={self.sentinels!r}, master={self.master!r})"
+        return (
+            f"RedisTarget(url={shown!r}, sentinels={self.sentinels!r}, master={self.master!r}, "
+            f"cluster_nodes={self.cluster_nodes!r})"
+        )
 
     @property
     def tls(self) -> bool:
@@ -83,6 +105,7 @@ def redis_target(settings: Settings) -> RedisTarget:
         settings.redis_sentinel_master,
         settings.redis_tls_ca_file,
         settings.redis_tls_insecure,
+        settings.redis_cluster_nodes,
     )
 
 
@@ -141,8 +164,58 @@ def connect(
     )
 
 
+def connect_store(
+    target: str | RedisTarget,
+    *,
+    socket_timeout: float = 5,
+    retries: int = 2,
+    max_connections: int | None = None,
+    queue_timeout: float = 5,
+    decode_responses: bool = True,
+) -> Redis:
+    """The store's client (requests, results, outbox; everything but RQ's queue): connect()'s,
+    or with `target.cluster_nodes` a cluster client (redis-py's RedisCluster, as StoreCluster)
+    with the same timeouts, parser and connection classes, `retries` as the cluster client's
+    own (redis-py retries a lost node, CLUSTERDOWN and a missing slot that many times, having
+    read the cluster's map again, and follows MOVED and ASK by itself), and `max_connections`
+    to each node. It reaches the cluster as it is built: at least one node must answer
+    (ClusterUnreachable, an outage, otherwise). Typed as a Redis: it answers the commands the
+    store sends as one does; what reaches below the client API (store/redis_internals.py:
+    evalsha, one_node) takes the cluster's way for it."""
+    target = RedisTarget(target) if isinstance(target, str) else target
+    if not target.cluster_nodes:
+        return connect(
+            target,
+            decode_responses=decode_responses,
+            socket_timeout=socket_timeout,
+            retries=retries,
+            max_connections=max_connections,
+            queue_timeout=queue_timeout,
+        )
+    url = parse_url(target.url)
+    client = cluster(
+        target.cluster_nodes,
+        tls=target.tls,
+        retries=retries,
+        max_connections=max_connections,
+        queue_timeout=queue_timeout,
+        decode_responses=decode_responses,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(2.0, socket_timeout),
+        **{k: v for k, v in url.items() if k in ("username", "password")},
+        **target.tls_options(),
+    )
+    return cast(Redis, client)
+
+
+def on_cluster(client: Redis) -> bool:
+    """Whether `client` is a cluster's (connect_store with REDIS_CLUSTER_NODES)."""
+    return isinstance(client, RedisCluster)
+
+
 def connect_rq(target: str | RedisTarget, max_connections: int | None = None) -> Redis:
-    """RQ wants bytes, not text; it raises the socket timeout itself around its blocking dequeue."""
+    """RQ wants bytes, not text; it raises the socket timeout itself around its blocking dequeue.
+    Always REDIS_URL's Redis (or its Sentinels'), never the store's cluster: RQ does not run on one."""
     return connect(target, decode_responses=False, socket_timeout=10, max_connections=max_connections)
 
 
@@ -165,4 +238,15 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-__all__ = ["OUTAGE", "RedisTarget", "WriteRefused", "connect", "connect_rq", "now_ms", "refusal", "within"]
+__all__ = [
+    "OUTAGE",
+    "RedisTarget",
+    "WriteRefused",
+    "connect",
+    "connect_rq",
+    "connect_store",
+    "on_cluster",
+    "now_ms",
+    "refusal",
+    "within",
+]

@@ -33,7 +33,7 @@ from typing import Any, cast
 from redis import Redis
 
 from store import keys
-from store.connection import connect, now_ms
+from store.connection import connect, connect_store, now_ms
 from store.partitions import Partitions
 from store.scripts import Scripts
 
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from store.connection import redis_target
 
-    target = connect(redis_target(settings))
-    raw_target = connect(redis_target(settings), decode_responses=False)
+    target = connect_store(redis_target(settings))  # the cluster, with REDIS_CLUSTER_NODES
+    raw_target = connect_store(redis_target(settings), decode_responses=False)
     source, raw_source = connect(args.source), connect(args.source, decode_responses=False)
     partitions = Partitions(settings.store_partitions)
     partitions.check(target)

@@ -32,21 +32,48 @@ redis-py 8.1.0 with hiredis 3.5.0, and relies on:
   on a pool whose `connection_class` and `connection_kwargs` make its connections
   (bounded_lookups).
 
-tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py.
+- `redis.cluster.RedisCluster` (StoreCluster): built from `url=` (only then does it build each
+  node's pool with the `connection_class` it is given, and it drops `parser_class` and
+  `health_check_interval` from its arguments, so ClusterConnection sets both itself) plus
+  `startup_nodes`; `execute_command`, and `execute` of the ClusterPipeline `pipeline()` returns
+  (StorePipeline takes its class, and queues TIME and CONFIG GET with `target_nodes`), raising
+  `RedisClusterException` (not a RedisError) with the last node's ConnectionError as its cause
+  when it reaches no node, and `SlotNotCoveredError` while its map lacks a slot; redis-py's
+  Script calling the client's `script_load(text)` after a NoScriptError; `pubsub()` choosing
+  its node from the slot map when it first subscribes; `get_primaries()`,
+  `get_default_node()`, `get_node_from_key(key)` and `get_redis_connection(node)` (a plain
+  client on that node's pool); `nodes_manager.initialize()` reading the slot map afresh.
+
+tests/contracts/test_redis_py_contract.py checks each of these against the installed redis-py;
+tests/test_cluster.py the cluster's, on a real cluster.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hiredis
 from gevent.monkey import get_original
 from redis import BlockingConnectionPool, Redis
 from redis._parsers import _HiredisParser
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.connection import Connection, SSLConnection
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+)
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
 _poll = get_original("select", "poll")  # the system's poll, also where gevent has patched select
@@ -145,6 +172,159 @@ class SentinelPrimarySSLConnection(_LeavesADemotedPrimary, SentinelManagedSSLCon
     pass
 
 
+class _ClusterNodeConnection:
+    """A cluster node's connection with connect()'s parser and health check: RedisCluster
+    drops both from the arguments it passes on to its nodes' pools."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("parser_class", Parser)
+        kwargs.setdefault("health_check_interval", 30)
+        super().__init__(**kwargs)
+
+
+class ClusterConnection(_ClusterNodeConnection, PrimaryConnection):
+    pass
+
+
+class ClusterSSLConnection(_ClusterNodeConnection, PrimarySSLConnection):
+    pass
+
+
+class ClusterUnreachable(ConnectionError):
+    """No cluster node answered, or the client's slot map has no node for a slot for the
+    moment: an outage like a lost connection (redis-py raises these as RedisClusterException,
+    which is not even a RedisError, so no handler of Redis errors would see it)."""
+
+
+@contextmanager
+def _outages_as_outages() -> Iterator[None]:
+    """A RedisClusterException that reaching no node caused, and SlotNotCoveredError, raised as
+    ClusterUnreachable (a ConnectionError). Other RedisClusterExceptions (a command whose keys
+    span slots) are bugs and stay as they are."""
+    try:
+        yield
+    except RedisClusterException as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(error, SlotNotCoveredError) or isinstance(cause, (ConnectionError, TimeoutError)):
+            raise ClusterUnreachable(str(error)) from error
+        raise
+
+
+class StoreCluster(RedisCluster):
+    """redis-py's RedisCluster, whose commands and pipelines raise an outage as an outage
+    (_outages_as_outages)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        with _outages_as_outages():
+            return super().execute_command(*args, **kwargs)
+
+    def script_load(self, script: Any) -> str:
+        """SCRIPT LOAD on every primary that answers (redis-py's sends it to every primary and
+        fails if one does not): the script a primary said NOSCRIPT for (redis-py's Script
+        loads it so, then runs it again) must load while another shard is down. A primary that
+        missed it says NOSCRIPT in its turn, and loads it then."""
+        loaded, failed = None, None
+        for node in self.get_primaries():
+            try:
+                loaded = self.get_redis_connection(node).script_load(script)
+            except (ConnectionError, TimeoutError) as error:
+                failed = error
+        if loaded is None:
+            raise failed or ClusterUnreachable("no primary to load a script on")
+        return str(loaded)
+
+    def pubsub(self, node: Any = None, host: Any = None, port: Any = None, **kwargs: Any) -> Any:
+        """A subscription on the primary of its channel's slot, as the slot map says after
+        reading it afresh: a client used only to listen sends no other command, so nothing
+        else would ever notice a failover, and a listener reconnecting would go on trying the
+        dead primary. (A PUBLISH reaches every node of a cluster, so any node would do.)"""
+        with _outages_as_outages():
+            self.nodes_manager.initialize()
+        return super().pubsub(node, host, port, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.__class__ = StorePipeline  # rather than build it anew from redis-py's list of arguments
+        return pipe
+
+
+class StorePipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, raising an outage as an outage, and taking the two keyless
+    commands store/health.py pipelines with its keyed reads (redis-py refuses them in a cluster
+    pipeline): TIME and CONFIG GET go to the client's default node, a primary, whose clock and
+    settings stand for the cluster's (every node should be configured alike)."""
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with _outages_as_outages():
+            return super().execute(raise_on_error)
+
+    def time(self, **kwargs: Any) -> Any:
+        return self.execute_command("TIME", target_nodes=self.get_default_node(), **kwargs)
+
+    def config_get(self, pattern: Any = "*", *args: Any, **kwargs: Any) -> Any:
+        return self.execute_command("CONFIG GET", pattern, *args, target_nodes=self.get_default_node(), **kwargs)
+
+
+def cluster(
+    nodes: tuple[tuple[str, int], ...],
+    *,
+    tls: bool,
+    retries: int,
+    max_connections: int | None,
+    queue_timeout: float,
+    **options: Any,
+) -> RedisCluster:
+    """A StoreCluster discovering the cluster from `nodes` (it asks them at once: building one
+    needs a node that answers), its node connections ClusterConnection (ClusterSSLConnection
+    with `tls`, given the ssl_* `options`), each node's pool holding at most `max_connections`,
+    callers queueing for one up to `queue_timeout` seconds."""
+    (host, port), *others = nodes
+    if max_connections is not None:
+        options.update(
+            connection_pool_class=BlockingConnectionPool, max_connections=max_connections, timeout=queue_timeout
+        )
+    with _outages_as_outages():
+        return StoreCluster(
+            url=f"redis://{host}:{port}",  # the way to a node pool that takes connection_class (no password here)
+            startup_nodes=[ClusterNode(h, p) for h, p in others],
+            connection_class=ClusterSSLConnection if tls else ClusterConnection,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=retries),
+            **options,
+        )
+
+
+@contextmanager
+def one_node(client: Redis, key: str) -> Iterator[Redis]:
+    """`client` itself, or on a cluster a plain client of the primary serving `key`'s slot: for
+    what must run on one connection of the node that holds `key` (a script, then WAIT for its
+    replicas: WAIT counts the writes of its own connection, and a cluster client would send it
+    to every primary). On a cluster its outages read the slot map again (refreshed_on_outage),
+    so that after a failover the next attempt goes to the new primary."""
+    if not isinstance(client, RedisCluster):
+        yield client
+        return
+    with refreshed_on_outage(client):
+        yield client.get_redis_connection(client.get_node_from_key(key))
+
+
+@contextmanager
+def refreshed_on_outage(client: RedisCluster) -> Iterator[None]:
+    """Around commands sent to a node's own client (one_node), not through the cluster
+    client: a lost node, a redirection (MOVED, ASK: the slot has another primary now) or
+    CLUSTERDOWN reads the cluster's slot map again, so that the next attempt goes to the slot's
+    primary now, and is raised as an outage (a ConnectionError), for the caller to retry."""
+    try:
+        yield
+    except (ConnectionError, TimeoutError, AskError, ClusterError) as error:
+        try:
+            client.nodes_manager.initialize()
+        except (RedisClusterException, RedisError):
+            pass  # no node answered: the next attempt reads it again
+        if isinstance(error, (AskError, ClusterError)):
+            raise ClusterUnreachable(f"the slot moved or the cluster is down ({type(error).__name__})") from error
+        raise
+
+
 class BlockingSentinelPool(SentinelConnectionPool):
     """redis-py's pool of connections to the primary Sentinel names, holding at most
     `max_connections`: a caller past them queues for one up to `queue_timeout` seconds, as
@@ -211,7 +391,11 @@ def evalsha(client: Redis, sha: str, key: str, args: tuple[object, ...], retried
     A closed connection is opened with `connect()` first: `send_packed_command` would open it
     itself, but to the address it last had, not through Sentinel, so a connection held across
     a failover (a send thread's) would go on trying the dead primary (or, once it is back, a
-    replica) instead of the new one."""
+    replica) instead of the new one.
+    A cluster's client takes redis-py's own way: to the primary of `key`'s slot, MOVED and ASK
+    followed, an outage retried as many times as the client was built with (`retried` aside)."""
+    if isinstance(client, RedisCluster):
+        return client.execute_command("EVALSHA", sha, 1, key, *args)
     own = client.connection  # set only for a single-connection client
     pool = client.connection_pool
     connection = own or pool.get_connection()

@@ -18,7 +18,7 @@ from store import keys
 from store.keys import API_CLASSES, METRICS, PREFIX
 from store.metrics import HISTOGRAM_BUCKETS, HISTOGRAM_PREFIX
 from store.record_format import lua_definitions
-from store.redis_internals import evalsha
+from store.redis_internals import evalsha, one_node
 from store.series import lua_definitions as series_definitions
 
 # What a script takes as an argument (redis-py encodes each of these).
@@ -163,7 +163,7 @@ class Scripts:
         everything the primary had by then, the earlier write this answer vouches for included."""
         if min_replicas <= 0:
             return self(name, *args, at=at)
-        with self._redis.pipeline(transaction=False) as pipe:
+        with one_node(self._redis, at) as node, node.pipeline(transaction=False) as pipe:  # on a cluster: at's node
             self._scripts[name](keys=[at], args=list(args), client=pipe)
             pipe.hincrby(keys.at(at, METRICS), "replication_waits", 1)
             pipe.wait(min_replicas, WAIT_MS)

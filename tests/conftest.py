@@ -8,6 +8,8 @@ test module.
                              before every test
   tests/support/fuzz_state.py  fresh in-process apps for every fuzz example (fuzz_env,
                              seeded, callback_env)
+  tests/support/cluster.py   the session's Redis Cluster (3 primaries, 3 replicas):
+                             `redis_cluster`, whole and empty for each test
   tests/support/memory.py    the memory cap of `manage.py test`, and the run's high-water
                              marks in the terminal summary
 """
@@ -16,7 +18,12 @@ from __future__ import annotations
 
 from hypothesis.internal.conjecture import engine as hypothesis_engine
 
-pytest_plugins = ["tests.support.memory", "tests.support.services", "tests.support.fuzz_state"]
+pytest_plugins = [
+    "tests.support.memory",
+    "tests.support.services",
+    "tests.support.fuzz_state",
+    "tests.support.cluster",
+]
 
 # Shrinking is bounded for every property: at most this many successful shrinks and this
 # long in all (Hypothesis's defaults are 500 and 300 s, the whole of the per-test timeout).

@@ -75,6 +75,9 @@ def test_each_default_passes_its_own_rules(name):
         ({"CALLBACK_HOLD": "36"}, "CALLBACK_HOLD must be 0 to 35 seconds (Plivo waits 40 s for an answer)"),
         ({"CALLBACK_HOLD": "-1"}, "CALLBACK_HOLD must be 0 to 35 seconds"),
         ({"REDIS_SENTINELS": "s1:26379, s2"}, "REDIS_SENTINELS must be host:port,host:port; not 's2'"),
+        ({"REDIS_CLUSTER_NODES": "n1:7000, n2"}, "REDIS_CLUSTER_NODES must be host:port,host:port; not 'n2'"),
+        ({"REDIS_CLUSTER_NODES": "n1:70000"}, "REDIS_CLUSTER_NODES must be host:port,host:port; not 'n1:70000'"),
+        ({"REDIS_CLUSTER_NODES": "redis://:pw@n1:7000"}, "REDIS_CLUSTER_NODES must be host:port,host:port, not URLs"),
         ({"NOTIFY_SCHEDULE": "5,soon"}, "NOTIFY_SCHEDULE must be comma-separated seconds, not '5,soon'"),
         ({"NOTIFY_SCHEDULE": "5,604801"}, "NOTIFY_SCHEDULE delays must be from 0 to 604800 seconds"),
         ({"NOTIFY_TIMEOUT": "0"}, "NOTIFY_TIMEOUT must be more than 0"),
@@ -97,6 +100,7 @@ def test_values_are_read_as_declared():
             "LOG_LEVEL": "DEBUG",
             "LOG_FORMAT": "JSON",
             "REDIS_SENTINELS": "s1:26379, [::1]:26380",
+            "REDIS_CLUSTER_NODES": "10.0.0.1:7000, [::1]:7001",
             "REDIS_SENTINEL_MASTER": "main",
             "REDIS_TLS_INSECURE": "Yes",
             "ACCEPT_V2_SIGNATURES": "no",
@@ -111,6 +115,8 @@ def test_values_are_read_as_declared():
     assert (settings.port, settings.public_url) == (9001, "")  # no default: web and workers refuse to start without one
     assert (settings.callback_method, settings.log_level, settings.log_format) == ("GET", "debug", "json")
     assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380)) and settings.redis_sentinel_master == "main"
+    assert settings.redis_cluster_nodes == (("10.0.0.1", 7000), ("::1", 7001))
+    assert settings.summary().startswith("store on cluster 10.0.0.1:7000,[::1]:7001, Redis sentinels s1:26379")
     assert settings.redis_tls_insecure and not settings.accept_v2_signatures
     assert settings.api_keys == ("a", "acme:b")
     assert (settings.callback_hold, settings.spool_dir, settings.notify_schedule) == (2.5, "spool", (1.0, 2.5))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from local.processes import ROOT
-from local.redis_server import free_port
+from local.redis_server import BUS_OFFSET, PORTS, free_cluster_port, free_port
 
 pytestmark = pytest.mark.fast
 
@@ -19,7 +19,7 @@ FEW, MORE = range(31000, 31016), range(31016, 31032)
 
 HOLDER = """
 import sys
-from local.redis_server import free_port
+from local.redis_server import BUS_OFFSET, PORTS, free_cluster_port, free_port
 ports = []
 try:
     while True:
@@ -69,3 +69,19 @@ def test_the_ports_of_a_process_that_ended_are_handed_out_again():
     )
     theirs = {int(port) for port in ended.stdout.split()}
     assert theirs and theirs <= set(take_all(MORE))
+
+
+def test_a_cluster_nodes_bus_port_is_reserved_with_it():
+    """A Redis Cluster node also listens on its port + 10000 (below 65536, or it refuses to
+    start): no other process is handed that port while this one holds the node's."""
+    bus = free_cluster_port() + BUS_OFFSET
+    assert bus < PORTS.stop
+    other = subprocess.run(
+        [sys.executable, "-c", HOLDER, str(bus), str(bus + 1)],
+        cwd=ROOT,
+        input="",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.split() == []

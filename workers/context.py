@@ -13,7 +13,7 @@ from rq import Queue
 
 from config import Settings
 from store import keys
-from store.connection import connect, connect_rq, redis_target
+from store.connection import connect_rq, connect_store, on_cluster, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.partitions import Partitions
@@ -48,10 +48,12 @@ class WorkerContext:
 
     @cached_property
     def redis(self) -> Redis:
-        return connect(redis_target(self.settings))
+        """The store's client: on REDIS_CLUSTER_NODES's cluster when set."""
+        return connect_store(redis_target(self.settings))
 
     @cached_property
     def rq_redis(self) -> Redis:
+        """RQ's: always REDIS_URL's Redis (or its Sentinels')."""
         return connect_rq(redis_target(self.settings))
 
     @cached_property
@@ -78,9 +80,18 @@ class WorkerContext:
         """The calling thread's own SendStore, made on its first send."""
         store = getattr(self._threads, "store", None)
         if store is None:
-            redis = Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
+            redis = self._cluster_sends if on_cluster(self.redis) else self._own_connection()
             store = self._threads.store = SendStore(self._outbox(redis, direct=True), self._limiter(redis, direct=True))
         return store
+
+    def _own_connection(self) -> Redis:
+        return Redis(connection_pool=self.redis.connection_pool, single_connection_client=True)
+
+    @cached_property
+    def _cluster_sends(self) -> Redis:
+        """On a cluster every send thread shares one client without hidden retries: it routes each
+        script to its node's pool, so there is no one connection for a thread to hold."""
+        return connect_store(redis_target(self.settings), retries=0)
 
     @cached_property
     def notifications(self) -> Notifications:

@@ -23,7 +23,7 @@ from local import stack as local_stack
 from local.processes import Service, wait_for
 from local.redis_server import RedisServer, free_port
 from store import connect, keys, metrics
-from store.connection import redis_target
+from store.connection import connect_store, redis_target
 from tests.support.memory import track
 
 AUTH_ID = local_stack.SANDBOX_AUTH_ID
@@ -226,7 +226,7 @@ class Stack:
         self.env, self.workdir, self.db = env, workdir, db
         self.web: Web | None = None
         self.workers: list[Service] = []
-        self.redis = connect(redis_target(Settings.from_env(env)))
+        self.redis = connect_store(redis_target(Settings.from_env(env)))  # a cluster's, with REDIS_CLUSTER_NODES
 
     def start_web(self) -> Web:
         self.web = start_web(self.env, self.workdir, f"web-db{self.db}")
