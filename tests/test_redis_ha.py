@@ -8,10 +8,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
@@ -20,7 +18,7 @@ from local.processes import wait_for
 from local.redis_server import RedisServer, SentinelServer
 from tests.support.api import submit, wait_status
 from tests.support.services import Stack
-from tests.support.signed_callbacks import delivery
+from tests.support.signed_callbacks import CallbackStream, delivery, not_kept_once, pending_records
 
 pytestmark = pytest.mark.slow
 
@@ -80,53 +78,6 @@ def cluster(workdir):
     built = Cluster(workdir / f"ha-{uuid.uuid4().hex[:6]}")
     yield built
     built.stop()
-
-
-class CallbackStream:
-    """Signed callbacks for `records`, from several senders at once; what each got and how long
-    it was held."""
-
-    def __init__(self, web_url: str, records: list[dict], senders: int, pace_s: float) -> None:
-        self.web_url, self.records, self.senders, self.pace_s = web_url, records, senders, pace_s
-        self.answers: dict[str, tuple[int, float, str]] = {}  # rid -> (status, seconds, outcome)
-
-    def run(self) -> None:
-        with ThreadPoolExecutor(self.senders) as pool:
-            shares = [pool.submit(self._send, self.records[i :: self.senders]) for i in range(self.senders)]
-        for share in shares:
-            share.result()
-
-    def _send(self, records: list[dict]) -> None:
-        with httpx.Client(base_url=self.web_url, timeout=90) as client:
-            for record in records:
-                started = time.monotonic()
-                answer = delivery(client, self.web_url, record)
-                held = time.monotonic() - started
-                outcome = answer.json().get("outcome", "") if answer is not None and answer.status_code == 200 else ""
-                self.answers[record["request_id"]] = (answer.status_code if answer else 0, held, outcome)
-                time.sleep(self.pace_s)
-
-    def statuses(self) -> list[int]:
-        return [self.answers[r["request_id"]][0] for r in self.records]
-
-    def longest_hold(self) -> float:
-        return max(held for _, held, _ in self.answers.values())
-
-
-def pending_records(api, n: int, method: str = "POST", path: str = "Message/") -> list[dict]:
-    rids = [submit(api, method, path, {"src": "1", "dst": str(i), "text": "x"})["request_id"] for i in range(n)]
-    return [wait_status(api, rid, "pending", timeout=30) for rid in rids]
-
-
-def not_kept_once(api, records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(lost, applied more than once): requests whose delivered callback is not in them, or twice."""
-    stored = [api.get(f"/v1/requests/{r['request_id']}").json() for r in records]
-    lost = [
-        s
-        for r, s in zip(records, stored)
-        if s["status"] != "completed" or s["response"] != {"api_id": r["api_id"], "status": "delivered"}
-    ]
-    return lost, [s for s in stored if s["deliveries"] > 1]
 
 
 def test_primary_killed_under_callbacks_and_submissions(cluster, base_env, workdir, sandbox):
