@@ -153,6 +153,22 @@ class Scripts:
         except NoScriptError:  # Redis forgot it (a restart, a failover): redis-py's Script loads it again
             return script(keys=[at], args=list(args))
 
+    def each(self, name: str, calls: list[tuple[str, tuple[ScriptArg, ...]]]) -> list[object]:
+        """Run a script once per (prefix, args), each in its partition, in one round trip: a
+        non-transactional pipeline (on a cluster redis-py splits it per node). A call whose
+        script Redis has forgotten runs again alone, which loads it."""
+        script = self._scripts[name]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for at, args in calls:
+                pipe.evalsha(script.sha, 1, at, *args)
+            answers = pipe.execute(raise_on_error=False)
+        for i, answer in enumerate(answers):
+            if isinstance(answer, NoScriptError):
+                answers[i] = script(keys=[calls[i][0]], args=list(calls[i][1]))
+            elif isinstance(answer, Exception):
+                raise answer
+        return answers
+
     def replicated(self, min_replicas: int, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
         """Run a script, then Redis WAIT for `min_replicas`, in one pipeline: WAIT counts the
         replicas that have everything up to its own connection's last write. A counter is
