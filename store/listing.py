@@ -3,30 +3,33 @@ script reads its part at one instant, and the parts are merged here, newest firs
 the greater request id first, as the script orders them), so every request is listed once
 and counted exactly.
 
-A page near the top reads `offset + limit` entries of each partition. A deep one would then
-read offset entries of every partition; instead its first entry's score is found by halving
-on counts as lua/page.lua does for a path's indexes, from here: each round is one pipelined
-batch of ZCOUNTs that cuts the range of scores left into PROBES + 1 parts, so about ten
-rounds find it even over weeks of requests. Then each partition reads only its entries tied
-at that score before the page and the page itself.
+Each partition's part is found by lua/page_scan.lua, which reads index entries, never records:
+the newest `offset + limit` of each near the top, merged here; then lua/page.lua reads, in each
+partition holding some of them, just those records (so a page reads `limit` records, and the
+records agree with the index at that instant, as with one partition). A deep page would read
+offset entries of every partition; instead the score where it starts is searched for by counts,
+as page.lua does for a path's indexes, from here: each round runs page_scan.lua in every
+partition (one pipelined round trip), counting the entries at or after a few scores that cut
+the range left into equal parts, until at most `limit` entries are scored within it: a few
+rounds over requests spread in time, and at most log(range) / log(probes + 1) however they are
+spread.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from redis import Redis
-
-from store import keys
 from store.partitions import Partitions
 from store.scripts import ScriptArg, Scripts
 
-PROBES = 15  # scores counted per round of the search for a deep page's first entry
-SHALLOW = 256  # read from the top when offset x partitions is at most this: one round, no search
+# Scores counted per round of the search for a deep page's first entry: PROBES over all partitions
+# (a count costs about as much as a round trip's share of each partition's call), at least 7.
+PROBES = 128
+SHALLOW = 1024  # entries before the page read from the top (offset x partitions) rather than searched for
 
 
 def page(
-    redis: Redis,
     scripts: Scripts,
     partitions: Partitions,
     query: tuple[str, str, str, str, str],
@@ -37,68 +40,67 @@ def page(
     """(total, records of the page) of `query` = (tenant, status, path, since, until) as the
     `page` script takes them ('' for none); `statuses`: store.records.STATUSES (records
     imports this module)."""
-    tenant, status, path, since, until = query
     prefixes = partitions.prefixes()
-    total, top, skip = -1, until, offset
+    total, top, skip = -1, query[4], offset
     if offset * len(prefixes) > SHALLOW:
-        indexes = [name for prefix in prefixes for name in _indexes(prefix, tenant, status, path, statuses)]
-        total, first = _start(redis, indexes, since or "-inf", until or "+inf", offset)
+        total, first = _start(scripts, prefixes, query, offset, limit, statuses)
         if first is None:
             return total, []
         top, skip = first
-    calls: list[tuple[str, tuple[ScriptArg, ...]]] = [
-        (prefix, (tenant, status, path, since, top, 0, skip + limit, *statuses)) for prefix in prefixes
+    scan: list[tuple[str, tuple[ScriptArg, ...]]] = [
+        (prefix, (*query[:4], top, skip + limit, 0, *statuses)) for prefix in prefixes
     ]
-    answers: list[Any] = scripts.each("page", calls)
-    rows = [_pairs(row) for answer in answers for row in answer[1:]]
-    rows = [row for row in rows if row.get("tenant")]
-    rows.sort(key=lambda row: (float(row["submitted_at"]), row["request_id"]), reverse=True)
+    scanned: list[Any] = scripts.each("page_scan", scan)
     if total < 0:
-        total = sum(int(answer[0]) for answer in answers)
-    return total, rows[skip : skip + limit]
+        total = sum(int(answer[0]) for answer in scanned)
+    merged = sorted(
+        ((float(score), rid, p) for p, answer in enumerate(scanned) for rid, score in zip(answer[3::2], answer[4::2])),
+        reverse=True,
+    )
+    chosen = merged[skip : skip + limit]
+    before, taken = Counter(p for _, _, p in merged[:skip]), Counter(p for _, _, p in chosen)
+    reads: list[tuple[str, tuple[ScriptArg, ...]]] = [
+        (prefixes[p], (*query[:4], top, before[p], n, *statuses)) for p, n in sorted(taken.items())
+    ]
+    answers: list[Any] = scripts.each("page", reads) if reads else []
+    records = {row["request_id"]: row for answer in answers for row in map(_pairs, answer[1:]) if row.get("tenant")}
+    return total, [records[rid] for _, rid, _ in chosen if rid in records]
 
 
-def _indexes(prefix: str, tenant: str, status: str, path: str, statuses: tuple[str, ...]) -> list[str]:
-    """The listing indexes of one partition that the filter reads, as lua/page.lua picks them."""
-    if not path:
-        return [keys.at(prefix, keys.tenant_requests(tenant, status or None))]
-    return [keys.at(prefix, keys.tenant_path_requests(tenant, path, st)) for st in ([status] if status else statuses)]
-
-
-def _start(redis: Redis, indexes: list[str], low: str, high: str, offset: int) -> tuple[int, tuple[str, int] | None]:
-    """(total, (the score of the page's first entry, the entries tied at it before the page)),
-    or (total, None) past the end. Scores are ms with three decimals: the search runs on
-    thousandths of a ms, `newer(u)` counting the entries scored u or later."""
-    with redis.pipeline(transaction=False) as pipe:
-        for index in indexes:
-            pipe.zcount(index, low, high)
-            pipe.zrangebyscore(index, low, high, start=0, num=1, withscores=True)
-            pipe.zrevrangebyscore(index, high, low, start=0, num=1, withscores=True)
-        found = pipe.execute()
-    counts, oldest, newest = found[0::3], found[1::3], found[2::3]
-    total = sum(counts)
+def _start(
+    scripts: Scripts,
+    prefixes: tuple[str, ...],
+    query: tuple[str, str, str, str, str],
+    offset: int,
+    limit: int,
+    statuses: tuple[str, ...],
+) -> tuple[int, tuple[str, int] | None]:
+    """(total, (a score at or before the page's first entry, the entries at or before it that
+    come before the page: fewer than `limit`)), or (total, None) past the end. Scores are ms
+    with three decimals: the search runs on thousandths of a ms, newer[u] counting the entries
+    scored u or later, and stops once at most `limit` entries are scored between lo and hi."""
+    found: list[Any] = scripts.each("page_scan", [(prefix, (*query, 0, 0, *statuses)) for prefix in prefixes])
+    total = sum(int(n) for n, _, _ in found)
     if offset >= total:
         return total, None
-    live = [index for index, n in zip(indexes, counts, strict=True) if n]
-    lo = min(_milli(entry[0][1]) for entry in oldest if entry)  # newer(lo) = total > offset
-    hi = max(_milli(entry[0][1]) for entry in newest if entry)
-    newer = {hi + 1: 0}
-    while lo < hi:  # the latest u with more than `offset` entries at or after it lies in [lo, hi]
-        probes = sorted({lo + max(1, (hi - lo) * j // (PROBES + 1)) for j in range(1, PROBES + 1)})
-        with redis.pipeline(transaction=False) as pipe:
-            for u in probes:
-                for index in live:
-                    pipe.zcount(index, _score(u), high)
-            answer = pipe.execute()
+    lo = min(_milli(oldest) for n, oldest, _ in found if int(n))
+    hi = max(_milli(newest) for n, _, newest in found if int(n))
+    newer, cuts = {lo: total, hi + 1: 0}, max(7, PROBES // len(prefixes))
+    while lo < hi and newer[lo] - newer[hi + 1] > limit:  # newer[lo] > offset >= newer[hi + 1]
+        probes = sorted({lo + max(1, (hi - lo) * j // (cuts + 1)) for j in range(1, cuts + 1)})
+        calls: list[tuple[str, tuple[ScriptArg, ...]]] = [
+            (prefix, (*query, 0, len(probes), *map(_score, probes), *statuses)) for prefix in prefixes
+        ]
+        counts: list[Any] = scripts.each("page_scan", calls)
         for i, u in enumerate(probes):
-            newer[u] = sum(answer[i * len(live) : (i + 1) * len(live)])
+            newer[u] = sum(int(answer[i]) for answer in counts)
         lo = max([lo, *(u for u in probes if newer[u] > offset)])
         hi = min([hi, *(u - 1 for u in probes if newer[u] <= offset)])
-    return total, (_score(lo), offset - newer[lo + 1])
+    return total, (_score(hi), offset - newer[hi + 1])
 
 
-def _milli(score: float) -> int:
-    return round(score * 1000)
+def _milli(score: str) -> int:
+    return round(float(score) * 1000)
 
 
 def _score(u: int) -> str:

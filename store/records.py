@@ -263,7 +263,7 @@ class Requests:
         since, until = filt.bounds()
         query = (tenant, filt.status or "", filt.path or "", since, until)
         if self.partitions.count > 1:
-            total, records = listing.page(self.redis, self.scripts, self.partitions, query, offset, limit, STATUSES)
+            total, records = listing.page(self.scripts, self.partitions, query, offset, limit, STATUSES)
         else:
             total, *rows = cast("list[Any]", self.scripts("page", *query, offset, limit, *STATUSES))
             records = [_pairs(row) for row in rows]

@@ -7,6 +7,7 @@ worker processes can lose or double-apply anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -35,6 +36,7 @@ NAMES = (
     "sweep",
     "rate_limit",
     "page",
+    "page_scan",
     "read",
     "retry",
     "bulk_retry",
@@ -153,7 +155,7 @@ class Scripts:
         except NoScriptError:  # Redis forgot it (a restart, a failover): redis-py's Script loads it again
             return script(keys=[at], args=list(args))
 
-    def each(self, name: str, calls: list[tuple[str, tuple[ScriptArg, ...]]]) -> list[object]:
+    def each(self, name: str, calls: Sequence[tuple[str, Sequence[ScriptArg]]]) -> list[object]:
         """Run a script once per (prefix, args), each in its partition, in one round trip: a
         non-transactional pipeline (on a cluster redis-py splits it per node). A call whose
         script Redis has forgotten runs again alone, which loads it."""

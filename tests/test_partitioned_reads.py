@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from local.processes import wait_for
-from store import keys
+from store import keys, listing
 from store.connection import connect, now_ms
 from store.events import Events
 from store.partitions import Partitions
@@ -99,7 +99,7 @@ def store(redis_server):
     redis.close()
 
 
-def test_the_listing_merges_partitions_each_request_once_newest_first(store):
+def test_the_listing_merges_partitions_each_request_once_newest_first(store, monkeypatch):
     parts = Partitions(4)
     written = write(store, parts, "t1", 300)
     assert len(partitions_written(store)) == 4
@@ -113,7 +113,8 @@ def test_the_listing_merges_partitions_each_request_once_newest_first(store):
         Filter(since=int(middle) - 20, until=int(middle) + 10),
         Filter(path="Number/", since=int(middle)),
     ]
-    for filt in filters:
+    for filt, shallow in [(filt, shallow) for shallow in (listing.SHALLOW, 0) for filt in filters]:
+        monkeypatch.setattr(listing, "SHALLOW", shallow)  # 0: every page but the first searched for
         expected, listed, offset = newest_first(written, filt), [], 0
         while offset < len(expected):
             total, page = requests.page("t1", filt, offset, 20)
@@ -123,15 +124,22 @@ def test_the_listing_merges_partitions_each_request_once_newest_first(store):
         assert listed == expected, filt
         assert requests.page("t1", filt, len(expected), 20) == (len(expected), [])
 
-    # A deep page reads only its own entries (and its ties) of each partition, not offset of them.
-    calls = []
+    # A deep page reads at most twice a page of entries of each partition (not offset of them),
+    # then the page's records alone.
+    calls: dict[str, list] = {"page_scan": [], "page": []}
     each = requests.scripts.each
-    requests.scripts.each = lambda name, args: calls.append(args) or each(name, args)  # type: ignore[method-assign]
+
+    def recorded(name, args):
+        calls[name].append(args)
+        return each(name, args)
+
+    requests.scripts.each = recorded  # type: ignore[method-assign]
     expected = newest_first(written, Filter())
-    for offset in (250, 233, 101):
+    for offset in (280, 251, 101):
         total, page = requests.page("t1", Filter(), offset, 20)
         assert total == 300 and [r.fields["request_id"] for r in page] == expected[offset : offset + 20]
-        assert all(args[5] == 0 and args[6] <= 21 for _, args in calls[-1])  # scores tie in pairs
+        assert all(args[5] < 2 * 20 for _, args in calls["page_scan"][-1])  # n: the entries it reads
+        assert sum(args[6] for _, args in calls["page"][-1]) == 20  # the records read: the page's
     assert Requests(store, TTL).page("t1", Filter(), 0, 20) == (0, [])  # one partition's layout: none there
 
 
