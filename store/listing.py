@@ -54,17 +54,27 @@ def page(
     if total < 0:
         total = sum(int(answer[0]) for answer in scanned)
     merged = sorted(
-        ((float(score), rid, p) for p, answer in enumerate(scanned) for rid, score in zip(answer[3::2], answer[4::2])),
+        (
+            (float(score), rid, p, score)
+            for p, answer in enumerate(scanned)
+            for rid, score in zip(answer[3::2], answer[4::2], strict=True)
+        ),
         reverse=True,
     )
     chosen = merged[skip : skip + limit]
-    before, taken = Counter(p for _, _, p in merged[:skip]), Counter(p for _, _, p in chosen)
+    # Each partition reads its records of the page from its first one's score on, after the
+    # entries of that score before the page (ties: none, mostly): page.lua then counts nothing.
+    start: dict[int, str] = {}
+    for _, _, p, score in chosen:
+        start.setdefault(p, score)
+    ties = Counter(p for at, _, p, _ in merged[:skip] if p in start and at == float(start[p]))
+    taken = Counter(p for _, _, p, _ in chosen)
     reads: list[tuple[str, tuple[ScriptArg, ...]]] = [
-        (prefixes[p], (*query[:4], top, before[p], n, *statuses)) for p, n in sorted(taken.items())
+        (prefixes[p], (*query[:4], start[p], ties[p], n, *statuses)) for p, n in sorted(taken.items())
     ]
     answers: list[Any] = scripts.each("page", reads) if reads else []
     records = {row["request_id"]: row for answer in answers for row in map(_pairs, answer[1:]) if row.get("tenant")}
-    return total, [records[rid] for _, rid, _ in chosen if rid in records]
+    return total, [records[rid] for _, rid, _, _ in chosen if rid in records]
 
 
 def _start(

@@ -25,7 +25,7 @@ from tests.support.services import KEY_A, KEY_B
 DB = 2  # this helper's database (make_stack flushes it)
 TTL = 3600
 PATHS = ("Message/", "Call/", "Number/")
-PER_MS = 4  # requests submitted within one millisecond: ties within and across partitions
+TIED = 3  # requests submitted at one instant: ties within and across partitions, across pages
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Written:
 
 def write(redis: Redis, parts: Partitions, tenant: str, n: int) -> list[Written]:
     """`n` requests of `tenant` (an Idempotency-Key on every other one, in its digest's home
-    partition; the others spread over every partition), PER_MS a millisecond over the last
+    partition; the others spread over every partition), TIED an instant over the last
     minutes; an api_id for every third (with its home pointer, as web writes it); every fourth
     expired by each partition's sweep."""
     requests, scripts = Requests(redis, TTL, partitions=parts), Scripts(redis)
@@ -57,8 +57,8 @@ def write(redis: Redis, parts: Partitions, tenant: str, n: int) -> list[Written]
             idempotency_key=idem or None,
         )
         _, _, body_digest, args = requests.submit_args(sub)
-        rid = parts.new_id(parts.home(_digest(idem)) if idem else (i * 7 // 3) % parts.count)
-        at = f"{base + i // PER_MS}.{(i % 2) * 500:03d}"  # pairs of equal scores in each ms
+        rid = parts.new_id(parts.home(_digest(idem)) if idem else (i // TIED) % parts.count)
+        at = f"{base + i // TIED}.000"
         idem_key = keys.at(parts.at(rid), keys.idempotency(tenant, _digest(idem))) if idem else ""
         args = (rid, *args[1:6], at, *args[7:8], idem_key, f"{rid} {body_digest}" if idem else "", *args[10:])
         calls.append((parts.at(rid), args))
