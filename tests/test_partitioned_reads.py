@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 
 from local.processes import wait_for
-from store import keys, listing
+from store import keys, listing, metrics
 from store.connection import connect, now_ms
 from store.events import Events
 from store.partitions import Partitions
@@ -199,6 +199,7 @@ def test_figures_listing_search_and_timeline_over_http_read_every_partition(make
         assert "answerback_requests_submitted_total 120.0" in lines
         assert f'answerback_requests_finished_total{{status="expired"}} {expired:.1f}' in lines
         assert "answerback_outbox 120.0" in lines
+        assert f'answerback_request_duration_seconds_count{{status="expired"}} {expired:.1f}' in lines
         hour = api.get("/v1/series").json()["series"]
         assert sum(hour["submitted"]) == 120 and sum(hour["expired"]) == expired
 
@@ -222,3 +223,14 @@ def test_figures_listing_search_and_timeline_over_http_read_every_partition(make
         record = requests.get(w.rid)
         assert record is not None
         assert Events(stack.redis, requests).timeline(record.fields, "valid").events[1]["event"] == "sent"
+
+
+def test_counters_add_up_over_partitions_the_global_hash_once_and_maxima_keep_the_greatest(store):
+    parts = Partitions(4)
+    store.hset(keys.METRICS, mapping={"submitted": 1, "ratelimit_wait_max_ms": 3})  # written from Python
+    for p, prefix in enumerate(parts.prefixes()):
+        store.hset(keys.at(prefix, keys.METRICS), mapping={"submitted": 10, "ratelimit_wait_max_ms": 5 + p})
+    counters, _, _ = metrics.snapshot(store, parts)
+    assert counters["submitted"] == 41 and counters["ratelimit_wait_max_ms"] == 8
+    counters, _, _ = metrics.snapshot(store)  # one partition: its hash is the global one
+    assert counters["submitted"] == 1 and counters["ratelimit_wait_max_ms"] == 3
