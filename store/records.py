@@ -275,7 +275,9 @@ class Requests:
         """The tenant's requests whose id, api_id or Idempotency-Key is `q` (each at most once),
         within the filter, newest first: a few reads by key, no scan. With several partitions the
         keys of an Idempotency-Key are in its digest's home partition and the api_id's pointer in
-        the api_id's (a pointer whose record does not carry that api_id was left by a failed write)."""
+        the api_id's, confirmed by the index the scripts keep in the request's partition, or when
+        both are one key by the record's api_id (a pointer written before a script that then
+        failed names no request)."""
         owners, digest, parts = (tenant, *aliases), _digest(q), self.partitions
         idem_at = parts.prefix(parts.home(digest))
         lookups = [(idem_at, keys.at(idem_at, keys.idempotency(owner, digest))) for owner in owners]
@@ -288,7 +290,12 @@ class Requests:
         found = self._values(lookups)
         by_api_id = found.pop() if api_id else None
         rids += [value.split(" ")[0] for value in found if value]
-        pointed = {by_api_id} if by_api_id and by_api_id not in rids and parts.count > 1 else set()
+        unsure = ""  # a pointer that is its own index (the api_id's home is the request's partition)
+        if by_api_id and by_api_id not in rids and parts.count > 1 and _is_id(by_api_id):
+            if parts.of(by_api_id) == parts.home(api_id):
+                unsure = by_api_id
+            elif self.redis.get(keys.at(parts.at(by_api_id), keys.api_id(api_id))) != by_api_id:
+                by_api_id = None
         rids += [by_api_id] if by_api_id else []
         records = [
             r
@@ -296,7 +303,7 @@ class Requests:
             if (r := self.get(rid))
             and r.tenant in owners
             and filt.admits(r)
-            and (rid not in pointed or r.fields.get("api_id") == api_id)
+            and (rid != unsure or r.fields.get("api_id") == api_id)
         ]
         records.sort(key=lambda r: float(r.fields["submitted_at"]), reverse=True)
         return len(records), records[offset : offset + limit]

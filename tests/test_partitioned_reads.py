@@ -156,9 +156,18 @@ def test_search_finds_a_request_by_id_api_id_or_idempotency_key_in_its_partition
         assert requests.find("t2", (), w.rid, Filter(), 0, 20) == (0, [])  # another tenant's
     assert {parts.of(w.rid) for w in written if w.idempotency_key} != {0}
     # a pointer left by a write whose script then failed names a record without that api_id
-    stray = new_id()
-    store.set(keys.at(parts.prefix(parts.home(stray)), keys.api_id(stray)), written[1].rid)
-    assert requests.find("t1", (), stray, Filter(), 0, 20) == (0, [])
+    # A second api_id of one request (a callback naming another leg) finds it too.
+    w = with_api_id[1]
+    second = next(a for a in iter(new_id, "") if parts.home(a) != parts.of(w.rid))
+    store.set(keys.at(parts.prefix(parts.home(second)), keys.api_id(second)), w.rid)
+    Scripts(store)("register_api_id", w.rid, second, now_ms(), now_ms() + 60_000, TTL, "", at=parts.at(w.rid))
+    assert [r.fields["request_id"] for r in requests.find("t1", (), second, Filter(), 0, 20)[1]] == [w.rid]
+    # (checked by the index in the request's partition, or, where that is the pointer's own key,
+    # by the record's api_id)
+    for same in (False, True):
+        stray = next(a for a in iter(new_id, "") if (parts.home(a) == parts.of(written[1].rid)) == same)
+        store.set(keys.at(parts.prefix(parts.home(stray)), keys.api_id(stray)), written[1].rid)
+        assert requests.find("t1", (), stray, Filter(), 0, 20) == (0, [])
 
 
 def test_figures_listing_search_and_timeline_over_http_read_every_partition(make_stack):
