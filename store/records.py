@@ -317,8 +317,8 @@ class Requests:
         if len(by_prefix) == 1:
             return cast("list[str | None]", self.redis.mget(names))
         with self.redis.pipeline(transaction=False) as pipe:
-            for positions in by_prefix.values():
-                pipe.mget([names[i] for i in positions])
+            for positions in by_prefix.values():  # each in one slot: a cluster's pipeline takes it so
+                pipe.execute_command("MGET", *(names[i] for i in positions))
             answers = pipe.execute()
         values: list[str | None] = [None] * len(names)
         for positions, answer in zip(by_prefix.values(), answers, strict=True):
