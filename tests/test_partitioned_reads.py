@@ -141,6 +141,9 @@ def test_the_listing_merges_partitions_each_request_once_newest_first(store, mon
         assert all(args[5] < 2 * 20 for _, args in calls["page_scan"][-1])  # n: the entries it reads
         assert sum(args[6] for _, args in calls["page"][-1]) == 20  # the records read: the page's
     assert Requests(store, TTL).page("t1", Filter(), 0, 20) == (0, [])  # one partition's layout: none there
+    store.script_flush()  # a Redis that forgot its scripts (a restart, a failover): each loads its own again
+    requests.scripts.each = each  # type: ignore[method-assign]
+    assert [r.fields["request_id"] for r in requests.page("t1", Filter(), 280, 20)[1]] == expected[280:]
 
 
 def test_search_finds_a_request_by_id_api_id_or_idempotency_key_in_its_partition(store):
