@@ -2,8 +2,9 @@
 listing merges every partition's page (each request once, newest first, an exact total, a deep
 page without reading offset entries of each), q search finds a request by id, api_id or
 Idempotency-Key where each lives, and the figures (/metrics, /v1/summary, /v1/series) and a
-request's timeline read every partition's part. The requests are written by the store's own
-scripts, each in its partition (as web and workers write them)."""
+request's timeline read every partition's part, on one Redis and on the session's Redis Cluster
+(tests/support/cluster.py). The requests are written by the store's own scripts, each in its
+partition (as web and workers write them)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from dataclasses import dataclass
 import pytest
 from redis import Redis
 
+from config import Settings
 from local.processes import wait_for
-from store import keys, listing, metrics
-from store.connection import connect, now_ms
+from store import keys, listing, metrics, series
+from store.connection import connect, connect_store, now_ms, redis_target
 from store.events import Events
 from store.partitions import Partitions
-from store.records import Filter, Requests, Submission, _digest, new_id
+from store.records import STATUSES, Filter, Requests, Submission, _digest, new_id
 from store.scripts import Scripts
 from tests.support.services import KEY_A, KEY_B
 
@@ -246,3 +248,27 @@ def test_counters_add_up_over_partitions_the_global_hash_once_and_maxima_keep_th
     assert counters["submitted"] == 41 and counters["ratelimit_wait_max_ms"] == 8
     counters, _, _ = metrics.snapshot(store)  # one partition: its hash is the global one
     assert counters["submitted"] == 1 and counters["ratelimit_wait_max_ms"] == 3
+
+
+def test_every_reader_runs_on_a_cluster_with_no_cross_slot_command(redis_cluster):
+    """The readers' pipelines (scripts by their partition's prefix, an MGET per partition, the
+    figures' reads) as a Redis Cluster's client sends them, over 24 partitions on 3 primaries."""
+    settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_CLUSTER_NODES": redis_cluster.seeds})
+    client = connect_store(redis_target(settings))
+    parts = Partitions(24)
+    written = write(client, parts, "t1", 200)
+    requests = Requests(client, TTL, partitions=parts)
+    for filt, offset in ((Filter(), 0), (Filter(), 170), (Filter(path="Message/"), 40), (Filter(status="expired"), 30)):
+        expected = newest_first(written, filt)
+        total, page = requests.page("t1", filt, offset, 20)
+        assert (total, [r.fields["request_id"] for r in page]) == (len(expected), expected[offset : offset + 20])
+    w = next(w for w in written if w.api_id and w.idempotency_key)
+    for q in (w.rid, w.api_id, w.idempotency_key):
+        assert [r.fields["request_id"] for r in requests.find("t1", (), q, Filter(), 0, 20)[1]] == [w.rid]
+    assert metrics.snapshot(client, parts)[0]["submitted"] == 200
+    assert sum(series.read(client, ("t1", "t0"), "hour", now_ms(), parts)[1]["submitted"]) == 200
+    assert sum(series.tenant_counts(client, ("t1",), STATUSES, parts).values()) == 200
+    record = requests.get(w.rid)
+    assert record is not None and Events(client, requests).timeline(record.fields, "valid").events
+    assert len({redis_cluster.primary_of(prefix).port for prefix in parts.prefixes()}) == 3
+    client.close()
