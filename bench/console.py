@@ -19,7 +19,7 @@ and prints each one's median and p95 (target: each under 200 ms), then the memor
 indexes take per request (MEMORY USAGE of the tenant's index keys, by kind) and Redis's growth
 per request while the N were written.
 
-  python -m bench.console [--requests N] [--runs R]
+  python -m bench.console [--requests N] [--runs R] [--partitions P]
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from redis import Redis
 from bench.harness import API_KEY, Stack, terminate_on_signals
 from store import keys
 from store.connection import now_ms
-from store.records import Requests, Submission, new_id
-from store.scripts import source
-from store.sweep import Sweeper
+from store.partitions import Partitions
+from store.records import Requests, Submission, _digest, new_id
+from store.scripts import Scripts, source
 
 PATHS = ("Message/", "Message/", "Call/", "Number/", "Recording/")  # Message/ twice: 40 % of them
 PARAMS = {"src": "14155550100", "dst": "14155550101", "text": "Your code is 482913."}
@@ -49,10 +49,11 @@ TTL = 604800
 BATCH = 1000
 
 
-def write_requests(redis: Redis, tenant: str, n: int) -> tuple[list[str], list[str]]:
-    """N requests of `tenant` through the store's scripts, in pipelines; their api_ids and
-    Idempotency-Keys. Every third one has a callback_timeout of 1 s (the sweep expires it)."""
-    requests = Requests(redis, TTL)
+def write_requests(redis: Redis, tenant: str, n: int, parts: Partitions) -> tuple[list[str], list[str]]:
+    """N requests of `tenant` through the store's scripts, each in its partition, in pipelines;
+    their api_ids and Idempotency-Keys. Every third one has a callback_timeout of 1 s (the
+    sweep expires it)."""
+    requests = Requests(redis, TTL, partitions=parts)
     submit, register = redis.register_script(source("submit")), redis.register_script(source("register_api_id"))
     api_ids, idem_keys = [], []
     for start in range(0, n, BATCH):
@@ -68,15 +69,22 @@ def write_requests(redis: Redis, tenant: str, n: int) -> tuple[list[str], list[s
                     callback_timeout=1 if i % 3 == 0 else 86400,
                     idempotency_key=idem,
                 )
-                rid, _, _, args = requests.submit_args(sub)
-                submit(keys=[keys.PREFIX], args=list(args), client=pipe)
+                rid, _, body_digest, args = requests.submit_args(sub)
+                if parts.count > 1:  # in the Idempotency-Key's home partition, with its keys there
+                    rid = parts.new_id(parts.home(_digest(idem)))
+                    idem_key = keys.at(parts.at(rid), keys.idempotency(tenant, _digest(idem)))
+                    args = (rid, *args[1:8], idem_key, f"{rid} {body_digest}", *args[10:])
+                submit(keys=[parts.at(rid)], args=list(args), client=pipe)
                 api_id = new_id()
                 now = now_ms()
-                register(keys=[keys.PREFIX], args=[rid, api_id, now, now + 86_400_000, TTL, ""], client=pipe)
+                if parts.count > 1:  # the api_id's home pointer, as web and workers write it
+                    pipe.set(keys.at(parts.prefix(parts.home(api_id)), keys.api_id(api_id)), rid, ex=TTL)
+                register(keys=[parts.at(rid)], args=[rid, api_id, now, now + 86_400_000, TTL, ""], client=pipe)
                 api_ids.append(api_id)
                 idem_keys.append(idem)
             pipe.execute()
-    Sweeper(redis, TTL, batch=n).sweep(now_ms() + 5000)
+    later = now_ms() + 5000
+    Scripts(redis).each("sweep", [(at, (later, n, TTL, new_id(), later - 60_000)) for at in parts.prefixes()])
     return api_ids, idem_keys
 
 
@@ -99,20 +107,21 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def index_memory(redis: Redis, tenant: str) -> dict[str, tuple[int, int]]:
-    """Bytes and key count of the tenant's listing indexes, by kind."""
-    prefix = keys.tenant_requests(tenant).removesuffix("all")
+def index_memory(redis: Redis, tenant: str, parts: Partitions) -> dict[str, tuple[int, int]]:
+    """Bytes and key count of the tenant's listing indexes in every partition, by kind."""
     found: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    names = list(redis.scan_iter(prefix + "*", count=1000))
-    with redis.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.memory_usage(name, samples=0)
-        sizes = pipe.execute()
-    for name, size in zip(names, sizes, strict=True):
-        rest = name.removeprefix(prefix)
-        kind = {"all": "all", "st": "by status", "path": "by path", "pst": "by path and status"}[rest.split(":")[0]]
-        found[kind][0] += size or 0
-        found[kind][1] += 1
+    for at in parts.prefixes():
+        prefix = keys.at(at, keys.tenant_requests(tenant).removesuffix("all"))
+        names = list(redis.scan_iter(prefix + "*", count=1000))
+        with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.memory_usage(name, samples=0)
+            sizes = pipe.execute()
+        for name, size in zip(names, sizes, strict=True):
+            rest = name.removeprefix(prefix)
+            kind = {"all": "all", "st": "by status", "path": "by path", "pst": "by path and status"}[rest.split(":")[0]]
+            found[kind][0] += size or 0
+            found[kind][1] += 1
     return {kind: (size, count) for kind, (size, count) in found.items()}
 
 
@@ -120,6 +129,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.console", description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=100_000, help="requests of the one tenant (default 100000)")
     parser.add_argument("--runs", type=int, default=30, help="timed calls of each kind (default 30)")
+    parser.add_argument("--partitions", type=int, default=1, help="STORE_PARTITIONS of the store (default 1)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     return parser.parse_args(argv)
 
@@ -127,20 +137,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     terminate_on_signals()
-    with Stack(0, 1, keep_dir=args.keep_logs) as stack:
+    parts = Partitions(args.partitions)
+    with Stack(0, 1, keep_dir=args.keep_logs, extra_env={"STORE_PARTITIONS": str(parts.count)}) as stack:
         redis = Redis.from_url(stack.redis_url, decode_responses=True)
         with httpx.Client(base_url=stack.web_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as web:
-            first = web.post("/v1/requests", json={"method": "POST", "path": "Message/", "params": PARAMS})
-            record = Requests(redis, TTL).get(first.json()["request_id"])
-            assert record is not None
-            tenant = record.tenant
+            web.post("/v1/requests", json={"method": "POST", "path": "Message/", "params": PARAMS}).raise_for_status()
+            tenant = keys.salted_tenant(str(redis.get(keys.TENANT_SALT)), API_KEY)
             before = int(redis.info("memory")["used_memory"])
             began = time.perf_counter()
-            api_ids, idem_keys = write_requests(redis, tenant, args.requests)
+            api_ids, idem_keys = write_requests(redis, tenant, args.requests, parts)
             wrote = time.perf_counter() - began
             grown = (int(redis.info("memory")["used_memory"]) - before) / args.requests
             newest = web.get("/v1/requests", params={"limit": 1}).json()["objects"][0]["submitted_at"]
-            oldest = web.get("/v1/requests", params={"limit": 1, "offset": args.requests}).json()["objects"][0]
+            listed = web.get("/v1/requests", params={"limit": 1}).json()["meta"]["total_count"]
+            oldest = web.get("/v1/requests", params={"limit": 1, "offset": listed - 1}).json()["objects"][0]
             span = (oldest["submitted_at"], newest)
             since, until = _quarter(span[0], span[1], 1), _quarter(span[0], span[1], 3)
             pick = random.Random(22)
@@ -164,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 assert web.get("/v1/requests", params={"q": q}).json()["meta"]["total_count"] == 1, q
             matched = web.get("/v1/requests", params={"limit": 1, **filtered}).json()["meta"]["total_count"]
             results = {name: timed(args.runs, call) for name, call in calls.items()}
-        memory = index_memory(redis, tenant)
-    print(f"\nbench.console  N={args.requests} requests of one tenant, written in {wrote:.1f} s; {args.runs} runs each")
+        memory = index_memory(redis, tenant, parts)
+    print(
+        f"\nbench.console  N={args.requests} requests of one tenant in {parts.count} partition(s), "
+        f"written in {wrote:.1f} s; {args.runs} runs each"
+    )
     print(f"filter: {filtered} -> {matched} requests")
     print(f"{'call':<26} {'median ms':>10} {'p95 ms':>8}  (target: < 200 ms)")
     for name, values in results.items():

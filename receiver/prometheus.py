@@ -88,7 +88,7 @@ def timed_webhook(receive: Callable[Concatenate[Services, P], str]) -> Callable[
             request = args[0] if args else None
             environ = getattr(request, "environ", {})
             rid, tenant = environ.get(RID_ENVIRON, ""), environ.get(TENANT_ENVIRON)
-            observe(svc.redis, "webhook", outcome, perf_counter() - start, rid, tenant)
+            observe(svc.redis, "webhook", outcome, perf_counter() - start, rid, tenant, svc.partitions)
 
     return timed  # type: ignore[return-value]  # functools.wraps' _Wrapped is the same callable
 
@@ -109,7 +109,7 @@ class RedisCollector:
                 value=spool.dead_letters(),
             )
         try:
-            counters, gauges, histograms = snapshot(services().redis)
+            counters, gauges, histograms = snapshot(services().redis, services().partitions)
         except RedisError:  # the spool matters most while Redis is away: answer with what is known
             yield GaugeMetricFamily("answerback_redis_up", "Whether Redis answered this scrape.", value=0)
             return

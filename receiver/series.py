@@ -65,7 +65,8 @@ def _owners() -> tuple[str, ...]:
 def get_series() -> Response:
     owners = _scope(("window", "scope"))
     window = _choice("window", tuple(series.WINDOWS), "hour")
-    span, figures = series.read(services().redis, owners, window, now_ms())
+    svc = services()
+    span, figures = series.read(svc.redis, owners, window, now_ms(), svc.partitions)
     return jsonify(
         window=window,
         scope="tenant" if owners else "all",
@@ -81,8 +82,8 @@ def get_summary() -> Response:
     owners = _scope(("scope",))
     svc = services()
     if owners:
-        return jsonify(scope="tenant", counts=series.tenant_counts(svc.redis, owners, STATUSES))
-    counters, gauges, _ = snapshot(svc.redis)
+        return jsonify(scope="tenant", counts=series.tenant_counts(svc.redis, owners, STATUSES, svc.partitions))
+    counters, gauges, _ = snapshot(svc.redis, svc.partitions)
     source: dict[str, dict[str, Any]] = {"counter": counters, "gauge": gauges}
     counts = {figure: source[kind].get(name, 0) for figure, (kind, name) in GLOBAL_FIGURES.items()}
     return jsonify(scope="all", counts={**counts, "quarantined": svc.quarantine.size()})

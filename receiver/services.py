@@ -74,7 +74,7 @@ class Services:
             settings=settings,
             redis=redis,
             partitions=partitions,
-            requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas),
+            requests=Requests(redis, settings.result_ttl, stale_ms, settings.redis_min_replicas, partitions=partitions),
             deliveries=Deliveries(
                 callback_redis,
                 settings.result_ttl,

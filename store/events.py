@@ -44,10 +44,11 @@ class Events:
         """The timeline of the request whose record's fields are `fields`. `signature`: what the
         webhook checks now ("valid" or "unchecked"), which every stored delivery passed."""
         rid = fields["request_id"]
+        at = self.requests.partitions.at(rid)  # its lists live in its partition
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(keys.deliveries(rid), 0, -1)
-            pipe.lrange(keys.notifications(rid), 0, -1)
-            pipe.lrange(keys.events(rid), 0, -1)
+            pipe.lrange(keys.at(at, keys.deliveries(rid)), 0, -1)
+            pipe.lrange(keys.at(at, keys.notifications(rid)), 0, -1)
+            pipe.lrange(keys.at(at, keys.events(rid)), 0, -1)
             delivered, notified, listed = cast("list[list[str]]", pipe.execute())
         retried_at = None
         if fields.get("retried_as"):

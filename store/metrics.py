@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import operator
 import os
 import threading
 from bisect import bisect_left
@@ -33,6 +34,7 @@ from redis.exceptions import RedisError
 
 from store import keys, series
 from store.connection import now_ms
+from store.partitions import ONE, Partitions
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ HISTOGRAM_BUCKETS = {
 }
 HISTOGRAM_PREFIX = "h:"
 FLUSH_INTERVAL_S = 1.0
+MAXIMA = frozenset({"ratelimit_wait_max_ms"})  # counters that keep the greatest value, not a sum
 SERIES_BATCH = 500  # webhook latencies (distinct request, minute, bucket) added per script call
 
 
@@ -79,40 +82,63 @@ class Histogram:
     sum: float
 
 
-def snapshot(redis: Redis) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Histogram]]]:
+def snapshot(
+    redis: Redis, partitions: Partitions = ONE
+) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Histogram]]]:
     """(counters, gauges, histograms): counters and histograms as all processes wrote
-    them; gauges read now. histograms: name -> label value -> Histogram."""
+    them, the global hash and every partition's added up (MAXIMA: the greatest); gauges read
+    now, summed over partitions (drainers: distinct drain jobs, each registered in every
+    partition it claims from). histograms: name -> label value -> Histogram."""
+    prefixes = partitions.prefixes()
+    hashes = [keys.METRICS, *(keys.at(prefix, keys.METRICS) for prefix in prefixes if prefix != keys.PREFIX)]
+    sized = {name: key for name, key in GAUGES.items() if key != keys.DRAINERS}
+    now = now_ms()
     with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.METRICS)
-        for api_class in keys.API_CLASSES:
-            pipe.llen(keys.outbox(api_class))
-        for key in GAUGES.values():
-            pipe.zcard(key)
-        pipe.zcount(keys.NOTIFY_DUE, "-inf", now_ms())
-        fields, *sizes, notifications_due = pipe.execute()
-    waiting = len(keys.API_CLASSES)
+        for name in hashes:
+            pipe.hgetall(name)
+        for prefix in prefixes:
+            for api_class in keys.API_CLASSES:
+                pipe.llen(keys.at(prefix, keys.outbox(api_class)))
+            for key in sized.values():
+                pipe.zcard(keys.at(prefix, key))
+            pipe.zcount(keys.at(prefix, keys.NOTIFY_DUE), "-inf", now)
+            pipe.zrange(keys.at(prefix, keys.DRAINERS), 0, -1)
+        answers = pipe.execute()
+    written, per_partition = answers[: len(hashes)], answers[len(hashes) :]
+    width = len(keys.API_CLASSES) + len(sized) + 2
+    summed = dict.fromkeys(["outbox", *sized, "notifications_due"], 0)
+    drainers: set[str] = set()
+    for p in range(len(prefixes)):
+        *sizes, due, registered = per_partition[p * width : (p + 1) * width]
+        summed["outbox"] += sum(sizes[: len(keys.API_CLASSES)])
+        for name, size in zip(sized, sizes[len(keys.API_CLASSES) :], strict=True):
+            summed[name] += size
+        summed["notifications_due"] += due
+        drainers.update(registered)
     gauges = {
-        "outbox": sum(sizes[:waiting]),
-        **dict(zip(GAUGES, sizes[waiting:], strict=True)),
-        "notifications_due": notifications_due,
+        "outbox": summed["outbox"],
+        **{name: len(drainers) if key == keys.DRAINERS else summed[name] for name, key in GAUGES.items()},
+        "notifications_due": summed["notifications_due"],
     }
     counters: dict[str, int] = {}
     histograms: dict[str, dict[str, Histogram]] = {name: {} for name in HISTOGRAM_BUCKETS}
-    for key, value in fields.items():
-        if not key.startswith(HISTOGRAM_PREFIX):
-            counters[key] = int(value)
-            continue
-        parts = key[len(HISTOGRAM_PREFIX) :].split(":")
-        if len(parts) != 3:
-            continue
-        name, label, slot = parts
-        if name not in HISTOGRAM_BUCKETS:
-            continue
-        histogram = histograms[name].setdefault(label, Histogram([0] * (len(HISTOGRAM_BUCKETS[name]) + 1), 0.0))
-        if slot == "sum":
-            histogram.sum = float(value)
-        elif slot.isdigit() and int(slot) < len(histogram.counts):
-            histogram.counts[int(slot)] = int(value)
+    for fields in written:
+        for key, value in fields.items():
+            if not key.startswith(HISTOGRAM_PREFIX):
+                add = max if key in MAXIMA else operator.add
+                counters[key] = add(counters[key], int(value)) if key in counters else int(value)
+                continue
+            parts = key[len(HISTOGRAM_PREFIX) :].split(":")
+            if len(parts) != 3:
+                continue
+            name, label, slot = parts
+            if name not in HISTOGRAM_BUCKETS:
+                continue
+            histogram = histograms[name].setdefault(label, Histogram([0] * (len(HISTOGRAM_BUCKETS[name]) + 1), 0.0))
+            if slot == "sum":
+                histogram.sum += float(value)
+            elif slot.isdigit() and int(slot) < len(histogram.counts):
+                histogram.counts[int(slot)] += int(value)
     return counters, gauges, histograms
 
 
@@ -126,8 +152,9 @@ class Observations:
     and adds to a dict (safe from any thread or greenlet); a daemon thread (a greenlet
     under gevent's monkey-patching) flushes once a second, and atexit once more."""
 
-    def __init__(self, redis: Redis, interval: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(self, redis: Redis, interval: float = FLUSH_INTERVAL_S, partitions: Partitions = ONE) -> None:
         self.redis = redis
+        self.partitions = partitions
         self.interval = interval
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, str, int], int] = {}
@@ -188,17 +215,27 @@ class Observations:
 
         if self._scripts is None:
             self._scripts = Scripts(self.redis)
-        pending = list(in_series.items())
+        pending: dict[str, list[tuple[tuple[str, int, int], int]]] = {}
+        for at, n in in_series.items():
+            pending.setdefault(self._partition(at[0]), []).append((at, n))
         try:
-            while pending:
-                args = [v for (who, minute, slot), n in pending[:SERIES_BATCH] for v in (who, minute, slot, n)]
-                self._scripts("series_observe", *args)
-                del pending[:SERIES_BATCH]
+            for prefix, observed in pending.items():
+                while observed:
+                    args = [v for (who, minute, slot), n in observed[:SERIES_BATCH] for v in (who, minute, slot, n)]
+                    self._scripts("series_observe", *args, at=prefix)
+                    del observed[:SERIES_BATCH]
         except RedisError as exc:
             log.warning("could not flush webhook latencies over time (kept for the next try): %s", exc)
             with self._lock:
-                for at, n in pending:
+                for at, n in (entry for observed in pending.values() for entry in observed):
                     self._series[at] = self._series.get(at, 0) + n
+
+    def _partition(self, who: str) -> str:
+        """Where series_observe counts `who`'s latencies: a request id's own partition (the script
+        reads its record's tenant), else any (the figures of every partition are added up when read)."""
+        if who and not who.startswith("t:"):
+            return self.partitions.at(who)
+        return self.partitions.prefix(self.partitions.home(who))
 
     def close(self) -> None:
         self._stop.set()
@@ -215,12 +252,19 @@ _lock = threading.Lock()
 
 
 def observe(
-    redis: Redis, name: str, label: str, seconds: float, rid: str | None = None, tenant: str | None = None
+    redis: Redis,
+    name: str,
+    label: str,
+    seconds: float,
+    rid: str | None = None,
+    tenant: str | None = None,
+    partitions: Partitions = ONE,
 ) -> None:
     """Observe one duration (seconds) in histogram `name` under `label`; it reaches Redis
     within about a second. One recorder per process (a new one in a forked child). With `rid`
     (a webhook's: the request id its callback URL named, '' for none) also in the figures over
-    time, under `tenant` (that request's, '' for none) or, when None, the tenant `rid`'s record names."""
+    time, under `tenant` (that request's, '' for none) or, when None, the tenant `rid`'s record names;
+    `partitions`: the store's (the first call's make the process's recorder)."""
     global _observations, _pid
     if _observations is None or _pid != os.getpid():
         fresh = None
@@ -230,7 +274,7 @@ def observe(
         # waits for the hub would hang the whole process.
         with _lock:
             if _observations is None or _pid != os.getpid():
-                fresh = Observations(redis)
+                fresh = Observations(redis, partitions=partitions)
                 _observations, _pid = fresh, os.getpid()
         if fresh is not None:
             fresh.start()

@@ -13,8 +13,9 @@ from typing import Any, cast
 from redis import Redis
 
 from config import Settings
-from store import keys
+from store import keys, listing
 from store.connection import now_ms
+from store.partitions import ONE, Partitions
 from store.rate_limits import api_class
 from store.scripts import Scripts
 
@@ -158,9 +159,16 @@ class Requests:
     """The request records of every tenant."""
 
     def __init__(
-        self, redis: Redis, result_ttl: int, drainer_stale_ms: int = DRAINER_STALE_MS, min_replicas: int = 0
+        self,
+        redis: Redis,
+        result_ttl: int,
+        drainer_stale_ms: int = DRAINER_STALE_MS,
+        min_replicas: int = 0,
+        *,
+        partitions: Partitions = ONE,
     ) -> None:
         self.redis = redis
+        self.partitions = partitions
         self.min_replicas = min_replicas
         self.result_ttl = result_ttl
         self.drainer_stale_ms = drainer_stale_ms
@@ -236,7 +244,7 @@ class Requests:
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
-        fields = _pairs(cast("list[str]", self.scripts("read", rid)))
+        fields = _pairs(cast("list[str]", self.scripts("read", rid, at=self.partitions.at(rid))))
         return RequestRecord(fields) if fields.get("tenant") else None
 
     def get_for(self, tenant: str, rid: str, aliases: tuple[str, ...] = ()) -> RequestRecord | None:
@@ -251,31 +259,72 @@ class Requests:
     def page(self, tenant: str, filt: Filter, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do. The filter picks one index
         (all, by status, by path and status; a path alone merges its statuses') and pages it by
-        time: the total is exact."""
+        time: the total is exact. Over several partitions store/listing.py merges their pages."""
         since, until = filt.bounds()
-        total, *rows = cast(
-            "list[Any]",
-            self.scripts("page", tenant, filt.status or "", filt.path or "", since, until, offset, limit, *STATUSES),
-        )
-        records = [_pairs(row) for row in rows]
+        query = (tenant, filt.status or "", filt.path or "", since, until)
+        if self.partitions.count > 1:
+            total, records = listing.page(self.scripts, self.partitions, query, offset, limit, STATUSES)
+        else:
+            total, *rows = cast("list[Any]", self.scripts("page", *query, offset, limit, *STATUSES))
+            records = [_pairs(row) for row in rows]
         return total, [RequestRecord(r) for r in records if r.get("tenant")]
 
     def find(
         self, tenant: str, aliases: tuple[str, ...], q: str, filt: Filter, offset: int, limit: int
     ) -> tuple[int, list[RequestRecord]]:
         """The tenant's requests whose id, api_id or Idempotency-Key is `q` (each at most once),
-        within the filter, newest first: a few reads by key, no scan."""
-        owners = (tenant, *aliases)
-        names = [keys.idempotency(owner, _digest(q)) for owner in owners]
-        rids = []
+        within the filter, newest first: a few reads by key, no scan. With several partitions the
+        keys of an Idempotency-Key are in its digest's home partition and the api_id's pointer in
+        the api_id's, confirmed by the index the scripts keep in the request's partition, or when
+        both are one key by the record's api_id (a pointer written before a script that then
+        failed names no request)."""
+        owners, digest, parts = (tenant, *aliases), _digest(q), self.partitions
+        idem_at = parts.prefix(parts.home(digest))
+        lookups = [(idem_at, keys.at(idem_at, keys.idempotency(owner, digest))) for owner in owners]
+        rids, api_id = [], ""
         if _is_id(q):
             rids.append(q.lower())
-            names.append(keys.api_id(q.lower()))
-        found = cast("list[str | None]", self.redis.mget(names))
+            api_id = q.lower()
+            api_at = parts.prefix(parts.home(api_id))
+            lookups.append((api_at, keys.at(api_at, keys.api_id(api_id))))
+        found = self._values(lookups)
+        by_api_id = found.pop() if api_id else None
         rids += [value.split(" ")[0] for value in found if value]
-        records = [r for rid in dict.fromkeys(rids) if (r := self.get(rid)) and r.tenant in owners and filt.admits(r)]
+        unsure = ""  # a pointer that is its own index (the api_id's home is the request's partition)
+        if by_api_id and by_api_id not in rids and parts.count > 1 and _is_id(by_api_id):
+            if parts.of(by_api_id) == parts.home(api_id):
+                unsure = by_api_id
+            elif self.redis.get(keys.at(parts.at(by_api_id), keys.api_id(api_id))) != by_api_id:
+                by_api_id = None
+        rids += [by_api_id] if by_api_id else []
+        records = [
+            r
+            for rid in dict.fromkeys(rids)
+            if (r := self.get(rid))
+            and r.tenant in owners
+            and filt.admits(r)
+            and (rid != unsure or r.fields.get("api_id") == api_id)
+        ]
         records.sort(key=lambda r: float(r.fields["submitted_at"]), reverse=True)
         return len(records), records[offset : offset + limit]
+
+    def _values(self, lookups: list[tuple[str, str]]) -> list[str | None]:
+        """The value of each (partition prefix, key name): one MGET per partition, in one round trip."""
+        names = [name for _, name in lookups]
+        by_prefix: dict[str, list[int]] = {}
+        for i, (prefix, _) in enumerate(lookups):
+            by_prefix.setdefault(prefix, []).append(i)
+        if len(by_prefix) == 1:
+            return cast("list[str | None]", self.redis.mget(names))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for positions in by_prefix.values():  # each in one slot: a cluster's pipeline takes it so
+                pipe.execute_command("MGET", *(names[i] for i in positions))
+            answers = pipe.execute()
+        values: list[str | None] = [None] * len(names)
+        for positions, answer in zip(by_prefix.values(), answers, strict=True):
+            for i, value in zip(positions, answer, strict=True):
+                values[i] = value
+        return values
 
     def deliveries(self, rid: str) -> list[dict[str, Any]]:
         """Every delivery in the order received: the one kept as the response, then the others."""

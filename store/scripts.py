@@ -7,6 +7,7 @@ worker processes can lose or double-apply anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -35,6 +36,7 @@ NAMES = (
     "sweep",
     "rate_limit",
     "page",
+    "page_scan",
     "read",
     "retry",
     "bulk_retry",
@@ -152,6 +154,22 @@ class Scripts:
             return evalsha(self._redis, script.sha, at, args, retried)
         except NoScriptError:  # Redis forgot it (a restart, a failover): redis-py's Script loads it again
             return script(keys=[at], args=list(args))
+
+    def each(self, name: str, calls: Sequence[tuple[str, Sequence[ScriptArg]]]) -> list[object]:
+        """Run a script once per (prefix, args), each in its partition, in one round trip: a
+        non-transactional pipeline (on a cluster redis-py splits it per node). A call whose
+        script Redis has forgotten runs again alone, which loads it."""
+        script = self._scripts[name]
+        with self._redis.pipeline(transaction=False) as pipe:
+            for at, args in calls:  # not pipe.evalsha, which a cluster's pipeline refuses: it routes by `at`
+                pipe.execute_command("EVALSHA", script.sha, 1, at, *args)
+            answers = pipe.execute(raise_on_error=False)
+        for i, answer in enumerate(answers):
+            if isinstance(answer, NoScriptError):
+                answers[i] = script(keys=[calls[i][0]], args=list(calls[i][1]))
+            elif isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def replicated(self, min_replicas: int, name: str, *args: ScriptArg, at: str = PREFIX) -> object:
         """Run a script, then Redis WAIT for `min_replicas`, in one pipeline: WAIT counts the

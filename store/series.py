@@ -31,6 +31,7 @@ from typing import Any
 from redis import Redis
 
 from store import keys
+from store.partitions import ONE, Partitions
 
 BLOCK_MINUTES = 10
 KEEP_DAYS = 7
@@ -119,31 +120,37 @@ class Window:
 
 
 def read(
-    redis: Redis, owners: tuple[str, ...] | None, window: str, now_ms: float
+    redis: Redis, owners: tuple[str, ...] | None, window: str, now_ms: float, partitions: Partitions = ONE
 ) -> tuple[Window, dict[str, list[Any]]]:
     """The figures of a tenant and its aliases (`owners`: the ids its key had before, whose
     figures store/tenants.py moves to it every TENANT_MOVE_INTERVAL), or of all tenants (None),
-    over `window`: every series has one value per step. An alias's blocks are read only when
-    one EXISTS finds any of them (after a key's rotation, for a minute at most)."""
+    over `window`: every series has one value per step, every partition's blocks added up. An
+    alias's blocks are read only when an EXISTS finds any of them (after a key's rotation, for
+    a minute at most)."""
     span = Window.ending_at(window, now_ms)
     first, last = span.start_min // BLOCK_MINUTES, (span.end_min - 1) // BLOCK_MINUTES
     numbers = range(first, last + 1)
+    prefixes = partitions.prefixes()
     scopes = [ALL] if owners is None else [scope_of(owner) for owner in owners]
     if len(scopes) > 1:
         with redis.pipeline(transaction=False) as pipe:
             for scope in scopes[1:]:
-                pipe.exists(*(keys.series(scope, block) for block in numbers))
+                for prefix in prefixes:  # one EXISTS per partition: its keys share a slot
+                    pipe.exists(*(keys.at(prefix, keys.series(scope, block)) for block in numbers))
             found = pipe.execute()
-        scopes = scopes[:1] + [scope for scope, n in zip(scopes[1:], found, strict=True) if n]
+        n = len(prefixes)
+        scopes = scopes[:1] + [scope for i, scope in enumerate(scopes[1:]) if any(found[i * n : (i + 1) * n])]
     with redis.pipeline(transaction=False) as pipe:
         for scope in scopes:
-            for block in numbers:
-                pipe.hgetall(keys.series(scope, block))
+            for prefix in prefixes:
+                for block in numbers:
+                    pipe.hgetall(keys.at(prefix, keys.series(scope, block)))
         blocks = pipe.execute()
     counts = {name: [0] * span.steps for name in COUNTS}
     letters = {letter: name for name, letter in COUNTS.items()}
     buckets: dict[str, list[dict[int, int]]] = {name: [{} for _ in range(span.steps)] for name in HISTOGRAMS}
-    for block, fields in zip([block for _ in scopes for block in numbers], blocks, strict=True):
+    read_blocks = [block for _ in scopes for _ in prefixes for block in numbers]
+    for block, fields in zip(read_blocks, blocks, strict=True):
         for field, value in fields.items():
             minute, letter, n = block * BLOCK_MINUTES + int(field[0]), field[1], int(value)
             if not span.start_min <= minute < span.end_min:
@@ -161,13 +168,17 @@ def read(
     return span, series
 
 
-def tenant_counts(redis: Redis, owners: tuple[str, ...], statuses: tuple[str, ...]) -> dict[str, int]:
-    """A tenant's requests by status now (the per-status indexes' sizes), those still filed under
-    its aliases included (`owners`: the tenant, then its aliases). `statuses` is
-    store.records.STATUSES, passed in: store/scripts.py imports this module, records imports scripts."""
+def tenant_counts(
+    redis: Redis, owners: tuple[str, ...], statuses: tuple[str, ...], partitions: Partitions = ONE
+) -> dict[str, int]:
+    """A tenant's requests by status now (the per-status indexes' sizes, in every partition),
+    those still filed under its aliases included (`owners`: the tenant, then its aliases).
+    `statuses` is store.records.STATUSES, passed in: store/scripts.py imports this module,
+    records imports scripts."""
     with redis.pipeline(transaction=False) as pipe:
-        for owner in owners:
-            for status in statuses:
-                pipe.zcard(keys.tenant_requests(owner, status))
+        for prefix in partitions.prefixes():
+            for owner in owners:
+                for status in statuses:
+                    pipe.zcard(keys.at(prefix, keys.tenant_requests(owner, status)))
         sizes = pipe.execute()
     return {status: sum(sizes[i :: len(statuses)]) for i, status in enumerate(statuses)}
