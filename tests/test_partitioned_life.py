@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import uuid
 from itertools import pairwise
 
 import httpx
 
+from config import EX_CONFIG
+from local.processes import wait_for
 from store import connect, keys
 from store.deliveries import Deliveries
 from store.drain_jobs import live_drainers
@@ -20,7 +23,7 @@ from store.partitions import Partitions
 from store.rate_limits import Limit, RateLimiter
 from store.records import Requests, Submission
 from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status, wait_worker
-from tests.support.services import KEY_A
+from tests.support.services import KEY_A, start_web
 from tests.support.signed_callbacks import delivery
 
 DB = 15  # this module's own database (tests/README.md)
@@ -187,3 +190,26 @@ def _sending_unmarked(requests: Requests, outbox: Outbox, n: int) -> list:
     items = outbox.claim("drainer-1", {keys.API: 0, keys.CALLS: n}, [], may_leave=False).items
     assert len(items) == n
     return items
+
+
+def test_a_process_refuses_a_store_made_with_another_partition_count(make_stack):
+    stack = make_stack(db=DB, workers=0, STORE_PARTITIONS="4")
+    wait_for(lambda: stack.redis.get(keys.PREFIX + "partitions") == "4", 10, message="the count recorded")
+    worker = stack.start_worker(STORE_PARTITIONS="2")
+    web = start_web(stack.env, stack.workdir, "web-partitions-2", STORE_PARTITIONS="2")
+    try:
+        assert worker.process is not None
+        try:
+            status = worker.process.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker did not refuse to start:\n{worker.log()[-2000:]}") from None
+        assert status == EX_CONFIG
+        assert "refusing to start: STORE_PARTITIONS is 2 but this store was made with 4" in worker.log()
+        with web.client(None) as client:
+            ready = client.get("/readyz")
+        assert ready.status_code == 503 and "STORE_PARTITIONS is 2" in ready.json()["error"]
+        wait_for(lambda: "not ready: STORE_PARTITIONS is 2" in web.service.log(), 10, message="the logged reason")
+        with stack.web.client(None) as client:
+            assert client.get("/readyz").status_code == 200
+    finally:
+        web.service.stop()
