@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 import uuid
 from itertools import pairwise
 
@@ -42,8 +43,9 @@ def partitions_written(redis) -> dict[str, set[str]]:
 
 def test_a_partitioned_stack_runs_requests_to_their_end_in_every_partition(make_stack, sandbox):
     stack = make_stack(db=DB, STORE_PARTITIONS="4")
-    # Message/ requests expire; a GET is called back a second late, so that ?wait waits.
-    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message/"]}, callback_delay={"methods": ["GET"]})
+    # Message/ requests expire; a call is called back a second late, so that ?wait waits.
+    delay = {"rate": 1.0, "paths": ["Call/"], "methods": ["POST"], "seconds": 1.0}
+    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message/"]}, callback_delay=delay)
     with stack.web.client(KEY_A) as api:
         wait_worker(api)
         posts = [submit(api)["request_id"] for _ in range(8)]
@@ -52,14 +54,18 @@ def test_a_partitioned_stack_runs_requests_to_their_end_in_every_partition(make_
         again = api.post("/v1/requests", json={"method": "POST", "path": "Call/", "params": {}}, headers=IDEM)
         expire = {"method": "POST", "path": "Message/", "params": {}, "callback_timeout": SENT_THEN_EXPIRED_S}
         expiring = api.post("/v1/requests", json=expire, headers={"Idempotency-Key": key_in(3)}).json()["request_id"]
-        waiting = submit(api, "GET", "Call/", {"limit": 1})["request_id"]
+        call = {"method": "POST", "path": "Call/", "params": {}}
+        waiting = api.post("/v1/requests", json=call, headers={"Idempotency-Key": key_in(2)}).json()["request_id"]
+        asked = time.monotonic()
         waited = api.get(f"/v1/requests/{waiting}", params={"wait": 8}).json()
+        woken_after = time.monotonic() - asked
 
         assert first.status_code == again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
         idem_rid = first.json()["request_id"]
         assert again.json()["request_id"] == idem_rid
         assert PARTS.of(idem_rid) == PARTS.home(_digest())
-        assert waited["status"] == "completed"  # the listener heard the finish in its partition
+        # Woken by the finish, published on partition 2's channel, not by the end of the wait.
+        assert waited["status"] == "completed" and woken_after < 6, woken_after
         done = [wait_status(api, rid, "completed") for rid in [*posts, *gets, idem_rid]]
         assert wait_status(api, expiring, "expired")["error"]["reason"] == "no callback within callback_timeout"
         assert {PARTS.of(rid) for rid in posts + gets} == {0, 1, 2, 3}
