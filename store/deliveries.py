@@ -115,10 +115,11 @@ class Deliveries:
             if known:
                 return self.partitions.at(known), "", ""
             return self.partitions.prefix(self.partitions.home(api_id)), "", ""
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             pipe.set(pointer, rid, nx=True, ex=self.pointer_ttl)
+            pipe.expire(pointer, self.pointer_ttl)  # a late callback keeps its request longer
             pipe.get(pointer)
-            _, known = pipe.execute()
+            known = pipe.execute()[2]
         at = self.partitions.at(rid)
         other = self.partitions.at(known) if known and known != rid else at
         return at, rid, "" if other == at else other
