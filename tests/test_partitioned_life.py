@@ -26,6 +26,7 @@ from store.records import Requests, Submission
 from tests.support.api import SENT_THEN_EXPIRED_S, submit, wait_status, wait_worker
 from tests.support.services import KEY_A, start_web
 from tests.support.signed_callbacks import delivery
+from workers.jobs import Rounds
 
 DB = 15  # this module's own database (tests/README.md)
 PARTS = Partitions(4)
@@ -219,3 +220,17 @@ def test_a_process_refuses_a_store_made_with_another_partition_count(make_stack)
             assert client.get("/readyz").status_code == 200
     finally:
         web.service.stop()
+
+
+def test_an_idle_drain_job_polls_one_partition_at_a_time_between_full_rounds():
+    """With sends in flight and nothing found, one claim per idle poll, in turn; a full round when
+    its heartbeat is due, when nothing is in flight, and after a round that found work."""
+    rounds = Rounds(4)
+    assert sorted(rounds.next(full=False)) == [0, 1, 2, 3]  # a new drain job looks everywhere
+    rounds.found(False)
+    polled = [rounds.next(full=False) for _ in range(4)]
+    assert all(len(p) == 1 for p in polled) and sorted(p[0] for p in polled) == [0, 1, 2, 3]
+    assert sorted(rounds.next(full=True)) == [0, 1, 2, 3]
+    rounds.found(True)
+    assert sorted(rounds.next(full=False)) == [0, 1, 2, 3]
+    assert Rounds(1).next(full=False) == [0]
