@@ -61,6 +61,7 @@ def post_worker_init(worker: Worker) -> None:
     from receiver.auth import start_alias_moves
     from receiver.health import start
 
+    worker.wsgi.extensions["answerback"].start_partition_check()
     start_alias_moves(worker.wsgi.extensions["answerback"], then=lambda: start(worker.wsgi))  # salt, then beats
 
 

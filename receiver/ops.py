@@ -18,8 +18,12 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
+    svc = services()
     try:
-        services().redis.ping()
+        svc.redis.ping()
+        mismatch = svc.check_partitions()
     except RedisError:
         return error_response(503, "redis unreachable")
+    if mismatch:
+        return error_response(503, mismatch)
     return jsonify(status="ready")

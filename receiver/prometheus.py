@@ -132,7 +132,8 @@ class RedisCollector:
                 if key.startswith(prefix):
                     counted.add_metric([key[len(prefix) :]], value)
             yield counted
-        gauges["drainers"] = live_drainers(services().redis, services().settings.drainer_stale_seconds * 1000)
+        svc = services()
+        gauges["drainers"] = live_drainers(svc.redis, svc.settings.drainer_stale_seconds * 1000, None, svc.partitions)
         for name, value in gauges.items():
             yield GaugeMetricFamily(f"answerback_{name}", f"Requests now: {name.replace('_', ' ')}.", value=value)
         for key, (name, help_text, label) in HISTOGRAMS.items():

@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from store.deliveries import Deliveries
 from store.drain_jobs import enqueue_drain_job
 from store.metrics import count
 from store.notifications import Notifications
-from store.partitions import Partitions
+from store.partitions import PartitionCountMismatch, Partitions
 from store.quarantine import Quarantine
 from store.records import Requests
 from store.retries import Retries
@@ -60,6 +61,9 @@ class Services:
     _replayer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     key_table: tuple[tuple[str, Tenant], ...] | None = field(default=None, repr=False)  # receiver/auth.py
     tenant_salt: str | None = field(default=None, repr=False)  # what key_table was built with
+    # Whether the store's partition count was found to be STORE_PARTITIONS: None until Redis
+    # answered; then "" (it is) or why not (/readyz answers 503 with it).
+    partition_mismatch: str | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -81,8 +85,10 @@ class Services:
                 settings.orphan_ttl,
                 settings.replay_window,
                 settings.redis_min_replicas,
+                partitions=partitions,
+                max_callback_timeout=settings.max_callback_timeout,
             ),
-            listener=DoneListener(connect_store(target, max_connections=pools["listener"])),
+            listener=DoneListener(connect_store(target, max_connections=pools["listener"]), partitions=partitions),
             queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
             notifications=Notifications(redis, settings.notify_lease_ms),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
@@ -93,9 +99,38 @@ class Services:
                 connect_store(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),
                 settings.result_ttl,
                 stale_ms,
+                partitions=partitions,
             ),
             spool=Spool(settings.spool_dir) if settings.spool_dir else None,
         )
+
+    def check_partitions(self) -> str:
+        """The store's partition count against STORE_PARTITIONS (store/partitions.py), read once
+        Redis answers: "" when they agree, else the reason, logged as an error. Web starts
+        while Redis is away, so this is no start-up refusal: /readyz answers 503 with the
+        reason (a load balancer sends this process nothing), and the log says it at once
+        (start_partition_check). Raises RedisError while Redis is away."""
+        if self.partition_mismatch is None:
+            try:
+                self.partitions.check(self.redis)
+                self.partition_mismatch = ""
+            except PartitionCountMismatch as exc:
+                self.partition_mismatch = str(exc)
+                log.error("not ready: %s", exc)
+        return self.partition_mismatch
+
+    def start_partition_check(self) -> None:
+        """check_partitions in the background, again every second while Redis is away."""
+
+        def run() -> None:
+            while True:
+                try:
+                    self.check_partitions()
+                    return
+                except RedisError:
+                    time.sleep(1)
+
+        threading.Thread(target=run, name="partition-check", daemon=True).start()
 
     def release_waiters(self) -> None:
         """Shutting down: answer every waiting client now, with its record as it stands."""

@@ -9,6 +9,7 @@ from rq import Queue
 from config import Settings
 from store import keys
 from store.connection import now_ms
+from store.partitions import ONE, Partitions
 
 DRAIN_JOB = "workers.jobs.drain"
 
@@ -27,9 +28,15 @@ def enqueue_drain_job(queue: Queue, ring_id: str, settings: Settings) -> None:
     )
 
 
-def live_drainers(redis: Redis, stale_ms: int, now: int | None = None) -> int:
+def live_drainers(redis: Redis, stale_ms: int, now: int | None = None, partitions: Partitions = ONE) -> int:
     """Drain jobs that heart-beat within `stale_ms` (ms) of `now` (default: the clock). A dead
     one stays registered until a sweep or a claim drops it, and with no worker running
-    nothing does: counting them all would report a drain job no process runs."""
+    nothing does: counting them all would report a drain job no process runs. A drain job is
+    a drainer of every partition it claims from: counted once."""
     now = now_ms() if now is None else now
-    return int(redis.zcount(keys.DRAINERS, now - stale_ms, "+inf"))
+    if partitions.count == 1:
+        return int(redis.zcount(keys.DRAINERS, now - stale_ms, "+inf"))
+    with redis.pipeline(transaction=False) as pipe:
+        for prefix in partitions.prefixes():
+            pipe.zrangebyscore(keys.at(prefix, keys.DRAINERS), now - stale_ms, "+inf")
+        return len({drainer for listed in pipe.execute() for drainer in listed})

@@ -9,8 +9,10 @@ from typing import Any, cast
 from redis import Redis
 
 from config import Settings
+from store import keys
 from store.connection import now_ms
-from store.records import DRAINER_STALE_MS, new_id
+from store.partitions import ONE, Partitions
+from store.records import DRAINER_STALE_MS, api_id_pointer, api_id_ttl, new_id, register_ring
 from store.scripts import ScriptArg, Scripts
 
 LEASE_MS = Settings.lease_seconds * 1000  # the setting's default, for callers that give none
@@ -33,7 +35,7 @@ class Claimed:
 class Claim:
     items: list[Claimed]
     ring_id: str  # another drain job to enqueue, or ""
-    leave: bool  # the outbox was empty and this drain job has left
+    leave: bool  # the outbox was empty and this drain job has left (every partition claimed from)
 
 
 class Outbox:
@@ -48,10 +50,13 @@ class Outbox:
         drainer_stale_ms: int = DRAINER_STALE_MS,
         min_replicas: int = 0,
         direct: bool = False,
+        *,
+        partitions: Partitions = ONE,
     ) -> None:
         """`direct`: scripts run without redis-py's retries, for callers that retry in time
         themselves (store/scripts.Scripts)."""
         self.redis = redis
+        self.partitions = partitions
         self.min_replicas = min_replicas
         self.lease_ms = lease_ms
         self.drainer_stale_ms = drainer_stale_ms
@@ -59,35 +64,74 @@ class Outbox:
         self.max_drainers = max_drainers
         self.scripts = Scripts(redis, direct)
 
-    def claim(self, drainer_id: str, wanted: dict[str, int], in_flight: list[str], may_leave: bool) -> Claim:
-        """Up to `wanted[class]` requests of each API class."""
-        now, claim_id = now_ms(), new_id()
-        asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
-        answer = cast(
-            "list[str]",
-            self.scripts(
-                "claim",
-                drainer_id,
-                asked,
-                now,
-                now + self.lease_ms,
-                now - self.drainer_stale_ms,
-                self.max_drainers,
-                new_id(),
-                "1" if may_leave else "0",
-                claim_id,
-                *in_flight,
-            ),
-        )
-        if answer[0] == "leave":
+    def claim(
+        self,
+        drainer_id: str,
+        wanted: dict[str, int],
+        in_flight: list[str],
+        may_leave: bool,
+        among: list[int] | None = None,
+    ) -> Claim:
+        """Up to `wanted[class]` requests of each API class, from the partitions `among` (default:
+        every one) in that order, each asked for what the ones before did not give. Each claim
+        heart-beats this drain job in its partition and renews the leases of the requests in
+        flight (`in_flight`) that live there. One ring id serves the whole round, so a round
+        rings at most one drain job more, however many partitions want one. Leaves only when
+        every partition claimed from let it (the last round of a drain job with nothing in
+        flight claims from every one)."""
+        now, claim_id, ring_id = now_ms(), new_id(), new_id()
+        among = list(range(self.partitions.count)) if among is None else among
+        held: dict[int, list[str]] = {}
+        for rid in in_flight:
+            held.setdefault(self.partitions.of(rid), []).append(rid)
+        wanted = dict(wanted)
+        items: list[Claimed] = []
+        rung, left = "", 0
+        for p in among:
+            prefix = self.partitions.prefix(p)
+            asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
+            answer = cast(
+                "list[str]",
+                self.scripts(
+                    "claim",
+                    drainer_id,
+                    asked,
+                    now,
+                    now + self.lease_ms,
+                    now - self.drainer_stale_ms,
+                    self.max_drainers,
+                    ring_id,
+                    "1" if may_leave and not items else "0",
+                    claim_id,
+                    *held.get(p, ()),
+                    at=prefix,
+                ),
+            )
+            if answer[0] == "leave":
+                left += 1
+                continue
+            got = [_claimed(json.loads(raw), claim_id) for raw in answer[2:]]
+            for item in got:
+                wanted[item.api_class] -= 1
+            items += got
+            if answer[1] and not rung:
+                rung = answer[1]
+                register_ring(self.redis, self.partitions, rung, prefix)
+        if left == len(among) and among:
             return Claim([], "", leave=True)
-        items = [_claimed(json.loads(raw), claim_id) for raw in answer[2:]]
-        return Claim(items, answer[1], leave=False)
+        return Claim(items, rung, leave=False)
 
     def hand_over(self, drainer_id: str) -> str:
-        """Leave; answer the ring id of the drain job to enqueue in its place, or ""."""
-        now = now_ms()
-        return cast(str, self.scripts("hand_over", drainer_id, now, new_id(), now - self.drainer_stale_ms))
+        """Leave every partition; answer the ring id of the drain job to enqueue in its place, or
+        "" (one for all: it claims from every partition)."""
+        now, ring_id, rung = now_ms(), new_id(), ""
+        for prefix in self.partitions.prefixes():
+            args = (drainer_id, now, ring_id, now - self.drainer_stale_ms)
+            answer = cast(str, self.scripts("hand_over", *args, at=prefix))
+            if answer and not rung:
+                rung = answer
+                register_ring(self.redis, self.partitions, rung, prefix)
+        return rung
 
     def mark_sending(self, item: Claimed, *turn: ScriptArg) -> int:
         """The send marker: written (and with min_replicas replicated) before the request leaves,
@@ -98,17 +142,56 @@ class Outbox:
         (it is expired now), nothing to send. With a rate-limit turn's arguments
         (RateLimiter.acquire passes them) also -N: the turn comes in N ms, nothing changed."""
         answer = self.scripts.replicated(
-            self.min_replicas, "mark_sending", item.rid, item.claim_id, now_ms(), self.result_ttl, *turn
+            self.min_replicas,
+            "mark_sending",
+            item.rid,
+            item.claim_id,
+            now_ms(),
+            self.result_ttl,
+            *turn,
+            at=self.partitions.at(item.rid),
         )
         return cast(int, answer)
 
     def register_api_id(self, rid: str, api_id: str, timeout_s: int, claim_id: str = "") -> str:
         """The upstream accepted the request: it waits for its callback. `claim_id`: the claim
-        that sent it, which settles it even if its `sending` mark was lost in a failover."""
-        now = now_ms()
-        return cast(
-            str, self.scripts("register_api_id", rid, api_id, now, now + timeout_s * 1000, self.result_ttl, claim_id)
-        )
+        that sent it, which settles it even if its `sending` mark was lost in a failover.
+        With partitions, the api_id's home pointer is written first (store/records.py
+        `rid_for_api_id` reads it): a script that fails after it leaves a pointer its readers
+        ignore, never an indexed api_id without one."""
+        now, at = now_ms(), self.partitions.at(rid)
+        early: list[str] = []
+        if self.partitions.count > 1:
+            early = self._point(rid, api_id, api_id_ttl(self.result_ttl, timeout_s))
+        args = (rid, api_id, now, now + timeout_s * 1000, self.result_ttl, claim_id)
+        status = cast(str, self.scripts("register_api_id", *args, at=at))
+        if early:  # applied with the request's own early callbacks: off the api_id's partition
+            self.redis.ltrim(keys.at(self._home(api_id), keys.orphan(api_id)), len(early), -1)
+        return status
+
+    def _home(self, api_id: str) -> str:
+        return self.partitions.prefix(self.partitions.home(api_id))
+
+    def _point(self, rid: str, api_id: str, ttl: int) -> list[str]:
+        """Write the api_id's home pointer, and move the callbacks that came for it early
+        without a rid (kept in the api_id's own partition, store/deliveries.py) to the
+        request's partition, where register_api_id applies its early callbacks; answers them.
+        A callback arriving meanwhile finds the pointer, or is moved by the next attempt."""
+        home = self._home(api_id)
+        at = self.partitions.at(rid)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(api_id_pointer(self.partitions, api_id), rid, ex=ttl)
+            if home != at:
+                pipe.lrange(keys.at(home, keys.orphan(api_id)), 0, -1)
+            answers = pipe.execute()
+        early = cast("list[str]", answers[1]) if home != at else []
+        if early:
+            okey = keys.at(at, keys.orphan(api_id))
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.rpush(okey, *early)
+                pipe.expire(okey, ttl)
+                pipe.execute()
+        return early
 
     def completed(self, item: Claimed, body: Any) -> None:
         self._settle(item, "completed", body)
@@ -134,6 +217,7 @@ class Outbox:
             due,
             deadline,
             item.claim_id,
+            at=self.partitions.at(item.rid),
         )
 
 

@@ -176,23 +176,32 @@ class Requests:
 
     def submit(self, sub: Submission) -> Submitted:
         rid, submitted_at, body_digest, args = self.submit_args(sub)
+        at = self.partitions.at(rid)
         if self.min_replicas:
-            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args))
+            answer = cast("list[str]", self.scripts.replicated(self.min_replicas, "submit", *args, at=at))
         else:
-            answer = cast("list[str]", self.scripts.retried("submit", *args))  # web's hot path
-        return self._submitted(sub, rid, submitted_at, body_digest, str(args[4]), answer)
+            answer = cast("list[str]", self.scripts.retried("submit", *args, at=at))  # web's hot path
+        submitted = self._submitted(sub, rid, submitted_at, body_digest, str(args[4]), answer)
+        register_ring(self.redis, self.partitions, submitted.ring_id, at)
+        return submitted
 
     def submit_args(self, sub: Submission) -> tuple[str, str, str, tuple[str | int, ...]]:
         """A new request id, its submission time, its body's digest (with an Idempotency-Key)
         and the `submit` script's arguments (the fifth: the params as stored; bench/console.py
-        runs them in pipelines)."""
-        rid, now, submitted_at = new_id(), now_ms(), submission_time()
+        runs them in pipelines), to run in the rid's partition. With an Idempotency-Key the rid
+        is in the key digest's partition, where its repeats look for it."""
+        now, submitted_at = now_ms(), submission_time()
         params = json.dumps(sub.params, separators=(",", ":"), sort_keys=True)
         idem_key = idem_value = body_digest = ""
         alias_idem_keys: list[str] = []
-        if sub.idempotency_key is not None:
-            idem_key = keys.idempotency(sub.tenant, _digest(sub.idempotency_key))
-            alias_idem_keys = [keys.idempotency(alias, _digest(sub.idempotency_key)) for alias in sub.aliases]
+        if sub.idempotency_key is None:
+            rid = self.partitions.new_id()
+        else:
+            key_digest = _digest(sub.idempotency_key)
+            rid = self.partitions.new_id(self.partitions.home(key_digest))
+            prefix = self.partitions.at(rid)
+            idem_key = keys.at(prefix, keys.idempotency(sub.tenant, key_digest))
+            alias_idem_keys = [keys.at(prefix, keys.idempotency(alias, key_digest)) for alias in sub.aliases]
             body_digest = _digest(" ".join(filter(None, (sub.method, sub.path, params, sub.notify_url))))
             idem_value = f"{rid} {body_digest}"
         args: tuple[str | int, ...] = (
@@ -254,7 +263,16 @@ class Requests:
         return record if record and (record.tenant == tenant or record.tenant in aliases) else None
 
     def rid_for_api_id(self, api_id: str) -> str | None:
-        return cast("str | None", self.redis.get(keys.api_id(api_id)))
+        """With partitions, the api_id's home pointer names the rid (one GET), then the index
+        in the rid's partition, which the scripts keep, confirms it: a pointer written before a
+        script that then failed, or by a callback naming another request, names no request."""
+        if self.partitions.count == 1:
+            return cast("str | None", self.redis.get(keys.api_id(api_id)))
+        rid = cast("str | None", self.redis.get(api_id_pointer(self.partitions, api_id)))
+        if rid is None or not _is_id(rid):
+            return None
+        indexed = self.redis.get(keys.at(self.partitions.at(rid), keys.api_id(api_id)))
+        return rid if indexed == rid else None
 
     def page(self, tenant: str, filt: Filter, offset: int, limit: int) -> tuple[int, list[RequestRecord]]:
         """Newest first; `offset` counts records, as Plivo's lists do. The filter picks one index
@@ -342,8 +360,33 @@ class Requests:
                     "body": json.loads(f["response"]),
                 }
             ]
-        listed = cast("list[str]", self.redis.lrange(keys.deliveries(rid), 0, -1))
+        listed = cast("list[str]", self.redis.lrange(keys.at(self.partitions.at(rid), keys.deliveries(rid)), 0, -1))
         return first + [json.loads(entry.partition(" ")[2]) for entry in listed]
+
+
+def api_id_pointer(partitions: Partitions, api_id: str) -> str:
+    """The api_id's home pointer (N > 1): its request id, in the api_id's own partition."""
+    return keys.at(partitions.prefix(partitions.home(api_id)), keys.api_id(api_id))
+
+
+def api_id_ttl(result_ttl: int, max_callback_timeout: int) -> int:
+    """Seconds a home pointer is kept: the longest a request lives (sent as late as its
+    callback_timeout allows, waiting that long again for its callback, then kept result_ttl)."""
+    return 2 * max_callback_timeout + result_ttl
+
+
+def register_ring(redis: Redis, partitions: Partitions, ring_id: str, rung_at: str) -> None:
+    """A drain job rung in one partition claims from every partition: it counts as their drainer
+    too from now on, so that no other partition rings one more while it starts (MAX_DRAINERS
+    holds over them all, and a submission rings one drain job, not one per partition)."""
+    if not ring_id or partitions.count == 1:
+        return
+    now = now_ms()
+    with redis.pipeline(transaction=False) as pipe:
+        for prefix in partitions.prefixes():
+            if prefix != rung_at:
+                pipe.zadd(keys.at(prefix, keys.DRAINERS), {ring_id: now}, nx=True)
+        pipe.execute()
 
 
 def _is_id(value: str) -> bool:

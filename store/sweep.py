@@ -9,7 +9,8 @@ from redis import Redis
 
 from store import keys
 from store.connection import now_ms
-from store.records import DRAINER_STALE_MS, new_id
+from store.partitions import ONE, Partitions
+from store.records import DRAINER_STALE_MS, new_id, register_ring
 from store.scripts import Scripts
 
 
@@ -23,9 +24,16 @@ class SweepResult:
 
 class Sweeper:
     def __init__(
-        self, redis: Redis, result_ttl: int, batch: int = 1000, drainer_stale_ms: int = DRAINER_STALE_MS
+        self,
+        redis: Redis,
+        result_ttl: int,
+        batch: int = 1000,
+        drainer_stale_ms: int = DRAINER_STALE_MS,
+        *,
+        partitions: Partitions = ONE,
     ) -> None:
         self.redis = redis
+        self.partitions = partitions
         self.drainer_stale_ms = drainer_stale_ms
         self.result_ttl = result_ttl
         self.batch = batch
@@ -36,12 +44,21 @@ class Sweeper:
         return bool(self.redis.set(keys.SWEEP_LOCK, holder, nx=True, px=int(seconds * 1000)))
 
     def sweep(self, now: int | None = None) -> SweepResult:
-        """One pass over every timer, as of `now` (ms; default: the clock)."""
+        """One pass over every timer, as of `now` (ms; default: the clock): one script call per
+        partition, each with its own timers. One ring id serves them all: a drain job claims from
+        every partition, so one is rung however many partitions want one."""
         now = now_ms() if now is None else now
-        expired, recovered, purged, ring_id = cast(
-            "list[Any]", self.scripts("sweep", now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
-        )
-        return SweepResult(expired, recovered, purged, ring_id)
+        ring_id = new_id()
+        expired = recovered = purged = 0
+        rung = ""
+        for prefix in self.partitions.prefixes():
+            args = (now, self.batch, self.result_ttl, ring_id, now - self.drainer_stale_ms)
+            e, r, p, answer = cast("list[Any]", self.scripts("sweep", *args, at=prefix))
+            expired, recovered, purged = expired + e, recovered + r, purged + p
+            if answer and not rung:
+                rung = answer
+                register_ring(self.redis, self.partitions, rung, prefix)
+        return SweepResult(expired, recovered, purged, rung)
 
     def mark_ran(self, at_ms: int) -> None:
         """The sweep ran at `at_ms` (Redis's clock: every process reads its age, see health.py)."""

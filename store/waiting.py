@@ -26,6 +26,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from store import keys
+from store.partitions import ONE, Partitions
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ RECONNECT_PAUSE_S = 0.5
 
 
 class DoneListener:
-    def __init__(self, redis: Redis) -> None:
+    """Hears every partition's `done` channel (a finish publishes on its own partition's): one
+    SUBSCRIBE of them all on one connection. On a cluster a classic PUBLISH reaches every node,
+    so any node's connection hears them."""
+
+    def __init__(self, redis: Redis, *, partitions: Partitions = ONE) -> None:
         self._redis = redis
+        self._channels = [keys.at(prefix, keys.DONE_CHANNEL) for prefix in partitions.prefixes()]
         self._lock = threading.Lock()
         self._waiters: dict[str, set[threading.Event]] = {}
         self._subscribed = threading.Event()
@@ -96,14 +102,15 @@ class DoneListener:
     def _listen(self) -> None:
         pubsub = self._redis.pubsub()
         try:
-            pubsub.subscribe(keys.DONE_CHANNEL)
+            pubsub.subscribe(*self._channels)
             while True:
                 message = pubsub.get_message(timeout=1.0)
                 if not message:
                     continue
                 if message["type"] == "message":
                     self._wake(message["data"])
-                elif message["type"] == "subscribe":  # Redis confirmed: from here on nothing is missed
+                elif message["type"] == "subscribe" and message["data"] == len(self._channels):
+                    # Redis confirmed the last channel: from here on nothing is missed
                     self._subscribed.set()
                     self._wake_all()
         finally:

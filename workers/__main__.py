@@ -10,8 +10,9 @@ from redis.exceptions import RedisError
 from rq import SimpleWorker
 
 import logs
-from config import settings_for
+from config import refuse, settings_for
 from store.health import WORKER, start_heartbeat
+from store.partitions import PartitionCountMismatch
 from workers.context import context, shutdown
 from workers.notifying import Notifier
 from workers.sweeping import SweepTicker
@@ -35,6 +36,7 @@ def main() -> None:
     ctx = context()
     level = ctx.settings.log_level.upper()
     logs.configure(ctx.settings.log_format, level)  # before RQ's loggers: see logs.configure
+    check_partitions()
     start_heartbeat(ctx.redis, WORKER, ctx.settings)  # alive even while no job runs
     log.info("worker starting: %s", ctx.settings.summary())
     SweepTicker(ctx).start()
@@ -49,6 +51,24 @@ def main() -> None:
             log.warning("worker could not start its loop: Redis unavailable (%s)", type(exc).__name__)
         if not shutdown.is_set():
             log.warning("worker loop stopped; starting it again")
+            time.sleep(RESTART_PAUSE_S)
+
+
+def check_partitions() -> None:
+    """Refuse to start on a store made with another partition count (store/partitions.py): this
+    worker would claim, sweep and settle where no request is. Waits for Redis first (a worker
+    does nothing without it)."""
+    ctx, warned = context(), False
+    while not shutdown.is_set():
+        try:
+            ctx.partitions.check(ctx.redis)
+            return
+        except PartitionCountMismatch as exc:
+            refuse("worker", str(exc))
+        except RedisError as exc:
+            if not warned:
+                log.warning("could not read the store's partition count (%s); trying again", type(exc).__name__)
+                warned = True
             time.sleep(RESTART_PAUSE_S)
 
 

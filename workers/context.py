@@ -74,6 +74,7 @@ class WorkerContext:
             s.drainer_stale_seconds * 1000,
             s.redis_min_replicas,
             direct,
+            partitions=self.partitions,
         )
 
     def send_store(self) -> SendStore:
@@ -100,7 +101,10 @@ class WorkerContext:
     @cached_property
     def sweeper(self) -> Sweeper:
         return Sweeper(
-            self.redis, self.settings.result_ttl, drainer_stale_ms=self.settings.drainer_stale_seconds * 1000
+            self.redis,
+            self.settings.result_ttl,
+            drainer_stale_ms=self.settings.drainer_stale_seconds * 1000,
+            partitions=self.partitions,
         )
 
     @cached_property
@@ -116,7 +120,7 @@ class WorkerContext:
             keys.CALLS: Limit.parse(self.settings.rate_limit_calls),
             keys.API: Limit.parse(self.settings.rate_limit_api),
         }
-        return RateLimiter(redis, self.settings.plivo_auth_id, limits, direct=direct)
+        return RateLimiter(redis, self.settings.plivo_auth_id, limits, direct=direct, partitions=self.partitions)
 
     @cached_property
     def client(self) -> PlivoClient:

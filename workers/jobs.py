@@ -42,6 +42,7 @@ def drain(drainer_id: str) -> int:
     renewed = started
     in_flight: dict[Future[None], Claimed] = {}
     finished: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
+    rounds = Rounds(ctx.partitions.count)
     while True:
         stopping = time.monotonic() - started > ctx.settings.drain_seconds or shutdown.is_set()
         if stopping and not in_flight:
@@ -51,10 +52,12 @@ def drain(drainer_id: str) -> int:
         # renews the leases of what it holds: at most 1.5 heartbeats apart.
         wanted = {} if stopping else _wanted(ctx.settings, in_flight.values())
         held = []
-        if time.monotonic() - renewed >= HEARTBEAT_S / 2:
+        heartbeat = time.monotonic() - renewed >= HEARTBEAT_S / 2
+        if heartbeat:
             held, renewed = [item.rid for item in in_flight.values()], time.monotonic()
+        among = rounds.next(full=heartbeat or not in_flight)
         try:
-            claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight)
+            claim = ctx.outbox.claim(drainer_id, wanted, held, may_leave=not in_flight, among=among)
         except RedisError as exc:  # a failover: the sends in flight go on; claim again in a moment
             log.warning("drain job could not claim (%s); trying again", type(exc).__name__)
             claim = Claim([], "", leave=False)
@@ -64,6 +67,7 @@ def drain(drainer_id: str) -> int:
         if claim.leave:
             return sent
         _ring(ctx, claim.ring_id)
+        rounds.found(bool(claim.items))
         for item in claim.items:
             future = ctx.pool.submit(send_one, ctx, item)
             in_flight[future] = item
@@ -74,6 +78,31 @@ def drain(drainer_id: str) -> int:
         more = not stopping and _filled(wanted, claim.items)
         until = time.monotonic() + (HEARTBEAT_S / 2 if stopping or more else IDLE_POLL_S)
         _collect(ctx.settings, in_flight, finished, until, batch if more else 0)
+
+
+class Rounds:
+    """Which partitions a drain job claims from next. A full round (every partition, from the one
+    after where the last round started, so none is always served last) when its heartbeat is due
+    (it keeps the job a live drainer of every partition and renews every lease), when nothing is
+    in flight (only a full round of empty claims lets the job leave) and after a round that found
+    work (more may wait anywhere). Otherwise, with sends in flight and nothing found, one
+    partition per idle poll, in turn: an idle drain job costs one claim per poll, as with one
+    partition, plus a full round per half heartbeat, not one claim per partition per poll; new
+    work waits at most about half a heartbeat for it meanwhile, and none at all under load."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.start = 0
+        self.busy = True  # the last round found work: the next one is full
+
+    def next(self, full: bool) -> list[int]:
+        self.start = (self.start + 1) % self.count
+        if full or self.busy or self.count == 1:
+            return [(self.start + i) % self.count for i in range(self.count)]
+        return [self.start]
+
+    def found(self, work: bool) -> None:
+        self.busy = work
 
 
 def _collect(

@@ -30,7 +30,8 @@ def send_one(ctx: WorkerContext, item: Claimed) -> None:
 def _send(ctx: WorkerContext, item: Claimed) -> None:
     store = ctx.send_store()
     mark_sending = partial(store.outbox.mark_sending, item)
-    if within(REDIS_BUDGET_S, lambda: store.limiter.acquire(item.api_class, mark_sending)) is None:
+    at = ctx.partitions.at(item.rid)
+    if within(REDIS_BUDGET_S, lambda: store.limiter.acquire(item.api_class, mark_sending, at)) is None:
         return
     start = perf_counter()
     verdict = ctx.client.send(item, f"{ctx.settings.callback_url}?rid={item.rid}")

@@ -4,7 +4,7 @@
 -- answered as a duplicate, nothing changed.
 -- Answers {outcome, tenant}: the tenant of the request the callback URL named ('' for none),
 -- whose figures over time the webhook's latency goes into (store/metrics.py).
--- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms method
+-- ARGV: rid api_id delivery body digest now ttl orphan_ttl nonce_key replay_window_ms method elsewhere
 local rid = ARGV[1]                    -- from the signed callback URL; '' when absent or not a UUID
 local api_id = ARGV[2]
 local delivery = ARGV[3]               -- JSON: received_at, method, api_id, body
@@ -16,6 +16,10 @@ local orphan_ttl = ARGV[8]             -- seconds an unmatched delivery waits fo
 local nonce_key = ARGV[9]              -- the signature nonce's key; '' when unsigned
 local replay_window_ms = ARGV[10]
 local method = ARGV[11]
+-- '1': the api_id's home pointer names a request in another partition (store/deliveries.py):
+-- if `rid` names none here, answer {'elsewhere', ''} having written nothing, to be matched there.
+local elsewhere = ARGV[12] == '1'
+if elsewhere and rid ~= '' and not load(rid) then return {'elsewhere', ''} end
 local signature = nonce_key ~= '' and 'valid' or 'unchecked'  -- a signed delivery has a nonce
 local function target_of()
   if rid ~= '' and load(rid) then return rid end
