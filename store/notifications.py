@@ -9,9 +9,9 @@ and skips one without room at the cost of one look, whatever it has queued.
 
 A request's notification is queued, leased and settled in the request's partition
 (store/partitions.py), each partition with its own host queues. A claim looks at every
-partition, starting one further each time, so that none is always served first; a host's
-room is the notifier's across all of them, so NOTIFY_HOST_CONCURRENCY holds whichever
-partitions its notifications are in.
+partition with something due, starting one further each time, so that none is always served
+first; a host's room is the notifier's across all of them, so NOTIFY_HOST_CONCURRENCY holds
+whichever partitions its notifications are in.
 """
 
 from __future__ import annotations
@@ -62,16 +62,31 @@ class Notifications:
         room the partitions before it left."""
         count = self.partitions.count
         first, self._first = self._first, (self._first + 1) % count
+        ready = self._due() if count > 1 else {0}
         room = dict(room)
         claimed: list[DueNotification] = []
-        for p in range(first, first + count):
+        for p in [(first + i) % count for i in range(count)]:
             if len(claimed) >= wanted:
                 break
-            taken = self._claim(self.partitions.prefix(p % count), wanted - len(claimed), room, host_room)
+            if p not in ready:
+                continue
+            taken = self._claim(self.partitions.prefix(p), wanted - len(claimed), room, host_room)
             for due in taken:
                 room[due.host] = room.get(due.host, host_room) - 1
             claimed += taken
         return claimed
+
+    def _due(self) -> set[int]:
+        """The partitions with a host whose queue may have something due (or notifications
+        queued before host queues), read in one round trip: an idle notifier costs that, not a
+        script call per partition, every poll."""
+        now = now_ms()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for prefix in self.partitions.prefixes():
+                pipe.zrangebyscore(keys.at(prefix, keys.NOTIFY_HOSTS), "-inf", now, start=0, num=1)
+                pipe.exists(keys.at(prefix, keys.NOTIFY_DUE_UNSPLIT))
+            found = pipe.execute()
+        return {p for p in range(self.partitions.count) if found[2 * p] or found[2 * p + 1]}
 
     def _claim(self, at: str, wanted: int, room: dict[str, int], host_room: int) -> list[DueNotification]:
         now = now_ms()

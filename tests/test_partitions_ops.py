@@ -8,6 +8,7 @@ node: the code path of a cluster but for routing."""
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,14 +122,28 @@ def test_notifications_due_in_every_partition_are_all_delivered(store):
     assert all([a["outcome"] for a in notifications.attempts(rid)] == ["delivered"] for rid in rids)
 
 
+class Counted:
+    """Scripts that count the calls of each name."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts, self.calls = scripts, Counter[str]()
+
+    def __call__(self, name: str, *args: ScriptArg, at: str = keys.PREFIX) -> object:
+        self.calls[name] += 1
+        return self.scripts(name, *args, at=at)
+
+
 def test_a_hosts_room_holds_across_partitions_and_claims_start_each_in_turn(store):
     """A host with room for 2 gets 2 from one claim, not 2 from each partition; successive
-    claims look at a different partition first, so none is always served first."""
+    claims look at a different partition first, so none is always served first. An idle
+    claim runs no script: it reads which partitions have something due first."""
+    notifications = Notifications(store, lease_ms=60_000, partitions=PARTS)
+    notifications.scripts = counted = Counted(notifications.scripts)  # type: ignore[assignment]
+    assert notifications.claim(10, {}, host_room=2) == [] and counted.calls["notify_claim"] == 0
     url = "http://127.0.0.1:9/hook"
     rids = [submit(store, p, notify_url=url) for p in range(4) for _ in range(2)]
     for p in range(4):
         settle_all(store, p)
-    notifications = Notifications(store, lease_ms=60_000, partitions=PARTS)
     claimed = notifications.claim(10, {}, host_room=2)
     assert len(claimed) == 2
     firsts = [PARTS.of(due.rid) for due in claimed[:1]]
