@@ -18,6 +18,7 @@ from config import Settings
 from local.processes import wait_for
 from notify_hosts import HostPolicy
 from store import connect, keys, series
+from store.connection import connect_store, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.partitions import Partitions
@@ -56,22 +57,24 @@ def store(redis_server) -> Iterator[Any]:
     client.close()
 
 
-def submit(redis: Any, p: int, tenant: str = "t", notify_url: str = "", timeout: int = 60) -> str:
+def submit(
+    redis: Any, p: int, tenant: str = "t", notify_url: str = "", timeout: int = 60, parts: Partitions = PARTS
+) -> str:
     """A request of `tenant` in partition p, as the submit script makes one there."""
     host = HostPolicy.parse(("127.0.0.1",)).check_url(notify_url).authority if notify_url else ""
     sub = Submission(
         tenant, "POST", "Message/", {"text": "hi"}, "POST", timeout, notify_url=notify_url, notify_host=host
     )
     _, _, _, args = Requests(redis, TTL).submit_args(sub)
-    rid = PARTS.new_id(p)
-    Scripts(redis)("submit", rid, *args[1:], at=PARTS.prefix(p))
+    rid = parts.new_id(p)
+    Scripts(redis)("submit", rid, *args[1:], at=parts.prefix(p))
     return rid
 
 
-def settle_all(redis: Any, p: int, verdict: str = "completed") -> list[str]:
+def settle_all(redis: Any, p: int, verdict: str = "completed", parts: Partitions = PARTS) -> list[str]:
     """Send every queued request of partition p and settle it so, as a drain job there would."""
     outbox = Outbox(redis, TTL, max_drainers=1)
-    outbox.scripts = InPartition(outbox.scripts, PARTS.prefix(p))  # type: ignore[assignment]
+    outbox.scripts = InPartition(outbox.scripts, parts.prefix(p))  # type: ignore[assignment]
     done = []
     while claimed := outbox.claim("test", {keys.API: 500}, [], may_leave=False).items:
         for item in claimed:
@@ -84,9 +87,9 @@ def settle_all(redis: Any, p: int, verdict: str = "completed") -> list[str]:
     return done
 
 
-def record(redis: Any, rid: str) -> RequestRecord | None:
+def record(redis: Any, rid: str, parts: Partitions = PARTS) -> RequestRecord | None:
     """A request's record, read in its partition."""
-    fields = Scripts(redis)("read", rid, at=PARTS.at(rid))
+    fields = Scripts(redis)("read", rid, at=parts.at(rid))
     pairs = dict(zip(fields[::2], fields[1::2], strict=True))  # type: ignore[index]
     return RequestRecord(pairs) if pairs.get("tenant") else None
 
@@ -253,3 +256,44 @@ def test_an_aliass_requests_move_from_every_partition(store):
         assert store.get(keys.at(prefix, keys.idempotency("new", f"digest{p}"))) == f"{rid} body"
         assert store.hget(keys.at(prefix, keys.series(series.scope_of("new"), 1)), "0s") == "1"
     assert not [name for name in store.scan_iter(count=1000) if ":old:" in name or name.endswith(":old")]
+
+
+def test_the_operators_steps_run_on_a_cluster_without_crossing_slots(redis_cluster):
+    """Every step above on a real Redis Cluster with 24 partitions over 3 primaries, where a
+    command or script touching two slots is refused: notifications claimed and settled, a
+    retry and a bulk retry, the quarantine kept, read and emptied, an alias moved."""
+    parts = Partitions(24)
+    settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_CLUSTER_NODES": redis_cluster.seeds})
+    client = connect_store(redis_target(settings))
+    url = "http://127.0.0.1:9/hook"
+    spread = [p * 6 for p in range(4)]  # partitions on more than one primary
+    rids = [submit(client, p, notify_url=url, parts=parts) for p in spread]
+    for p in spread:
+        settle_all(client, p, "failed", parts=parts)
+    notifications = Notifications(client, lease_ms=60_000, partitions=parts)
+    claimed = notifications.claim(10, {}, host_room=10)
+    assert sorted(due.rid for due in claimed) == sorted(rids)
+    for due in claimed:
+        assert notifications.settle(due, "delivered", {"outcome": "delivered"})
+        assert [a["outcome"] for a in notifications.attempts(due.rid)] == ["delivered"]
+
+    retries = Retries(client, TTL, partitions=parts)
+    assert parts.of(retries.retry(rids[0], "t").value) == parts.of(rids[0])
+    total, matched = retries.matching("t", Filter())
+    assert total == 4 and set(matched) == set(rids)
+    bulk_id = retries.start("t", matched)
+    while retries.work(2) or client.zcard(keys.at(parts.prefix(parts.home(bulk_id)), keys.BULK_RETRIES)):
+        pass
+    progress = retries.progress(bulk_id, ("t",))
+    assert progress is not None and (progress["retried"], progress["skipped"]) == (3, 1)
+
+    quarantine = Quarantine(client, 600, 1_000_000, partitions=parts)
+    for rid in (rids[1], parts.new_id(5)):
+        description = {"reason": "signature", "rid": rid, "method": "POST", "headers": {}, "size": 2}
+        assert quarantine.keep(description, b"{}", "invalid")
+    total, page = quarantine.page(0, 10)
+    assert total == quarantine.size() == 2 and {entry["known_request"] for entry in page} == {True, False}
+    assert all(quarantine.remove(entry.id, "matched") for entry in quarantine.entries(quarantine.ids()))
+
+    assert move_aliases(client, Scripts(client), [Tenant("new", ("t",))], parts) == 4 + 4
+    assert {record(client, rid, parts).tenant for rid in rids} == {"new"}  # type: ignore[union-attr]
