@@ -12,13 +12,16 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from config import Settings
 from local.processes import wait_for
 from notify_hosts import HostPolicy
+from receiver.quarantine import recheck
+from receiver.services import Services
 from store import connect, keys, series
-from store.connection import connect_store, redis_target
+from store.connection import connect_store, now_ms, redis_target
 from store.notifications import Notifications
 from store.outbox import Outbox
 from store.partitions import Partitions
@@ -26,13 +29,19 @@ from store.quarantine import Quarantine
 from store.records import Filter, RequestRecord, Requests, Submission
 from store.retries import Retried, Retries
 from store.scripts import ScriptArg, Scripts
+from store.sweep import Sweeper
 from store.tenants import Tenant, move_aliases
+from tests.support.api import submit as submit_api
+from tests.support.api import wait_status
 from tests.support.notify_receiver import NEW_SECRET, Receiver
+from tests.support.services import KEY_A
+from tests.support.signed_callbacks import delivery
 from workers.notifying import Notifier
 
 DB = 4
 TTL = 3600
 PARTS = Partitions(4)
+WRONG_URL = "https://answerback.example"  # where a proxy in front of web is reached, say
 
 
 class InPartition:
@@ -297,3 +306,50 @@ def test_the_operators_steps_run_on_a_cluster_without_crossing_slots(redis_clust
 
     assert move_aliases(client, Scripts(client), [Tenant("new", ("t",))], parts) == 4 + 4
     assert {record(client, rid, parts).tenant for rid in rids} == {"new"}  # type: ignore[union-attr]
+
+
+def test_a_partitioned_stack_retries_in_bulk_notifies_and_applies_quarantined_callbacks(make_stack, sandbox):
+    """Web and a worker on four partitions: expired requests of every partition retried in
+    bulk (exact progress, each retry completed in its original's partition), every
+    notification delivered, and callbacks refused under a wrong PUBLIC_URL kept in the
+    quarantine, then applied by the re-check of a web with that URL."""
+    receiver = Receiver().start()
+    stack = make_stack(db=DB, workers=0, STORE_PARTITIONS="4", NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET)
+    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message/"]})
+    try:
+        with stack.web.client(KEY_A) as api:
+            old = [submit_api(api, callback_timeout=1, notify_url=receiver.url)["request_id"] for _ in range(8)]
+            held = [submit_api(api, "POST", "Message/")["request_id"] for _ in range(4)]
+            Sweeper(stack.redis, TTL, partitions=PARTS).sweep(now_ms() + 2000)
+            started = api.post("/v1/requests/retry", json={}).json()
+            assert started["count"] == 8
+            stack.start_worker()
+            progress = wait_for(
+                lambda: (p := api.get(f"/v1/requests/retry/{started['bulk_id']}").json())["status"] == "done" and p,
+                20,
+                0.05,
+                "the bulk retry to finish",
+            )
+            assert (progress["count"], progress["retried"], progress["skipped"]) == (8, 8, 0)
+            new = [api.get(f"/v1/requests/{rid}").json()["retried_as"] for rid in old]
+            assert [PARTS.of(rid) for rid in new] == [PARTS.of(rid) for rid in old]
+            for rid in new:
+                wait_status(api, rid, "completed")
+            wait_for(lambda: all(receiver.events(rid) for rid in old + new), 15, 0.05, "every notification")
+            pending = [wait_status(api, rid, "pending") for rid in held]
+            with httpx.Client(base_url=stack.web.url) as hooks:
+                refused = [delivery(hooks, WRONG_URL, record) for record in pending]
+            assert [answer.status_code for answer in refused] == [403] * 4  # type: ignore[union-attr]
+            quarantine = Quarantine(stack.redis, 600, 1_000_000, partitions=PARTS)
+            assert quarantine.size() == 4
+            web = Services.build(Settings.from_env({**stack.env, "PUBLIC_URL": WRONG_URL}))
+            assert recheck(web)["outcomes"] == {"matched": 4}  # as a web so started re-checks
+            assert quarantine.size() == 0
+            for rid in held:
+                assert wait_status(api, rid, "completed")
+                events = api.get(f"/v1/requests/{rid}/events").json()["events"]
+                assert [e["verdict"] for e in events if e["event"] == "callback"] == ["refused", "matched"]
+    finally:
+        receiver.stop()
+    assert all(len(receiver.events(rid)) == 1 for rid in old + new)
+    assert len(partitions_written(stack.redis)) == 4
