@@ -170,7 +170,7 @@ def _move_aliases(svc: Services, then: Callable[[], object]) -> None:
                     "every web process (docs/operations.md, Tenants and keys)",
                     keys.TENANT_SALT,
                 )
-            moved = move_aliases(svc.redis, svc.requests.scripts, tenants.values())
+            moved = move_aliases(svc.redis, svc.requests.scripts, tenants.values(), svc.partitions)
             if moved:
                 log.info("moved %d requests from former tenant ids of API keys to their tenants", moved)
         except RedisError as exc:

@@ -90,10 +90,12 @@ class Services:
             ),
             listener=DoneListener(connect_store(target, max_connections=pools["listener"]), partitions=partitions),
             queue=Queue(settings.queue_name, connection=connect_rq(target, max_connections=pools["queue"])),
-            notifications=Notifications(redis, settings.notify_lease_ms),
+            notifications=Notifications(redis, settings.notify_lease_ms, partitions=partitions),
             notify_hosts=HostPolicy.parse(settings.notify_hosts),
-            quarantine=Quarantine(callback_redis, settings.quarantine_ttl, settings.quarantine_max_bytes),
-            retries=Retries(redis, settings.result_ttl, stale_ms),
+            quarantine=Quarantine(
+                callback_redis, settings.quarantine_ttl, settings.quarantine_max_bytes, partitions=partitions
+            ),
+            retries=Retries(redis, settings.result_ttl, stale_ms, partitions=partitions),
             waiters=WaiterSlots(wait_cap(settings), settings.max_waiters_per_tenant),
             waiter_requests=Requests(
                 connect_store(target, max_connections=pools["waiters"], queue_timeout=WAITER_QUEUE_S),

@@ -138,6 +138,13 @@ def bulk_retry_rids(bulk_id: str) -> str:
     return f"{PREFIX}bulk:{bulk_id}:rids"
 
 
+def bulk_retry_plan(bulk_id: str) -> str:
+    """Hash request id -> the id its retry gets, for those at the head of the list until they
+    are counted: a step cut off before counting retries them with the same ids again, and so
+    knows which of them it retried itself (store/retries.py)."""
+    return f"{PREFIX}bulk:{bulk_id}:plan"
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{tenant}:{key_digest}"
 

@@ -14,6 +14,11 @@ naming no request. Past the bound, those naming no request go first, then the ot
 oldest first within each: anyone can forge the first kind, but only Plivo is handed the rids
 of requests, so a flood of forgeries cannot push out the genuine callbacks a misconfiguration
 refused. Each one dropped is counted (lua/quarantine_keep.lua).
+
+The quarantine is one structure: with several partitions (store/partitions.py) its keys are in
+one of them, that of `home("quarantine")`. A refusal naming a request is that request's event,
+in the request's partition: added there first (lua/quarantine_event.lua), which tells whether
+the rid names a request, and whose, before the entry is kept.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from redis.exceptions import LockError
 
 from store import keys
 from store.connection import now_ms
+from store.partitions import ONE, Partitions
 from store.scripts import Scripts
 
 ENTRY_OVERHEAD = 256  # bytes counted for each entry beside its own length
@@ -49,17 +55,23 @@ class Quarantined:
 
 
 class Quarantine:
-    def __init__(self, redis: Redis, ttl_s: int, max_bytes: int) -> None:
+    def __init__(self, redis: Redis, ttl_s: int, max_bytes: int, partitions: Partitions = ONE) -> None:
         self.redis = redis
         self.ttl_ms = ttl_s * 1000
         self.max_bytes = max_bytes
+        self.partitions = partitions
+        self.at = partitions.prefix(partitions.home("quarantine"))  # the quarantine's partition
         self.scripts = Scripts(redis)
+
+    def _key(self, name: str) -> str:
+        return keys.at(self.at, name)
 
     def keep(self, description: dict[str, Any], body: bytes, signature: str = "") -> bool:
         """Keep one refused callback and count its refusal (`rejected_<reason>`), in one round
-        trip; answers whether it was kept (not when it alone is larger than the bound). A refusal
-        naming a known request (`rid`) is also one of its events (store/events.py), with
-        `signature` ("invalid", "valid", "unchecked"; "" when not checked yet)."""
+        trip (two with several partitions, when it names a request); answers whether it was
+        kept (not when it alone is larger than the bound). A refusal naming a known request
+        (`rid`) is also one of its events (store/events.py), with `signature` ("invalid",
+        "valid", "unchecked"; "" when not checked yet)."""
         try:
             text, encoding = body.decode(), ""
         except UnicodeDecodeError:
@@ -67,7 +79,7 @@ class Quarantine:
         now = now_ms()
         described = {**description, "at": now, "body_encoding": encoding}
         entry = json.dumps(described, separators=(",", ":")) + "\n" + text
-        args = (
+        args: tuple[str | int, ...] = (
             entry,
             now,
             self.ttl_ms,
@@ -80,12 +92,22 @@ class Quarantine:
             description.get("size", 0),
             UNKNOWN_OVERHEAD,
         )
-        return bool(self.scripts.once("quarantine_keep", *args))
+        if self.partitions.count > 1:  # the request's event in its partition, then the entry here
+            rid = description.get("rid", "")
+            tenant = ""
+            if rid:
+                event = (rid, now, description.get("method", ""), signature, description.get("size", 0))
+                found = self.scripts.once("quarantine_event", *event, description["reason"], at=self.partitions.at(rid))
+                tenant = cast(str, found)
+            args += (tenant,)
+        return bool(self.scripts.once("quarantine_keep", *args, at=self.at))
 
     def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
         """(entries kept, one page of their descriptions, newest first, each with its id and
         `known_request`: whether its rid named a request when it was kept)."""
-        total, *found = cast(list[Any], self.scripts("quarantine_page", now_ms(), self.ttl_ms, offset, limit))
+        total, *found = cast(
+            list[Any], self.scripts("quarantine_page", now_ms(), self.ttl_ms, offset, limit, at=self.at)
+        )
         return int(total), [
             {"id": id, **json.loads(text), "known_request": bool(known)}
             for id, text, known in zip(found[::3], found[1::3], found[2::3], strict=True)
@@ -93,22 +115,26 @@ class Quarantine:
 
     def size(self) -> int:
         """Entries kept (younger than the TTL)."""
-        return int(self.redis.zcount(keys.QUARANTINE, f"({now_ms() - self.ttl_ms}", "+inf"))
+        return int(self.redis.zcount(self._key(keys.QUARANTINE), f"({now_ms() - self.ttl_ms}", "+inf"))
 
     def ids(self) -> list[str]:
         """Every entry's id, oldest first."""
-        return cast(list[str], self.redis.zrangebyscore(keys.QUARANTINE, f"({now_ms() - self.ttl_ms}", "+inf"))
+        return cast(
+            list[str], self.redis.zrangebyscore(self._key(keys.QUARANTINE), f"({now_ms() - self.ttl_ms}", "+inf")
+        )
 
     def entries(self, ids: list[str]) -> Iterator[Quarantined]:
         """The entries of `ids` still kept."""
-        for id, entry in zip(ids, self.redis.hmget(keys.QUARANTINE_ENTRIES, ids) if ids else [], strict=True):
+        for id, entry in zip(
+            ids, self.redis.hmget(self._key(keys.QUARANTINE_ENTRIES), ids) if ids else [], strict=True
+        ):
             if entry is not None:
                 yield _parsed(id, cast(str, entry))
 
     def remove(self, id: str, outcome: str) -> bool:
         """Take out an entry that was applied with `outcome`; answers False if another
         re-check took it out first (its outcome is counted once)."""
-        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome, UNKNOWN_OVERHEAD))
+        return bool(self.scripts("quarantine_remove", id, ENTRY_OVERHEAD, outcome, UNKNOWN_OVERHEAD, at=self.at))
 
     @contextmanager
     def recheck_lock(self, timeout_s: float) -> Iterator[bool]:

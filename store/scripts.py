@@ -45,6 +45,7 @@ NAMES = (
     "notify_again",
     "move_tenant",
     "quarantine_keep",
+    "quarantine_event",
     "quarantine_page",
     "quarantine_remove",
     "refused",

@@ -11,6 +11,9 @@ versions before the salt), and for a named key both its unsalted and its salted 
 record filed under an alias, submissions check the aliases' Idempotency-Key entries, and
 `move_aliases` moves what is filed under an alias to the tenant, so that none of a key's
 requests leaves its owner whichever way its key is listed.
+
+With several partitions (store/partitions.py) an alias's requests, Idempotency-Key entries and
+figures are in every partition: each partition's are moved by move_tenant.lua run there.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError
 
 from store import keys, series
+from store.partitions import ONE, Partitions
 from store.records import STATUSES
 from store.scripts import Scripts
 
@@ -64,45 +68,59 @@ def salt(redis: Redis, min_replicas: int = 0) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def move_aliases(redis: Redis, scripts: Scripts, tenants: Iterable[Tenant]) -> int:
-    """Move what is filed under each tenant's aliases to the tenant; the records moved. One
-    pipelined EXISTS per alias when there is nothing to move."""
+def move_aliases(redis: Redis, scripts: Scripts, tenants: Iterable[Tenant], partitions: Partitions = ONE) -> int:
+    """Move what is filed under each tenant's aliases to the tenant, in every partition; the
+    records moved. One pipelined EXISTS per alias and partition when there is nothing to move."""
     moves = [(alias, tenant.id) for tenant in tenants for alias in tenant.aliases]
     if not moves:
         return 0
+    prefixes = partitions.prefixes()
     with redis.pipeline(transaction=False) as pipe:
         for alias, _ in moves:
-            pipe.exists(keys.tenant_requests(alias))
+            for prefix in prefixes:
+                pipe.exists(keys.at(prefix, keys.tenant_requests(alias)))
         found = pipe.execute()
+    n = len(prefixes)
     return sum(
-        _move(redis, scripts, alias, tenant) for (alias, tenant), there in zip(moves, found, strict=True) if there
+        _move(redis, scripts, partitions, alias, tenant)
+        for i, (alias, tenant) in enumerate(moves)
+        if any(found[i * n : (i + 1) * n])
     )
 
 
-def _move(redis: Redis, scripts: Scripts, alias: str, tenant: str) -> int:
+def _scan(redis: Redis, partitions: Partitions, pattern: str) -> dict[str, list[str]]:
+    """The names matching `pattern` (built under keys.PREFIX) in every partition, by partition
+    prefix. One SCAN over the store whatever the count (`ab:{*}:` matches every partition's
+    hash-tagged prefix): on a cluster, redis-py's RedisCluster.scan_iter scans every primary."""
+    prefixes = partitions.prefixes()
+    if partitions.count > 1:
+        pattern = keys.at(keys.PREFIX + "{*}:", pattern)
+    found: dict[str, list[str]] = {prefix: [] for prefix in prefixes}
+    for name in redis.scan_iter(match=pattern, count=1000):
+        text = name.decode() if isinstance(name, bytes) else name
+        prefix = text[: text.index("}:") + 2] if partitions.count > 1 else keys.PREFIX
+        if prefix in found:
+            found[prefix].append(text)
+    return found
+
+
+def _move(redis: Redis, scripts: Scripts, partitions: Partitions, alias: str, tenant: str) -> int:
     statuses = " ".join(STATUSES)
     # The Idempotency-Key entries first: a move cut off half way leaves the alias's index in
     # place, so the next look finds it and finishes. Their names hold only a digest of the
     # key: found by SCAN.
-    batch: list[str] = []
-    for name in redis.scan_iter(match=keys.idempotency(alias, "*"), count=1000):
-        batch.append(name.decode() if isinstance(name, bytes) else name)
-        if len(batch) == MOVE_BATCH:
-            scripts("move_tenant", alias, tenant, 0, statuses, *batch)
-            batch = []
-    if batch:
-        scripts("move_tenant", alias, tenant, 0, statuses, *batch)
+    for prefix, names in _scan(redis, partitions, keys.idempotency(alias, "*")).items():
+        for at in range(0, len(names), MOVE_BATCH):
+            scripts("move_tenant", alias, tenant, 0, statuses, *names[at : at + MOVE_BATCH], at=prefix)
     moved = 0
-    while True:
-        count, left = cast("list[int]", scripts("move_tenant", alias, tenant, MOVE_BATCH, statuses))
-        moved += count
-        if not left:
-            break
+    for prefix in partitions.prefixes():
+        while True:
+            count, left = cast("list[int]", scripts("move_tenant", alias, tenant, MOVE_BATCH, statuses, at=prefix))
+            moved += count
+            if not left:
+                break
     # Then its figures over time, which the records' last steps may have added to meanwhile.
-    blocks = [
-        n.decode() if isinstance(n, bytes) else n
-        for n in redis.scan_iter(match=keys.series(series.scope_of(alias), "*"))
-    ]
-    for at in range(0, len(blocks), MOVE_BATCH):
-        scripts("move_tenant", alias, tenant, 0, statuses, *blocks[at : at + MOVE_BATCH])
+    for prefix, blocks in _scan(redis, partitions, keys.series(series.scope_of(alias), "*")).items():
+        for at in range(0, len(blocks), MOVE_BATCH):
+            scripts("move_tenant", alias, tenant, 0, statuses, *blocks[at : at + MOVE_BATCH], at=prefix)
     return moved

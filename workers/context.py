@@ -96,7 +96,7 @@ class WorkerContext:
 
     @cached_property
     def notifications(self) -> Notifications:
-        return Notifications(self.redis, self.settings.notify_lease_ms)
+        return Notifications(self.redis, self.settings.notify_lease_ms, partitions=self.partitions)
 
     @cached_property
     def sweeper(self) -> Sweeper:
@@ -109,7 +109,9 @@ class WorkerContext:
 
     @cached_property
     def retries(self) -> Retries:
-        return Retries(self.redis, self.settings.result_ttl, self.settings.drainer_stale_seconds * 1000)
+        return Retries(
+            self.redis, self.settings.result_ttl, self.settings.drainer_stale_seconds * 1000, partitions=self.partitions
+        )
 
     @cached_property
     def limiter(self) -> RateLimiter:

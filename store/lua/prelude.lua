@@ -120,6 +120,17 @@ local function callback_event(rid, verdict, at, method, signature, size, digest)
     signature = signature ~= '' and signature or nil, size = size, d = digest})
 end
 
+-- A refused callback that names a known request (`rid`; '' names none) is one of its events;
+-- answers that request's tenant (nil: it names none).
+local function refused_event(rid, at, method, signature, size, reason)
+  local tenant = rid ~= '' and field(rid, 'tenant') or nil  -- every record has one
+  if tenant then
+    add_event(rid, at, {event = 'callback', verdict = 'refused', method = method,
+      signature = signature ~= '' and signature or nil, size = size, reason = reason})
+  end
+  return tenant
+end
+
 -- The record and what hangs on it: its other deliveries, its notification
 -- attempts, its events and any notification still due.
 local function delete_record(rid)

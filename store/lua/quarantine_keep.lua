@@ -14,18 +14,22 @@
 -- and counts in the figures over time of all tenants and of that request's tenant.
 -- Each entry counts its length plus `overhead`, plus `unknown_overhead` for one naming no
 -- request (its id in a second sorted set).
--- ARGV: entry now ttl_ms max_bytes overhead reason rid method signature body_size unknown_overhead
+-- With several partitions the request is in its own, not the quarantine's: its event was
+-- added there first (quarantine_event.lua), which answered its tenant, passed as `tenant`.
+-- ARGV: entry now ttl_ms max_bytes overhead reason rid method signature body_size unknown_overhead [tenant]
 local entry, now, ttl_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_bytes, overhead, reason = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local rid, method, signature, body_size = ARGV[7] or '', ARGV[8], ARGV[9], tonumber(ARGV[10])
 local unknown_overhead = tonumber(ARGV[11])
+local read_apart = {unpack(ARGV, 12)}  -- {tenant} when read in the request's partition
 count('rejected_' .. reason)
-local tenant = rid ~= '' and field(rid, 'tenant') or nil  -- every record has one
-local known = tenant ~= nil
-if known then
-  add_event(rid, now, {event = 'callback', verdict = 'refused', method = method,
-    signature = signature ~= '' and signature or nil, size = body_size, reason = reason})
+local tenant
+if #read_apart > 0 then
+  tenant = read_apart[1] ~= '' and read_apart[1] or nil  -- '': the rid named no request
+else
+  tenant = refused_event(rid, now, method, signature, body_size, reason)
 end
+local known = tenant ~= nil
 series_add(tenant, now, 'r')
 for _, old in ipairs(redis.call('ZRANGEBYSCORE', QUARANTINE, '-inf', now - ttl_ms)) do
   quarantine_drop(old, overhead, unknown_overhead)
