@@ -30,6 +30,7 @@ NOTIFY_DELAY_MAX = 7 * 86400
 
 REFERENCE = Path(__file__).resolve().parent / "docs" / "configuration.md"
 REFERENCE_COMMAND = "python3 -m config"
+CLUSTER_PARTITIONS = 24  # STORE_PARTITIONS on a Redis Cluster unless set (store/partitions.py says why)
 
 
 class ConfigError(ValueError):
@@ -355,16 +356,18 @@ class Settings:
         "Replicas that must confirm a write (Redis `WAIT`) before a callback is answered 200, a submission "
         "202, and before a worker sends a request.",
     )
-    store_partitions: int = integer(
+    store_partitions: int = setting(
         REDIS,
         "STORE_PARTITIONS",
         1,
         "How many partitions the store is split into, each a hash-tagged key prefix whose scripts touch it "
-        "alone, so that a Redis Cluster spreads them over its primaries (store/partitions.py; 24 divides "
-        "evenly among 2, 3, 4, 6, 8, 12 or 24 primaries). 1 keeps every key under `ab:`, the single-Redis "
-        "layout. Fixed once requests are stored: a process started with another count refuses to start.",
-        low=1,
-        high=1024,
+        f"alone, so that a Redis Cluster spreads them over its primaries (store/partitions.py; {CLUSTER_PARTITIONS} "
+        "divides evenly among 2, 3, 4, 6, 8, 12 or 24 primaries; a cluster needs at least 2). 1 keeps every key "
+        "under `ab:`, the single-Redis layout. Fixed once requests are stored: a process started with another "
+        "count refuses to start.",
+        read=partial(_int, low=1, high=1024),
+        accepts="integer, 1 to 1024",
+        shown_default=f"1; {CLUSTER_PARTITIONS} with `REDIS_CLUSTER_NODES`",
     )
 
     plivo_auth_id: str = setting(
@@ -730,6 +733,13 @@ class Settings:
             if raw:
                 values[name] = declaration.read(declaration.variable, raw)
         values.setdefault("max_waiters_per_tenant", max(1, values.get("max_waiters", cls.max_waiters) // 2))
+        if values.get("redis_cluster_nodes"):
+            values.setdefault("store_partitions", CLUSTER_PARTITIONS)
+            if values["store_partitions"] < 2:
+                raise ConfigError(
+                    "STORE_PARTITIONS=1 keeps every key under one prefix, which a Redis Cluster spreads over many "
+                    f"slots: no script could run; leave it unset ({CLUSTER_PARTITIONS}) or set at least 2"
+                )
         if values.get("notify_hosts") and not values.get("webhook_secrets"):
             raise ConfigError("WEBHOOK_SECRET is required when NOTIFY_HOSTS is set")
         return cls(**values)

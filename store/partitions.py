@@ -25,7 +25,6 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from store import keys
 from store.connection import now_ms
 
-CLUSTER_DEFAULT = 24
 MAX_PARTITIONS = 1024
 COUNT_KEY = keys.PREFIX + "partitions"  # the count the store was made with (set once)
 

@@ -227,3 +227,12 @@ def test_no_module_but_config_reads_a_setting_from_the_environment():
         for hit in settings_read_from_the_environment((ROOT / path).read_text(), names)
     ]
     assert found == [], "read these from config.Settings instead"
+
+
+def test_a_cluster_splits_the_store_unless_told_how_and_never_into_one_partition():
+    seeds = {"REDIS_CLUSTER_NODES": "127.0.0.1:7000"}
+    assert Settings.from_env({}).store_partitions == 1
+    assert Settings.from_env(seeds).store_partitions == config.CLUSTER_PARTITIONS
+    assert Settings.from_env({**seeds, "STORE_PARTITIONS": "6"}).store_partitions == 6
+    with pytest.raises(ConfigError, match="STORE_PARTITIONS=1 keeps every key under one prefix"):
+        Settings.from_env({**seeds, "STORE_PARTITIONS": "1"})
