@@ -11,25 +11,53 @@ import time
 from collections import Counter
 from itertools import pairwise
 
+import httpx
 import pytest
 
+from config import Settings
 from local.processes import wait_for
+from receiver.quarantine import recheck
+from receiver.services import Services
 from store import connect, keys
 from store.partitions import Partitions
 from tests.support.api import submit, wait_status, wait_worker
+from tests.support.notify_receiver import NEW_SECRET, Receiver
 from tests.support.services import Stack
-from tests.support.signed_callbacks import CallbackStream, not_kept_once, pending_records
+from tests.support.signed_callbacks import CallbackStream, delivery, not_kept_once, pending_records
 
 pytestmark = pytest.mark.slow
 
 DB = 11  # RQ's database on the session's plain Redis (tests/README.md)
+ADMIN = "admin-key-on-the-cluster"
+WRONG_URL = "https://answerback.example"  # a PUBLIC_URL other than the one the workers hand out
 PARTS = Partitions(24)
 
 
 @pytest.fixture
-def cluster_stack(redis_cluster, redis_server, base_env, workdir, sandbox):
-    connect(f"{redis_server.url}/{DB}").flushdb()
-    env = {
+def cluster_stack(make_cluster_stack):
+    return make_cluster_stack()
+
+
+@pytest.fixture
+def make_cluster_stack(redis_cluster, redis_server, base_env, workdir, sandbox):
+    stacks: list[Stack] = []
+
+    def make(**overrides: str) -> Stack:
+        connect(f"{redis_server.url}/{DB}").flushdb()
+        stack = Stack(_env(base_env, redis_cluster, redis_server, overrides), workdir, DB)
+        stacks.append(stack)
+        stack.start_web()
+        stack.start_worker()
+        stack.start_worker()
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+
+
+def _env(base_env, redis_cluster, redis_server, overrides: dict[str, str]) -> dict[str, str]:
+    return {
         **base_env,
         "REDIS_URL": f"{redis_server.url}/{DB}",
         "REDIS_CLUSTER_NODES": redis_cluster.seeds,
@@ -38,15 +66,8 @@ def cluster_stack(redis_cluster, redis_server, base_env, workdir, sandbox):
         "SWEEP_INTERVAL": "1",
         "LEASE_SECONDS": "10",
         "DRAINER_STALE_SECONDS": "3",
+        **overrides,
     }
-    stack = Stack(env, workdir, DB)
-    try:
-        stack.start_web()
-        stack.start_worker()
-        stack.start_worker()
-        yield stack
-    finally:
-        stack.stop()
 
 
 def shard_of(cluster, rid: str) -> int:
@@ -147,3 +168,72 @@ def test_a_primary_killed_under_callbacks_and_submissions_loses_nothing(cluster_
     assert statuses == [200] * len(records)
     assert lost == [] and twice_applied == [] and twice == [] and missing == []
     assert during, "the other shards take submissions while one fails over"
+
+
+def test_every_feature_works_on_a_cluster(make_cluster_stack, sandbox):
+    """What spans partitions, on a real cluster, where a script or command touching two slots
+    fails: retries one by one and in bulk, notifications, search, the timeline, figures, the
+    quarantine and its re-check, status and metrics."""
+    receiver = Receiver().start()
+    stack = make_cluster_stack(NOTIFY_HOSTS="127.0.0.1", WEBHOOK_SECRET=NEW_SECRET, ADMIN_API_KEYS=ADMIN)
+    sandbox.faults(drop_callback={"rate": 1.0, "paths": ["Message/"]})
+    try:
+        with stack.web.client() as api, stack.web.client(ADMIN) as admin:
+            wait_worker(api)
+            old = [
+                submit(api, "POST", "Message/", {"to": str(i)}, callback_timeout=1, notify_url=receiver.url)
+                for i in range(6)
+            ]
+            old = [wait_status(api, r["request_id"], "expired", timeout=30) for r in old]
+            held = wait_status(api, submit(api, "POST", "Message/")["request_id"], "pending")
+            sandbox.reset()
+            key = {"Idempotency-Key": "tour-1"}
+            first = api.post("/v1/requests", json={"method": "POST", "path": "Call/", "params": {}}, headers=key)
+            again = api.post("/v1/requests", json={"method": "POST", "path": "Call/", "params": {}}, headers=key)
+            assert again.headers.get("Idempotent-Replayed") == "true"
+            assert again.json()["request_id"] == first.json()["request_id"]
+            done = wait_status(api, first.json()["request_id"], "completed")
+
+            one = api.post(f"/v1/requests/{old[0]['request_id']}/retry")
+            assert one.status_code == 202, one.text
+            assert PARTS.of(one.json()["request_id"]) == PARTS.of(old[0]["request_id"])
+            preview = api.post("/v1/requests/retry", json={"status": "expired", "preview": True}).json()
+            assert preview["count"] == 6
+            bulk = api.post("/v1/requests/retry", json={"status": "expired"}).json()
+
+            def finished() -> dict | None:
+                progress = api.get(f"/v1/requests/retry/{bulk['bulk_id']}").json()
+                return progress if progress["status"] == "done" else None
+
+            progress = wait_for(finished, 30, 0.1, "the bulk retry to finish")
+            assert (progress["count"], progress["retried"], progress["skipped"]) == (6, 5, 1)
+            retried = [api.get(f"/v1/requests/{r['request_id']}").json()["retried_as"] for r in old]
+            for rid in retried:
+                wait_status(api, rid, "completed", timeout=30)
+            wait_for(lambda: all(receiver.events(r["request_id"]) for r in old), 20, 0.1, "every notification")
+
+            for q in (done["request_id"], done["api_id"], "tour-1"):
+                found = api.get("/v1/requests", params={"q": q}).json()
+                assert [r["request_id"] for r in found["objects"]] == [done["request_id"]], q
+            events = api.get(f"/v1/requests/{old[1]['request_id']}/events").json()["events"]
+            assert events[0]["event"] == "submitted" and events[-1]["event"] == "retried"
+            summary = api.get("/v1/summary").json()
+            assert sum(summary["counts"].values()) == 6 + 6 + 1 + 1, summary
+            series = api.get("/v1/series", params={"window": "hour"})
+            assert series.status_code == 200
+            assert admin.get("/v1/summary", params={"scope": "all"}).status_code == 200
+
+            with httpx.Client(base_url=stack.web.url) as hooks:
+                refused = delivery(hooks, WRONG_URL, held)
+            assert refused is not None and refused.status_code == 403
+            assert admin.get("/v1/quarantine").json()["meta"]["total_count"] == 1
+            web = Services.build(Settings.from_env({**stack.env, "PUBLIC_URL": WRONG_URL}))
+            assert recheck(web)["outcomes"] == {"matched": 1}
+            assert wait_status(api, held["request_id"], "completed")
+
+            status = api.get("/v1/status")
+            assert status.status_code == 200, status.text
+            metrics = api.get("/metrics").text
+            assert "answerback_requests_submitted_total" in metrics
+    finally:
+        receiver.stop()
