@@ -25,13 +25,16 @@ Printed:
               with RQ's Redis) to the single Redis's in the same run: on these noisy machines
               the ratio is the figure, not the absolute one
   commands    per request, by phase: the commands Redis ran and its time inside them
+  scripts     with --scripts: script calls per request by name, counted with MONITOR on
+              every primary (which costs Redis CPU: the CPU figures then overstate)
 
-  python -m bench.cluster [--requests N] [--partitions P] [--workers W]
+  python -m bench.cluster [--requests N] [--partitions P] [--workers W] [--scripts]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import re
@@ -59,6 +62,7 @@ from local.redis_cluster import LocalCluster
 from local.redis_server import RedisServer
 from store import keys
 from store.partitions import Partitions
+from store.scripts import NAMES, source
 
 RECORD = re.compile(r"ab:(\{[^}]*\}:)?req:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FINISHED = ("finished_completed", "finished_failed", "finished_expired")
@@ -133,6 +137,7 @@ class Phase:
     parts: Partitions
     nodes: list[Node]
     accepted: int = 0
+    scripts: Counter[str] = field(default_factory=Counter)  # with --scripts: calls by script name
     wall: float = 0.0
     machine: float = 0.0  # share of the machine's cores busy during the requests
     ours: float = 0.0  # share of the cores this bench's processes used then
@@ -206,7 +211,8 @@ def run_phase(stack: Stack, phase: Phase, args: argparse.Namespace, stop: thread
         for node in phase.nodes:
             node.clock()
         t0 = time.perf_counter()
-        phase.accepted = submit_all(stack, client, phase, args.requests, stop)
+        with count_scripts(phase, args.scripts):
+            phase.accepted = submit_all(stack, client, phase, args.requests, stop)
         phase.wall = time.perf_counter() - t0
         for node in phase.nodes:
             node.clock()
@@ -219,6 +225,40 @@ def run_phase(stack: Stack, phase: Phase, args: argparse.Namespace, stop: thread
     phase.machine = busy / total if total else 0.0
     phase.ours = (stack1 - stack0 + outside) / (phase.wall * CORES)
     return phase
+
+
+@contextmanager
+def count_scripts(phase: Phase, enabled: bool) -> Iterator[None]:
+    """With `--scripts`: every script call on the store's primaries, by name, from MONITOR
+    (Redis 6.2 and 7.0 count no script by name). MONITOR costs Redis CPU: the run's CPU
+    figures then overstate."""
+    if not enabled:
+        yield
+        return
+    names = {hashlib.sha1(source(name).encode()).hexdigest(): name for name in NAMES}
+    done = threading.Event()
+
+    def watch(node: Node) -> None:
+        with node.client.monitor() as monitor:
+            for entry in monitor.listen():
+                if done.is_set():
+                    return
+                words = str(entry["command"]).split(maxsplit=2)
+                if words[0].upper() == "EVALSHA" and len(words) > 1:
+                    phase.scripts[names.get(words[1], words[1][:12])] += 1
+
+    threads = [threading.Thread(target=watch, args=(node,), daemon=True) for node in phase.primaries]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # each MONITOR connected
+    try:
+        yield
+    finally:
+        done.set()
+        for node in phase.primaries:
+            node.client.ping()  # an entry for each watcher to see `done` by
+        for thread in threads:
+            thread.join(5)
 
 
 @contextmanager
@@ -352,6 +392,11 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> int:
     print("\nthe commands Redis spent most time in: calls and µs per request (a script's own commands counted too)")
     for phase in phases:
         print(commands_line(phase))
+    if args.scripts:
+        print("\nscript calls per request (MONITOR, --scripts: the CPU figures above overstate with it)")
+        for phase in phases:
+            n = phase.records()
+            print(f"  {phase.name:<12} " + "  ".join(f"{k} {v / n:.2f}" for k, v in phase.scripts.most_common()))
     print(
         "memory: growth of the data kept, less RQ's keys; nonces (REPLAY_WINDOW) are in it."
         f" CPU: from the first submission until the last request finished ({POLL_S} s polls of the counters in it)."
@@ -365,6 +410,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=CLUSTER_PARTITIONS, help="STORE_PARTITIONS (24)")
     parser.add_argument("--workers", "-w", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--warmup", type=int, default=200, help="requests before the first reading (200)")
+    parser.add_argument("--scripts", action="store_true", help="count script calls by name (MONITOR; costs CPU)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temp dirs with every process's log")
     return parser.parse_args(argv)
 
