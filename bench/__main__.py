@@ -16,6 +16,7 @@ BENCHES = {
     "throughput": "bench.throughput",
     "notifications": "bench.notifications",
     "memory": "bench.memory",
+    "cluster": "bench.cluster",
     "console": "bench.console",
     "waiting": "bench.waiting",
     "steps": "bench.steps",
