@@ -29,6 +29,7 @@ from store.partitions import Partitions
 from store.records import Requests, Submission
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
+from store.tenants import salt
 from store.waiting import DoneListener
 from tests.support.services import Stack
 from tests.support.signed_callbacks import delivery
@@ -102,6 +103,20 @@ def test_each_partitions_scripts_run_on_the_primary_of_its_slot(redis_cluster):
     assert {prefix: rejected(redis_cluster, prefix) for prefix in PARTITIONS.prefixes()} == dict.fromkeys(
         PARTITIONS.prefixes(), 2 * len(ways)
     )
+
+
+def test_the_tenant_salts_wait_asks_the_node_that_wrote_it(redis_cluster):
+    """With REDIS_MIN_REPLICAS the salt is used only once replicas hold it: WAIT counts the
+    replicas of its own connection's writes, so it must go to the salt's node on the connection
+    that wrote it (a cluster client would send it elsewhere, where it confirms nothing)."""
+    for node in redis_cluster.nodes:
+        node.ask("CONFIG RESETSTAT")
+    assert len(salt(store_client(redis_cluster), 1)) == 64
+    written = redis_cluster.primary_of(keys.TENANT_SALT)
+    waits = {
+        node.port: node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) for node in redis_cluster.nodes
+    }
+    assert waits == {node.port: int(node is written) for node in redis_cluster.nodes}
 
 
 def test_heartbeats_and_the_health_report_read_the_clusters_clock(redis_cluster):
