@@ -7,6 +7,7 @@ and 3 replicas (tests/support/cluster.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections import Counter
@@ -262,6 +263,24 @@ def test_a_killed_primarys_slots_are_written_again_once_its_replica_takes_over(r
             raise
 
     assert within(5, replicated) == 1 and len(outages) == 1
+
+
+def test_a_submission_that_rings_while_another_shard_is_down_is_accepted(redis_cluster):
+    """A submission with no drain job alive rings one in its partition, then registers it in the
+    others (store/records.py register_ring) only so that they ring no other: with one shard down
+    that must not fail the submission, stored already (a 503 then: the client's retry is a second
+    request, a second POST)."""
+    requests = Requests(store_client(redis_cluster), 3600, partitions=PARTITIONS)
+    victim = redis_cluster.primary_of(PARTITIONS.prefix(0))
+    live = next(p for p in range(PARTITIONS.count) if redis_cluster.primary_of(PARTITIONS.prefix(p)) is not victim)
+    key = next(
+        k for k in (f"key-{i}" for i in range(1000)) if PARTITIONS.home(hashlib.sha256(k.encode()).hexdigest()) == live
+    )
+    redis_cluster.kill(victim)
+    submitted = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key))
+    rid = submitted.record.fields["request_id"]
+    assert submitted.created and submitted.ring_id and PARTITIONS.of(rid) == live
+    assert requests.get(rid) is not None
 
 
 def write_through_the_failover(scripts: Scripts, prefix: str, others: list[str]) -> None:
