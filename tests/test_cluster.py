@@ -265,12 +265,15 @@ def test_a_killed_primarys_slots_are_written_again_once_its_replica_takes_over(r
     assert within(5, replicated) == 1 and len(outages) == 1
 
 
-def test_a_submission_that_rings_while_another_shard_is_down_is_accepted(redis_cluster):
+def test_while_one_shard_is_down_submissions_ring_and_claims_take_from_the_others(redis_cluster):
     """A submission with no drain job alive rings one in its partition, then registers it in the
     others (store/records.py register_ring) only so that they ring no other: with one shard down
     that must not fail the submission, stored already (a 503 then: the client's retry is a second
-    request, a second POST)."""
-    requests = Requests(store_client(redis_cluster), 3600, partitions=PARTITIONS)
+    request, a second POST). A drain job's round of claims passes over the dead shard's
+    partitions and sends what the others give (not leave it leased until the sweep)."""
+    client = store_client(redis_cluster)
+    requests = Requests(client, 3600, partitions=PARTITIONS)
+    outbox = Outbox(client, 3600, max_drainers=4, partitions=PARTITIONS)
     victim = redis_cluster.primary_of(PARTITIONS.prefix(0))
     live = next(p for p in range(PARTITIONS.count) if redis_cluster.primary_of(PARTITIONS.prefix(p)) is not victim)
     key = next(
@@ -280,7 +283,8 @@ def test_a_submission_that_rings_while_another_shard_is_down_is_accepted(redis_c
     submitted = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key))
     rid = submitted.record.fields["request_id"]
     assert submitted.created and submitted.ring_id and PARTITIONS.of(rid) == live
-    assert requests.get(rid) is not None
+    claim = outbox.claim(submitted.ring_id, {keys.API: 0, keys.CALLS: 5}, [], may_leave=False)  # partition 0 first
+    assert [item.rid for item in claim.items] == [rid]
 
 
 def write_through_the_failover(scripts: Scripts, prefix: str, others: list[str]) -> None:
