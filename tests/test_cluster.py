@@ -30,6 +30,7 @@ from store.partitions import Partitions
 from store.records import Requests, Submission
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
+from store.sweep import Sweeper
 from store.tenants import salt
 from store.waiting import DoneListener
 from tests.support.services import Stack
@@ -270,21 +271,28 @@ def test_while_one_shard_is_down_submissions_ring_and_claims_take_from_the_other
     others (store/records.py register_ring) only so that they ring no other: with one shard down
     that must not fail the submission, stored already (a 503 then: the client's retry is a second
     request, a second POST). A drain job's round of claims passes over the dead shard's
-    partitions and sends what the others give (not leave it leased until the sweep)."""
+    partitions and sends what the others give (not leave it leased until the sweep), and so does
+    the sweep, whose timers (here: a lease run out) go on in the other partitions."""
     client = store_client(redis_cluster)
-    requests = Requests(client, 3600, partitions=PARTITIONS)
+    requests = Requests(client, 3600, drainer_stale_ms=1, partitions=PARTITIONS)  # a drain job is dead at once
     outbox = Outbox(client, 3600, max_drainers=4, partitions=PARTITIONS)
     victim = redis_cluster.primary_of(PARTITIONS.prefix(0))
     live = next(p for p in range(PARTITIONS.count) if redis_cluster.primary_of(PARTITIONS.prefix(p)) is not victim)
-    key = next(
+    key_a, key_b = [
         k for k in (f"key-{i}" for i in range(1000)) if PARTITIONS.home(hashlib.sha256(k.encode()).hexdigest()) == live
-    )
+    ][:2]
+    leased = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key_a))
+    short = Outbox(client, 3600, max_drainers=4, lease_ms=1, partitions=PARTITIONS)
+    assert len(short.claim("drainer-1", {keys.API: 0, keys.CALLS: 5}, [], may_leave=False).items) == 1
     redis_cluster.kill(victim)
-    submitted = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key))
+    submitted = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key_b))
     rid = submitted.record.fields["request_id"]
     assert submitted.created and submitted.ring_id and PARTITIONS.of(rid) == live
     claim = outbox.claim(submitted.ring_id, {keys.API: 0, keys.CALLS: 5}, [], may_leave=False)  # partition 0 first
     assert [item.rid for item in claim.items] == [rid]
+    swept = Sweeper(client, 3600, partitions=PARTITIONS).sweep()  # partition 0 first
+    assert swept.recovered == 1  # the lease run out
+    assert requests.get(leased.record.fields["request_id"]).status == "queued"  # type: ignore[union-attr]
 
 
 def write_through_the_failover(scripts: Scripts, prefix: str, others: list[str]) -> None:
