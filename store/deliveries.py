@@ -84,8 +84,8 @@ class Deliveries:
             return self._run((*args, nonce_key, self.replay_window_ms, method, "1" if elsewhere else ""), at)
 
         answer = run(at, rid, elsewhere)
-        if answer[0] == "elsewhere":  # the URL's rid names no request; the api_id's pointer names one
-            answer = [run(elsewhere, "", "")[0], ""]
+        if answer[0] == "elsewhere":  # the URL's rid names no request, or none was given; the pointer names one
+            answer = [run(self.partitions.at(answer[1]) if answer[1] else elsewhere, "", "")[0], ""]
         return Matched(*answer)
 
     def _run(self, args: tuple[str | int, ...], at: str) -> list[str]:
@@ -102,7 +102,9 @@ class Deliveries:
         partition to try next if that rid names no request ("" for none). The URL's rid names
         the partition; without one the api_id's home pointer does (the script then finds the
         request by its api_id); with neither (an early callback without a rid) the api_id's own
-        partition keeps it, where register_api_id looks for it. A callback naming a rid and an
+        partition keeps it, where register_api_id looks for it, unless the pointer was written
+        since (the script there then answers the request it names: the third value is that
+        partition itself, for the script to look). A callback naming a rid and an
         api_id writes the api_id's home pointer first (unless one is there): its match may
         index the api_id."""
         if self.partitions.count == 1:
@@ -114,7 +116,8 @@ class Deliveries:
             known = cast("str | None", self.redis.get(pointer))
             if known:
                 return self.partitions.at(known), "", ""
-            return self.partitions.prefix(self.partitions.home(api_id)), "", ""
+            home = self.partitions.prefix(self.partitions.home(api_id))
+            return home, "", home
         with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             pipe.set(pointer, rid, nx=True, ex=self.pointer_ttl)
             pipe.expire(pointer, self.pointer_ttl)  # a late callback keeps its request longer

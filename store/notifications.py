@@ -23,7 +23,7 @@ from typing import Any, cast
 from redis import Redis
 
 from store import keys
-from store.connection import now_ms
+from store.connection import OUTAGE, now_ms
 from store.partitions import ONE, Partitions
 from store.records import RequestRecord, webhook_id
 from store.scripts import Scripts
@@ -59,10 +59,17 @@ class Notifications:
         """Up to `wanted` due notifications; per host at most `room[host]` (else `host_room`),
         hosts taken in turn, so one host's backlog cannot keep the others waiting. Partitions
         are looked at in turn from one further than the last claim's first, each given what
-        room the partitions before it left."""
+        room the partitions before it left. A partition that fails with an outage (its shard
+        failing over, on a cluster) is passed over: then every partition is looked at, as the
+        one round trip that tells which have something due fails too; the outage is raised
+        only when nothing was claimed."""
         count = self.partitions.count
         first, self._first = self._first, (self._first + 1) % count
-        ready = self._due() if count > 1 else {0}
+        failed: BaseException | None = None
+        try:
+            ready = self._due() if count > 1 else {0}
+        except OUTAGE as outage:
+            failed, ready = outage, set(range(count))
         room = dict(room)
         claimed: list[DueNotification] = []
         for p in [(first + i) % count for i in range(count)]:
@@ -70,10 +77,16 @@ class Notifications:
                 break
             if p not in ready:
                 continue
-            taken = self._claim(self.partitions.prefix(p), wanted - len(claimed), room, host_room)
+            try:
+                taken = self._claim(self.partitions.prefix(p), wanted - len(claimed), room, host_room)
+            except OUTAGE as outage:
+                failed = failed or outage
+                continue
             for due in taken:
                 room[due.host] = room.get(due.host, host_room) - 1
             claimed += taken
+        if failed is not None and not claimed:
+            raise failed
         return claimed
 
     def _due(self) -> set[int]:

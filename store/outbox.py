@@ -10,7 +10,7 @@ from redis import Redis
 
 from config import Settings
 from store import keys
-from store.connection import now_ms
+from store.connection import OUTAGE, now_ms
 from store.partitions import ONE, Partitions
 from store.records import DRAINER_STALE_MS, api_id_pointer, api_id_ttl, new_id, register_ring
 from store.scripts import ScriptArg, Scripts
@@ -78,7 +78,9 @@ class Outbox:
         flight (`in_flight`) that live there. One ring id serves the whole round, so a round
         rings at most one drain job more, however many partitions want one. Leaves only when
         every partition claimed from let it (the last round of a drain job with nothing in
-        flight claims from every one)."""
+        flight claims from every one). A partition that fails with an outage (its shard failing
+        over, on a cluster) is passed over: what the others gave is sent meanwhile, not left
+        leased until the sweep takes it back; the outage is raised only if nothing was claimed."""
         now, claim_id, ring_id = now_ms(), new_id(), new_id()
         among = list(range(self.partitions.count)) if among is None else among
         held: dict[int, list[str]] = {}
@@ -86,27 +88,31 @@ class Outbox:
             held.setdefault(self.partitions.of(rid), []).append(rid)
         wanted = dict(wanted)
         items: list[Claimed] = []
-        rung, left = "", 0
+        rung, left, failed = "", 0, None
         for p in among:
             prefix = self.partitions.prefix(p)
             asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
-            answer = cast(
-                "list[str]",
-                self.scripts(
-                    "claim",
-                    drainer_id,
-                    asked,
-                    now,
-                    now + self.lease_ms,
-                    now - self.drainer_stale_ms,
-                    self.max_drainers,
-                    ring_id,
-                    "1" if may_leave and not items else "0",
-                    claim_id,
-                    *held.get(p, ()),
-                    at=prefix,
-                ),
-            )
+            try:
+                answer = cast(
+                    "list[str]",
+                    self.scripts(
+                        "claim",
+                        drainer_id,
+                        asked,
+                        now,
+                        now + self.lease_ms,
+                        now - self.drainer_stale_ms,
+                        self.max_drainers,
+                        ring_id,
+                        "1" if may_leave and not items else "0",
+                        claim_id,
+                        *held.get(p, ()),
+                        at=prefix,
+                    ),
+                )
+            except OUTAGE as outage:
+                failed = failed or outage
+                continue
             if answer[0] == "leave":
                 left += 1
                 continue
@@ -117,6 +123,8 @@ class Outbox:
             if answer[1] and not rung:
                 rung = answer[1]
                 register_ring(self.redis, self.partitions, rung, prefix)
+        if failed is not None and not items:
+            raise failed
         if left == len(among) and among:
             return Claim([], "", leave=True)
         return Claim(items, rung, leave=False)

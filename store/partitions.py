@@ -27,6 +27,14 @@ from store.connection import now_ms
 
 MAX_PARTITIONS = 1024
 COUNT_KEY = keys.PREFIX + "partitions"  # the count the store was made with (set once)
+# Keys a single-partition store holds while it has requests: finished ones wait for their purge
+# (`purge:next` stays once set), queued ones in the outbox, sent ones under a lease or a deadline.
+ONE_PARTITION_MARKS = (
+    keys.PURGE_NEXT,
+    keys.LEASES,
+    keys.DEADLINES,
+    *(keys.outbox(api_class) for api_class in keys.API_CLASSES),
+)
 
 
 class PartitionCountMismatch(RuntimeError):
@@ -99,8 +107,17 @@ class Partitions:
 
     def check(self, redis: Redis) -> None:
         """Refuse a store made with another count; record a count above 1 in a store that has
-        none (one partition is what a store recording nothing was made with)."""
-        if self.count > 1:
+        none (one partition is what a store recording nothing was made with), unless it holds
+        requests already, in the single-partition layout (ONE_PARTITION_MARKS)."""
+        if self.count > 1 and redis.get(COUNT_KEY) is None:
+            with redis.pipeline(transaction=False) as pipe:
+                for name in ONE_PARTITION_MARKS:  # one key per command: on a cluster they are apart
+                    pipe.exists(name)
+                if any(pipe.execute()):
+                    raise PartitionCountMismatch(
+                        f"STORE_PARTITIONS is {self.count} but this store holds the requests of a single "
+                        "partition; set STORE_PARTITIONS=1, or copy them into a new store (manage.py migrate)"
+                    )
             redis.set(COUNT_KEY, self.count, nx=True)
         made = int(redis.get(COUNT_KEY) or 1)
         if made != self.count:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from config import Settings
 from store import keys, listing
@@ -18,6 +20,8 @@ from store.connection import now_ms
 from store.partitions import ONE, Partitions
 from store.rate_limits import api_class
 from store.scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 STATUSES = ("queued", "sending", "pending", "completed", "failed", "expired")
 FINAL = frozenset({"completed", "failed", "expired"})
@@ -378,15 +382,20 @@ def api_id_ttl(result_ttl: int, max_callback_timeout: int) -> int:
 def register_ring(redis: Redis, partitions: Partitions, ring_id: str, rung_at: str) -> None:
     """A drain job rung in one partition claims from every partition: it counts as their drainer
     too from now on, so that no other partition rings one more while it starts (MAX_DRAINERS
-    holds over them all, and a submission rings one drain job, not one per partition)."""
+    holds over them all, and a submission rings one drain job, not one per partition).
+    Best effort: the drain job is rung already, and registers itself where it claims; a shard
+    down (on a cluster) must not fail what rang it (a submission stored, a claim made)."""
     if not ring_id or partitions.count == 1:
         return
     now = now_ms()
-    with redis.pipeline(transaction=False) as pipe:
-        for prefix in partitions.prefixes():
-            if prefix != rung_at:
-                pipe.zadd(keys.at(prefix, keys.DRAINERS), {ring_id: now}, nx=True)
-        pipe.execute()
+    try:
+        with redis.pipeline(transaction=False) as pipe:
+            for prefix in partitions.prefixes():
+                if prefix != rung_at:
+                    pipe.zadd(keys.at(prefix, keys.DRAINERS), {ring_id: now}, nx=True)
+            pipe.execute()
+    except RedisError as exc:  # another partition may ring one more drain job meanwhile
+        log.warning("could not register drain job %s in every partition (%s)", ring_id, type(exc).__name__)
 
 
 def _is_id(value: str) -> bool:

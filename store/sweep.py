@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import Redis
 
 from store import keys
-from store.connection import now_ms
+from store.connection import OUTAGE, now_ms
 from store.partitions import ONE, Partitions
 from store.records import DRAINER_STALE_MS, new_id, register_ring
 from store.scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,18 +49,31 @@ class Sweeper:
     def sweep(self, now: int | None = None) -> SweepResult:
         """One pass over every timer, as of `now` (ms; default: the clock): one script call per
         partition, each with its own timers. One ring id serves them all: a drain job claims from
-        every partition, so one is rung however many partitions want one."""
+        every partition, so one is rung however many partitions want one. A partition that fails
+        with an outage (its shard failing over, on a cluster) is passed over, logged, so that the
+        others' timers keep running; the outage is raised only when every partition failed."""
         now = now_ms() if now is None else now
         ring_id = new_id()
         expired = recovered = purged = 0
         rung = ""
+        failed: list[BaseException] = []
         for prefix in self.partitions.prefixes():
             args = (now, self.batch, self.result_ttl, ring_id, now - self.drainer_stale_ms)
-            e, r, p, answer = cast("list[Any]", self.scripts("sweep", *args, at=prefix))
+            try:
+                e, r, p, answer = cast("list[Any]", self.scripts("sweep", *args, at=prefix))
+            except OUTAGE as outage:
+                failed.append(outage)
+                continue
             expired, recovered, purged = expired + e, recovered + r, purged + p
             if answer and not rung:
                 rung = answer
                 register_ring(self.redis, self.partitions, rung, prefix)
+        if len(failed) == self.partitions.count:
+            raise failed[0]
+        if failed:
+            log.warning(
+                "sweep passed over %d partitions: Redis unavailable (%s)", len(failed), type(failed[0]).__name__
+            )
         return SweepResult(expired, recovered, purged, rung)
 
     def mark_ran(self, at_ms: int) -> None:

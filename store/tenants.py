@@ -29,6 +29,7 @@ from redis.exceptions import ConnectionError
 from store import keys, series
 from store.partitions import ONE, Partitions
 from store.records import STATUSES
+from store.redis_internals import one_node
 from store.scripts import Scripts
 
 SALT_BYTES = 32
@@ -55,8 +56,9 @@ def keep_salt(redis: Redis, held: str) -> bool:
 def salt(redis: Redis, min_replicas: int = 0) -> str:
     """The deployment's salt (hex), created by the first process that asks. With REDIS_MIN_REPLICAS
     it is not used before replicas hold it: a failover losing it would change every unnamed
-    tenant's id, and their requests would seem gone."""
-    with redis.pipeline(transaction=False) as pipe:
+    tenant's id, and their requests would seem gone. WAIT goes with the write, on one
+    connection of the salt's node (on a cluster, one_node: a cluster client sends it elsewhere)."""
+    with one_node(redis, keys.TENANT_SALT) as node, node.pipeline(transaction=False) as pipe:
         pipe.set(keys.TENANT_SALT, secrets.token_hex(SALT_BYTES), nx=True)
         pipe.get(keys.TENANT_SALT)
         if min_replicas:

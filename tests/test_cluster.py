@@ -7,6 +7,7 @@ and 3 replicas (tests/support/cluster.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections import Counter
@@ -29,6 +30,8 @@ from store.partitions import Partitions
 from store.records import Requests, Submission
 from store.redis_internals import ClusterConnection, ClusterUnreachable, Parser
 from store.scripts import Scripts
+from store.sweep import Sweeper
+from store.tenants import salt
 from store.waiting import DoneListener
 from tests.support.services import Stack
 from tests.support.signed_callbacks import delivery
@@ -102,6 +105,20 @@ def test_each_partitions_scripts_run_on_the_primary_of_its_slot(redis_cluster):
     assert {prefix: rejected(redis_cluster, prefix) for prefix in PARTITIONS.prefixes()} == dict.fromkeys(
         PARTITIONS.prefixes(), 2 * len(ways)
     )
+
+
+def test_the_tenant_salts_wait_asks_the_node_that_wrote_it(redis_cluster):
+    """With REDIS_MIN_REPLICAS the salt is used only once replicas hold it: WAIT counts the
+    replicas of its own connection's writes, so it must go to the salt's node on the connection
+    that wrote it (a cluster client would send it elsewhere, where it confirms nothing)."""
+    for node in redis_cluster.nodes:
+        node.ask("CONFIG RESETSTAT")
+    assert len(salt(store_client(redis_cluster), 1)) == 64
+    written = redis_cluster.primary_of(keys.TENANT_SALT)
+    waits = {
+        node.port: node.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) for node in redis_cluster.nodes
+    }
+    assert waits == {node.port: int(node is written) for node in redis_cluster.nodes}
 
 
 def test_heartbeats_and_the_health_report_read_the_clusters_clock(redis_cluster):
@@ -247,6 +264,35 @@ def test_a_killed_primarys_slots_are_written_again_once_its_replica_takes_over(r
             raise
 
     assert within(5, replicated) == 1 and len(outages) == 1
+
+
+def test_while_one_shard_is_down_submissions_ring_and_claims_take_from_the_others(redis_cluster):
+    """A submission with no drain job alive rings one in its partition, then registers it in the
+    others (store/records.py register_ring) only so that they ring no other: with one shard down
+    that must not fail the submission, stored already (a 503 then: the client's retry is a second
+    request, a second POST). A drain job's round of claims passes over the dead shard's
+    partitions and sends what the others give (not leave it leased until the sweep), and so does
+    the sweep, whose timers (here: a lease run out) go on in the other partitions."""
+    client = store_client(redis_cluster)
+    requests = Requests(client, 3600, drainer_stale_ms=1, partitions=PARTITIONS)  # a drain job is dead at once
+    outbox = Outbox(client, 3600, max_drainers=4, partitions=PARTITIONS)
+    victim = redis_cluster.primary_of(PARTITIONS.prefix(0))
+    live = next(p for p in range(PARTITIONS.count) if redis_cluster.primary_of(PARTITIONS.prefix(p)) is not victim)
+    key_a, key_b = [
+        k for k in (f"key-{i}" for i in range(1000)) if PARTITIONS.home(hashlib.sha256(k.encode()).hexdigest()) == live
+    ][:2]
+    leased = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key_a))
+    short = Outbox(client, 3600, max_drainers=4, lease_ms=1, partitions=PARTITIONS)
+    assert len(short.claim("drainer-1", {keys.API: 0, keys.CALLS: 5}, [], may_leave=False).items) == 1
+    redis_cluster.kill(victim)
+    submitted = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60, idempotency_key=key_b))
+    rid = submitted.record.fields["request_id"]
+    assert submitted.created and submitted.ring_id and PARTITIONS.of(rid) == live
+    claim = outbox.claim(submitted.ring_id, {keys.API: 0, keys.CALLS: 5}, [], may_leave=False)  # partition 0 first
+    assert [item.rid for item in claim.items] == [rid]
+    swept = Sweeper(client, 3600, partitions=PARTITIONS).sweep()  # partition 0 first
+    assert swept.recovered == 1  # the lease run out
+    assert requests.get(leased.record.fields["request_id"]).status == "queued"  # type: ignore[union-attr]
 
 
 def write_through_the_failover(scripts: Scripts, prefix: str, others: list[str]) -> None:

@@ -234,3 +234,29 @@ def test_an_idle_drain_job_polls_one_partition_at_a_time_between_full_rounds():
     rounds.found(True)
     assert sorted(rounds.next(full=False)) == [0, 1, 2, 3]
     assert Rounds(1).next(full=False) == [0]
+
+
+def test_a_callback_without_a_rid_racing_its_api_ids_pointer_finds_its_request(redis_server, monkeypatch):
+    """The webhook looks for the api_id's home pointer, finds none, and the worker writes it (the
+    upstream's answer came meanwhile) before the webhook's script runs in the api_id's partition:
+    there the pointer is what the script reads as the api_id's index, naming a request that lives
+    elsewhere. The script sends the callback to that request's partition, not into a record it
+    does not have (a script error: a 500, and Plivo never retries)."""
+    redis = connect(f"{redis_server.url}/{DB}")
+    redis.flushdb()
+    requests, outbox, deliveries = _store(redis)
+    (item,) = _sending(requests, outbox)
+    api_id = next(a for a in (str(uuid.uuid4()) for _ in range(100)) if PARTS.home(a) != PARTS.of(item.rid))
+    body = {"api_id": api_id, "status": "completed"}
+    looked = deliveries._where
+
+    def pointed_meanwhile(rid: str, api_id: str) -> tuple[str, str, str]:
+        found = looked(rid, api_id)
+        outbox._point(item.rid, api_id, 600)  # the worker, between the webhook's look and its script
+        return found
+
+    monkeypatch.setattr(deliveries, "_where", pointed_meanwhile)
+    assert deliveries.match("", api_id, body, "POST", nonce="n-1").outcome == "early"
+    assert outbox.register_api_id(item.rid, api_id, 60, item.claim_id) == "completed"
+    record = requests.get(item.rid)
+    assert record is not None and json.loads(record.fields["response"]) == body

@@ -1,13 +1,16 @@
 """The store's partitions (store/partitions.py): where each request's keys live, and the count
 a store was made with."""
 
+import uuid
 from collections import Counter
 
 import pytest
 from redis.crc import key_slot
 
-from store import keys
+from local.redis_server import RedisServer
+from store import connect, keys
 from store.partitions import COUNT_KEY, PartitionCountMismatch, Partitions
+from store.records import Requests, Submission
 
 
 def test_one_partition_is_the_single_redis_layout():
@@ -39,8 +42,19 @@ def test_random_ids_and_names_spread_over_partitions():
     assert set(Counter(parts.home(str(n)) for n in range(400))) == {0, 1, 2, 3}
 
 
-def test_a_store_made_with_one_count_refuses_another(redis):
-    redis.delete(COUNT_KEY)
+@pytest.fixture(scope="module")
+def empty_redis(workdir):
+    """A Redis of this module's own, empty: whether a store holds requests is what is checked."""
+    server = RedisServer(workdir / f"redis-partitions-{uuid.uuid4().hex[:6]}").start()
+    client = connect(server.url)
+    yield client
+    client.close()
+    server.stop()
+
+
+def test_a_store_made_with_one_count_refuses_another(empty_redis):
+    redis = empty_redis
+    redis.flushdb()
     try:
         Partitions(1).check(redis)
         assert redis.get(COUNT_KEY) is None, "one partition records nothing: the layout of every old store"
@@ -52,3 +66,17 @@ def test_a_store_made_with_one_count_refuses_another(redis):
                 Partitions(other).check(redis)
     finally:
         redis.delete(COUNT_KEY)
+
+
+def test_a_single_partition_store_with_requests_refuses_partitions(empty_redis):
+    """A store that records no count was made with one partition: once it holds requests, a
+    process with STORE_PARTITIONS above 1 must refuse it, not record its own count (it would find
+    none of them, and every process of the deployment would then refuse the store)."""
+    redis = empty_redis
+    redis.flushdb()
+    requests = Requests(redis, 3600)
+    requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60))
+    with pytest.raises(PartitionCountMismatch, match="set STORE_PARTITIONS=1"):
+        Partitions(4).check(redis)
+    assert redis.get(COUNT_KEY) is None
+    Partitions(1).check(redis)

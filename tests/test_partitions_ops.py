@@ -308,6 +308,21 @@ def test_the_operators_steps_run_on_a_cluster_without_crossing_slots(redis_clust
     assert {record(client, rid, parts).tenant for rid in rids} == {"new"}  # type: ignore[union-attr]
 
 
+def test_notifications_are_claimed_on_the_other_shards_while_one_is_down(redis_cluster):
+    """One shard of the cluster down (before its replica takes over): the notifier's claim passes
+    over its partitions and takes what is due in the others, rather than failing whole."""
+    parts = Partitions(24)
+    settings = Settings.from_env({"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_CLUSTER_NODES": redis_cluster.seeds})
+    client = connect_store(redis_target(settings))
+    victim = redis_cluster.primary_of(parts.prefix(0))
+    live = next(p for p in range(parts.count) if redis_cluster.primary_of(parts.prefix(p)) is not victim)
+    rid = submit(client, live, notify_url="http://127.0.0.1:9/hook", parts=parts)
+    settle_all(client, live, parts=parts)
+    redis_cluster.kill(victim)
+    claimed = Notifications(client, lease_ms=60_000, partitions=parts).claim(10, {}, host_room=10)
+    assert [due.rid for due in claimed] == [rid]
+
+
 def test_a_partitioned_stack_retries_in_bulk_notifies_and_applies_quarantined_callbacks(make_stack, sandbox):
     """Web and a worker on four partitions: expired requests of every partition retried in
     bulk (exact progress, each retry completed in its original's partition), every

@@ -16,10 +16,17 @@ local orphan_ttl = ARGV[8]             -- seconds an unmatched delivery waits fo
 local nonce_key = ARGV[9]              -- the signature nonce's key; '' when unsigned
 local replay_window_ms = ARGV[10]
 local method = ARGV[11]
--- '1': the api_id's home pointer names a request in another partition (store/deliveries.py):
--- if `rid` names none here, answer {'elsewhere', ''} having written nothing, to be matched there.
+-- '1': with a rid, the api_id's home pointer names a request in another partition
+-- (store/deliveries.py): if `rid` names none here, answer {'elsewhere', ''} having written
+-- nothing, to be matched there. Without a rid, in the api_id's home partition: the home pointer
+-- (the same key as this partition's index) may have been written since the caller looked, naming
+-- a request of another partition; then answer {'elsewhere', that request}, having written nothing.
 local elsewhere = ARGV[12] == '1'
 if elsewhere and rid ~= '' and not load(rid) then return {'elsewhere', ''} end
+if elsewhere and rid == '' and api_id ~= '' then
+  local named = redis.call('GET', P .. 'api:' .. api_id)
+  if named and not load(named) then return {'elsewhere', named} end
+end
 local signature = nonce_key ~= '' and 'valid' or 'unchecked'  -- a signed delivery has a nonce
 local function target_of()
   if rid ~= '' and load(rid) then return rid end
