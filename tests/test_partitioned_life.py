@@ -260,3 +260,31 @@ def test_a_callback_without_a_rid_racing_its_api_ids_pointer_finds_its_request(r
     assert outbox.register_api_id(item.rid, api_id, 60, item.claim_id) == "completed"
     record = requests.get(item.rid)
     assert record is not None and json.loads(record.fields["response"]) == body
+
+
+def test_a_round_runs_the_claim_script_only_where_there_is_work(redis_server):
+    """A round over 24 partitions with one request queued runs one claim script, not 24, and
+    still heart-beats the drain job in every partition and renews every lease it holds; a
+    leaving round (nothing in flight) still asks every partition's script."""
+    parts = Partitions(24)
+    redis = connect(f"{redis_server.url}/{DB}")
+    redis.flushdb()
+    requests = Requests(redis, TTL, partitions=parts)
+    outbox = Outbox(redis, TTL, max_drainers=4, partitions=parts)
+    held = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60)).record.fields["request_id"]
+    first = outbox.claim("drainer-1", {keys.API: 0, keys.CALLS: 5}, [], may_leave=False)
+    assert [item.rid for item in first.items] == [held]
+    rid = requests.submit(Submission("t1", "POST", "Call/", {}, "POST", 60)).record.fields["request_id"]
+
+    def scripts_run() -> int:
+        return int(redis.info("commandstats")["cmdstat_evalsha"]["calls"])
+
+    before, leased = scripts_run(), redis.zscore(keys.at(parts.at(held), keys.LEASES), held)
+    claim = outbox.claim("drainer-1", {keys.API: 0, keys.CALLS: 5}, [held], may_leave=False)
+    assert [item.rid for item in claim.items] == [rid] and scripts_run() - before == 1
+    assert all(redis.zscore(keys.at(prefix, keys.DRAINERS), "drainer-1") for prefix in parts.prefixes())
+    assert redis.zscore(keys.at(parts.at(held), keys.LEASES), held) >= leased  # type: ignore[operator]
+
+    before = scripts_run()
+    assert outbox.claim("drainer-1", {keys.API: 0, keys.CALLS: 5}, [], may_leave=True).leave
+    assert scripts_run() - before == 24
