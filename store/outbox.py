@@ -86,12 +86,18 @@ class Outbox:
         held: dict[int, list[str]] = {}
         for rid in in_flight:
             held.setdefault(self.partitions.of(rid), []).append(rid)
-        if len(among) > 1 and not may_leave:
-            among, held = self._with_work(drainer_id, among, held, now), {}
+        skip_filled = self.partitions.count > 1
+        if skip_filled:
+            busy = self._with_work(drainer_id, among, held, now, wanted)
+            held = {}
+            if busy or not may_leave:
+                among, may_leave = busy, False
         wanted = dict(wanted)
         items: list[Claimed] = []
         rung, left, failed = "", 0, None
         for p in among:
+            if skip_filled and not any(wanted.values()):
+                break  # each partition of `among` is heart-beaten and its leases renewed already
             prefix = self.partitions.prefix(p)
             asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
             try:
@@ -131,15 +137,18 @@ class Outbox:
             return Claim([], "", leave=True)
         return Claim(items, rung, leave=False)
 
-    def _with_work(self, drainer_id: str, among: list[int], held: dict[int, list[str]], now: int) -> list[int]:
-        """The partitions of `among` with something to claim (queued, or due to be sent again),
-        found in one pipelined read that also does what a claim does besides claiming: heart-beat
-        this drain job in each partition and renew the leases of its requests there. A round then
-        runs the claim script only where there is work: with 24 partitions and a few of them busy,
-        a few scripts rather than 24 (the most of a partitioned store's Redis CPU, `bench
-        cluster`). Leaving is not done so: a last round claims from every partition, in the
-        script that also checks the outbox is empty. On an outage (one shard failing over) every
-        partition of `among` is tried, each by itself."""
+    def _with_work(
+        self, drainer_id: str, among: list[int], held: dict[int, list[str]], now: int, wanted: dict[str, int]
+    ) -> list[int]:
+        """The partitions of `among` with something this round wants (queued in a class it has
+        room for, or due to be sent again), found in one pipelined read that also does what a
+        claim does besides claiming: heart-beat this drain job in each partition and renew the
+        leases of its requests there. A round then runs the claim script only where there is
+        work, the fullest partitions first, and none once the batch is filled: with 24
+        partitions, a few scripts rather than 24 (the most of a partitioned store's Redis CPU,
+        `bench cluster`). A round that may leave and finds no work anywhere claims from every
+        partition, in the script that also checks the outbox is empty. On an outage (one shard failing over)
+        every partition of `among` is tried, each by itself."""
         classes = keys.API_CLASSES
         try:
             with self.redis.pipeline(transaction=False) as pipe:
@@ -154,14 +163,15 @@ class Outbox:
                 answers = pipe.execute()
         except OUTAGE:
             return among
-        busy, at = [], 0
+        queued: dict[int, int] = {}
+        at = 0
         for p in among:
-            width = len(classes) + 2 + (1 if held.get(p) else 0)
             lengths, due = answers[at : at + len(classes)], answers[at + len(classes)]
-            if any(lengths) or due:
-                busy.append(p)
-            at += width
-        return busy
+            room = sum(n for api_class, n in zip(classes, lengths, strict=True) if wanted.get(api_class))
+            if room or (due and any(wanted.values())):
+                queued[p] = room + len(due)
+            at += len(classes) + 2 + (1 if held.get(p) else 0)
+        return sorted(queued, key=lambda p: -queued[p])  # the fullest first: fewer scripts fill a batch
 
     def hand_over(self, drainer_id: str) -> str:
         """Leave every partition; answer the ring id of the drain job to enqueue in its place, or
