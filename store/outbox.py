@@ -175,14 +175,24 @@ class Outbox:
 
     def hand_over(self, drainer_id: str) -> str:
         """Leave every partition; answer the ring id of the drain job to enqueue in its place, or
-        "" (one for all: it claims from every partition)."""
+        "" (one for all: it claims from every partition). A partition that fails with an outage
+        (its shard failing over) is passed over: this job's registration there goes stale, and
+        the sweep rings a drain job for whatever waits there; the outage is raised only if every
+        partition failed."""
         now, ring_id, rung = now_ms(), new_id(), ""
+        failed: list[BaseException] = []
         for prefix in self.partitions.prefixes():
             args = (drainer_id, now, ring_id, now - self.drainer_stale_ms)
-            answer = cast(str, self.scripts("hand_over", *args, at=prefix))
+            try:
+                answer = cast(str, self.scripts("hand_over", *args, at=prefix))
+            except OUTAGE as outage:
+                failed.append(outage)
+                continue
             if answer and not rung:
                 rung = answer
                 register_ring(self.redis, self.partitions, rung, prefix)
+        if len(failed) == self.partitions.count:
+            raise failed[0]
         return rung
 
     def mark_sending(self, item: Claimed, *turn: ScriptArg) -> int:

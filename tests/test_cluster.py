@@ -272,7 +272,8 @@ def test_while_one_shard_is_down_submissions_ring_and_claims_take_from_the_other
     that must not fail the submission, stored already (a 503 then: the client's retry is a second
     request, a second POST). A drain job's round of claims passes over the dead shard's
     partitions and sends what the others give (not leave it leased until the sweep), and so does
-    the sweep, whose timers (here: a lease run out) go on in the other partitions."""
+    the sweep, whose timers (here: a lease run out) go on in the other partitions, and a drain
+    job handing over leaves the partitions it can."""
     client = store_client(redis_cluster)
     requests = Requests(client, 3600, drainer_stale_ms=1, partitions=PARTITIONS)  # a drain job is dead at once
     outbox = Outbox(client, 3600, max_drainers=4, partitions=PARTITIONS)
@@ -293,6 +294,8 @@ def test_while_one_shard_is_down_submissions_ring_and_claims_take_from_the_other
     swept = Sweeper(client, 3600, partitions=PARTITIONS).sweep()  # partition 0 first
     assert swept.recovered == 1  # the lease run out
     assert requests.get(leased.record.fields["request_id"]).status == "queued"  # type: ignore[union-attr]
+    outbox.hand_over(submitted.ring_id)  # a stopping drain job leaves the live partitions
+    assert not client.zscore(keys.at(PARTITIONS.prefix(live), keys.DRAINERS), submitted.ring_id)
 
 
 def write_through_the_failover(scripts: Scripts, prefix: str, others: list[str]) -> None:
