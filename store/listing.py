@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from store.partitions import Partitions
+from store.record_format import pairs
 from store.scripts import ScriptArg, Scripts
 
 # Scores counted per round of the search for a deep page's first entry: PROBES over all partitions
@@ -73,7 +74,7 @@ def page(
         (prefixes[p], (*query[:4], start[p], ties[p], n, *statuses)) for p, n in sorted(taken.items())
     ]
     answers: list[Any] = scripts.each("page", reads) if reads else []
-    records = {row["request_id"]: row for answer in answers for row in map(_pairs, answer[1:]) if row.get("tenant")}
+    records = {row["request_id"]: row for answer in answers for row in map(pairs, answer[1:]) if row.get("tenant")}
     return total, [records[rid] for _, rid, _, _ in chosen if rid in records]
 
 
@@ -116,7 +117,3 @@ def _milli(score: str) -> int:
 def _score(u: int) -> str:
     """Thousandths of a ms as a score bound: the same text as submitted_at, so the same double."""
     return f"{u // 1000}.{u % 1000:03d}"
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))

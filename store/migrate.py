@@ -35,6 +35,7 @@ from redis import Redis
 from store import keys
 from store.connection import connect, connect_store, now_ms
 from store.partitions import Partitions
+from store.record_format import pairs
 from store.scripts import Scripts
 
 BATCH = 200
@@ -118,7 +119,7 @@ def migrate(
     check_drained(source)
     copy_salt(source, target)
     copied = Copied()
-    scripts = Scripts(target)
+    scripts, reads = Scripts(target), Scripts(source)
     now = now_ms()
     for batch in _scan(source, keys.PREFIX + "req:*"):
         rids = [m[1] for name in batch if (m := _RECORD.match(name))]
@@ -134,7 +135,7 @@ def migrate(
             raw, *dumps, due = answers[i * width : (i + 1) * width]
             if raw is None:
                 continue  # purged since the scan
-            record = _read(source, rid)
+            record = pairs(cast("list[str]", reads("read", rid)))
             if record.get("status") not in FINAL:
                 raise NotDrained(f"request {rid} is {record.get('status')}: the source is not drained")
             purge_at = int(float(record.get("completed_at") or now)) + result_ttl * 1000
@@ -161,11 +162,6 @@ def migrate(
         "signature nonces": _count(source, keys.PREFIX + "nonce:*"),
     }
     return copied
-
-
-def _read(source: Redis, rid: str) -> dict[str, str]:
-    flat = cast("list[str]", Scripts(source)("read", rid))
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _digest_of(name: str) -> str:

@@ -11,7 +11,7 @@ from redis import Redis
 from config import Settings
 from store import keys
 from store.connection import OUTAGE, now_ms
-from store.partitions import ONE, Partitions
+from store.partitions import ONE, Partitions, on_each
 from store.records import DRAINER_STALE_MS, api_id_pointer, api_id_ttl, new_id, register_ring
 from store.scripts import ScriptArg, Scripts
 
@@ -73,12 +73,13 @@ class Outbox:
         among: list[int] | None = None,
     ) -> Claim:
         """Up to `wanted[class]` requests of each API class, from the partitions `among` (default:
-        every one) in that order, each asked for what the ones before did not give. Each claim
-        heart-beats this drain job in its partition and renews the leases of the requests in
-        flight (`in_flight`) that live there. One ring id serves the whole round, so a round
-        rings at most one drain job more, however many partitions want one. Leaves only when
-        every partition claimed from let it (the last round of a drain job with nothing in
-        flight claims from every one). A partition that fails with an outage (its shard failing
+        every one), each asked for what the ones before did not give. The drain job is
+        heart-beaten in each partition and the leases of its requests in flight (`in_flight`)
+        renewed where they live: by the claim script with one partition, else by the read that
+        finds which partitions have work (`_with_work`). One ring id serves the whole round, so
+        a round rings at most one drain job more, however many partitions want one. Leaves only
+        when every partition claimed from let it (a round that may leave and finds no work
+        claims from every one). A partition that fails with an outage (its shard failing
         over, on a cluster) is passed over: what the others gave is sent meanwhile, not left
         leased until the sweep takes it back; the outage is raised only if nothing was claimed."""
         now, claim_id, ring_id = now_ms(), new_id(), new_id()
@@ -86,8 +87,8 @@ class Outbox:
         held: dict[int, list[str]] = {}
         for rid in in_flight:
             held.setdefault(self.partitions.of(rid), []).append(rid)
-        skip_filled = self.partitions.count > 1
-        if skip_filled:
+        partitioned = self.partitions.count > 1
+        if partitioned:
             busy = self._with_work(drainer_id, among, held, now, wanted)
             held = {}
             if busy or not may_leave:
@@ -96,7 +97,7 @@ class Outbox:
         items: list[Claimed] = []
         rung, left, failed = "", 0, None
         for p in among:
-            if skip_filled and not any(wanted.values()):
+            if partitioned and not any(wanted.values()):
                 break  # each partition of `among` is heart-beaten and its leases renewed already
             prefix = self.partitions.prefix(p)
             asked = ",".join(f"{api_class}={n}" for api_class, n in wanted.items())
@@ -179,21 +180,14 @@ class Outbox:
         (its shard failing over) is passed over: this job's registration there goes stale, and
         the sweep rings a drain job for whatever waits there; the outage is raised only if every
         partition failed."""
-        now, ring_id, rung = now_ms(), new_id(), ""
-        failed: list[BaseException] = []
-        for prefix in self.partitions.prefixes():
-            args = (drainer_id, now, ring_id, now - self.drainer_stale_ms)
-            try:
-                answer = cast(str, self.scripts("hand_over", *args, at=prefix))
-            except OUTAGE as outage:
-                failed.append(outage)
-                continue
-            if answer and not rung:
-                rung = answer
-                register_ring(self.redis, self.partitions, rung, prefix)
-        if len(failed) == self.partitions.count:
-            raise failed[0]
-        return rung
+        now = now_ms()
+        args = (drainer_id, now, new_id(), now - self.drainer_stale_ms)
+        answered, _ = on_each(self.partitions.prefixes(), lambda at: self.scripts("hand_over", *args, at=at))
+        rung = next(((prefix, cast(str, answer)) for prefix, answer in answered if answer), None)
+        if rung is None:
+            return ""
+        register_ring(self.redis, self.partitions, rung[1], rung[0])
+        return rung[1]
 
     def mark_sending(self, item: Claimed, *turn: ScriptArg) -> int:
         """The send marker: written (and with min_replicas replicated) before the request leaves,

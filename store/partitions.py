@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from functools import cached_property
+from typing import TypeVar
 
 from redis import Redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from store import keys
-from store.connection import now_ms
+from store.connection import OUTAGE, now_ms
+
+T = TypeVar("T")
 
 MAX_PARTITIONS = 1024
 COUNT_KEY = keys.PREFIX + "partitions"  # the count the store was made with (set once)
@@ -92,7 +96,9 @@ class Partitions:
 
     def new_id(self, partition: int | None = None) -> str:
         """A UUIDv7 request id: unique, ordered by creation time, in `partition` when given (its
-        last four hex digits chosen so; they stay uniformly random among such ids)."""
+        last four hex digits chosen so; they stay uniformly random among such ids). Written as
+        uuid.UUID writes one, without making the object, which would be most of what this costs
+        (and a submission makes two)."""
         value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
         value = (value & ~(0xF << 76)) | (0x7 << 76)
         value = (value & ~(0x3 << 62)) | (0x2 << 62)
@@ -128,3 +134,20 @@ class Partitions:
 
 
 ONE = Partitions(1)  # the single-Redis layout: what a store class uses unless given others
+
+
+def on_each(prefixes: Iterable[str], run: Callable[[str], T]) -> tuple[list[tuple[str, T]], list[BaseException]]:
+    """`run(prefix)` in each partition: (prefix, answer) of those that answered, and the outages
+    of those that did not. A partition whose shard is away (failing over, on a cluster) is
+    passed over, so that the others' work goes on; the outage is raised only when every
+    partition had one."""
+    answered: list[tuple[str, T]] = []
+    failed: list[BaseException] = []
+    for prefix in prefixes:
+        try:
+            answered.append((prefix, run(prefix)))
+        except OUTAGE as outage:
+            failed.append(outage)
+    if failed and not answered:
+        raise failed[0]
+    return answered, failed

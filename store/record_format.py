@@ -15,6 +15,12 @@ from __future__ import annotations
 
 RECORD_VERSION = 2
 
+
+def pairs(flat: list[str]) -> dict[str, str]:
+    """A record as the scripts answer it, HGETALL-style pairs (lua/prelude.lua read_record), as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 RECORD_FIELDS = (
     "tenant",
     "status",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from store import keys, listing
 from store.connection import now_ms
 from store.partitions import ONE, Partitions
 from store.rate_limits import api_class
+from store.record_format import pairs
 from store.scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,9 @@ DRAINER_STALE_MS = Settings.drainer_stale_seconds * 1000  # the setting's defaul
 
 
 def new_id() -> str:
-    """A UUIDv7: unique, and ordered by creation time. Written as uuid.UUID writes one, without
-    making the object, which would be most of what this costs (and a submission makes two)."""
-    value = (now_ms() << 80) | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A UUIDv7 in no partition in particular (store/partitions.py `new_id`): for ids that name
+    no request (drain jobs, claims, bulk retries, spool files)."""
+    return ONE.new_id()
 
 
 def iso(ms: str | int | None) -> str | None:
@@ -257,7 +253,7 @@ class Requests:
         return Submitted(RequestRecord(fields), created=True, ring_id=answer[1])
 
     def get(self, rid: str) -> RequestRecord | None:
-        fields = _pairs(cast("list[str]", self.scripts("read", rid, at=self.partitions.at(rid))))
+        fields = pairs(cast("list[str]", self.scripts("read", rid, at=self.partitions.at(rid))))
         return RequestRecord(fields) if fields.get("tenant") else None
 
     def get_for(self, tenant: str, rid: str, aliases: tuple[str, ...] = ()) -> RequestRecord | None:
@@ -288,7 +284,7 @@ class Requests:
             total, records = listing.page(self.scripts, self.partitions, query, offset, limit, STATUSES)
         else:
             total, *rows = cast("list[Any]", self.scripts("page", *query, offset, limit, *STATUSES))
-            records = [_pairs(row) for row in rows]
+            records = [pairs(row) for row in rows]
         return total, [RequestRecord(r) for r in records if r.get("tenant")]
 
     def find(
@@ -401,10 +397,6 @@ def register_ring(redis: Redis, partitions: Partitions, ring_id: str, rung_at: s
 def _is_id(value: str) -> bool:
     """A request id or api_id (a UUID): only such a value becomes part of a key name."""
     return len(value) == 36 and all(c in "0123456789abcdef-" for c in value.lower()) and value.count("-") == 4
-
-
-def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def submission_time() -> str:

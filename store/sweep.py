@@ -9,8 +9,8 @@ from typing import Any, cast
 from redis import Redis
 
 from store import keys
-from store.connection import OUTAGE, now_ms
-from store.partitions import ONE, Partitions
+from store.connection import now_ms
+from store.partitions import ONE, Partitions, on_each
 from store.records import DRAINER_STALE_MS, new_id, register_ring
 from store.scripts import Scripts
 
@@ -53,23 +53,16 @@ class Sweeper:
         with an outage (its shard failing over, on a cluster) is passed over, logged, so that the
         others' timers keep running; the outage is raised only when every partition failed."""
         now = now_ms() if now is None else now
-        ring_id = new_id()
+        args = (now, self.batch, self.result_ttl, new_id(), now - self.drainer_stale_ms)
+        answered, failed = on_each(self.partitions.prefixes(), lambda at: self.scripts("sweep", *args, at=at))
         expired = recovered = purged = 0
         rung = ""
-        failed: list[BaseException] = []
-        for prefix in self.partitions.prefixes():
-            args = (now, self.batch, self.result_ttl, ring_id, now - self.drainer_stale_ms)
-            try:
-                e, r, p, answer = cast("list[Any]", self.scripts("sweep", *args, at=prefix))
-            except OUTAGE as outage:
-                failed.append(outage)
-                continue
+        for prefix, answer in answered:
+            e, r, p, ring_id = cast("list[Any]", answer)
             expired, recovered, purged = expired + e, recovered + r, purged + p
-            if answer and not rung:
-                rung = answer
+            if ring_id and not rung:
+                rung = ring_id
                 register_ring(self.redis, self.partitions, rung, prefix)
-        if len(failed) == self.partitions.count:
-            raise failed[0]
         if failed:
             log.warning(
                 "sweep passed over %d partitions: Redis unavailable (%s)", len(failed), type(failed[0]).__name__
