@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 from redis import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
-from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.exceptions import ClusterError, ConnectionError, ReadOnlyError, TimeoutError
 from redis.retry import Retry
@@ -43,6 +42,7 @@ from store.redis_internals import (
     WriteRefused,
     bounded_lookups,
     cluster,
+    is_cluster,
     refusal,
 )
 
@@ -210,7 +210,7 @@ def connect_store(
 
 def on_cluster(client: Redis) -> bool:
     """Whether `client` is a cluster's (connect_store with REDIS_CLUSTER_NODES)."""
-    return isinstance(client, RedisCluster)
+    return is_cluster(client)
 
 
 def connect_rq(target: str | RedisTarget, max_connections: int | None = None) -> Redis:
