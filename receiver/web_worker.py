@@ -80,12 +80,20 @@ class OneWrite:
         elif data[:5] == b"HTTP/" and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n":
             self.held = data  # a final answer's header block (a 1xx one goes at once): wait for the body
             return
-        self.sock.sendall(data)
+        self._send(data)
 
     def flush(self) -> None:
         if self.held:
             data, self.held = self.held, b""
-            self.sock.sendall(data)
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """`data` in one `send` when the socket takes it all, as it takes any small answer;
+        the rest, if any, by `sendall`. gevent's `sendall` asks the kernel for the socket's
+        send buffer size (a system call) on every call, to cut what it sends in chunks."""
+        sent = self.sock.send(data)
+        if sent < len(data):
+            self.sock.sendall(memoryview(data)[sent:])
 
     def __getattr__(self, name: str) -> Any:
         self.flush()  # send, sendfile, shutdown, close...: the waiting header block goes first

@@ -5,6 +5,9 @@ tests/contracts/test_gunicorn_contract.py).
 Answers are written to a socket pair that counts writes (tests/gunicorn_io.py).
 """
 
+import socket
+import threading
+
 import pytest
 from gunicorn.config import Config
 from gunicorn.http.wsgi import Response
@@ -76,6 +79,31 @@ def test_an_interim_answer_is_not_held(pair):
     out = OneWrite(ours)
     out.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
     assert messages(theirs) == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
+
+
+def test_an_answer_larger_than_the_send_buffer_arrives_whole_and_in_order():
+    """A socket that takes only part of an answer in one send (a timeout socket, as gevent's
+    are underneath, sends what its buffer takes) gets the rest sent after it."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ours.settimeout(10)
+        got = bytearray()
+        reader = threading.Thread(target=lambda: got.extend(b"".join(iter_received(theirs))))
+        reader.start()
+        body = bytes(range(256)) * 4096  # 1 MiB, far past the buffer
+        out = OneWrite(ours)
+        out.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body))
+        out.sendall(body)
+        out.flush()
+        ours.shutdown(socket.SHUT_WR)
+        reader.join(10)
+    assert bytes(got) == b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+
+
+def iter_received(sock: socket.socket):
+    while chunk := sock.recv(1 << 16):
+        yield chunk
 
 
 def configured(**settings) -> Config:
