@@ -14,6 +14,11 @@ processes with SEND_CONCURRENCY=C. Then, in the same run:
              kept-alive pycurl everywhere (the best case). The clock runs from the first
              submission until all N are `completed` (the Redis counter ab:metrics
              finished_completed). Callbacks are always signed.
+  no-op      a no-op Flask view (bench/noop_app.py) under the same gunicorn.conf.py, driven
+             over fresh and over kept-alive connections: its CPU per request, so that web's
+             cost per completed request (two inbound requests) reads against two of its
+             requests on the same kind of connections, and issue 24's targets are judged in
+             one run (`targets`).
   baseline   again, so drift of the machine during the run shows.
 
 The figure to read is each mode's RATIO answerback completed/s : mean baseline/s and its
@@ -36,10 +41,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -56,6 +63,8 @@ from bench.harness import (
     machine_busy_seconds,
     terminate_on_signals,
 )
+from bench.ingest import drive
+from bench.waiting import start_noop
 from local.processes import wait_for
 from store.records import Requests
 
@@ -74,6 +83,12 @@ class Mode:
     fresh_callbacks: bool  # each callback on a connection of its own, as Plivo delivers them
     meaning: str
 
+    @property
+    def inbound(self) -> tuple[str, str]:
+        """How its submission and its callback reach web: each "fresh" or "kept" (a connection
+        kept alive), for the no-op view's figures to compare web's with."""
+        return ("fresh" if self.submitter == "plain" else "kept", "fresh" if self.fresh_callbacks else "kept")
+
 
 MODES = {
     mode.name: mode
@@ -84,6 +99,9 @@ MODES = {
     )
 }
 PLAN_MODE = "fresh"  # the figure to size a deployment with
+# Issue 24's targets for the plan mode, CPU ms per completed request: Answerback in all, web for its
+# two inbound requests, and web against two no-op Flask requests on the same connections in this run.
+TARGET_ALL_MS, TARGET_WEB_MS, TARGET_WEB_TO_NOOP = 2.0, 1.0, 1.5
 # Commands Redis counts when a script runs them: part of the script's own time, not sent by clients.
 SCRIPTED = (
     "get",
@@ -333,6 +351,27 @@ def answerback(
     return phase
 
 
+def noop_costs(stack: Stack, n: int, connections: int, directory: Path) -> dict[str, float]:
+    """A no-op Flask view's CPU ms per request (bench/noop_app.py under the same gunicorn.conf.py
+    and WEB_CONCURRENCY as web), by connection: "fresh" (a new connection per request) and
+    "kept" (`connections` kept alive). Requests as the sandbox's callbacks (signed JSON), from
+    bench/http_load.py in a process of its own, as bench ingest drives them."""
+    rids = directory / "noop-rids"
+    rids.write_text("".join(f"{uuid.uuid4()}\n" for _ in range(n)))
+    server = start_noop(stack)
+    try:
+        assert server.ready_url is not None
+        url = server.ready_url.rsplit("/", 1)[0]
+        costs = {}
+        for kind in ("kept", "fresh"):
+            drive(stack, url, ["noop"], rids, connections, kind == "fresh")  # warm-up
+            costs[kind] = drive(stack, url, ["noop"], rids, connections, kind == "fresh")["server_ms"]
+        return costs
+    finally:
+        server.stop()
+        stack.extra_groups.pop("noop", None)
+
+
 def command_costs(before: dict[str, Any], after: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """Redis commands run between two INFO commandstats: name -> (calls, microseconds inside Redis)."""
     costs = {}
@@ -557,7 +596,7 @@ def ceiling_lines(ab: Phase, base: float, goal: float = 0.6) -> list[str]:
     return lines
 
 
-def report(args: argparse.Namespace, phases: list[Phase]) -> None:
+def report(args: argparse.Namespace, phases: list[Phase], noop: dict[str, float]) -> None:
     bases = [p for p in phases if p.name.startswith("baseline")]
     runs = [p for p in phases if p.name.startswith("answerback")]
     in_flight = args.workers * args.concurrency
@@ -598,12 +637,15 @@ def report(args: argparse.Namespace, phases: list[Phase]) -> None:
         f" baseline : ideal {in_flight} in flight / {args.upstream_ms:g} ms = {ideal:.0f}/s -> {base / ideal:.2f}"
     )
     print(summary_table(runs, base))
+    print(noop_table(runs, noop))
     plan = next((p for p in runs if p.extra["mode"].name == PLAN_MODE), runs[0])
     verdict = "met" if plan.rate >= GOAL_PER_S else "NOT met"
     print(
         f"goal >= {GOAL_PER_S} completed/s on this machine ({plan.extra['mode'].name} mode): {verdict}"
         f" ({plan.rate:.0f}/s; absolute, noisy)"
     )
+    if plan.extra["mode"].name == PLAN_MODE:
+        print(targets_line(plan, noop))
 
 
 def mode_details(ab: Phase, base: float, accepted_per_s: float) -> None:
@@ -643,6 +685,41 @@ def summary_table(runs: list[Phase], base: float) -> str:
             f" = {own:10.2f}  | {per.get('sandbox', 0):7.2f}  {per.get('bench', 0):12.2f}{mark}"
         )
     return "\n".join(lines)
+
+
+def noop_table(runs: list[Phase], noop: dict[str, float]) -> str:
+    """Web's CPU per completed request against two no-op Flask requests on the same connections."""
+    lines = [
+        f"no-op Flask view, same gunicorn.conf.py, CPU ms per request: over a fresh connection"
+        f" {noop['fresh']:.2f}, over a kept-alive one {noop['kept']:.2f}",
+        "mode     web   two no-op requests (submission, callback)   web : no-op",
+    ]
+    for p in runs:
+        mode: Mode = p.extra["mode"]
+        twice = sum(noop[kind] for kind in mode.inbound)
+        web = per_request_ms(p).get("web", 0.0)
+        lines.append(
+            f"{mode.name:<8} {web:4.2f}   {twice:4.2f} ({' + '.join(mode.inbound)})"
+            f"{' ' * (30 - len(' + '.join(mode.inbound)))}{web / twice:5.2f}"
+        )
+    return "\n".join(lines)
+
+
+def targets_line(plan: Phase, noop: dict[str, float]) -> str:
+    """Issue 24's targets for the plan mode, each met or not in this run."""
+    per = per_request_ms(plan)
+    web = per.get("web", 0.0)
+    own = web + per.get("redis", 0.0) + sum(v for k, v in per.items() if k.startswith("worker"))
+    to_noop = web / (2 * noop["fresh"])
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    return (
+        f"targets ({plan.extra['mode'].name} mode): Answerback {own:.2f} ms <= {TARGET_ALL_MS:g}:"
+        f" {verdict(own <= TARGET_ALL_MS)};  web {web:.2f} ms <= {TARGET_WEB_MS:g}: {verdict(web <= TARGET_WEB_MS)};"
+        f"  web : two no-op requests {to_noop:.2f} <= {TARGET_WEB_TO_NOOP:g}: {verdict(to_noop <= TARGET_WEB_TO_NOOP)}"
+    )
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -707,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
 
         extra, stack_kwargs = stack_options(args.profile, args.profile_clock, extra)
     phases: list[Phase] = []
+    noop: dict[str, float] = {}
     in_flight = args.workers * args.concurrency
     try:
         with Stack(
@@ -735,6 +813,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 print(f"  {phases[-1].name}: {phases[-1].rate:.1f}/s", file=sys.stderr, flush=True)
+            noop = noop_costs(stack, args.requests, args.submitters, stack.dir)
+            print(f"  no-op view: {noop}", file=sys.stderr, flush=True)
             phases.append(
                 baseline(stack, args.requests, in_flight, upstream_s, "baseline (after)", stop, args.baseline_procs)
             )
@@ -746,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop.set()
-    report(args, phases)
+    report(args, phases, noop)
     return 0
 
 
