@@ -36,6 +36,7 @@ import io
 import itertools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -103,33 +104,12 @@ PLAN_MODE = "fresh"  # the figure to size a deployment with
 # two inbound requests, and web against two no-op Flask requests on the same connections in this run.
 TARGET_ALL_MS, TARGET_WEB_MS, TARGET_WEB_TO_NOOP = 2.0, 1.0, 1.5
 # Commands Redis counts when a script runs them: part of the script's own time, not sent by clients.
-SCRIPTED = (
-    "get",
-    "set",
-    "zadd",
-    "zrem",
-    "zcard",
-    "rpush",
-    "lpop",
-    "llen",
-    "hincrby",
-    "hincrbyfloat",
-    "del",
-    "lrange",
-    "expire",
-    "zrangebyscore",
-    "zremrangebyscore",
-    "zscore",
-    "exists",
-    "incr",
-    "hset",
-    "sadd",
-    "srem",
-    "pexpire",
-    "publish",
-    "zcount",
-    "zrange",
-)
+# Ours are read from store/lua (every redis.call there); RQ's scripts' are listed.
+SCRIPTED = frozenset(
+    name.lower()
+    for path in (ROOT / "store" / "lua").glob("*.lua")
+    for name in re.findall(r"redis\.p?call\('([A-Z]+)'", path.read_text())
+) | {"zadd", "zrem", "zcard", "rpush", "lpop", "del", "expire", "zrangebyscore", "hset", "sadd", "srem", "incr"}
 
 
 @dataclass
